@@ -1,0 +1,186 @@
+"""Log-probabilities of responses, and sampling: the one place every stage gets them from.
+
+Layout of a batch (B rows, T = P + R columns), used by SFT, the reward model, PPO and DPO alike::
+
+    <pad> <pad> Q : What is ... ? A :  The capital of France is Paris . <eos> <pad> <pad>
+    |---------- prompt, left-padded --|-- response + EOS, right-padded ------------------|
+
+* ``attention_mask`` is 1 on real tokens (prompt, response, EOS) and 0 on padding.
+* ``response_mask`` is 1 on response tokens and the EOS, 0 on prompt and padding: the log-prob
+  of a response is the **sum** of the log-probs at these positions.
+* GPT-2 has absolute position embeddings, so padding on the left would shift every position.
+  We pass ``position_ids = attention_mask.cumsum(-1) - 1`` (clamped at 0): the first real
+  token is at position 0 whatever the padding, and padding never changes a log-prob.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from minirlhf.tokenizer import decode
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that ignore left padding: ``cumsum(mask) - 1``, clamped at 0. Shape (B, T)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def _check_fits(model, length: int) -> None:
+    """Refuse a sequence longer than the model's context, with the fix in the message."""
+    limit = getattr(model.config, "n_positions", None) or getattr(
+        model.config, "max_position_embeddings", None)
+    if limit is not None and length > limit:
+        raise ValueError(
+            f"The sequence is {length} tokens long but the model's context holds {limit}. "
+            "Shorten the prompt, lower max_new_tokens, or build the model with more n_positions."
+        )
+
+
+def _encode_texts(tokenizer, texts: list[str], what: str) -> list[list[int]]:
+    """Token ids of each text; refuse empty prompts and words the tokenizer does not know."""
+    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    for text, row in zip(texts, ids):
+        if what == "prompt" and not row:
+            raise ValueError("A prompt is empty. Give every example a non-empty prompt.")
+        if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in row:
+            raise ValueError(
+                f"The {what} {text!r} contains words the tokenizer does not know. Use the "
+                "toy world's words (minirlhf.world.all_words()) or a tokenizer built for your data."
+            )
+    return ids
+
+
+def encode_prompt_response(tokenizer, prompts: list[str], responses: list[str],
+                           add_eos: bool = True) -> dict[str, torch.Tensor]:
+    """Tokenise (prompt, response) pairs into the batch layout above.
+
+    Returns ``input_ids``, ``attention_mask`` and ``response_mask``, each of shape (B, P + R),
+    where P is the longest prompt and R the longest response (EOS included).
+    """
+    if len(prompts) != len(responses):
+        raise ValueError(f"Got {len(prompts)} prompts but {len(responses)} responses.")
+    if not prompts:
+        raise ValueError("The batch is empty: give at least one (prompt, response) pair.")
+    prompt_ids = _encode_texts(tokenizer, prompts, "prompt")
+    response_ids = _encode_texts(tokenizer, responses, "response")
+    if add_eos:
+        response_ids = [r + [tokenizer.eos_token_id] for r in response_ids]
+    P = max(len(p) for p in prompt_ids)
+    R = max(len(r) for r in response_ids)
+    pad = tokenizer.pad_token_id
+    rows, attention, response_mask = [], [], []
+    for p, r in zip(prompt_ids, response_ids):
+        left, right = P - len(p), R - len(r)
+        rows.append([pad] * left + p + r + [pad] * right)
+        attention.append([0] * left + [1] * (len(p) + len(r)) + [0] * right)
+        response_mask.append([0] * P + [1] * len(r) + [0] * right)
+    return {
+        "input_ids": torch.tensor(rows),
+        "attention_mask": torch.tensor(attention),
+        "response_mask": torch.tensor(response_mask),
+    }
+
+
+def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   temperature: float = 1.0, return_entropy: bool = False):
+    """Per-token log-probs ``out[b, t] = log p(input_ids[b, t] | input_ids[b, :t])``.
+
+    Shapes: ``input_ids`` and ``attention_mask`` (B, T) -> ``out`` (B, T), with ``out[:, 0] = 0``
+    (the first token has no context). Logits are divided by ``temperature``, the same one used to
+    sample, so that PPO's ratios compare like with like. With ``return_entropy`` also returns the
+    entropy of each next-token distribution, aligned the same way, shape (B, T).
+    """
+    _check_fits(model, input_ids.shape[1])
+    logits = model(input_ids=input_ids, attention_mask=attention_mask,
+                   position_ids=position_ids_from_mask(attention_mask)).logits
+    logits = logits[:, :-1].float() / temperature  # logits at t predict token t + 1
+    targets = input_ids[:, 1:].unsqueeze(-1)
+    # log softmax at the target only: logit[target] - logsumexp(logits), cheap on large vocabularies
+    log_norm = torch.logsumexp(logits, dim=-1)
+    logp = logits.gather(-1, targets).squeeze(-1) - log_norm
+    logp = F.pad(logp, (1, 0))
+    if not return_entropy:
+        return logp
+    probs = torch.softmax(logits, dim=-1)
+    entropy = log_norm - (probs * logits).sum(-1)  # H = logsumexp(z) - sum p z
+    return logp, F.pad(entropy, (1, 0))
+
+
+def sequence_logprobs(model, batch: dict[str, torch.Tensor], temperature: float = 1.0) -> torch.Tensor:
+    """Summed log-prob of each response, log pi(y | x) = sum_t log pi(y_t | x, y_<t). Shape (B,).
+
+    ``batch`` holds ``input_ids``, ``attention_mask`` and ``response_mask`` as made by
+    :func:`encode_prompt_response` or :func:`generate`. Prompt and padding are masked out.
+    """
+    logp = token_logprobs(model, batch["input_ids"], batch["attention_mask"], temperature)
+    return (logp * batch["response_mask"]).sum(-1)
+
+
+def to_device(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
+    """Move every tensor of ``batch`` to ``device``."""
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+@torch.no_grad()
+def response_logprobs(model, tokenizer, prompts: list[str], responses: list[str],
+                      batch_size: int = 256) -> torch.Tensor:
+    """log pi(response | prompt) for each pair, summed over response tokens and EOS. Shape (B,).
+
+    Runs in batches of ``batch_size`` without gradients; returns a CPU tensor.
+    """
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        batch = encode_prompt_response(tokenizer, prompts[i:i + batch_size],
+                                       responses[i:i + batch_size])
+        out.append(sequence_logprobs(model, to_device(batch, device)).cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 16,
+             temperature: float = 1.0, generator: torch.Generator | None = None) -> dict:
+    """Sample one response per prompt, token by token, until EOS or ``max_new_tokens``.
+
+    Prompts are left-padded (positions from the attention mask, see above). After a row emits
+    EOS it is padded. Returns the batch layout of this module, plus ``responses`` (decoded text)
+    and ``finished`` (a (B,) bool tensor, True where the response ended with EOS).
+    ``generator`` (a CPU ``torch.Generator``) makes sampling repeatable.
+    """
+    if not prompts:
+        raise ValueError("No prompts to generate from: give at least one.")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}.")
+    device = next(model.parameters()).device
+    batch = encode_prompt_response(tokenizer, prompts, [""] * len(prompts), add_eos=False)
+    _check_fits(model, batch["input_ids"].shape[1] + max_new_tokens)
+    input_ids = batch["input_ids"].to(device)
+    attention_mask = batch["attention_mask"].to(device)
+    B = input_ids.shape[0]
+    finished = torch.zeros(B, dtype=torch.bool, device=device)
+    new_tokens, new_mask = [], []
+    for _ in range(max_new_tokens):
+        ids = torch.cat([input_ids] + new_tokens, dim=1)
+        mask = torch.cat([attention_mask] + new_mask, dim=1)
+        logits = model(input_ids=ids, attention_mask=mask,
+                       position_ids=position_ids_from_mask(mask)).logits[:, -1].float()
+        probs = torch.softmax(logits / temperature, dim=-1)
+        token = torch.multinomial(probs.cpu(), 1, generator=generator).to(device).squeeze(-1)
+        token = torch.where(finished, torch.full_like(token, tokenizer.pad_token_id), token)
+        new_tokens.append(token[:, None])
+        new_mask.append((~finished).long()[:, None])  # EOS itself is a real token
+        finished |= token == tokenizer.eos_token_id
+        if finished.all():
+            break
+    response_ids = torch.cat(new_tokens, dim=1)
+    response_mask = torch.cat(new_mask, dim=1)
+    P = input_ids.shape[1]
+    return {
+        "input_ids": torch.cat([input_ids, response_ids], dim=1),
+        "attention_mask": torch.cat([attention_mask, response_mask], dim=1),
+        "response_mask": torch.cat([torch.zeros_like(attention_mask), response_mask], dim=1),
+        "prompt_length": P,
+        "responses": [decode(tokenizer, row) for row in response_ids.tolist()],
+        "finished": finished.cpu(),
+    }

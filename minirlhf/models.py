@@ -1,0 +1,82 @@
+"""The tiny GPT: a GPT-2 built from a local ``GPT2Config``, and loading with clear errors.
+
+The same training code runs on this 2-layer model on a laptop CPU and on a real checkpoint on
+a GPU: every algorithm in minirlhf only needs a causal LM with the Hugging Face interface.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+from minirlhf.tokenizer import build_tokenizer
+from minirlhf.utils import check_checkpoint_dir, save_atomically
+
+
+def tiny_gpt_config(tokenizer: PreTrainedTokenizerFast, n_layer: int = 2, n_embd: int = 64,
+                    n_head: int = 4, n_positions: int = 64, dropout: float = 0.0) -> GPT2Config:
+    """A GPT-2 config sized for the toy world (about 110k parameters with the defaults).
+
+    Dropout defaults to 0: the corpus is tiny and clean, and RL needs a deterministic policy.
+    """
+    return GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=n_positions,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=n_head,
+        resid_pdrop=dropout,
+        embd_pdrop=dropout,
+        attn_pdrop=dropout,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def build_tiny_gpt(tokenizer: PreTrainedTokenizerFast | None = None, seed: int = 0,
+                   **config_kwargs) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerFast]:
+    """A randomly initialised tiny GPT and its tokenizer. ``config_kwargs`` go to
+    :func:`tiny_gpt_config`."""
+    import torch
+
+    tokenizer = tokenizer or build_tokenizer()
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(tiny_gpt_config(tokenizer, **config_kwargs))
+    return model, tokenizer
+
+
+def check_tokenizer_matches(model, tokenizer) -> None:
+    """Raise ValueError if ``tokenizer`` cannot drive ``model`` (vocabulary or special ids differ)."""
+    vocab = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > vocab:
+        raise ValueError(
+            f"The tokenizer has {len(tokenizer)} tokens but the model's embedding has only {vocab}: "
+            "they do not belong together. Load the tokenizer saved with this model."
+        )
+    pad = model.config.pad_token_id
+    if pad is not None and pad != tokenizer.pad_token_id:
+        raise ValueError(
+            f"The model's pad_token_id is {pad} but the tokenizer's is {tokenizer.pad_token_id}. "
+            "Load the tokenizer saved with this model."
+        )
+
+
+def save_model(model, tokenizer, path: str | Path) -> Path:
+    """Save model (safetensors) and tokenizer into ``path`` atomically."""
+    return save_atomically([model, tokenizer], path)
+
+
+def load_model(path: str | Path, device=None) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerFast]:
+    """Load a causal LM and its tokenizer saved by :func:`save_model` (no pickle involved)."""
+    from transformers import AutoModelForCausalLM
+
+    path = check_checkpoint_dir(path)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True)
+    check_tokenizer_matches(model, tokenizer)
+    if device is not None:
+        model.to(device)
+    return model, tokenizer
