@@ -210,9 +210,14 @@ class SimulatedRater:
 
     It prefers ``y1`` over ``y2`` with probability ``sigmoid((r(x, y1) - r(x, y2)) / tau)``, where
     ``r`` is :func:`true_reward`. Small ``tau`` gives a nearly perfect rater, large ``tau`` a coin.
+
+    Why ``tau = 1`` by default: a Bradley-Terry model fitted to this rater's choices recovers
+    ``r / tau`` (up to a constant per prompt). With ``tau = 1`` the reward model, and the reward
+    implicit in DPO, estimate the true reward itself, so the KL-regularised optimum they aim at is
+    exactly :mod:`minirlhf.optimum`'s ``pi*`` for ``true_reward`` at the same beta.
     """
 
-    tau: float = 0.5
+    tau: float = 1.0
     seed: int = 0
 
     def __post_init__(self):
