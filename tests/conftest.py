@@ -1,0 +1,28 @@
+"""Shared test set-up: offline hub, deterministic small thread count, shared fixtures."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def base():
+    """The shipped SFT base model and its tokenizer (read-only: copy before training it)."""
+    from minirlhf.sft import load_base_model
+
+    return load_base_model()
+
+
+@pytest.fixture
+def tiny():
+    """A fresh random tiny GPT and its tokenizer (seed 0)."""
+    from minirlhf.models import build_tiny_gpt
+
+    model, tokenizer = build_tiny_gpt(seed=0)
+    return model.eval(), tokenizer
