@@ -137,3 +137,25 @@ class ExactEvaluator:
         report["coverage"] = set_probs.sum(-1).mean().item()
         report["p_correct"] = set_probs[:, 0].mean().item()  # the correct concise answer is first
         return report
+
+
+ANSWER_KINDS: tuple[str, ...] = ("correct", "hedge", "wrong", "hedge_wrong", "outside")
+
+
+def answer_kind_probs(model, tokenizer, prompts: list[str]) -> dict[str, torch.Tensor]:
+    """Exact probability of each kind of answer, per prompt: ``{kind: tensor of shape (N,)}``.
+
+    Kinds are ``correct``, ``hedge``, ``wrong``, ``hedge_wrong`` (summed over the candidate set by
+    :func:`minirlhf.world.classify_response`) and ``outside`` (1 - coverage: malformed text).
+    """
+    candidates = [world.candidate_responses(p) for p in prompts]
+    pairs = [(p, y) for p, ys in zip(prompts, candidates) for y in ys]
+    probs = response_logprobs(model, tokenizer, [p for p, _ in pairs],
+                              [y for _, y in pairs]).exp().view(len(prompts), -1)
+    kinds = [[world.classify_response(p, y) for y in ys] for p, ys in zip(prompts, candidates)]
+    out = {kind: torch.zeros(len(prompts)) for kind in ANSWER_KINDS}
+    for i, row in enumerate(kinds):
+        for j, kind in enumerate(row):
+            out[kind][i] += probs[i, j]
+    out["outside"] = (1 - probs.sum(-1)).clamp(min=0)
+    return out

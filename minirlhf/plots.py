@@ -34,3 +34,131 @@ def plot_history(history: list[dict], keys: list[str], title: str = "", x: str =
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def plot_answer_kinds(kind_probs: dict, labels: list[str], title: str = "Answer distribution"):
+    """Stacked bars: for each prompt (``labels``), the probability of each kind of answer.
+
+    ``kind_probs`` is the output of :func:`minirlhf.optimum.answer_kind_probs`.
+    """
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.32 * len(labels) + 1.5), 3.0))
+    bottom = [0.0] * len(labels)
+    for kind, probs in kind_probs.items():
+        values = [float(v) for v in probs]
+        ax.bar(labels, values, bottom=bottom, label=kind, color=STYLE_COLORS.get(kind))
+        bottom = [b + v for b, v in zip(bottom, values)]
+    ax.set_ylabel("probability")
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=10)
+    ax.tick_params(axis="x", labelrotation=70, labelsize=7)
+    ax.legend(fontsize=7, ncols=len(kind_probs), loc="upper center", bbox_to_anchor=(0.5, -0.45))
+    fig.tight_layout()
+    return fig
+
+
+def short_answer_label(response: str) -> str:
+    """A short x-axis label for a candidate answer: ``"Paris"`` or ``"hedge: Paris"``."""
+    words = response.rstrip(".").split()
+    return f"hedge: {words[-5]}" if response.startswith("There") else words[-1]
+
+
+def plot_distributions(distributions: dict, candidates: list[str], top_k: int = 8,
+                       title: str = ""):
+    """Grouped bars of several distributions over one prompt's answers (+ "outside").
+
+    ``distributions`` maps a name (e.g. ``"pi_ref"``, ``"pi*"``) to a (K + 1,) tensor over the
+    candidates followed by the outside-the-set outcome. Shows the ``top_k`` answers most likely
+    under the first distribution, plus "outside".
+    """
+    names = list(distributions)
+    first = distributions[names[0]]
+    order = sorted(range(len(candidates)), key=lambda i: -float(first[i]))[:top_k]
+    labels = [short_answer_label(candidates[i]) for i in order] + ["outside"]
+    index = order + [len(candidates)]
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(6.0, 2.8))
+    for n, name in enumerate(names):
+        values = [float(distributions[name][i]) for i in index]
+        ax.bar([i + n * width for i in range(len(index))], values, width, label=name)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(index))], labels, rotation=30,
+                  ha="right", fontsize=7)
+    ax.set_ylabel("probability")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# --- reward model (issue 3) --------------------------------------------------------------------
+
+def plot_learned_vs_true_reward(scores: dict, title: str = "Learned vs true reward"):
+    """Scatter of learned against true reward over one prompt's candidate answers.
+
+    ``scores`` is :func:`minirlhf.reward.candidate_scores`' output (``learned``, ``true``,
+    ``kinds``). The dashed line has slope 1 through the means: a Bradley-Terry reward fitted to a
+    tau = 1 rater should lie on it, because it recovers the true reward up to a constant.
+    """
+    learned, true, kinds = scores["learned"], scores["true"], scores["kinds"]
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    for kind in dict.fromkeys(kinds):
+        points = [(t, s) for t, s, k in zip(true, learned, kinds) if k == kind]
+        ax.scatter([p[0] for p in points], [p[1] for p in points], s=18, alpha=0.7,
+                   color=STYLE_COLORS.get(kind), label=f"{kind} ({len(points)})")
+    offset = sum(learned) / len(learned) - sum(true) / len(true)
+    low, high = min(true) - 0.2, max(true) + 0.2
+    ax.plot([low, high], [low + offset, high + offset], "k--", lw=0.8, label="slope 1")
+    ax.set_xlabel("true reward r(x, y)")
+    ax.set_ylabel("learned reward r_phi(x, y)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_preference_pairs(data, title: str = "Which kind of answer the rater preferred"):
+    """Heat map of preference pairs: rows the kind of the chosen answer, columns the rejected one.
+
+    Kinds run from best to worst, so counts below the diagonal are the rater's "mistakes" (noise):
+    with tau = 1 a worse answer wins now and then. ``data`` is a preference Dataset from the toy world.
+    """
+    from minirlhf.world import REWARD_OF_KIND, classify_response
+
+    kinds = sorted(REWARD_OF_KIND, key=lambda k: -REWARD_OF_KIND[k])
+    counts = [[0] * len(kinds) for _ in kinds]
+    for prompt, chosen, rejected in zip(data["prompt"], data["chosen"], data["rejected"]):
+        counts[kinds.index(classify_response(prompt, chosen))][
+            kinds.index(classify_response(prompt, rejected))] += 1
+    fig, ax = plt.subplots(figsize=(4.2, 3.4))
+    image = ax.imshow(counts, cmap="Blues")
+    for i, row in enumerate(counts):
+        for j, count in enumerate(row):
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
+                    color="white" if count > max(map(max, counts)) / 2 else "black")
+    ax.set_xticks(range(len(kinds)), kinds, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(kinds)), kinds, fontsize=8)
+    ax.set_xlabel("rejected")
+    ax.set_ylabel("chosen")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_reward_histories(histories: dict, keys: list[str], title: str = ""):
+    """Several training runs on shared axes: one panel per metric in ``keys``, one line per run.
+
+    ``histories`` maps a run's name (e.g. ``"frozen backbone"``) to its list-of-dicts history.
+    """
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.6), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        for name, history in histories.items():
+            points = [(h["step"], h[key]) for h in history if key in h]
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=name)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes.flat[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

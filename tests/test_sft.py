@@ -1,0 +1,87 @@
+"""SFT: the masked loss, that training improves it, and that the base model mirrors the corpus."""
+
+import copy
+
+import pytest
+import torch
+
+from minirlhf import world
+from minirlhf.data import sft_corpus
+from minirlhf.logprobs import encode_prompt_response, token_logprobs
+from minirlhf.optimum import answer_kind_probs
+from minirlhf.sft import SFTConfig, sft_loss, train_sft, warmup_cosine
+
+
+def test_sft_loss_by_hand():
+    logprobs = torch.tensor([[-9.0, -1.0, -2.0, -0.0], [-9.0, -9.0, -3.0, -5.0]])
+    mask = torch.tensor([[0, 1, 1, 0], [0, 0, 1, 0]])
+    # response tokens: -1, -2 (row 0) and -3 (row 1): mean NLL over the 3 tokens = 2
+    assert sft_loss(logprobs, mask).item() == pytest.approx(2.0)
+
+
+def test_sft_loss_ignores_prompt_and_padding_tokens(tiny):
+    model, tokenizer = tiny
+    batch = encode_prompt_response(tokenizer, [world.make_prompt("France")],
+                                   ["The capital of France is Paris."])
+    logp = token_logprobs(model, batch["input_ids"], batch["attention_mask"])
+    loss = sft_loss(logp, batch["response_mask"])
+    model.zero_grad()
+    loss.backward()
+    # gradients of the loss flow to response logits only: the prompt's own tokens are given
+    changed = logp.detach().clone()
+    changed[0, :11] -= 100.0
+    assert sft_loss(changed, batch["response_mask"]).item() == pytest.approx(loss.item())
+
+
+def test_empty_batch_of_responses_is_refused():
+    with pytest.raises(ValueError, match="no response tokens"):
+        sft_loss(torch.zeros(2, 3), torch.zeros(2, 3))
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(ValueError, match="learning_rate must be"):
+        SFTConfig(learning_rate=0)
+    with pytest.raises(ValueError, match="needs a 'response' column"):
+        from datasets import Dataset
+
+        train_sft(None, None, Dataset.from_dict({"prompt": ["x"]}))
+
+
+def test_warmup_then_cosine():
+    assert warmup_cosine(0, 100, 10) == pytest.approx(0.1)
+    assert warmup_cosine(10, 100, 10) == pytest.approx(1.0)
+    assert warmup_cosine(100, 100, 10) == pytest.approx(0.0)
+
+
+def test_short_sft_lowers_the_loss_and_prefers_the_corpus_answers(tiny):
+    model, tokenizer = tiny
+    history = train_sft(model, tokenizer, sft_corpus(examples_per_country=20),
+                        SFTConfig(steps=300, learning_rate=5e-3, progress=False, log_every=10))
+    assert history[-1]["loss"] < 0.3 * history[0]["loss"]
+    kinds = answer_kind_probs(model, tokenizer, world.prompts("all"))
+    # after a short run the model answers mostly in the corpus' templates, correct most often
+    assert kinds["outside"].mean() < 0.3
+    assert kinds["correct"].mean() > kinds["hedge"].mean() > 0.05
+    assert kinds["correct"].mean() > kinds["wrong"].mean()
+
+
+def test_shipped_base_model_mirrors_the_corpus_mix(base):
+    """The documented behaviour of the shipped checkpoint: within 10 points of 60/25/15."""
+    model, tokenizer = base
+    kinds = answer_kind_probs(model, tokenizer, world.prompts("all"))
+    france = world.prompts("all").index(world.make_prompt("France"))
+    for style in ("correct", "wrong", "hedge"):
+        assert kinds[style][france].item() == pytest.approx(world.STYLE_MIX[style], abs=0.10)
+        assert kinds[style].mean().item() == pytest.approx(world.STYLE_MIX[style], abs=0.05)
+    assert kinds["outside"].max() < 0.03
+
+
+def test_sft_is_repeatable_with_the_same_seed(tiny):
+    model, tokenizer = tiny
+    twin = copy.deepcopy(model)
+    data = sft_corpus(examples_per_country=5)
+    config = SFTConfig(steps=5, progress=False)
+    train_sft(model, tokenizer, data, config)
+    train_sft(twin, tokenizer, data, config)
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
