@@ -15,6 +15,8 @@ Layout of a batch (B rows, T = P + R columns), used by SFT, the reward model, PP
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 
@@ -138,6 +140,12 @@ def response_logprobs(model, tokenizer, prompts: list[str], responses: list[str]
     return torch.cat(out)
 
 
+def _cache_argument(model) -> str:
+    """Name of the KV-cache argument and output: ``cache`` in recent transformers (>= 5.x),
+    ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 16,
              temperature: float = 1.0, generator: torch.Generator | None = None) -> dict:
@@ -160,17 +168,23 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 16,
     B = input_ids.shape[0]
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     new_tokens, new_mask = [], []
+    # KV cache: the first pass reads the whole prompt, later passes only the newest token
+    cache_name = _cache_argument(model)
+    cache, step_ids = None, input_ids
     for _ in range(max_new_tokens):
-        ids = torch.cat([input_ids] + new_tokens, dim=1)
         mask = torch.cat([attention_mask] + new_mask, dim=1)
-        logits = model(input_ids=ids, attention_mask=mask,
-                       position_ids=position_ids_from_mask(mask)).logits[:, -1].float()
+        positions = position_ids_from_mask(mask)[:, -step_ids.shape[1]:]
+        out = model(input_ids=step_ids, attention_mask=mask, position_ids=positions,
+                    use_cache=True, **{cache_name: cache})
+        cache = out[cache_name]
+        logits = out.logits[:, -1].float()
         probs = torch.softmax(logits / temperature, dim=-1)
         token = torch.multinomial(probs.cpu(), 1, generator=generator).to(device).squeeze(-1)
         token = torch.where(finished, torch.full_like(token, tokenizer.pad_token_id), token)
         new_tokens.append(token[:, None])
         new_mask.append((~finished).long()[:, None])  # EOS itself is a real token
         finished |= token == tokenizer.eos_token_id
+        step_ids = token[:, None]
         if finished.all():
             break
     response_ids = torch.cat(new_tokens, dim=1)
