@@ -30,7 +30,9 @@ def build_tokenizer(words: list[str] | None = None) -> PreTrainedTokenizerFast:
     for word in words:
         vocab.setdefault(word, len(vocab))
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()  # splits on \w+|[^\w\s]+
+    # split on whitespace and punctuation, one mark per token: "Paris..." is Paris . . .
+    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(),
+                                                  pre_tokenizers.Punctuation("isolated")])
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=core,
         pad_token=PAD,
