@@ -1,0 +1,476 @@
+"""The machinery behind every exercise check: cases, known mistakes, and kind feedback.
+
+A check runs the student's function and the library's on the same inputs: first hand-made
+cases that each probe one idea ("the prompt's log-probs must not count"), then random ones.
+When the two disagree, the check does not stop at "wrong". It runs a catalogue of the usual
+wrong implementations (:class:`Mistake`) on the same cases; one that reproduces the student's
+numbers on every case names what almost certainly happened, with the fix. When none does, it
+falls back to general clues: a flipped sign, a constant factor, a wrong shape, values where
+the mask is 0, a gradient that does not flow.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+# Two results agree when |got - expected| <= ATOL + RTOL * |expected| (in float64).
+RTOL = 1e-4
+ATOL = 1e-5
+
+
+class ExerciseCheckFailed(AssertionError):
+    """Raised by a check when the student's function does not agree with the library's yet."""
+
+
+@dataclass
+class Case:
+    """One input on which the student's function must agree with the library's."""
+
+    name: str
+    """A short title, e.g. ``"prompt tokens present"``."""
+    probes: str
+    """What the case tests, in words; shown when it fails."""
+    args: dict
+    """The arguments, by the library's parameter names, in call order."""
+
+
+@dataclass
+class Mistake:
+    """A common wrong implementation, with what it does wrong and how to fix it."""
+
+    name: str
+    """A short name, e.g. ``"sign flipped"``."""
+    cause: str
+    """What such code does, in words."""
+    fix: str
+    """How to put it right."""
+    implementation: Callable
+    """A function with the exercise's signature that makes exactly this mistake."""
+
+
+@dataclass
+class Exercise:
+    """Everything a check needs to know about one function to write."""
+
+    function_name: str
+    """The name the notebook gives the function, e.g. ``"sft_loss"``."""
+    reference: Callable
+    """The library's implementation."""
+    reference_name: str
+    """Where the library's implementation lives, e.g. ``"minirlhf.sft.sft_loss"``."""
+    formula: str
+    """The equation to compare with when no known mistake explains the difference."""
+    make_cases: Callable[[], list[Case]]
+    """Builds the cases (hand-made first, then random; seeded, so always the same)."""
+    mistakes: list[Mistake]
+    """The catalogue of common wrong implementations that the check recognises."""
+    output_names: tuple[str, ...] = ("loss",)
+    """Names of the outputs compared (a function may return more, e.g. a stats dict: ignored)."""
+    grad_args: tuple[str, ...] = ()
+    """Arguments through which the gradient must flow like the library's (losses)."""
+    mask_arg: str | None = None
+    """Argument holding a (B, T) mask, to spot values written where the mask is 0."""
+
+
+@dataclass
+class CaseResult:
+    """How the student's function did on one case."""
+
+    case: Case
+    passed: bool
+    expected: tuple | None = None
+    got: tuple | None = None
+    problem: str = ""
+    """What is wrong on this case, in words (empty when it passed)."""
+
+
+@dataclass
+class CheckResult:
+    """The outcome of a check; ``bool(result)`` is True when every case passed."""
+
+    function_name: str
+    passed: bool
+    cases: list[CaseResult]
+    mistake: Mistake | None = None
+    """The known mistake that reproduces the student's results, if one does."""
+    hints: list[str] = field(default_factory=list)
+    """General clues found when no known mistake matched (or in addition to it)."""
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    @property
+    def failed_cases(self) -> list[CaseResult]:
+        """The cases on which the student's function disagrees with the library's."""
+        return [c for c in self.cases if not c.passed]
+
+    def report(self) -> str:
+        """The feedback, as text for a student."""
+        n = len(self.cases)
+        if self.passed:
+            return (f"Well done: {self.function_name} agrees with the library on all {n} cases "
+                    "(hand-made and random), gradients included.")
+        failed = self.failed_cases
+        headline = f"Not quite yet: {self.function_name} differs from the library on {len(failed)} of {n} cases."
+        lines = [headline, ""]
+        for result in self.cases:
+            mark = "ok  " if result.passed else "FAIL"
+            lines.append(f"  [{mark}] {result.case.name}")
+        first = failed[0]
+        lines += ["", f"First failing case: {first.case.name}", f"  It checks that {first.case.probes}"]
+        lines += ["  " + line for line in _describe_args(first.case.args)]
+        lines.append(f"  {first.problem}")
+        if self.mistake is not None:
+            lines += ["", f"This looks like a common slip: {self.mistake.name}.",
+                      f"  What happens: {self.mistake.cause}", f"  How to fix it: {self.mistake.fix}"]
+        for hint in self.hints:
+            lines += ["", f"Clue: {hint}"]
+        lines += ["", "Fix it, run the cell that defines the function again, then this check."]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        status = "passed" if self.passed else "failed"
+        name = f", mistake={self.mistake.name!r}" if self.mistake else ""
+        return (f"CheckResult({self.function_name}: {status}, "
+                f"{len(self.cases) - len(self.failed_cases)}/{len(self.cases)} cases{name})")
+
+
+def run_check(exercise: Exercise, student_fn: Callable, verbose: bool = True,
+              raise_on_failure: bool = True) -> CheckResult:
+    """Compare ``student_fn`` with the library on every case of ``exercise`` and explain.
+
+    Prints the feedback when ``verbose``; raises :class:`ExerciseCheckFailed` after it when the
+    function is not right yet and ``raise_on_failure`` (so a notebook run stops there), and
+    re-raises ``NotImplementedError`` when the function is still the TODO stub.
+    """
+    __tracebackhide__ = True  # IPython and pytest: hide this frame, the message is what matters
+    if not callable(student_fn):
+        raise TypeError(f"Pass the function itself, e.g. check(...)({exercise.function_name}), "
+                        f"not {type(student_fn).__name__}.")
+    cases = exercise.make_cases()
+    results = [_run_case(exercise, student_fn, case) for case in cases]
+    result = CheckResult(exercise.function_name, all(r.passed for r in results), results)
+    if not result.passed:
+        result.mistake = _find_mistake(exercise, results)
+        if result.mistake is None:
+            result.hints = _general_hints(exercise, results)
+    if verbose:
+        print(result.report())
+    if raise_on_failure and not result.passed:
+        because = f" Likely cause: {result.mistake.name}." if result.mistake else ""
+        raise ExerciseCheckFailed(
+            f"{exercise.function_name} is not right yet ({len(result.failed_cases)} of "
+            f"{len(results)} cases differ).{because} The feedback above says which and why.")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Running one case
+
+
+class _StillTodo(Exception):
+    pass
+
+
+def _clone_args(args: dict, grad_args: tuple[str, ...] = ()) -> dict:
+    """Fresh copies, so that no call sees what another did; ``grad_args`` require grad."""
+    out = {}
+    for name, value in args.items():
+        if torch.is_tensor(value):
+            value = value.detach().clone()
+            if name in grad_args:
+                value.requires_grad_(True)
+        out[name] = value
+    return out
+
+
+def _call(fn: Callable, args: dict):
+    """Call positionally, in the library's order: students may name their parameters freely."""
+    return fn(*args.values())
+
+
+def _outputs(exercise: Exercise, value) -> tuple:
+    """The compared outputs of a call: a tensor, or the first items of a tuple."""
+    n = len(exercise.output_names)
+    if isinstance(value, (tuple, list)):
+        return tuple(value[:n])
+    return (value,)
+
+
+def _as_tensor(value):
+    if torch.is_tensor(value):
+        return value
+    if isinstance(value, (int, float)):
+        return torch.tensor(float(value))
+    return None
+
+
+def _close(got: torch.Tensor, expected: torch.Tensor) -> bool:
+    """Same values (scalars may differ in shape: () and (1,) are both one number)."""
+    if got.numel() != expected.numel():
+        return False
+    if got.shape != expected.shape and expected.numel() != 1:
+        return False
+    got, expected = got.detach().double().reshape(-1), expected.detach().double().reshape(-1)
+    both_inf = torch.isinf(got) & torch.isinf(expected) & (torch.sign(got) == torch.sign(expected))
+    close = (got - expected).abs() <= ATOL + RTOL * expected.abs()
+    return bool((close | both_inf).all())
+
+
+def _weighted_sum(out: torch.Tensor, seed: int) -> torch.Tensor:
+    """A scalar whose gradient sees every element of ``out`` (fixed random weights)."""
+    if out.numel() == 1:
+        return out.sum()
+    weights = torch.rand(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype)
+    return (out * weights).sum()
+
+
+def _gradients(exercise: Exercise, fn: Callable, case: Case):
+    """(outputs, {arg: grad}) of ``fn`` on ``case``; grads w.r.t. ``exercise.grad_args``."""
+    args = _clone_args(case.args, exercise.grad_args)
+    outputs = _outputs(exercise, _call(fn, args))
+    first = outputs[0]
+    grads = {}
+    if exercise.grad_args and torch.is_tensor(first) and first.requires_grad:
+        tensors = [args[name] for name in exercise.grad_args]
+        found = torch.autograd.grad(_weighted_sum(first, seed=len(case.name)), tensors,
+                                    allow_unused=True)
+        grads = dict(zip(exercise.grad_args, found))
+    return outputs, grads
+
+
+def _run_case(exercise: Exercise, student_fn: Callable, case: Case) -> CaseResult:
+    expected, expected_grads = _gradients(exercise, exercise.reference, case)
+    args = _clone_args(case.args)
+    try:
+        got = _outputs(exercise, _call(student_fn, args))
+    except NotImplementedError as error:
+        raise NotImplementedError(
+            f"{exercise.function_name} is still a TODO ({error}). Replace the `raise "
+            "NotImplementedError` line with your code, run that cell, then run this check again."
+        ) from None
+    except Exception as error:  # noqa: BLE001 - the student's code crashed: say how, and on what
+        return CaseResult(case, False, expected, None, _explain_exception(error, exercise))
+    changed = [name for name, value in args.items()
+               if torch.is_tensor(value) and not torch.equal(value, case.args[name])]
+    if changed:
+        return CaseResult(case, False, expected, got,
+                          f"Your function changed its input {changed[0]!r} in place (an in-place "
+                          "operation such as `x -= ...`, `x[...] = ...` or `x.mul_(...)`). Work on a "
+                          "copy (`x = x.clone()`) or write `x = x - ...` instead: the caller still "
+                          "needs the original.")
+    problem = _compare_outputs(exercise, expected, got)
+    if problem:
+        return CaseResult(case, False, expected, got, problem)
+    problem = _compare_gradients(exercise, student_fn, case, expected_grads)
+    return CaseResult(case, not problem, expected, got, problem)
+
+
+def _compare_outputs(exercise: Exercise, expected: tuple, got: tuple) -> str:
+    """What differs between the outputs, in words ('' when they agree)."""
+    if len(got) < len(expected):
+        names = " and ".join(exercise.output_names)
+        return f"Your function returned {len(got)} value(s); it should return {names}."
+    for name, exp, value in zip(exercise.output_names, expected, got):
+        tensor = _as_tensor(value)
+        if value is None:
+            return f"Your function returned None for {name}: is a `return` missing?"
+        if tensor is None:
+            return f"{name} should be a torch tensor, got a {type(value).__name__}."
+        if tensor.numel() != exp.numel() or (tensor.shape != exp.shape and exp.numel() != 1):
+            return (f"{name} has shape {tuple(tensor.shape)} but the library's has shape "
+                    f"{tuple(exp.shape)}.{_shape_hint(tensor, exp)}")
+        if not torch.isfinite(tensor).all() and torch.isfinite(exp).all():
+            return (f"{name} contains inf or nan where the library's is finite: "
+                    f"expected {_fmt(exp)}, got {_fmt(tensor)}.")
+        if not _close(tensor, exp):
+            return f"{name}: expected {_fmt(exp)}, got {_fmt(tensor)}."
+    return ""
+
+
+def _compare_gradients(exercise: Exercise, student_fn: Callable, case: Case, expected: dict) -> str:
+    if not expected:
+        return ""
+    try:
+        got_outputs, got = _gradients(exercise, student_fn, case)
+    except Exception as error:  # noqa: BLE001 - e.g. changing in place an input that requires grad
+        return _explain_exception(error, exercise)
+    first = got_outputs[0]
+    if not torch.is_tensor(first) or not first.requires_grad:
+        return ("The value is right, but no gradient flows through it: the loss was cut off from "
+                "the graph (by `.item()`, `.detach()`, `torch.tensor(...)`, `float(...)` or "
+                "NumPy). Keep every step in torch operations on the input tensors.")
+    for name, grad in expected.items():
+        mine = got.get(name)
+        if grad is None:
+            continue
+        if mine is None:
+            return (f"The value is right, but the gradient does not reach {name!r}: part of the "
+                    "computation was detached from it.")
+        if not _close(mine, grad):
+            return (f"The value is right, but the gradient with respect to {name!r} differs "
+                    f"(expected {_fmt(grad)}, got {_fmt(mine)}): is something detached, or "
+                    "computed through an operation that blocks the gradient?")
+    return ""
+
+
+def _shape_hint(got: torch.Tensor, expected: torch.Tensor) -> str:
+    if expected.numel() == 1 and got.dim() >= 1:
+        return (" The library returns one number: did you forget to reduce (sum or mean) over "
+                "the batch or the tokens?")
+    if got.numel() == 1 and expected.dim() >= 1:
+        return (f" The library returns one value per row, shape {tuple(expected.shape)}: "
+                "remove the final reduction (`.mean()` or `.sum()`).")
+    return " Check which dimension you reduced over (dim=-1 is tokens, dim=0 is the batch)."
+
+
+def _explain_exception(error: Exception, exercise: Exercise) -> str:
+    message = f"Your function raised {type(error).__name__}: {error}"
+    text = str(error)
+    if "leaf Variable that requires grad" in text or "in-place operation" in text:
+        message += (" This comes from changing an input in place; write `x = x - ...` "
+                    "instead of `x -= ...`.")
+    elif "size of tensor" in text or "shape" in text or "dimension" in text:
+        message += (" Check the shapes: every input here is (B, T) (or (B,) for per-sequence "
+                    "values), and broadcasting needs matching shapes.")
+    elif "index" in text and exercise.mask_arg:
+        message += f" Masks are 0/1 integers; to index with one, use `{exercise.mask_arg}.bool()`."
+    return message
+
+
+# ---------------------------------------------------------------------------------------------
+# Diagnosis
+
+
+def _mistake_outputs(exercise: Exercise, mistake: Mistake, case: Case):
+    try:
+        with torch.no_grad():
+            return _outputs(exercise, _call(mistake.implementation, _clone_args(case.args)))
+    except Exception:  # noqa: BLE001 - a mistake that crashes on a case cannot be the student's
+        return None
+
+
+def _same_outputs(a: tuple | None, b: tuple | None) -> bool:
+    if a is None or b is None or len(a) < len(b):
+        return False
+    for x, y in zip(a, b):
+        x, y = _as_tensor(x), _as_tensor(y)
+        if x is None or y is None:
+            return False
+        x, y = x.detach(), y.detach()
+        nan_match = torch.isnan(x).any() or torch.isnan(y).any()
+        if nan_match and x.shape == y.shape and torch.equal(torch.isnan(x), torch.isnan(y)):
+            x, y = torch.nan_to_num(x), torch.nan_to_num(y)
+        if not _close(x, y):
+            return False
+    return True
+
+
+def _find_mistake(exercise: Exercise, results: list[CaseResult]) -> Mistake | None:
+    """The catalogued mistake that reproduces the student's outputs on every case, if any.
+
+    A student's outputs that crashed on some case cannot be fingerprinted there; those cases are
+    skipped, but at least one compared case must have failed.
+    """
+    compared = [r for r in results if r.got is not None]
+    if not any(not r.passed for r in compared):
+        return None
+    for mistake in exercise.mistakes:
+        if all(_same_outputs(_mistake_outputs(exercise, mistake, r.case), r.got) for r in compared):
+            return mistake
+    return None
+
+
+def _general_hints(exercise: Exercise, results: list[CaseResult]) -> list[str]:
+    """Clues for a mistake that is not in the catalogue."""
+    failed = [r for r in results if not r.passed and r.got is not None and r.expected is not None]
+    pairs = []
+    for r in failed:
+        got, exp = _as_tensor(r.got[0]), r.expected[0]
+        if got is not None and got.numel() == exp.numel() and not _close(got, exp):
+            pairs.append((r, got.detach().double().reshape(exp.shape), exp.detach().double()))
+    if not pairs:  # only crashes, shapes or gradients: the case's own message says it all
+        return [] if failed else [f"Compare your code with the formula: {exercise.formula}"]
+    hints = []
+    if all(_close(got, -exp) for _, got, exp in pairs):
+        hints.append("On every failing case your result is exactly minus the library's: a sign is "
+                     "flipped (a missing minus, or two terms subtracted the wrong way round).")
+    else:
+        ratios = [(got / exp)[exp.abs() > 1e-6] for _, got, exp in pairs]
+        ratios = torch.cat([r.reshape(-1) for r in ratios]) if ratios else torch.tensor([])
+        if len(ratios) and torch.isfinite(ratios).all() and (ratios - ratios[0]).abs().max() < 1e-4 \
+                and not math.isclose(ratios[0].item(), 1.0, rel_tol=1e-4):
+            hints.append(f"Your result is the library's times {ratios[0].item():.4g} on every failing "
+                         "case: a constant factor is wrong (a sum instead of a mean, a count, a "
+                         "coefficient applied twice or not at all).")
+    if exercise.mask_arg and not hints:
+        outside = []
+        for r, got, exp in pairs:
+            mask = r.case.args[exercise.mask_arg].bool()
+            if got.shape == mask.shape:
+                outside.append(_close(got[mask], exp[mask]) and not _close(got[~mask], exp[~mask]))
+        if outside and all(outside):
+            hints.append(f"Your values are right where {exercise.mask_arg} is 1 and wrong where it "
+                         "is 0 (prompt and padding): multiply by the mask so those positions are 0.")
+    if not torch.isfinite(torch.cat([got.reshape(-1) for _, got, _ in pairs])).all():
+        hints.append("Some results are inf or nan: a log of a probability that underflowed to 0, "
+                     "or a division by zero. Use torch.nn.functional.logsigmoid rather than "
+                     "log(sigmoid(x)), and divide by counts that cannot be 0.")
+    hints.append(f"Compare your code with the formula: {exercise.formula}")
+    return hints
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting and random inputs
+
+
+def _fmt(value) -> str:
+    tensor = _as_tensor(value)
+    if tensor is None:
+        return repr(value)
+    tensor = tensor.detach().double()
+    if tensor.numel() == 1:
+        return f"{tensor.item():.6g}"
+    if tensor.numel() <= 16:
+        return str([round(x, 4) for x in tensor.reshape(-1).tolist()]) + \
+            ("" if tensor.dim() == 1 else f" (shape {tuple(tensor.shape)}, flattened)")
+    return f"a tensor of shape {tuple(tensor.shape)}"
+
+
+def _describe_args(args: dict) -> list[str]:
+    lines = []
+    for name, value in args.items():
+        if torch.is_tensor(value) and value.numel() <= 16:
+            rows = value.tolist() if value.dim() else value.item()
+            lines.append(f"{name} = {_round(rows)}")
+        elif torch.is_tensor(value):
+            lines.append(f"{name}: tensor of shape {tuple(value.shape)}")
+        else:
+            lines.append(f"{name} = {value!r}")
+    return lines
+
+
+def _round(x):
+    if isinstance(x, list):
+        return [_round(v) for v in x]
+    return round(x, 3) if isinstance(x, float) else x
+
+
+def random_layout(batch: int, prompt_len: int, max_response: int, generator: torch.Generator):
+    """A random (B, T) response mask in the library's layout: prompt first, then a response of
+    1..``max_response`` tokens, then right padding. Returns a long tensor, like
+    :func:`minirlhf.logprobs.encode_prompt_response`."""
+    lengths = torch.randint(1, max_response + 1, (batch,), generator=generator)
+    lengths[0] = max_response  # the longest response sets the width, as in a real batch
+    positions = torch.arange(max_response)
+    response = (positions[None, :] < lengths[:, None]).long()
+    return torch.cat([torch.zeros(batch, prompt_len, dtype=torch.long), response], dim=1)
+
+
+def random_logprobs(shape: tuple[int, ...], generator: torch.Generator, scale: float = 2.0):
+    """Random log-probabilities (all < 0), like a small model's per-token log-probs."""
+    return -scale * torch.rand(shape, generator=generator) - 0.01

@@ -1,0 +1,106 @@
+"""Exercise 1: the SFT loss, with the prompt and the padding masked out.
+
+The student writes ``sft_loss(logprobs, response_mask)``, the mean negative log-likelihood over
+response tokens (see :func:`minirlhf.sft.sft_loss`)::
+
+    L_SFT = - sum_{b,t} m[b,t] * logprobs[b,t] / sum_{b,t} m[b,t]
+"""
+
+from __future__ import annotations
+
+import torch
+
+from minirlhf.exercises.checking import Case, Exercise, Mistake, random_layout, random_logprobs, run_check
+from minirlhf.sft import sft_loss
+
+
+def _cases() -> list[Case]:
+    # Log-probs at prompt and padding positions are deliberately large and negative: a loss
+    # that lets them in moves far from the right value, so the case shows the slip plainly.
+    cases = [
+        Case("one response, no prompt, no padding",
+             "the loss is minus the average log-prob of the response tokens",
+             {"logprobs": torch.tensor([[-1.0, -2.0, -3.0]]),
+              "response_mask": torch.tensor([[1, 1, 1]])}),
+        Case("prompt tokens present",
+             "the prompt's log-probs do not count: the model is given the prompt, it does not write it",
+             {"logprobs": torch.tensor([[-8.0, -9.0, -1.0, -3.0]]),
+              "response_mask": torch.tensor([[0, 0, 1, 1]])}),
+        Case("padding after a shorter response",
+             "padding positions do not count, neither in the sum nor in the number of tokens",
+             {"logprobs": torch.tensor([[-5.0, -1.0, -2.0, -3.0], [-5.0, -4.0, -6.0, -7.0]]),
+              "response_mask": torch.tensor([[0, 1, 1, 1], [0, 1, 0, 0]])}),
+        Case("responses of different lengths",
+             "every response token weighs the same (a mean over tokens, not a mean of per-response means)",
+             {"logprobs": torch.tensor([[-1.0, -1.0, -1.0, -1.0], [-4.0, -0.5, -0.5, -0.5]]),
+              "response_mask": torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0]])}),
+    ]
+    generator = torch.Generator().manual_seed(1)
+    for i, (batch, prompt, response) in enumerate([(3, 4, 5), (8, 6, 7), (16, 9, 12)]):
+        mask = random_layout(batch, prompt, response, generator)
+        cases.append(Case(f"random batch {i + 1} ({batch} x {prompt + response})",
+                          "it also agrees on a random batch in the library's layout",
+                          {"logprobs": random_logprobs(mask.shape, generator), "response_mask": mask}))
+    return cases
+
+
+MISTAKES = [
+    Mistake("sign flipped",
+            "the loss is +log-likelihood, so minimising it makes the data *less* likely.",
+            "put a minus in front: the loss is the negative log-likelihood.",
+            lambda logprobs, mask: (logprobs * mask).sum() / mask.sum()),
+    Mistake("prompt tokens not masked",
+            "the loss averages over every position, so the prompt and the padding count as if the "
+            "model had to write them.",
+            "multiply by response_mask before summing, and divide by response_mask.sum().",
+            lambda logprobs, mask: -logprobs.mean()),
+    Mistake("sum instead of mean over tokens",
+            "the loss is the total over all response tokens, so it (and the gradient) grows with the "
+            "batch size and the response lengths, and the learning rate means something else each step.",
+            "divide by the number of response tokens, response_mask.sum().",
+            lambda logprobs, mask: -(logprobs * mask).sum()),
+    Mistake("padding counted in the mean",
+            "the masked log-probs are averaged with `.mean()`, which divides by every position "
+            "(B x T), prompt and padding included, instead of by the number of response tokens.",
+            "divide the masked sum by response_mask.sum(), not by logprobs.numel().",
+            lambda logprobs, mask: -(logprobs * mask).mean()),
+    Mistake("mean of per-response means",
+            "each response is averaged first, then the responses: a short response weighs as much as "
+            "a long one, so its tokens count more. (Some libraries do this on purpose; minirlhf, like "
+            "Hugging Face's causal-LM loss, averages over tokens.)",
+            "sum over all response tokens of the batch at once, then divide by response_mask.sum().",
+            lambda logprobs, mask: -((logprobs * mask).sum(-1) / mask.sum(-1)).mean()),
+    Mistake("sum over tokens, mean over responses",
+            "each response's log-probs are summed (the sequence log-likelihood), then averaged over "
+            "the batch, so long responses weigh more and the scale depends on their length.",
+            "divide by the number of response tokens of the whole batch, response_mask.sum().",
+            lambda logprobs, mask: -(logprobs * mask).sum(-1).mean()),
+    Mistake("mask inverted",
+            "the loss is taken on the prompt and padding positions and the response is left out.",
+            "use response_mask as it is: 1 marks the tokens to learn.",
+            lambda logprobs, mask: -(logprobs * (1 - mask)).sum() / (1 - mask).sum()),
+    Mistake("integer mask used as an index",
+            "`logprobs[response_mask]` with a 0/1 *integer* mask picks rows 0 and 1 of the batch "
+            "(integer indexing), not the masked positions.",
+            "index with a boolean mask, `logprobs[response_mask.bool()]`, or multiply by the mask.",
+            lambda logprobs, mask: -logprobs[mask].mean()),
+]
+
+EXERCISE = Exercise(
+    function_name="sft_loss",
+    reference=sft_loss,
+    reference_name="minirlhf.sft.sft_loss",
+    formula="L = - sum(logprobs * response_mask) / sum(response_mask)",
+    make_cases=_cases,
+    mistakes=MISTAKES,
+    grad_args=("logprobs",),
+    mask_arg="response_mask",
+)
+
+
+def check_sft_loss(student_fn, verbose: bool = True, raise_on_failure: bool = True):
+    """Check a student's ``sft_loss(logprobs, response_mask) -> scalar`` against
+    :func:`minirlhf.sft.sft_loss`, and explain any difference. Returns a
+    :class:`~minirlhf.exercises.checking.CheckResult`."""
+    __tracebackhide__ = True
+    return run_check(EXERCISE, student_fn, verbose=verbose, raise_on_failure=raise_on_failure)

@@ -1,0 +1,191 @@
+"""The classroom exercises: the checks pass the library, name the usual mistakes, and explain
+others; the exercise notebooks are made from the solutions and fail only at their TODOs."""
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from minirlhf.exercises import EXERCISES, ExerciseCheckFailed, check_sft_loss
+from minirlhf.exercises.checking import run_check
+
+ROOT = Path(__file__).resolve().parent.parent
+EXERCISE_DIR = ROOT / "notebooks" / "exercises"
+ALL = list(EXERCISES.values())
+MISTAKES = [(exercise, mistake) for exercise in ALL for mistake in exercise.mistakes]
+
+
+def _name(value):
+    return getattr(value, "function_name", None) or getattr(value, "name", None)
+
+
+@pytest.mark.parametrize("exercise", ALL, ids=_name)
+def test_the_library_implementation_passes(exercise):
+    result = run_check(exercise, exercise.reference, verbose=False)
+    assert result.passed, result.report()
+    assert "Well done" in result.report()
+    assert len(result.cases) >= 5  # hand-made and random
+
+
+@pytest.mark.parametrize("exercise", ALL, ids=_name)
+def test_every_check_knows_at_least_three_common_mistakes(exercise):
+    names = [m.name for m in exercise.mistakes]
+    assert len(names) >= 3
+    assert len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize("exercise, mistake", MISTAKES, ids=lambda v: _name(v).replace(" ", "-"))
+def test_a_common_mistake_fails_the_check_and_is_named(exercise, mistake, capsys):
+    with pytest.raises(ExerciseCheckFailed, match=re.escape(f"Likely cause: {mistake.name}.")):
+        run_check(exercise, mistake.implementation)
+    feedback = capsys.readouterr().out
+    assert f"This looks like a common slip: {mistake.name}." in feedback
+    assert mistake.fix in feedback
+    assert "First failing case:" in feedback  # which case, not only "wrong"
+
+
+def test_sft_feedback_names_the_failing_case_and_shows_its_numbers():
+    def prompt_counted(logprobs, mask):
+        return -logprobs.mean()
+
+    result = check_sft_loss(prompt_counted, verbose=False, raise_on_failure=False)
+    assert result.mistake.name == "prompt tokens not masked"
+    first = result.failed_cases[0]
+    assert first.case.name == "prompt tokens present"
+    report = result.report()
+    assert "logprobs = [[-8.0, -9.0, -1.0, -3.0]]" in report
+    assert "loss: expected 2, got 5.25" in report
+
+
+# --- wrong implementations that are not in the catalogue still get specific feedback -----------
+
+
+def test_an_unknown_constant_factor_is_spotted():
+    result = check_sft_loss(lambda lp, m: -2 * (lp * m).sum() / m.sum(), verbose=False,
+                            raise_on_failure=False)
+    assert not result.passed and result.mistake is None
+    assert any("times 2" in hint for hint in result.hints)
+
+
+def test_an_unknown_sign_error_is_spotted():
+    def weird_but_negated(lp, m):  # right up to the sign, but written unlike the catalogued slip
+        return torch.sum(lp * m) / torch.count_nonzero(m)
+
+    result = check_sft_loss(weird_but_negated, verbose=False, raise_on_failure=False)
+    assert result.mistake is not None or any("exactly minus" in h for h in result.hints)
+
+
+def test_a_wrong_shape_is_explained():
+    result = check_sft_loss(lambda lp, m: -(lp * m).sum(-1) / m.sum(-1), verbose=False,
+                            raise_on_failure=False)
+    assert not result.passed
+    assert "has shape (1,)" not in result.report()  # the first case is B=1: shape () vs (1,) is fine
+    assert "did you forget to reduce" in result.report()
+
+
+def test_a_detached_loss_is_caught_even_with_the_right_value():
+    result = check_sft_loss(lambda lp, m: (-(lp * m).sum() / m.sum()).item(), verbose=False,
+                            raise_on_failure=False)
+    assert not result.passed
+    assert "no gradient flows" in result.failed_cases[0].problem
+
+
+def test_changing_an_input_in_place_is_caught():
+    def in_place(lp, m):
+        lp.mul_(m)
+        return -lp.sum() / m.sum()
+
+    result = check_sft_loss(in_place, verbose=False, raise_on_failure=False)
+    assert not result.passed
+    problems = " ".join(c.problem for c in result.failed_cases)
+    assert "changed its input 'logprobs' in place" in problems  # seen on a case with a prompt
+    assert "instead of `x -= ...`" in problems  # and autograd's complaint is translated
+
+
+def test_a_crash_is_reported_with_its_message():
+    def crashes(lp, m):
+        return lp @ m
+
+    result = check_sft_loss(crashes, verbose=False, raise_on_failure=False)
+    assert not result.passed
+    assert "Your function raised RuntimeError" in result.report()
+
+
+def test_the_todo_stub_raises_not_implemented_with_a_hint():
+    def sft_loss(logprobs, response_mask):
+        raise NotImplementedError("TODO: write sft_loss")
+
+    with pytest.raises(NotImplementedError, match="still a TODO"):
+        check_sft_loss(sft_loss)
+
+
+def test_passing_something_that_is_not_a_function_is_refused():
+    with pytest.raises(TypeError, match="Pass the function itself"):
+        check_sft_loss(torch.tensor(1.0))
+
+
+# --- the notebooks ----------------------------------------------------------------------------
+
+
+def _make_exercises_module():
+    spec = importlib.util.spec_from_file_location("make_exercises", ROOT / "scripts" / "make_exercises.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_solution_blocks_become_todo_stubs():
+    make = _make_exercises_module()
+    source = ("def f(x):\n    \"\"\"Doc.\"\"\"\n    # hint stays\n    ### BEGIN SOLUTION\n    return x + 1\n"
+              "    ### END SOLUTION")
+    stripped, found = make.strip_code(source)
+    assert found
+    assert stripped == ("def f(x):\n    \"\"\"Doc.\"\"\"\n    # hint stays\n"
+                        "    # TODO: replace the next line with your code.\n"
+                        "    raise NotImplementedError(\"TODO: write f\")")
+    with pytest.raises(ValueError, match="without"):
+        make.strip_code("### BEGIN SOLUTION\nx = 1\n")
+
+
+def test_every_exercise_notebook_is_made_from_its_solution():
+    assert _make_exercises_module().main(["--check"]) == 0, "run `python scripts/make_exercises.py`"
+    exercises = sorted(p.name for p in EXERCISE_DIR.glob("[0-9]*.ipynb"))
+    assert exercises == sorted(p.name for p in (EXERCISE_DIR / "solutions").glob("[0-9]*.ipynb"))
+    assert len(exercises) >= 1
+
+
+EXERCISE_NOTEBOOKS = sorted(EXERCISE_DIR.glob("[0-9]*.ipynb"))
+
+
+@pytest.mark.parametrize("path", EXERCISE_NOTEBOOKS, ids=lambda p: p.stem)
+def test_an_exercise_notebook_fails_only_at_its_todos(path):
+    """Run the exercise as a student would, untouched: every error must be the TODO's
+    NotImplementedError (in the TODO's check cell, or a later cell that uses the function)."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    notebook = nbformat.read(path, as_version=4)
+    nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3", allow_errors=True,
+                            resources={"metadata": {"path": str(path.parent)}}).execute()
+    errors = {i: o for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"
+              for o in cell.outputs if o.output_type == "error"}
+    for index, error in errors.items():
+        assert error.ename == "NotImplementedError" and "TODO" in error.evalue, (
+            f"cell {index} of {path.name} fails for another reason than a TODO: "
+            f"{error.ename}: {error.evalue}")
+    checks = [i for i, cell in enumerate(notebook.cells) if "check" in cell.metadata.get("tags", [])]
+    todos = [i for i, cell in enumerate(notebook.cells) if "todo" in cell.metadata.get("tags", [])]
+    assert checks and todos, "an exercise needs a TODO cell and a check cell (tags 'todo', 'check')"
+    assert set(checks) <= set(errors), "every check cell must stop at the TODO"
+    assert not set(todos) & set(errors), "defining the TODO function must not fail"
+    assert min(errors) > min(todos), "cells before the first TODO (the context) must all run"
+
+
+def test_the_exercise_notebooks_have_no_outputs_and_no_solutions():
+    for path in EXERCISE_NOTEBOOKS:
+        text = path.read_text(encoding="utf-8")
+        assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text, path.name
+        for cell in json.loads(text)["cells"]:
+            assert not cell.get("outputs"), f"{path.name} has stored outputs"
