@@ -171,13 +171,13 @@ REWARD_OF_KIND: dict[str, float] = {
 def true_reward(prompt: str, response: str) -> float:
     """The ground-truth reward r(x, y), defined on any string ``response``.
 
-    ====================================  ======
-    concise, correct capital              +1.0
-    hedging, correct capital               0.0
-    concise, wrong city                   -1.0
-    hedging, wrong city                   -1.5
+    =====================================  ======
+    concise, correct capital               +1.0
+    hedging, correct capital                0.0
+    concise, wrong city                    -1.0
+    hedging, wrong city                    -1.5
     anything else (malformed, empty, ...)  -2.0
-    ====================================  ======
+    =====================================  ======
     """
     return REWARD_OF_KIND[classify_response(prompt, response)]
 
