@@ -1,0 +1,142 @@
+"""Pages the docs build writes before Sphinx reads anything, so the site follows the repository.
+
+* the notebooks: ``notebooks/NN_*.ipynb`` are copied to ``docs/notebooks/`` and the exercise
+  notebooks ``notebooks/exercises/NN_*.ipynb`` to ``docs/exercises/`` (a glob: a new notebook
+  appears on the site without touching the docs);
+* the API reference: one page per public module of minirlhf, in ``docs/api/``;
+* the table that maps every field of every minirlhf ``*Config`` to TRL, in
+  ``docs/_generated/config_tables.md`` (from :mod:`trl_mapping`).
+
+Generated files are git-ignored (``docs/.gitignore``). Each is rewritten only when its content
+changes, so that Sphinx's incremental builds stay incremental.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+import shutil
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent.parent
+REPO = DOCS.parent
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
+
+
+def _mirror(sources: list[Path], folder: Path) -> list[str]:
+    """Copy ``sources`` into ``folder`` (only when changed) and delete stale copies."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = {p.name for p in sources}
+    for old in folder.glob("*.ipynb"):
+        if old.name not in names:
+            old.unlink()
+    for source in sources:
+        target = folder / source.name
+        if not target.exists() or target.read_bytes() != source.read_bytes():
+            shutil.copyfile(source, target)
+    return sorted(names)
+
+
+def sync_notebooks() -> dict[str, list[str]]:
+    """Copy the tutorial and exercise notebooks into the docs source tree."""
+    notebooks = REPO / "notebooks"
+    return {
+        "notebooks": _mirror(sorted(notebooks.glob("[0-9]*.ipynb")), DOCS / "notebooks"),
+        "exercises": _mirror(sorted((notebooks / "exercises").glob("[0-9]*.ipynb")), DOCS / "exercises"),
+    }
+
+
+def public_modules() -> list[str]:
+    """Every module of minirlhf whose dotted name has no part starting with ``_``."""
+    import minirlhf
+
+    names = ["minirlhf"] if (minirlhf.__doc__ or "").strip() else []
+    for info in pkgutil.walk_packages(minirlhf.__path__, "minirlhf."):
+        if not any(part.startswith("_") for part in info.name.split(".")):
+            names.append(info.name)
+    return sorted(names)
+
+
+# autodoc writes reStructuredText, so the directive goes through eval-rst (MyST would read the
+# generated text as Markdown otherwise).
+API_PAGE = """# `{module}`
+
+```{{eval-rst}}
+.. automodule:: {module}
+   :members:
+   :show-inheritance:
+   :member-order: bysource
+   :ignore-module-all:
+```
+"""
+
+
+def write_api_pages() -> list[str]:
+    """One page per public module in ``docs/api/``; stale pages are removed."""
+    folder = DOCS / "api"
+    folder.mkdir(exist_ok=True)
+    modules = public_modules()
+    for old in folder.glob("*.md"):
+        if old.stem not in modules:
+            old.unlink()
+    for module in modules:
+        _write_if_changed(folder / f"{module}.md", API_PAGE.format(module=module))
+    return modules
+
+
+def config_classes() -> list[type]:
+    """Every ``@dataclass`` named ``*Config`` defined in a public module of minirlhf."""
+    found = []
+    for name in public_modules():
+        module = importlib.import_module(name)
+        for obj in vars(module).values():
+            if (isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__name__.endswith("Config")
+                    and obj.__module__ == name):
+                found.append(obj)
+    return found
+
+
+def _default(field: dataclasses.Field) -> str:
+    if field.default is not dataclasses.MISSING:
+        return f"`{field.default!r}`"
+    if field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f"`{field.default_factory()!r}`"  # type: ignore[misc]
+    return "(required)"
+
+
+def config_tables(mapping: dict) -> tuple[str, list[str]]:
+    """Markdown tables (one per config) and the list of fields that have no entry in ``mapping``."""
+    parts, missing = [], []
+    for cls in config_classes():
+        key = f"{cls.__module__}.{cls.__qualname__}"
+        entry = mapping.get(key)
+        if entry is None:
+            missing.append(key)
+            continue
+        trl_class, fields = entry["trl"], entry["fields"]
+        parts.append(f"### `{key}` and TRL's `{trl_class}`\n")
+        if entry.get("intro"):
+            parts.append(entry["intro"] + "\n")
+        parts.append("| minirlhf field | default | TRL counterpart | notes |\n|---|---|---|---|")
+        for field in dataclasses.fields(cls):
+            if field.name not in fields:
+                missing.append(f"{key}.{field.name}")
+                continue
+            trl_name, note = fields[field.name]
+            trl_name = f"`{trl_name}`" if trl_name else "none"
+            parts.append(f"| `{field.name}` | {_default(field)} | {trl_name} | {note} |")
+        parts.append("")
+    return "\n".join(parts), missing
+
+
+def write_config_tables(mapping: dict) -> list[str]:
+    """Write ``_generated/config_tables.md``; returns the unmapped configs and fields."""
+    text, missing = config_tables(mapping)
+    _write_if_changed(DOCS / "_generated" / "config_tables.md", text + "\n")
+    return missing

@@ -1,0 +1,116 @@
+"""Every field of every minirlhf ``*Config``, and its counterpart in TRL.
+
+Keys are ``module.ClassName``; each maps to TRL's config class and, per field, ``(TRL field or
+None, note)``. The docs build fails (a warning, and the build runs with ``-W``) when a config or a
+field of minirlhf has no entry here, so the "where to go next" page never falls behind the code.
+
+Field names are those of TRL 1.x: ``trl.SFTConfig``, ``trl.RewardConfig``, ``trl.DPOConfig`` (all
+subclasses of ``transformers.TrainingArguments``), and for PPO ``trl.experimental.ppo.PPOConfig``
+(TRL 1.12 is the last release with a PPO trainer; before 1.0 it was ``trl.PPOConfig``).
+"""
+
+_PROGRESS = ("disable_tqdm", "inverted: `disable_tqdm=not progress`.")
+_SEED = ("seed", "")
+_CLIP = ("max_grad_norm", "TRL's default is also 1.0.")
+
+MAPPING = {
+    "minirlhf.sft.SFTConfig": {
+        "trl": "trl.SFTConfig",
+        "intro": ("TRL masks the prompt as minirlhf does when the data set has `prompt` and `completion` "
+                  "columns (`completion_only_loss`, on by default for such data). minirlhf always clips "
+                  "the gradient norm at 1.0, TRL's `max_grad_norm` default."),
+        "fields": {
+            "steps": ("max_steps", "or `num_train_epochs`."),
+            "batch_size": ("per_device_train_batch_size",
+                           "times `gradient_accumulation_steps` times the number of GPUs."),
+            "learning_rate": ("learning_rate", ("TRL's default (2e-5) suits pretrained checkpoints; a "
+                                                "random tiny GPT needs 3e-3.")),
+            "warmup_steps": ("warmup_steps", "with `lr_scheduler_type=\"cosine\"` for the same schedule."),
+            "weight_decay": ("weight_decay", ""),
+            "seed": _SEED,
+            "log_every": ("logging_steps", ""),
+            "progress": _PROGRESS,
+        },
+    },
+    "minirlhf.reward.RewardConfig": {
+        "trl": "trl.RewardConfig",
+        "intro": ("TRL's `RewardTrainer` minimises the same Bradley-Terry loss, reading the score at the "
+                  "last token, on the same `prompt` / `chosen` / `rejected` columns. It also offers "
+                  "`center_rewards_coefficient` (a penalty on the mean score), which minirlhf does not need: "
+                  "only score differences matter to Bradley-Terry."),
+        "fields": {
+            "steps": ("max_steps", ""),
+            "batch_size": ("per_device_train_batch_size", "pairs per device and step."),
+            "learning_rate": ("learning_rate", ""),
+            "head_learning_rate": (None, ("TRL uses one rate for all weights; pass your own optimizer with "
+                                          "two parameter groups as `RewardTrainer(optimizers=...)`.")),
+            "warmup_steps": ("warmup_steps", "with `lr_scheduler_type=\"cosine\"`."),
+            "weight_decay": ("weight_decay", ""),
+            "max_grad_norm": _CLIP,
+            "seed": _SEED,
+            "log_every": ("logging_steps", ""),
+            "eval_every": ("eval_steps", "with `eval_strategy=\"steps\"`."),
+            "progress": _PROGRESS,
+        },
+    },
+    "minirlhf.ppo.PPOConfig": {
+        "trl": "trl.experimental.ppo.PPOConfig",
+        "intro": ("TRL's PPO has the same structure: a k1 KL penalty on every token and the score at the "
+                  "last one, GAE, whitened advantages, the clipped policy and value losses, and a separate "
+                  "critic (TRL starts it from the reward model). Its batch sizes count *rollouts*: "
+                  "`per_device_train_batch_size * gradient_accumulation_steps * n_gpus` per PPO step."),
+        "fields": {
+            "beta": ("kl_coef", "TRL's default is 0.05."),
+            "adaptive_kl": (None, ("TRL's current PPO keeps `kl_coef` fixed; the pre-1.0 `trl.PPOConfig` "
+                                   "had `adap_kl_ctrl`.")),
+            "target_kl": (None, "the pre-1.0 `trl.PPOConfig` called it `target`."),
+            "horizon": (None, "the pre-1.0 `trl.PPOConfig` had `horizon` too."),
+            "gamma": ("gamma", ""),
+            "lam": ("lam", ""),
+            "clip_range": ("cliprange", ""),
+            "clip_range_value": ("cliprange_value", ""),
+            "whiten_advantages": (None, ("TRL always whitens the advantages; its `whiten_rewards` is "
+                                         "another option (it normalises the rewards).")),
+            "vf_coef": ("vf_coef", ""),
+            "epochs": ("num_ppo_epochs", ""),
+            "minibatches": ("num_mini_batches", ""),
+            "rollouts_per_step": ("per_device_train_batch_size",
+                                  "times `gradient_accumulation_steps` times the number of GPUs."),
+            "temperature": ("temperature", "TRL's default is 0.7."),
+            "max_new_tokens": ("response_length", ""),
+            "missing_eos_penalty": ("missing_eos_penalty", ""),
+            "learning_rate": ("learning_rate", "TRL's default schedule is also a linear decay."),
+            "freeze_embeddings": (None, "freeze them yourself (`requires_grad_(False)`) before training."),
+            "adam_eps": ("adam_epsilon", ""),
+            "warmup_steps": ("warmup_steps", ""),
+            "max_grad_norm": _CLIP,
+            "steps": ("total_episodes", "TRL counts rollouts: `total_episodes = steps * rollouts_per_step`."),
+            "seed": _SEED,
+            "eval_every": ("num_sample_generations", ("TRL prints sample generations during training; "
+                                                      "the exact evaluation is minirlhf's own.")),
+            "progress": _PROGRESS,
+        },
+    },
+    "minirlhf.dpo.DPOConfig": {
+        "trl": "trl.DPOConfig",
+        "intro": ("minirlhf's DPO loss is TRL's `loss_type=\"sigmoid\"`; its metrics carry TRL's names "
+                  "(`rewards/chosen`, `rewards/margins`, ...)."),
+        "fields": {
+            "beta": ("beta", ""),
+            "loss_type": ("loss_type", "`\"sigmoid\"` and `\"ipo\"` exist in both."),
+            "label_smoothing": ("label_smoothing", "conservative DPO, as in TRL."),
+            "learning_rate": ("learning_rate", ("TRL's default (1e-6) is for billion-parameter models; "
+                                                "the tiny GPT needs about 1e-3.")),
+            "epochs": ("num_train_epochs", ""),
+            "batch_size": ("per_device_train_batch_size", "pairs per device and step."),
+            "warmup_steps": ("warmup_steps", "with `lr_scheduler_type=\"cosine\"`."),
+            "weight_decay": ("weight_decay", ""),
+            "adam_epsilon": ("adam_epsilon", ""),
+            "max_grad_norm": _CLIP,
+            "seed": _SEED,
+            "log_every": ("logging_steps", ""),
+            "eval_every": ("eval_steps", "with `eval_strategy=\"steps\"`."),
+            "progress": _PROGRESS,
+        },
+    },
+}

@@ -1,0 +1,100 @@
+"""Sphinx configuration of the minirlhf site.
+
+Build it (offline, warnings as errors) from the repository root with::
+
+    sphinx-build -W -b html docs docs/_build/html
+
+then open ``docs/_build/html/index.html``. Nothing is downloaded, neither while building nor
+while reading: notebooks are rendered from their stored outputs (no execution), formulas are drawn
+by matplotlib at build time (``_ext/mathtext_math.py``) instead of MathJax from a CDN, and no
+extension fetches inventories from the web.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent
+sys.path.insert(0, str(DOCS / "_ext"))
+sys.path.insert(0, str(DOCS.parent))  # import minirlhf from this checkout even if not installed
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pipeline_figure
+import site_sources
+from sphinx.util import logging
+from trl_mapping import MAPPING
+
+project = "minirlhf"
+author = "the minirlhf authors"
+copyright = "the minirlhf authors, MIT licence"
+release = version = "0.1.0"
+
+extensions = [
+    "myst_nb",  # Markdown pages and notebooks (includes myst_parser)
+    "sphinx.ext.autodoc",
+    "sphinx.ext.viewcode",
+    "mathtext_math",  # offline math (see the module)
+]
+
+# --- sources ------------------------------------------------------------------------------------
+root_doc = "index"
+exclude_patterns = ["_build", "_generated", "_ext", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
+NOTEBOOKS = site_sources.sync_notebooks()  # notebooks/ -> docs/notebooks/, docs/exercises/
+API_MODULES = site_sources.write_api_pages()
+_UNMAPPED = site_sources.write_config_tables(MAPPING)
+
+_FIGURE = DOCS / "_generated" / "pipeline.svg"
+_FIGURE.parent.mkdir(exist_ok=True)
+import matplotlib
+
+with matplotlib.rc_context({"svg.hashsalt": "minirlhf", "svg.fonttype": "path"}):
+    pipeline_figure.draw_pipeline().savefig(_FIGURE, metadata={"Date": None})
+
+# --- MyST and notebooks ---------------------------------------------------------------------------
+myst_enable_extensions = ["dollarmath", "colon_fence", "deflist"]
+myst_heading_anchors = 3
+nb_execution_mode = "off"  # render the outputs stored in the notebooks; never run them here
+nb_merge_streams = True
+nb_ipywidgets_js = {}  # the widget JavaScript lives on a CDN: leave it out (the site works offline)
+nb_mime_priority_overrides = [  # widgets cannot be live in a static page: show their text instead
+    ("html", "application/vnd.jupyter.widget-view+json", None),
+    ("html", "application/vnd.jupyter.widget-state+json", None),
+]
+# A notebook may jump from a # title to a ### section; that is not worth failing the build over.
+suppress_warnings = ["myst.header"]
+
+# --- API reference ------------------------------------------------------------------------------
+autodoc_member_order = "bysource"
+autodoc_typehints = "signature"
+autodoc_default_options = {"members": True, "show-inheritance": True}
+autodoc_mock_imports: list[str] = []
+
+# --- HTML ---------------------------------------------------------------------------------------
+html_theme = "sphinx_book_theme"
+html_title = "minirlhf"
+html_math_renderer = "mathtext"
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
+html_theme_options = {
+    "show_toc_level": 2,
+    "navigation_with_keys": False,
+    "use_download_button": True,
+    "use_fullscreen_button": False,
+}
+html_context = {"default_mode": "light"}
+html_last_updated_fmt = None
+
+
+def _report_unmapped(app):
+    """Fail the build (it runs with -W) when a config field has no TRL counterpart listed."""
+    for name in _UNMAPPED:
+        logging.getLogger("minirlhf.docs").warning(
+            f"{name} is not in docs/_ext/trl_mapping.py: add its TRL counterpart (or None with a "
+            "note) so that the 'Where to go next' page covers every config field.")
+
+
+def setup(app):
+    """Hook the checks above into the build."""
+    app.connect("builder-inited", _report_unmapped)

@@ -1,0 +1,137 @@
+"""The documentation: the site builds offline with warnings as errors (so a broken page fails CI),
+renders every notebook with its stored figures, loads nothing from the web, and every public
+function and class of minirlhf has a docstring."""
+
+import dataclasses
+import importlib
+import importlib.util
+import inspect
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+
+
+def _site_sources():
+    """docs/_ext/site_sources.py, which lists the public modules for the API pages."""
+    spec = importlib.util.spec_from_file_location("site_sources", DOCS / "_ext" / "site_sources.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _own_doc(obj) -> str:
+    """The docstring written for ``obj`` itself (not inherited, not made up by @dataclass)."""
+    doc = (obj.__dict__.get("__doc__") if inspect.isclass(obj) else obj.__doc__) or ""
+    if inspect.isclass(obj) and dataclasses.is_dataclass(obj) and doc.startswith(f"{obj.__name__}("):
+        return ""  # @dataclass writes "Name(field: type = ...)" when there is no docstring
+    return doc.strip()
+
+
+def _public_objects():
+    """(dotted name, object) of every public module, and every public function, class and
+    method defined in them."""
+    for module_name in _site_sources().public_modules():
+        module = importlib.import_module(module_name)
+        yield module_name, module
+        for name, obj in vars(module).items():
+            if name.startswith("_") or getattr(obj, "__module__", None) != module_name:
+                continue
+            if not (inspect.isfunction(obj) or inspect.isclass(obj)):
+                continue
+            yield f"{module_name}.{name}", obj
+            if inspect.isclass(obj):
+                for member_name, member in vars(obj).items():
+                    member = member.fget if isinstance(member, property) else member
+                    member = getattr(member, "__func__", member)  # classmethod, staticmethod
+                    if not member_name.startswith("_") and inspect.isfunction(member):
+                        yield f"{module_name}.{name}.{member_name}", member
+
+
+def test_every_public_function_and_class_has_a_docstring():
+    objects = dict(_public_objects())
+    assert "minirlhf.sft.sft_loss" in objects and "minirlhf.exercises.checking.run_check" in objects
+    missing = [name for name, obj in objects.items()
+               if not (_own_doc(obj) if not inspect.ismodule(obj) else (obj.__doc__ or "").strip())]
+    assert not missing, "add a docstring to: " + ", ".join(missing)
+
+
+def test_the_docstring_check_sees_a_missing_docstring():
+    @dataclasses.dataclass
+    class Undocumented:
+        x: int = 0
+
+    def no_doc():
+        pass
+
+    assert _own_doc(Undocumented) == "" and _own_doc(no_doc) == ""
+    assert _own_doc(test_the_docstring_check_sees_a_missing_docstring) == ""
+    assert _own_doc(_own_doc).startswith("The docstring")
+
+
+def _stored_images(notebook: Path) -> int:
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    return sum("image/png" in output.get("data", {}) or "image/svg+xml" in output.get("data", {})
+               for cell in cells if cell["cell_type"] == "code" for output in cell.get("outputs", []))
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """Build the site once, as the README says, into a temporary folder."""
+    for package in ("sphinx", "myst_nb", "sphinx_book_theme"):
+        pytest.importorskip(package)
+    out = tmp_path_factory.mktemp("docs") / "html"
+    result = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", "docs", str(out)],
+        check=False, cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"})
+    assert result.returncode == 0, f"the docs build failed:\n{result.stderr[-5000:]}"
+    return out
+
+
+def test_the_landing_page_shows_the_pipeline(site):
+    index = (site / "index.html").read_text(encoding="utf-8")
+    assert "_images/pipeline.svg" in index
+    assert (site / "_images" / "pipeline.svg").stat().st_size > 10_000
+
+
+def test_every_notebook_is_rendered_with_its_stored_figures(site):
+    notebooks = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+    exercises = sorted((ROOT / "notebooks" / "exercises").glob("[0-9]*.ipynb"))
+    assert notebooks and exercises
+    for notebook, folder in [(n, "notebooks") for n in notebooks] + [(e, "exercises") for e in exercises]:
+        page = (site / folder / f"{notebook.stem}.html").read_text(encoding="utf-8")
+        assert page.count("<img") >= _stored_images(notebook), f"figures missing on {notebook.name}"
+        assert "Traceback" not in page or notebook.parent.name == "exercises"
+
+
+def test_the_api_reference_documents_each_module(site):
+    page = (site / "api" / "minirlhf.sft.html").read_text(encoding="utf-8")
+    assert 'id="minirlhf.sft.sft_loss"' in page and "Mean negative log-likelihood" in page
+    modules = _site_sources().public_modules()
+    assert all((site / "api" / f"{m}.html").exists() for m in modules)
+
+
+def test_every_config_field_is_mapped_to_trl(site):
+    page = (site / "where_next.html").read_text(encoding="utf-8")
+    for cls in _site_sources().config_classes():
+        for field in dataclasses.fields(cls):
+            assert f"<code class=\"docutils literal notranslate\"><span class=\"pre\">{field.name}</span>" \
+                in page, f"{cls.__name__}.{field.name} is not on the 'Where to go next' page"
+
+
+def test_the_site_loads_nothing_from_the_web(site):
+    """Scripts and stylesheets are local, and formulas are images drawn at build time."""
+    remote = re.compile(r'<(?:script|link)[^>]+(?:src|href)="(?:https?:)?//')
+    for page in site.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        assert not remote.search(text), f"{page.relative_to(site)} loads a file from the web"
+    concepts = (site / "concepts" / "dpo.html").read_text(encoding="utf-8")
+    assert concepts.count('class="math-display"') >= 3 and "math-source" not in concepts
