@@ -4,9 +4,21 @@ As in the article: for each prompt, sample two responses from the SFT model, let
 the winner, and store the triplet ``(x, y_w, y_l)``. Data are ``datasets.Dataset`` objects with
 string columns ``prompt``, ``chosen``, ``rejected`` (TRL's "standard" preference format), plus,
 for teaching, the true rewards ``chosen_reward`` and ``rejected_reward``.
+
+Three ways to get such data:
+
+* :func:`collect_preferences` with the seeded :class:`~minirlhf.world.SimulatedRater`;
+* a person, with the labeling panel of :mod:`minirlhf.widgets` (it uses
+  :func:`sample_response_pairs` and :func:`label_pairs` below);
+* any other data set or local file, checked and normalised by :func:`load_preferences`.
 """
 
 from __future__ import annotations
+
+import csv
+import functools
+import json
+from pathlib import Path
 
 import torch
 from datasets import Dataset, DatasetDict
@@ -16,6 +28,73 @@ from minirlhf import world
 from minirlhf.logprobs import generate
 from minirlhf.utils import seed_everything
 
+PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
+
+
+class PreferenceDataError(ValueError, TypeError):
+    """Preference data that :func:`load_preferences` cannot use (a ValueError, and a TypeError
+    when a value has the wrong type)."""
+
+
+def sample_response_pairs(model, tokenizer, prompts: list[str], pairs_per_prompt: int = 16,
+                          seed: int = 0, temperature: float = 1.0, max_new_tokens: int = 16,
+                          max_tries: int = 20, progress: bool = True) -> list[tuple[str, str, str]]:
+    """Sample ``pairs_per_prompt`` pairs of *different* responses per prompt from ``model``.
+
+    Identical pairs carry no preference, so they are dropped and drawn again (at most
+    ``max_tries`` rounds). All prompts are sampled together in one batch per round, which is
+    much faster than one prompt at a time. Returns ``(prompt, first, second)`` triples grouped
+    by prompt, in the order of ``prompts``; ``first`` and ``second`` are two independent samples
+    (so which one is shown on the left is random).
+    """
+    if pairs_per_prompt < 1:
+        raise ValueError(f"pairs_per_prompt must be >= 1, got {pairs_per_prompt}.")
+    if not prompts:
+        raise ValueError("No prompts given: pass e.g. minirlhf.world.prompts('train').")
+    generator = seed_everything(seed)
+    pairs: dict[str, list[tuple[str, str, str]]] = {p: [] for p in prompts}
+    wanted = {p: pairs_per_prompt * list(prompts).count(p) for p in pairs}
+    bar = tqdm(total=sum(wanted.values()), desc="Sampling pairs", disable=not progress)
+    for _ in range(max_tries):
+        missing = {p: wanted[p] - len(pairs[p]) for p in pairs if len(pairs[p]) < wanted[p]}
+        if not missing:
+            break
+        # Ask for twice what is missing: about 40% of the SFT model's pairs repeat one answer.
+        batch = [p for p, n in missing.items() for _ in range(2 * n)]
+        responses = generate(model, tokenizer, batch + batch, max_new_tokens, temperature,
+                             generator)["responses"]
+        first, second = responses[:len(batch)], responses[len(batch):]
+        for prompt, y1, y2 in zip(batch, first, second):
+            if y1 != y2 and len(pairs[prompt]) < wanted[prompt]:
+                pairs[prompt].append((prompt, y1, y2))
+                bar.update(1)
+    bar.close()
+    return [triple for p in pairs for triple in pairs[p]]
+
+
+def _true_reward_or_nan(prompt: str, response: str) -> float:
+    """The toy world's true reward, or NaN for a prompt that is not from the toy world."""
+    try:
+        return world.true_reward(prompt, response)
+    except ValueError:
+        return float("nan")
+
+
+def preference_row(prompt: str, chosen: str, rejected: str) -> dict:
+    """One row of preference data, with the true rewards as extra columns for teaching."""
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected,
+            "chosen_reward": _true_reward_or_nan(prompt, chosen),
+            "rejected_reward": _true_reward_or_nan(prompt, rejected)}
+
+
+def label_pairs(pairs: list[tuple[str, str, str]], rater: world.SimulatedRater) -> Dataset:
+    """Let ``rater`` pick the winner of each ``(prompt, first, second)``; return the Dataset."""
+    rows = []
+    for prompt, y1, y2 in pairs:
+        chosen, rejected = (y1, y2) if rater.prefers_first(prompt, y1, y2) else (y2, y1)
+        rows.append(preference_row(prompt, chosen, rejected))
+    return Dataset.from_list(rows)
+
 
 def collect_preferences(model, tokenizer, prompts: list[str], pairs_per_prompt: int = 16,
                         rater: world.SimulatedRater | None = None, seed: int = 0,
@@ -23,38 +102,27 @@ def collect_preferences(model, tokenizer, prompts: list[str], pairs_per_prompt: 
                         max_tries: int = 20, progress: bool = True) -> Dataset:
     """Sample response pairs from ``model`` and let ``rater`` label them.
 
-    For each prompt we draw pairs of responses until ``pairs_per_prompt`` pairs with two
-    *different* responses are found (identical pairs carry no preference), giving up after
-    ``max_tries`` rounds. The rater (default: :class:`~minirlhf.world.SimulatedRater` with
-    ``seed``) picks the winner. Returns a Dataset with columns ``prompt``, ``chosen``,
+    For each prompt we draw ``pairs_per_prompt`` pairs with two *different* responses (see
+    :func:`sample_response_pairs`). The rater (default: :class:`~minirlhf.world.SimulatedRater`
+    with ``seed``) picks the winner. Returns a Dataset with columns ``prompt``, ``chosen``,
     ``rejected``, ``chosen_reward``, ``rejected_reward``.
     """
-    if pairs_per_prompt < 1:
-        raise ValueError(f"pairs_per_prompt must be >= 1, got {pairs_per_prompt}.")
-    if not prompts:
-        raise ValueError("No prompts given: pass e.g. minirlhf.world.prompts('train').")
     rater = rater or world.SimulatedRater(seed=seed)
-    generator = seed_everything(seed)
-    rows = []
-    for prompt in tqdm(prompts, desc="Collecting preferences", disable=not progress):
-        found = 0
-        for _ in range(max_tries):
-            need = pairs_per_prompt - found
-            if need == 0:
-                break
-            # ask for more pairs than needed: many draws repeat the most likely answer
-            batch = [prompt] * (4 * need)
-            first = generate(model, tokenizer, batch, max_new_tokens, temperature, generator)["responses"]
-            second = generate(model, tokenizer, batch, max_new_tokens, temperature, generator)["responses"]
-            for y1, y2 in zip(first, second):
-                if y1 == y2 or found == pairs_per_prompt:
-                    continue
-                chosen, rejected = (y1, y2) if rater.prefers_first(prompt, y1, y2) else (y2, y1)
-                rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected,
-                             "chosen_reward": world.true_reward(prompt, chosen),
-                             "rejected_reward": world.true_reward(prompt, rejected)})
-                found += 1
-    return Dataset.from_list(rows)
+    pairs = sample_response_pairs(model, tokenizer, prompts, pairs_per_prompt, seed, temperature,
+                                  max_new_tokens, max_tries, progress)
+    return label_pairs(pairs, rater)
+
+
+@functools.lru_cache(maxsize=8)
+def _default_preferences_of_base_model(pairs_per_prompt: int, seed: int,
+                                       test_fraction: float) -> DatasetDict:
+    """Cached: every stage (reward model, DPO, PPO) starts from the same data in one session."""
+    from minirlhf.sft import load_base_model
+
+    model, tokenizer = load_base_model()
+    data = collect_preferences(model, tokenizer, world.prompts("train"), pairs_per_prompt,
+                               seed=seed, progress=False)
+    return data.train_test_split(test_size=test_fraction, seed=seed)
 
 
 def default_preferences(model=None, tokenizer=None, pairs_per_prompt: int = 16, seed: int = 0,
@@ -63,11 +131,11 @@ def default_preferences(model=None, tokenizer=None, pairs_per_prompt: int = 16, 
     labelled by the simulated rater, split into ``train`` and ``test``.
 
     Split by pair, seeded; held-out *countries* never appear here (they measure generalisation).
+    With the shipped model (``model=None``) the result is cached for the session: datasets are
+    immutable, so sharing them is safe.
     """
     if model is None:
-        from minirlhf.sft import load_base_model
-
-        model, tokenizer = load_base_model()
+        return _default_preferences_of_base_model(pairs_per_prompt, seed, test_fraction)
     data = collect_preferences(model, tokenizer, world.prompts("train"), pairs_per_prompt,
                                seed=seed, progress=progress)
     return data.train_test_split(test_size=test_fraction, seed=seed)
@@ -82,3 +150,95 @@ def bayes_optimal_accuracy(data: Dataset, rater: world.SimulatedRater | None = N
     accuracies = [rater.bayes_accuracy(p, c, r)
                   for p, c, r in zip(data["prompt"], data["chosen"], data["rejected"])]
     return float(torch.tensor(accuracies).mean())
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading other preference data
+# ---------------------------------------------------------------------------------------------
+
+def _read_records(path: Path) -> list[dict]:
+    """Rows of a local .json (a list of objects, or an object of columns), .jsonl or .csv file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"No preference file at {str(path)!r}.")
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+    if suffix == ".json":
+        content = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(content, dict):  # {"prompt": [...], "chosen": [...], ...}
+            return Dataset.from_dict(content).to_list()
+        if isinstance(content, list):
+            return content
+        raise ValueError(f"{path} must hold a list of objects or an object of columns.")
+    if suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    raise ValueError(f"Cannot read {path.name!r}: use a .json, .jsonl or .csv file, or a Dataset.")
+
+
+def _check_row(i: int, row: dict) -> None:
+    """Raise a ValueError naming row ``i`` if its texts are not non-empty, distinct strings."""
+    for column in PREFERENCE_COLUMNS:
+        value = row[column]
+        if not isinstance(value, str):
+            hint = (" Conversational data (lists of messages) must be flattened to text first."
+                    if isinstance(value, (list, dict)) else "")
+            raise PreferenceDataError(f"Row {i}: {column!r} must be a string, got {type(value).__name__} "
+                             f"{value!r}.{hint}")
+        if not value.strip():
+            raise ValueError(f"Row {i}: {column!r} is empty. Drop the row or fill it in.")
+    if row["chosen"].strip() == row["rejected"].strip():
+        raise ValueError(f"Row {i}: 'chosen' and 'rejected' are identical ({row['chosen']!r}); such a "
+                         "pair says nothing about preference. Drop it.")
+
+
+def load_preferences(source, columns: dict[str, str] | None = None) -> Dataset:
+    """Check and normalise preference data into the standard format.
+
+    ``source`` is a ``datasets.Dataset``, a list of dicts, or the path of a local ``.json``,
+    ``.jsonl`` or ``.csv`` file. ``columns`` renames the source's columns, e.g.
+    ``{"question": "prompt", "good": "chosen", "bad": "rejected"}``.
+
+    Returns a Dataset whose first columns are the strings ``prompt``, ``chosen``, ``rejected``
+    (surrounding whitespace stripped), followed by any extra columns of the source. Raises a
+    ValueError naming the first problem: a missing column, a value that is not a string, an
+    empty text, or a pair whose chosen and rejected answers are identical.
+    """
+    if isinstance(source, (DatasetDict, dict)):
+        raise PreferenceDataError("Pass one split (e.g. data['train']), not a DatasetDict.")
+    if isinstance(source, Dataset):
+        records = source.to_list()
+        names = list(source.column_names)
+    elif isinstance(source, (str, Path)):
+        records = _read_records(Path(source))
+        names = list(records[0]) if records else []
+    elif isinstance(source, list):
+        records, names = source, list(source[0]) if source else []
+    else:
+        raise PreferenceDataError(f"Cannot load preferences from a {type(source).__name__}: pass a "
+                         "datasets.Dataset, a list of dicts or a .json/.jsonl/.csv path.")
+    if not records:
+        raise ValueError("The preference data are empty: give at least one (prompt, chosen, "
+                         "rejected) row.")
+    columns = columns or {}
+    unknown = [c for c in columns if c not in names]
+    if unknown:
+        raise ValueError(f"columns= renames {unknown}, which the data do not have; they have {names}.")
+    records = [{columns.get(k, k): v for k, v in row.items()} for row in records]
+    names = [columns.get(n, n) for n in names]
+    missing = [c for c in PREFERENCE_COLUMNS if c not in names]
+    if missing:
+        raise ValueError(f"The preference data lack the column(s) {missing}; they have {names}. "
+                         "Rename yours with columns={'your_name': 'chosen', ...}.")
+    extras = [n for n in names if n not in PREFERENCE_COLUMNS]
+    rows = []
+    for i, row in enumerate(records):
+        for column in PREFERENCE_COLUMNS:
+            if column not in row:
+                raise ValueError(f"Row {i} has no {column!r}: every row needs prompt, chosen, rejected.")
+        _check_row(i, row)
+        clean = {c: row[c].strip() for c in PREFERENCE_COLUMNS}
+        clean.update({n: row.get(n) for n in extras})
+        rows.append(clean)
+    return Dataset.from_list(rows)
