@@ -13,7 +13,7 @@ The RLHF objective for one prompt x, and its closed-form maximiser (Rafailov et 
     pi*(y|x)   = pi_ref(y|x) * exp( r(x, y) / beta ) / Z(x),   Z(x) = sum_y pi_ref(y|x) exp(r(x,y)/beta)
     J(pi*)     = beta * log Z(x)                                  (the best any policy can do)
 
-    attainment = (J(pi) - J(pi_ref)) / (J* - J(pi_ref))           (0 = no better than the reference, 1 = optimal)
+    attainment = (J(pi) - J(pi_ref)) / (J* - J(pi_ref))    (0: no better than the reference, 1: optimal)
 
 Functions on tensors (:func:`optimal_policy`, :func:`optimal_value`, :func:`kl_divergence`,
 :func:`objective`) work on any finite distribution; :class:`ExactEvaluator` applies them to models.

@@ -55,7 +55,7 @@ def test_rollout_log_probs_equal_teacher_forced_log_probs(tiny):
     rollout = generate(model, tokenizer, [FRANCE, "Q: A:"], max_new_tokens=6,
                        generator=torch.Generator().manual_seed(0))
     from_rollout = sequence_logprobs(model, rollout)
-    for i, prompt in enumerate([FRANCE, "Q: A:"]):
+    for i in range(2):
         alone = rollout["input_ids"][i][rollout["attention_mask"][i].bool()]
         mask = rollout["response_mask"][i][rollout["attention_mask"][i].bool()]
         lp = token_logprobs(model, alone[None], torch.ones_like(alone)[None])
