@@ -61,28 +61,61 @@ def sft_stage(outdir: Path, seed: int = 0, quick: bool = False) -> dict:
 
 
 def demo(outdir: Path, seed: int = 0, quick: bool = False) -> Path:
-    """Run every stage, write figures, ``metrics.json`` and ``report.md`` into ``outdir``."""
+    """Run every stage, write figures, ``metrics.json`` and ``report.md`` into ``outdir``.
+
+    SFT is trained from scratch here, to show it; the later stages start from the shipped base
+    model, which ``minirlhf sft`` reproduces with the same seed.
+    """
+    from minirlhf import compare, dpo, ppo, reward
+
     outdir.mkdir(parents=True, exist_ok=True)
     metrics = {"seed": seed, "quick": quick}
-    print("== Stage 1: supervised fine-tuning (SFT) ==")
+    timer = time.perf_counter()
+    print("== Stage 1/5: supervised fine-tuning (SFT) ==", flush=True)
     metrics["sft"] = sft_stage(outdir, seed=seed, quick=quick)
-    (outdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print("== Stage 2/5: preferences and the reward model ==", flush=True)
+    stage = reward.demo_stage(outdir, quick=quick)
+    reward_model, preferences = stage.pop("reward_model"), stage.pop("preferences")
+    stage.pop("tokenizer")
+    metrics["reward_model"] = stage
+    seconds, policies = {}, {}
+    print("== Stage 3/5: PPO with a KL penalty ==", flush=True)
+    start = time.perf_counter()
+    stage = ppo.demo_stage(outdir, reward_model=reward_model, quick=quick)
+    policies["PPO"], seconds["PPO"] = stage.pop("policy"), time.perf_counter() - start
+    metrics["ppo"] = stage
+    print("== Stage 4/5: DPO ==", flush=True)
+    start = time.perf_counter()
+    stage = dpo.demo_stage(outdir, preferences=preferences, quick=quick)
+    policies["DPO"], seconds["DPO"] = stage.pop("policy"), time.perf_counter() - start
+    metrics["dpo"] = stage
+    print("== Stage 5/5: PPO vs DPO against the exact optimum ==", flush=True)
+    beta = metrics["ppo"].get("beta", 0.1)
+    metrics["comparison"] = compare.demo_stage(outdir, policies, seconds, beta)
+    print(metrics["comparison"]["table_markdown"])
+    metrics["total_seconds"] = round(time.perf_counter() - timer, 1)
+    (outdir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     write_report(outdir, metrics)
     return outdir
 
 
 def write_report(outdir: Path, metrics: dict) -> Path:
-    """A Markdown report with every figure and the headline numbers of each stage."""
-    lines = ["# minirlhf demo report", ""]
+    """A Markdown report with every figure, table and headline number of each stage."""
+    lines = ["# minirlhf demo report", "",
+             f"Seed {metrics.get('seed')}, {'quick smoke run' if metrics.get('quick') else 'full run'}, "
+             f"{metrics.get('total_seconds', '?')} s in all.", ""]
     for stage, values in metrics.items():
         if not isinstance(values, dict):
             continue
         lines += [f"## {stage}", ""]
+        figures = [name for key, value in values.items() if key.endswith("figures") for name in value]
+        if "table_markdown" in values:
+            lines += [values["table_markdown"], ""]
         for key, value in values.items():
-            if key != "figures":
-                lines.append(f"- **{key}**: {json.dumps(value)}")
+            if not key.endswith(("figures", "table", "table_markdown")):
+                lines.append(f"- **{key}**: {json.dumps(value, default=str)}")
         lines.append("")
-        lines += [f"![{name}]({name})" for name in values.get("figures", [])]
+        lines += [f"![{name}]({name})" for name in figures]
         lines.append("")
     path = outdir / "report.md"
     path.write_text("\n".join(lines))

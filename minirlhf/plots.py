@@ -162,3 +162,150 @@ def plot_reward_histories(histories: dict, keys: list[str], title: str = ""):
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# --- PPO with a KL penalty (issue 4) -------------------------------------------------------------
+
+def plot_ppo_loop():
+    """The PPO-with-KL loop as a diagram: rollout -> reward (score + KL) -> GAE -> clipped update."""
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    boxes = {  # name: (x, y, text)
+        "prompts": (0.08, 0.78, "prompts x"),
+        "policy": (0.36, 0.78, "policy pi_theta\nsamples y"),
+        "ref": (0.36, 0.35, "reference pi_ref\n(frozen SFT)"),
+        "rm": (0.66, 0.78, "score r(x, y)\nreward model or truth"),
+        "reward": (0.66, 0.35, "per-token reward\n-beta (log pi - log pi_ref)\n+ score at the EOS"),
+        "gae": (0.92, 0.35, "critic V + GAE\nadvantages A_t"),
+        "update": (0.92, 0.78, "clipped PPO update\n(epochs x minibatches)"),
+    }
+    fig, ax = plt.subplots(figsize=(7.5, 3.0))
+    ax.set_xlim(-0.05, 1.07)
+    ax.set_ylim(0.2, 1.12)
+    ax.axis("off")
+    for x, y, text in boxes.values():
+        ax.add_patch(FancyBboxPatch((x - 0.115, y - 0.1), 0.23, 0.2, boxstyle="round,pad=0.01",
+                                    facecolor="#eef3fb", edgecolor="#4a6fa5"))
+        ax.text(x, y, text, ha="center", va="center", fontsize=7)
+    arrows = [("prompts", "policy"), ("policy", "rm"), ("policy", "ref"), ("ref", "reward"),
+              ("rm", "reward"), ("reward", "gae"), ("gae", "update")]
+    for a, b in arrows:
+        (xa, ya, _), (xb, yb, _) = boxes[a], boxes[b]
+        # start and end on the boxes' edges, not their centres
+        sx = 0.12 * ((xb > xa + 1e-6) - (xb < xa - 1e-6))
+        sy = 0.1 * ((yb > ya + 1e-6) - (yb < ya - 1e-6))
+        start, end = (xa + sx, ya + sy), (xb - sx, yb - sy)
+        ax.add_patch(FancyArrowPatch(start, end, arrowstyle="->", mutation_scale=10, color="#333333"))
+    # the update changes the policy: the loop closes
+    ax.add_patch(FancyArrowPatch((0.92, 0.89), (0.36, 0.89), connectionstyle="arc3,rad=0.18",
+                                 arrowstyle="->", mutation_scale=10, color="tab:red"))
+    ax.text(0.64, 1.06, "updated policy, next batch of prompts", ha="center", fontsize=7,
+            color="tab:red")
+    fig.tight_layout()
+    return fig
+
+
+def plot_clipped_objective(clip_range: float = 0.2):
+    """PPO's clipped surrogate ``min(ratio * A, clip(ratio) * A)`` against the ratio, for A = +1 and
+    A = -1: the gain stops growing once the ratio leaves [1 - eps, 1 + eps] in the helpful direction."""
+    import torch
+
+    ratio = torch.linspace(0.0, 2.0, 201)
+    fig, axes = plt.subplots(1, 2, figsize=(6.0, 2.4), sharey=False)
+    for ax, advantage in zip(axes, (1.0, -1.0)):
+        clipped = torch.clamp(ratio, 1 - clip_range, 1 + clip_range)
+        surrogate = torch.minimum(ratio * advantage, clipped * advantage)
+        ax.plot(ratio, ratio * advantage, "--", color="gray", label="ratio x A")
+        ax.plot(ratio, surrogate, color="tab:blue", label="clipped objective")
+        for edge in (1 - clip_range, 1 + clip_range):
+            ax.axvline(edge, color="tab:red", lw=0.6, ls=":")
+        ax.set_title(f"A = {advantage:+.0f}", fontsize=9)
+        ax.set_xlabel("ratio pi / pi_old", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_probability_curves(history: list[dict], series: dict, title: str = "", logy: bool = False,
+                            ylabel: str = "probability"):
+    """Several metrics of one run on one axes: ``series`` maps a label to a history key."""
+    fig, ax = plt.subplots(figsize=(5.0, 2.8))
+    for label, key in series.items():
+        points = [(h["step"], h[key]) for h in history if key in h]
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=label)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("PPO step", fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_token_kl(tokens: list[str], kl: list[list[float]], labels: list[str] | None = None,
+                  title: str = "Per-token KL  log pi - log pi_ref"):
+    """Heatmap of per-token ``log pi(y_t) - log pi_ref(y_t)``: one row per response, one column per
+    token (``tokens`` are the first row's tokens, or give one list per row as ``labels``)."""
+    import numpy as np
+
+    width = max(len(row) for row in kl)
+    grid = np.full((len(kl), width), np.nan)
+    for i, row in enumerate(kl):
+        grid[i, :len(row)] = row
+    bound = max(1e-3, float(np.nanmax(np.abs(grid))))
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.55 * width + 1.5), 0.5 * len(kl) + 1.2))
+    image = ax.imshow(grid, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
+    ax.set_xticks(range(len(tokens)), tokens, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(kl)), labels or [""] * len(kl), fontsize=7)
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            if not np.isnan(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=6)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_beta_sweep(betas: list[float], measured: dict, optimum: dict | None = None,
+                    title: str = "PPO across beta"):
+    """Final figures of PPO runs against beta (log x axis), one panel per metric.
+
+    ``measured`` maps a metric name (e.g. ``"true reward"``, ``"KL"``) to one value per beta;
+    ``optimum`` the same metric for the exact optimum pi* (drawn dashed), if given.
+    """
+    fig, axes = plt.subplots(1, len(measured), figsize=(3.0 * len(measured), 2.5), squeeze=False)
+    for ax, (name, values) in zip(axes.flat, measured.items()):
+        ax.plot(betas, values, "o-", label="PPO")
+        if optimum and name in optimum:
+            ax.plot(betas, optimum[name], "k--", lw=1, label="exact pi*")
+        ax.set_xscale("log")
+        ax.set_xlabel("beta", fontsize=8)
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(labelsize=7)
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_frontier(curve: list[dict], points: dict | None = None, title: str = "Reward vs KL"):
+    """The exact optimal reward-KL curve, with methods' measured points on top.
+
+    ``curve``: from :func:`minirlhf.compare.frontier_curve`. ``points`` maps a method name to a
+    list of ``(kl, reward)`` pairs (one per beta, say).
+    """
+    fig, ax = plt.subplots(figsize=(5.0, 3.2))
+    ax.plot([p["kl"] for p in curve], [p["reward"] for p in curve], color="black",
+            label="optimal (pi*_beta)")
+    for (name, pairs), marker in zip((points or {}).items(), "osD^v"):
+        ax.scatter([k for k, _ in pairs], [r for _, r in pairs], marker=marker, label=name, zorder=3)
+    ax.set_xlabel("KL(pi || pi_ref)")
+    ax.set_ylabel("expected true reward")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

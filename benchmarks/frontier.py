@@ -1,0 +1,160 @@
+"""PPO-GT, PPO with the learned reward model, and DPO against the exact optimal reward-KL curve.
+
+For each beta of the sweep, train each method with its defaults (only beta changes), then measure
+it exactly on the training prompts with the true reward: KL(pi || pi_ref), E_pi[r], the attainment,
+and the frontier efficiency (the fraction of the optimal curve's reward gain reached at the same
+KL). Also runs the off-policy experiment: DPO on hand-written pairs vs on pairs sampled from the
+reference, and PPO-GT, with the probability each moves onto responses no pair covers.
+
+    python benchmarks/frontier.py                       # full sweep (about 10-15 min on 2 cores)
+    python benchmarks/frontier.py --betas 0.1 0.5 --seeds 0
+
+Writes ``benchmarks/results/frontier.json`` and ``.md``; with ``--notebook-cache`` also the cache
+that notebook 05 reads (``notebooks/data/frontier.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from minirlhf import world
+from minirlhf.compare import frontier_curve, frontier_efficiency, offpolicy_preferences, unseen_mass
+from minirlhf.dpo import DPOConfig, train_dpo
+from minirlhf.optimum import ExactEvaluator
+from minirlhf.ppo import PPOConfig, train_ppo
+from minirlhf.preferences import default_preferences
+from minirlhf.reward import train_default_reward_model
+from minirlhf.sft import load_base_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train_method(method: str, beta: float, seed: int, ref, tokenizer, reward_model, preferences):
+    """Train one method from the base model; return (policy, wall seconds)."""
+    policy = copy.deepcopy(ref)
+    start = time.perf_counter()
+    if method == "DPO":
+        train_dpo(policy, ref, tokenizer, preferences,
+                  DPOConfig(beta=beta, seed=seed, progress=False, eval_every=0))
+    else:
+        rm = reward_model if method == "PPO-RM" else None
+        train_ppo(policy, ref, tokenizer, world.prompts("train"),
+                  PPOConfig(beta=beta, seed=seed, progress=False, eval_every=0), reward_model=rm)
+    return policy, time.perf_counter() - start
+
+
+def sweep(betas, seeds, methods) -> dict:
+    """Train every method at every beta and seed; measure each exactly on the training prompts."""
+    ref, tokenizer = load_base_model()
+    evaluator = ExactEvaluator(ref, tokenizer, world.prompts("train"))
+    reward_model, _, _, _ = train_default_reward_model(seed=0, progress=False)
+    preferences = default_preferences(progress=False)["train"]
+    curve = frontier_curve(evaluator)
+    runs = []
+    for beta in betas:
+        for method in methods:
+            for seed in seeds:
+                policy, seconds = train_method(method, beta, seed, ref, tokenizer, reward_model,
+                                               preferences)
+                report = evaluator.evaluate(policy, beta)
+                runs.append({"method": method, "beta": beta, "seed": seed, "seconds": seconds,
+                             "kl": report["kl"], "true_reward": report["true_reward"],
+                             "attainment": report["attainment"], "coverage": report["coverage"],
+                             "efficiency": frontier_efficiency(curve, report["kl"],
+                                                               report["true_reward"])})
+                print(f"{method:7s} beta={beta:<5} seed={seed} KL={report['kl']:.3f} "
+                      f"r={report['true_reward']:.3f} eff={runs[-1]['efficiency']:.3f} "
+                      f"att={report['attainment']:.3f} ({seconds:.1f} s)", flush=True)
+    return {"curve": curve, "runs": runs}
+
+
+def offpolicy_experiment(beta: float, seed: int) -> dict:
+    """Probability moved onto responses absent from the data: DPO off-policy, DPO on-policy, PPO."""
+    ref, tokenizer = load_base_model()
+    prompts = world.prompts("train")
+    evaluator = ExactEvaluator(ref, tokenizer, prompts)
+    datasets = {"DPO, off-policy pairs": offpolicy_preferences(prompts, seed=seed),
+                "DPO, pairs sampled from pi_ref": default_preferences(progress=False)["train"]}
+    out = {"reference": {}}
+    for name, data in datasets.items():
+        policy = copy.deepcopy(ref)
+        train_dpo(policy, ref, tokenizer, data, DPOConfig(beta=beta, seed=seed, progress=False,
+                                                          eval_every=0))
+        out[name] = _mass_report(evaluator, policy, data, beta)
+        out["reference"][name] = unseen_mass(evaluator, evaluator.ref_set_probs, data)
+    policy, _ = train_method("PPO-GT", beta, seed, ref, tokenizer, None, None)
+    for name, data in datasets.items():  # PPO sees no pairs: measure it against each data set
+        out[f"PPO-GT (vs {name.split(', ')[1]})"] = _mass_report(evaluator, policy, data, beta)
+    return out
+
+
+def _mass_report(evaluator, policy, data, beta) -> dict:
+    probs = evaluator.set_probs(policy)
+    report = evaluator.evaluate_probs(probs, beta)
+    return {**unseen_mass(evaluator, probs, data), "attainment": report["attainment"],
+            "true_reward": report["true_reward"], "kl": report["kl"]}
+
+
+def summarise(result: dict) -> str:
+    """A Markdown table of medians over seeds, per method and beta."""
+    lines = ["| method | beta | KL | true reward | optimal reward at that KL | efficiency | attainment "
+             "| coverage | seconds |", "|---|---|---|---|---|---|---|---|---|"]
+    from minirlhf.compare import optimal_reward_at_kl
+
+    keys = sorted({(r["method"], r["beta"]) for r in result["runs"]}, key=lambda k: (k[0], k[1]))
+    for method, beta in keys:
+        runs = [r for r in result["runs"] if r["method"] == method and r["beta"] == beta]
+        med = {k: statistics.median(r[k] for r in runs) for k in
+               ("kl", "true_reward", "efficiency", "attainment", "coverage", "seconds")}
+        best = optimal_reward_at_kl(result["curve"], med["kl"])
+        lines.append(f"| {method} | {beta} | {med['kl']:.3f} | {med['true_reward']:.3f} | {best:.3f} | "
+                     f"{med['efficiency']:.3f} | {med['attainment']:.3f} | {med['coverage']:.3f} | "
+                     f"{med['seconds']:.1f} |")
+    if "offpolicy" in result:
+        lines += ["", "| off-policy experiment | mass on unseen candidates | mass outside the set | "
+                  "attainment |", "|---|---|---|---|"]
+        for name, r in result["offpolicy"].items():
+            if name != "reference":
+                lines.append(f"| {name} | {r['unseen_candidates']:.3f} | {r['outside']:.3f} | "
+                             f"{r['attainment']:.3f} |")
+        for name, r in result["offpolicy"]["reference"].items():
+            lines.append(f"| pi_ref (vs {name}) | {r['unseen_candidates']:.3f} | {r['outside']:.3f} | 0 |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--betas", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.5, 1.0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--methods", nargs="+", default=["PPO-GT", "PPO-RM", "DPO"])
+    parser.add_argument("--offpolicy-beta", type=float, default=0.1)
+    parser.add_argument("--notebook-cache", action="store_true",
+                        help="also write notebooks/data/frontier.json for notebook 05")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    result = sweep(args.betas, args.seeds, args.methods)
+    result["offpolicy"] = offpolicy_experiment(args.offpolicy_beta, args.seeds[0])
+    result["command"] = "python benchmarks/frontier.py " + " ".join(
+        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+        for k, v in vars(args).items() if k != "notebook_cache")
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "frontier.json").write_text(json.dumps(result, indent=1))
+    table = summarise(result)
+    (out / "frontier.md").write_text(table + "\n")
+    print(table)
+    if args.notebook_cache:
+        cache = ROOT / "notebooks" / "data"
+        cache.mkdir(parents=True, exist_ok=True)
+        (cache / "frontier.json").write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
