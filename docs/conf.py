@@ -21,10 +21,10 @@ sys.path.insert(0, str(DOCS / "_ext"))
 sys.path.insert(0, str(DOCS.parent))  # import minirlhf from this checkout even if not installed
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import pipeline_figure
-import site_sources
-from sphinx.util import logging
-from trl_mapping import MAPPING
+import pipeline_figure  # noqa: E402
+import site_sources  # noqa: E402
+from sphinx.util import logging  # noqa: E402
+from trl_mapping import MAPPING  # noqa: E402
 
 project = "minirlhf"
 author = "the minirlhf authors"
@@ -47,7 +47,7 @@ _UNMAPPED = site_sources.write_config_tables(MAPPING)
 
 _FIGURE = DOCS / "_generated" / "pipeline.svg"
 _FIGURE.parent.mkdir(exist_ok=True)
-import matplotlib
+import matplotlib  # noqa: E402
 
 with matplotlib.rc_context({"svg.hashsalt": "minirlhf", "svg.fonttype": "path"}):
     pipeline_figure.draw_pipeline().savefig(_FIGURE, metadata={"Date": None})

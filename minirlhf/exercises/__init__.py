@@ -6,14 +6,32 @@ not masked, reference log-probs missing, ...) with the fix. The exercise noteboo
 ``notebooks/exercises/``; a check cell there reads::
 
     from minirlhf.exercises import check_sft_loss
-    check_sft_loss(sft_loss)
+    result = check_sft_loss(sft_loss)
+
+=====================  ==================================  ========================================
+exercise               the student writes                  check
+=====================  ==================================  ========================================
+1 SFT loss masking     ``sft_loss``                        :func:`check_sft_loss`
+2 Bradley-Terry loss   ``bradley_terry_loss``              :func:`check_bradley_terry_loss`
+3 KL reward and GAE    ``per_token_rewards``, ``gae``      :func:`check_per_token_rewards`,
+                                                           :func:`check_gae`
+4 PPO clipped loss     ``whiten``, ``ppo_policy_loss``     :func:`check_whiten`,
+                                                           :func:`check_ppo_policy_loss`
+=====================  ==================================  ========================================
 """
 
-from minirlhf.exercises import sft
+from minirlhf.exercises import ppo, reward, sft
 from minirlhf.exercises.checking import CheckResult, ExerciseCheckFailed
+from minirlhf.exercises.ppo import check_gae, check_per_token_rewards, check_ppo_policy_loss, check_whiten
+from minirlhf.exercises.reward import check_bradley_terry_loss
 from minirlhf.exercises.sft import check_sft_loss
 
 # Every exercise, by the name of the function the student writes (the tests walk this).
-EXERCISES = {module.EXERCISE.function_name: module.EXERCISE for module in (sft,)}
+EXERCISES = {exercise.function_name: exercise for exercise in (
+    sft.EXERCISE, reward.EXERCISE, ppo.REWARD_EXERCISE, ppo.GAE_EXERCISE, ppo.WHITEN_EXERCISE,
+    ppo.LOSS_EXERCISE)}
 
-__all__ = ["EXERCISES", "CheckResult", "ExerciseCheckFailed", "check_sft_loss"]
+__all__ = [
+    "EXERCISES", "CheckResult", "ExerciseCheckFailed", "check_bradley_terry_loss", "check_gae",
+    "check_per_token_rewards", "check_ppo_policy_loss", "check_sft_loss", "check_whiten",
+]

@@ -86,6 +86,8 @@ class CaseResult:
     got: tuple | None = None
     problem: str = ""
     """What is wrong on this case, in words (empty when it passed)."""
+    kind: str = ""
+    """What kind of failure: "crash", "value", "in place" or "gradient" (empty when it passed)."""
 
 
 @dataclass
@@ -99,9 +101,18 @@ class CheckResult:
     """The known mistake that reproduces the student's results, if one does."""
     hints: list[str] = field(default_factory=list)
     """General clues found when no known mistake matched (or in addition to it)."""
+    checked_gradients: bool = False
+    """Whether the gradients were compared too (for losses)."""
 
     def __bool__(self) -> bool:
         return self.passed
+
+    @property
+    def shown_case(self) -> CaseResult:
+        """The failing case the report details: a crash first, then a wrong value (its numbers say
+        the most), then anything else."""
+        order = {"crash": 0, "value": 1, "in place": 2, "gradient": 3}
+        return min(self.failed_cases, key=lambda c: order.get(c.kind, 4))
 
     @property
     def failed_cases(self) -> list[CaseResult]:
@@ -112,15 +123,16 @@ class CheckResult:
         """The feedback, as text for a student."""
         n = len(self.cases)
         if self.passed:
+            grads = ", gradients included" if self.checked_gradients else ""
             return (f"Well done: {self.function_name} agrees with the library on all {n} cases "
-                    "(hand-made and random), gradients included.")
+                    f"(hand-made and random){grads}.")
         failed = self.failed_cases
-        headline = f"Not quite yet: {self.function_name} differs from the library on {len(failed)} of {n} cases."
-        lines = [headline, ""]
+        lines = [f"Not quite yet: {self.function_name} differs from the library on {len(failed)} of {n} "
+                 "cases.", ""]
         for result in self.cases:
             mark = "ok  " if result.passed else "FAIL"
             lines.append(f"  [{mark}] {result.case.name}")
-        first = failed[0]
+        first = self.shown_case
         lines += ["", f"First failing case: {first.case.name}", f"  It checks that {first.case.probes}"]
         lines += ["  " + line for line in _describe_args(first.case.args)]
         lines.append(f"  {first.problem}")
@@ -153,7 +165,8 @@ def run_check(exercise: Exercise, student_fn: Callable, verbose: bool = True,
                         f"not {type(student_fn).__name__}.")
     cases = exercise.make_cases()
     results = [_run_case(exercise, student_fn, case) for case in cases]
-    result = CheckResult(exercise.function_name, all(r.passed for r in results), results)
+    result = CheckResult(exercise.function_name, all(r.passed for r in results), results,
+                         checked_gradients=bool(exercise.grad_args))
     if not result.passed:
         result.mistake = _find_mistake(exercise, results)
         if result.mistake is None:
@@ -254,7 +267,7 @@ def _run_case(exercise: Exercise, student_fn: Callable, case: Case) -> CaseResul
             "NotImplementedError` line with your code, run that cell, then run this check again."
         ) from None
     except Exception as error:  # noqa: BLE001 - the student's code crashed: say how, and on what
-        return CaseResult(case, False, expected, None, _explain_exception(error, exercise))
+        return CaseResult(case, False, expected, None, _explain_exception(error, exercise), "crash")
     changed = [name for name, value in args.items()
                if torch.is_tensor(value) and not torch.equal(value, case.args[name])]
     if changed:
@@ -262,12 +275,12 @@ def _run_case(exercise: Exercise, student_fn: Callable, case: Case) -> CaseResul
                           f"Your function changed its input {changed[0]!r} in place (an in-place "
                           "operation such as `x -= ...`, `x[...] = ...` or `x.mul_(...)`). Work on a "
                           "copy (`x = x.clone()`) or write `x = x - ...` instead: the caller still "
-                          "needs the original.")
+                          "needs the original.", "in place")
     problem = _compare_outputs(exercise, expected, got)
     if problem:
-        return CaseResult(case, False, expected, got, problem)
+        return CaseResult(case, False, expected, got, problem, "value")
     problem = _compare_gradients(exercise, student_fn, case, expected_grads)
-    return CaseResult(case, not problem, expected, got, problem)
+    return CaseResult(case, not problem, expected, got, problem, "gradient" if problem else "")
 
 
 def _compare_outputs(exercise: Exercise, expected: tuple, got: tuple) -> str:
@@ -312,9 +325,11 @@ def _compare_gradients(exercise: Exercise, student_fn: Callable, case: Case, exp
             return (f"The value is right, but the gradient does not reach {name!r}: part of the "
                     "computation was detached from it.")
         if not _close(mine, grad):
-            return (f"The value is right, but the gradient with respect to {name!r} differs "
-                    f"(expected {_fmt(grad)}, got {_fmt(mine)}): is something detached, or "
-                    "computed through an operation that blocks the gradient?")
+            return (f"The value is right on this case, but the gradient with respect to {name!r} differs "
+                    f"(expected {_fmt(grad)}, got {_fmt(mine)}): the loss must also respond to its "
+                    "inputs like the library's. Either the formula differs in a way these numbers hide "
+                    "(a factor inside a function, at a point where it changes nothing), or part of it "
+                    "is detached from the inputs.")
     return ""
 
 
@@ -388,6 +403,10 @@ def _find_mistake(exercise: Exercise, results: list[CaseResult]) -> Mistake | No
 def _general_hints(exercise: Exercise, results: list[CaseResult]) -> list[str]:
     """Clues for a mistake that is not in the catalogue."""
     failed = [r for r in results if not r.passed and r.got is not None and r.expected is not None]
+    if len(exercise.output_names) == 2 and failed and all(
+            _same_outputs(tuple(reversed(r.got[:2])), r.expected) for r in failed):
+        first, second = exercise.output_names
+        return [f"Your two results are the library's in the other order: return ({first}, {second})."]
     pairs = []
     for r in failed:
         got, exp = _as_tensor(r.got[0]), r.expected[0]
@@ -436,7 +455,7 @@ def _fmt(value) -> str:
     if tensor.numel() == 1:
         return f"{tensor.item():.6g}"
     if tensor.numel() <= 16:
-        return str([round(x, 4) for x in tensor.reshape(-1).tolist()]) + \
+        return str([round(x, 4) + 0.0 for x in tensor.reshape(-1).tolist()]) + \
             ("" if tensor.dim() == 1 else f" (shape {tuple(tensor.shape)}, flattened)")
     return f"a tensor of shape {tuple(tensor.shape)}"
 
@@ -457,7 +476,7 @@ def _describe_args(args: dict) -> list[str]:
 def _round(x):
     if isinstance(x, list):
         return [_round(v) for v in x]
-    return round(x, 3) if isinstance(x, float) else x
+    return round(x, 3) + 0.0 if isinstance(x, float) else x  # + 0.0: no "-0.0"
 
 
 def random_layout(batch: int, prompt_len: int, max_response: int, generator: torch.Generator):

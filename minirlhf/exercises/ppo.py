@@ -1,0 +1,550 @@
+"""Exercises 3 and 4: PPO's per-token reward and GAE; whitening and the clipped policy loss.
+
+The student writes four functions, each checked against :mod:`minirlhf.ppo`:
+
+* ``per_token_rewards(logprobs, ref_logprobs, scores, response_mask, beta)`` -> (B, T):
+  ``-beta * (logprobs - ref_logprobs)`` on response tokens, plus the score at the last one;
+* ``gae(rewards, values, response_mask, gamma, lam)`` -> ``(advantages, returns)``;
+* ``whiten(values, mask, shift_mean=True)`` -> mean 0, variance 1 over the real tokens;
+* ``ppo_policy_loss(logprobs, old_logprobs, advantages, mask, clip_range)`` -> the clipped loss
+  (a scalar, or ``(loss, stats)`` like the library).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from minirlhf import ppo
+from minirlhf.exercises.checking import (
+    Case,
+    Exercise,
+    Mistake,
+    random_layout,
+    random_logprobs,
+    run_check,
+)
+
+# ---------------------------------------------------------------------------------------------
+# Shared helpers for the wrong implementations
+
+
+def _last(mask: torch.Tensor) -> torch.Tensor:
+    """Index of each row's last response token (the EOS)."""
+    return ppo.last_token_index(mask)
+
+
+def _add_at(rewards: torch.Tensor, index: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    rewards = rewards.clone()
+    rewards[torch.arange(len(index)), index] += scores.to(rewards.dtype)
+    return rewards
+
+
+def _first(mask: torch.Tensor) -> torch.Tensor:
+    return mask.long().argmax(-1)
+
+
+def _mean(values, mask):
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum()
+
+
+# ---------------------------------------------------------------------------------------------
+# Exercise 3a: the per-token reward
+
+
+def _reward_case(name, probes, logprobs, ref_logprobs, scores, mask, beta) -> Case:
+    return Case(name, probes, {"logprobs": torch.tensor(logprobs), "ref_logprobs": torch.tensor(ref_logprobs),
+                               "scores": torch.tensor(scores), "response_mask": torch.tensor(mask),
+                               "beta": beta})
+
+
+def _reward_cases() -> list[Case]:
+    cases = [
+        _reward_case("policy equal to the reference",
+                     "with no KL, the only reward is the score, on the last response token",
+                     [[-3.0, -1.0, -0.5, -0.2]], [[-3.0, -1.0, -0.5, -0.2]], [2.0], [[0, 1, 1, 1]], 0.1),
+        _reward_case("policy differs from the reference",
+                     "each response token pays -beta * (log pi - log pi_ref), positive where the "
+                     "policy is *less* sure than the reference",
+                     [[-2.0, -0.5, -1.0, -0.1]], [[-2.5, -1.0, -0.4, -0.1]], [0.0], [[0, 1, 1, 1]], 0.5),
+        _reward_case("prompt tokens present",
+                     "prompt tokens get no reward, even where the two models disagree on them",
+                     [[-4.0, -6.0, -0.3, -0.2]], [[-1.0, -2.0, -0.1, -0.2]], [1.0], [[0, 0, 1, 1]], 0.2),
+        _reward_case("padding after a shorter response",
+                     "the score goes on each row's own last response token (its EOS), not on the "
+                     "last column, and padding gets nothing",
+                     [[-1.0, -0.5, -0.2, -3.0, -3.0], [-1.0, -0.4, -0.3, -0.2, -0.1]],
+                     [[-1.0, -0.7, -0.2, -1.0, -1.0], [-1.0, -0.2, -0.3, -0.6, -0.1]],
+                     [1.5, -1.0], [[0, 1, 1, 0, 0], [0, 1, 1, 1, 1]], 1.0),
+    ]
+    generator = torch.Generator().manual_seed(3)
+    for i, (batch, prompt, response, beta) in enumerate([(3, 3, 5, 0.1), (8, 5, 8, 0.05), (16, 6, 12, 0.3)]):
+        mask = random_layout(batch, prompt, response, generator)
+        cases.append(Case(f"random batch {i + 1} ({batch} x {prompt + response}, beta={beta})",
+                          "it also agrees on a random batch",
+                          {"logprobs": random_logprobs(mask.shape, generator),
+                           "ref_logprobs": random_logprobs(mask.shape, generator),
+                           "scores": 2 * torch.randn(batch, generator=generator),
+                           "response_mask": mask, "beta": beta}))
+    return cases
+
+
+def _kl_penalty(lp, ref, mask, beta):
+    return -beta * (lp - ref) * mask.to(lp.dtype)
+
+
+REWARD_MISTAKES = [
+    Mistake("KL sign flipped",
+            "the penalty is +beta * (log pi - log pi_ref): the policy is *paid* for moving away from "
+            "the reference, so nothing holds it back.",
+            "r_t = -beta * (logprobs - ref_logprobs) on response tokens.",
+            lambda lp, ref, s, m, b: _add_at(-_kl_penalty(lp, ref, m, b), _last(m), s)),
+    Mistake("reference log-probs missing",
+            "the penalty is -beta * log pi alone, an entropy bonus: the policy is pushed to be unsure, "
+            "not to stay near the SFT model.",
+            "subtract the reference: -beta * (logprobs - ref_logprobs).",
+            lambda lp, ref, s, m, b: _add_at(-b * lp * m, _last(m), s)),
+    Mistake("beta divides the KL instead of multiplying it",
+            "the penalty is -(log pi - log pi_ref) / beta: a small beta, which should mean a weak pull "
+            "to the reference, makes it huge.",
+            "multiply: -beta * (logprobs - ref_logprobs).",
+            lambda lp, ref, s, m, b: _add_at(-(lp - ref) * m / b, _last(m), s)),
+    Mistake("beta multiplies the score too",
+            "the whole reward, score included, is scaled by beta, so the score is weighed down with the "
+            "KL instead of against it.",
+            "only the KL term gets beta: r_t = -beta * KL_t, plus the *unscaled* score at the end.",
+            lambda lp, ref, s, m, b: _add_at(_kl_penalty(lp, ref, m, b), _last(m), b * s)),
+    Mistake("score on the last column instead of the last response token",
+            "with right padding, the last column is padding for every response shorter than the "
+            "longest: their score lands where no token was written.",
+            "find each row's last response token, e.g. the largest index where response_mask is 1.",
+            lambda lp, ref, s, m, b: _add_at(_kl_penalty(lp, ref, m, b),
+                                             torch.full((len(s),), m.shape[1] - 1), s)),
+    Mistake("score on the first response token",
+            "the score is given when the first token is written, before the model has said anything "
+            "worth scoring.",
+            "add it at the last response token (the EOS), where the answer is complete.",
+            lambda lp, ref, s, m, b: _add_at(_kl_penalty(lp, ref, m, b), _first(m), s)),
+    Mistake("score added to every response token",
+            "each token gets the whole score, so a long answer collects it many times.",
+            "add the score once, at the last response token.",
+            lambda lp, ref, s, m, b: _kl_penalty(lp, ref, m, b) + s[:, None] * m),
+    Mistake("score missing",
+            "only the KL penalty is there: the policy is rewarded for nothing but staying put.",
+            "add scores[b] at row b's last response token.",
+            lambda lp, ref, s, m, b: _kl_penalty(lp, ref, m, b)),
+    Mistake("KL penalty not masked",
+            "prompt and padding positions get a KL penalty too, as if the policy had written them.",
+            "multiply the penalty by response_mask.",
+            lambda lp, ref, s, m, b: _add_at(-b * (lp - ref), _last(m), s)),
+    Mistake("k3 estimator instead of k1",
+            "the penalty uses (r - 1) - log r with r = pi_ref / pi (the low-variance 'k3' KL estimator); "
+            "minirlhf, like TRL's default, uses k1 = log pi - log pi_ref per token.",
+            "use -beta * (logprobs - ref_logprobs).",
+            lambda lp, ref, s, m, b: _add_at(-b * (torch.expm1(ref - lp) - (ref - lp)) * m, _last(m), s)),
+]
+
+REWARD_EXERCISE = Exercise(
+    function_name="per_token_rewards",
+    reference=ppo.per_token_rewards,
+    reference_name="minirlhf.ppo.per_token_rewards",
+    formula="r[b, t] = -beta * (logprobs - ref_logprobs)[b, t] * response_mask[b, t], plus scores[b] "
+            "at row b's last response token",
+    make_cases=_reward_cases,
+    mistakes=REWARD_MISTAKES,
+    output_names=("rewards",),
+    mask_arg="response_mask",
+)
+
+
+def check_per_token_rewards(student_fn, verbose: bool = True, raise_on_failure: bool = True):
+    """Check ``per_token_rewards(logprobs, ref_logprobs, scores, response_mask, beta) -> (B, T)``
+    against :func:`minirlhf.ppo.per_token_rewards`, and explain any difference."""
+    __tracebackhide__ = True
+    return run_check(REWARD_EXERCISE, student_fn, verbose=verbose, raise_on_failure=raise_on_failure)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exercise 3b: generalised advantage estimation
+
+
+def _gae_case(name, probes, rewards, values, mask, gamma, lam) -> Case:
+    return Case(name, probes, {"rewards": torch.tensor(rewards), "values": torch.tensor(values),
+                               "response_mask": torch.tensor(mask), "gamma": gamma, "lam": lam})
+
+
+def _gae_cases() -> list[Case]:
+    # The critic outputs numbers everywhere, prompt and padding included (here 5.0 and 9.0): a
+    # correct GAE never lets them in.
+    cases = [
+        _gae_case("one token", "with a single response token, the advantage is r - V and the return is r",
+                  [[0.0, 1.0]], [[5.0, 0.25]], [[0, 1]], 1.0, 0.95),
+        _gae_case("reward at the end, gamma = 1",
+                  "the final reward flows back to earlier tokens, shrunk by lambda at each step",
+                  [[0.0, 0.0, 0.0, 1.0]], [[5.0, 0.2, 0.4, 0.6]], [[0, 1, 1, 1]], 1.0, 0.9),
+        _gae_case("discounting, gamma < 1", "gamma discounts both the next value and the later "
+                  "advantages (the factor is gamma * lambda)",
+                  [[0.0, 0.1, -0.2, 2.0]], [[5.0, 0.3, 0.5, 1.0]], [[0, 1, 1, 1]], 0.9, 0.8),
+        _gae_case("padding after a shorter response",
+                  "the episode ends at the EOS: the value of the padding after it is not bootstrapped, "
+                  "and padding gets no advantage",
+                  [[0.0, 0.5, 1.0, 0.0, 0.0], [0.0, 0.0, 0.2, -0.1, 1.0]],
+                  [[5.0, 0.4, 0.8, 9.0, 9.0], [5.0, 0.1, 0.3, 0.2, 0.6]],
+                  [[0, 1, 1, 0, 0], [0, 1, 1, 1, 1]], 0.95, 0.9),
+    ]
+    generator = torch.Generator().manual_seed(4)
+    for i, (batch, prompt, response, gamma, lam) in enumerate([(3, 2, 5, 1.0, 0.95), (8, 4, 8, 0.9, 0.7),
+                                                               (16, 5, 12, 0.99, 0.95)]):
+        mask = random_layout(batch, prompt, response, generator)
+        cases.append(Case(f"random batch {i + 1} ({batch} x {prompt + response}, gamma={gamma}, lam={lam})",
+                          "it also agrees on a random batch",
+                          {"rewards": 0.3 * torch.randn(mask.shape, generator=generator) * mask,
+                           "values": torch.randn(mask.shape, generator=generator),
+                           "response_mask": mask, "gamma": gamma, "lam": lam}))
+    return cases
+
+
+def _gae_loop(rewards, values, mask, gamma, lam, *, lam_factor=None, bootstrap_gamma=True,
+              mask_next_value=True, mask_advantages=True):
+    """A backward GAE loop with switches for the usual slips (all off = the right answer)."""
+    mask = mask.to(values.dtype)
+    advantages = torch.zeros_like(values)
+    next_value = torch.zeros_like(values[:, 0])
+    next_advantage = torch.zeros_like(values[:, 0])
+    decay = gamma * lam if lam_factor is None else lam_factor
+    for t in reversed(range(values.shape[1])):
+        delta = rewards[:, t] + (gamma if bootstrap_gamma else 1.0) * next_value - values[:, t]
+        advantage = delta + decay * next_advantage
+        advantages[:, t] = advantage * mask[:, t] if mask_advantages else advantage
+        next_value = values[:, t] * mask[:, t] if mask_next_value else values[:, t]
+        next_advantage = advantages[:, t]
+    return advantages, advantages + values * mask
+
+
+def _gae_forward(rewards, values, mask, gamma, lam):
+    mask = mask.to(values.dtype)
+    T = values.shape[1]
+    advantages = torch.zeros_like(values)
+    previous = torch.zeros_like(values[:, 0])
+    for t in range(T):
+        next_value = values[:, t + 1] * mask[:, t + 1] if t + 1 < T else torch.zeros_like(previous)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        advantages[:, t] = (delta + gamma * lam * previous) * mask[:, t]
+        previous = advantages[:, t]
+    return advantages, advantages + values * mask
+
+
+def _rewards_to_go(rewards, values, mask, gamma, lam):
+    advantages, _ = _gae_loop(rewards, values, mask, gamma, lam)
+    mask = mask.to(values.dtype)
+    returns = torch.zeros_like(values)
+    running = torch.zeros_like(values[:, 0])
+    for t in reversed(range(values.shape[1])):
+        running = (rewards[:, t] + gamma * running) * mask[:, t]
+        returns[:, t] = running
+    return advantages, returns
+
+
+def _whitened_gae(rewards, values, mask, gamma, lam):
+    advantages, returns = _gae_loop(rewards, values, mask, gamma, lam)
+    return ppo.whiten(advantages, mask), returns
+
+
+GAE_MISTAKES = [
+    Mistake("lambda ignored: one-step TD",
+            "each advantage is just delta_t = r_t + gamma * V_{t+1} - V_t: later rewards reach a token "
+            "only through the critic's guess.",
+            "accumulate backwards: A_t = delta_t + gamma * lam * A_{t+1}.",
+            lambda r, v, m, g, lam: _gae_loop(r, v, m, g, lam, lam_factor=0.0)),
+    Mistake("lambda ignored: Monte-Carlo",
+            "the advantages are accumulated with gamma alone (as if lam = 1): unbiased but noisy, and "
+            "not what lam asks for.",
+            "the factor between successive deltas is gamma * lam.",
+            lambda r, v, m, g, lam: _gae_loop(r, v, m, g, lam, lam_factor=g)),
+    Mistake("gamma missing from the lambda factor",
+            "the advantages are accumulated with lam alone; with gamma < 1 the later deltas weigh too "
+            "much.",
+            "the factor is gamma * lam.",
+            lambda r, v, m, g, lam: _gae_loop(r, v, m, g, lam, lam_factor=lam)),
+    Mistake("gamma missing from the bootstrap",
+            "delta_t = r_t + V_{t+1} - V_t: the next value is not discounted.",
+            "delta_t = r_t + gamma * V_{t+1} - V_t.",
+            lambda r, v, m, g, lam: _gae_loop(r, v, m, g, lam, bootstrap_gamma=False)),
+    Mistake("value after the EOS bootstrapped",
+            "the last response token's delta adds gamma times the critic's value of the *padding* "
+            "after it: but the episode ended at the EOS, nothing comes after it.",
+            "treat the value after the last response token as 0 (multiply the next value by the mask).",
+            lambda r, v, m, g, lam: _gae_loop(r, v, m, g, lam, mask_next_value=False)),
+    Mistake("advantages not masked",
+            "prompt and padding positions get advantages (and returns) too, as if the policy had "
+            "chosen those tokens.",
+            "multiply each advantage by response_mask.",
+            lambda r, v, m, g, lam: _gae_loop(r, v, m, g, lam, mask_advantages=False, mask_next_value=True)),
+    Mistake("loop runs forward",
+            "A_t is built from A_{t-1}, so each advantage sums the *past* deltas; credit must flow "
+            "from later rewards back to earlier tokens.",
+            "loop over t in reversed(range(T)), carrying A_{t+1}.",
+            _gae_forward),
+    Mistake("returns are the rewards-to-go",
+            "the returns are the discounted sums of rewards; minirlhf's critic regresses on the "
+            "lambda-returns R_t = A_t + V_t (as TRL's does).",
+            "returns = advantages + values (on response tokens).",
+            _rewards_to_go),
+    Mistake("returns without the values",
+            "the returns equal the advantages: the critic would learn to predict how much better than "
+            "itself it was, not the value.",
+            "returns = advantages + values.",
+            lambda r, v, m, g, lam: _gae_loop(r, v, m, g, lam)[:1] * 2),
+    Mistake("advantages and returns swapped",
+            "the function returns (returns, advantages); the trainer reads the first as the advantages.",
+            "return (advantages, returns), in that order.",
+            lambda r, v, m, g, lam: _gae_loop(r, v, m, g, lam)[::-1]),
+    Mistake("advantages whitened inside gae",
+            "the advantages come out normalised; whitening is a separate step (ppo.whiten), done after "
+            "the returns are computed from the *raw* advantages.",
+            "return the raw advantages; whiten them later, outside gae.",
+            _whitened_gae),
+]
+
+GAE_EXERCISE = Exercise(
+    function_name="gae",
+    reference=ppo.gae,
+    reference_name="minirlhf.ppo.gae",
+    formula="delta_t = r_t + gamma * V_{t+1} - V_t (V after the last response token = 0); "
+            "A_t = delta_t + gamma * lam * A_{t+1}; returns = A + V; zero outside the response",
+    make_cases=_gae_cases,
+    mistakes=GAE_MISTAKES,
+    output_names=("advantages", "returns"),
+    mask_arg="response_mask",
+)
+
+
+def check_gae(student_fn, verbose: bool = True, raise_on_failure: bool = True):
+    """Check ``gae(rewards, values, response_mask, gamma, lam) -> (advantages, returns)`` against
+    :func:`minirlhf.ppo.gae`, and explain any difference."""
+    __tracebackhide__ = True
+    return run_check(GAE_EXERCISE, student_fn, verbose=verbose, raise_on_failure=raise_on_failure)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exercise 4a: whitening
+
+
+def _whiten_cases() -> list[Case]:
+    cases = [
+        Case("one row, no padding", "the result has mean 0 and variance 1",
+             {"values": torch.tensor([[1.0, 2.0, 3.0, 6.0]]), "mask": torch.tensor([[1, 1, 1, 1]]),
+              "shift_mean": True}),
+        Case("padding present", "the mean and the variance are taken over real tokens only, and "
+             "padding comes out as 0",
+             {"values": torch.tensor([[0.5, -1.0, 2.0, 40.0], [1.5, 3.0, -50.0, 60.0]]),
+              "mask": torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]]), "shift_mean": True}),
+        Case("shift_mean=False", "only the scale changes: the mean is kept",
+             {"values": torch.tensor([[2.0, 4.0, 9.0], [3.0, 5.0, 100.0]]),
+              "mask": torch.tensor([[1, 1, 1], [1, 1, 0]]), "shift_mean": False}),
+    ]
+    generator = torch.Generator().manual_seed(5)
+    for i, (batch, prompt, response) in enumerate([(3, 2, 4), (8, 3, 9)]):
+        mask = random_layout(batch, prompt, response, generator)
+        cases.append(Case(f"random batch {i + 1} ({batch} x {prompt + response})",
+                          "it also agrees on a random batch",
+                          {"values": 3 * torch.randn(mask.shape, generator=generator) + 1, "mask": mask,
+                           "shift_mean": bool(i % 2)}))
+    return cases
+
+
+def _whiten_with(values, mask, shift_mean, *, var_fn, keep_padding=False, use_mask=True, root=True,
+                 subtract=True):
+    m = mask if use_mask else torch.ones_like(mask)
+    mean = _mean(values, m)
+    var = var_fn(values, m, mean)
+    scale = var.sqrt() if root else var
+    out = ((values - mean) if subtract else values) / (scale + 1e-12)
+    if not shift_mean and subtract:
+        out = out + mean
+    return out if keep_padding else out * mask.to(values.dtype)
+
+
+def _biased(values, mask, mean):
+    return _mean((values - mean) ** 2, mask)
+
+
+def _unbiased(values, mask, mean):
+    n = mask.sum()
+    return _biased(values, mask, mean) * n / (n - 1)
+
+
+WHITEN_MISTAKES = [
+    Mistake("advantages not whitened",
+            "the values come back as they went in (at most masked): their scale then changes from "
+            "batch to batch, and so does the size of every PPO step.",
+            "subtract the mean over real tokens and divide by the standard deviation over real tokens.",
+            lambda v, m, s: v * m.to(v.dtype)),
+    Mistake("statistics include the padding",
+            "the mean and the variance are taken over every position, padding included, so they "
+            "depend on how much padding the batch happens to have.",
+            "compute them over the positions where the mask is 1 only.",
+            lambda v, m, s: _whiten_with(v, m, s, var_fn=_biased, use_mask=False)),
+    Mistake("unbiased variance (n - 1)",
+            "the variance is divided by n - 1 (the default of torch.var and torch.std), minirlhf's "
+            "(like TRL's) by n; on short responses the difference shows.",
+            "use the biased variance: mean((x - mean)**2) over real tokens, or "
+            "torch.var(x[mask.bool()], unbiased=False).",
+            lambda v, m, s: _whiten_with(v, m, s, var_fn=_unbiased)),
+    Mistake("divided by the variance, not the standard deviation",
+            "the values are divided by var instead of sqrt(var), so the result does not have "
+            "variance 1.",
+            "divide by the square root of the variance.",
+            lambda v, m, s: _whiten_with(v, m, s, var_fn=_biased, root=False)),
+    Mistake("mean not subtracted",
+            "the values are only scaled: their mean stays where it was.",
+            "subtract the mean first (with shift_mean=False, add it back at the end).",
+            lambda v, m, s: _whiten_with(v, m, s, var_fn=_biased, subtract=False)),
+    Mistake("shift_mean ignored",
+            "with shift_mean=False the mean should come back after scaling; the function always "
+            "removes it.",
+            "if not shift_mean: add the mean back after dividing by the standard deviation.",
+            lambda v, m, s: _whiten_with(v, m, True, var_fn=_biased)),
+    Mistake("padding not zeroed",
+            "the padding positions come out with (meaningless) nonzero values.",
+            "multiply the result by the mask.",
+            lambda v, m, s: _whiten_with(v, m, s, var_fn=_biased, keep_padding=True)),
+]
+
+WHITEN_EXERCISE = Exercise(
+    function_name="whiten",
+    reference=ppo.whiten,
+    reference_name="minirlhf.ppo.whiten",
+    formula="(values - mean) / sqrt(var + 1e-8), mean and biased var over positions where mask = 1; "
+            "add the mean back if not shift_mean; 0 where mask = 0",
+    make_cases=_whiten_cases,
+    mistakes=WHITEN_MISTAKES,
+    output_names=("whitened",),
+    mask_arg="mask",
+)
+
+
+def check_whiten(student_fn, verbose: bool = True, raise_on_failure: bool = True):
+    """Check ``whiten(values, mask, shift_mean=True) -> (B, T)`` against
+    :func:`minirlhf.ppo.whiten`, and explain any difference."""
+    __tracebackhide__ = True
+    return run_check(WHITEN_EXERCISE, student_fn, verbose=verbose, raise_on_failure=raise_on_failure)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exercise 4b: the clipped policy loss
+
+
+def _loss_case(name, probes, logprobs, old_logprobs, advantages, mask, clip_range) -> Case:
+    return Case(name, probes, {"logprobs": torch.tensor(logprobs), "old_logprobs": torch.tensor(old_logprobs),
+                               "advantages": torch.tensor(advantages), "mask": torch.tensor(mask),
+                               "clip_range": clip_range})
+
+
+def _loss_cases() -> list[Case]:
+    cases = [
+        _loss_case("policy unchanged", "at ratio 1 the loss is minus the mean advantage",
+                   [[-1.0, -0.5, -2.0]], [[-1.0, -0.5, -2.0]], [[1.0, -0.5, 2.0]], [[1, 1, 1]], 0.2),
+        _loss_case("small moves, inside the clip range",
+                   "inside 1 +- clip_range the loss is -A * ratio, ratio = exp(logprobs - old_logprobs)",
+                   [[-0.9, -0.6]], [[-1.0, -0.5]], [[1.0, 1.0]], [[1, 1]], 0.2),
+        _loss_case("a good token pushed too far up",
+                   "positive advantage, ratio above 1 + clip_range: the gain is capped (clipped)",
+                   [[-0.2, -1.0]], [[-1.0, -1.0]], [[2.0, 0.5]], [[1, 1]], 0.2),
+        _loss_case("a bad token pushed far up",
+                   "negative advantage, ratio above 1 + clip_range: no cap, the loss stays pessimistic "
+                   "(the max picks the unclipped term)",
+                   [[-0.2, -1.0]], [[-1.0, -1.0]], [[-2.0, 0.5]], [[1, 1]], 0.2),
+        _loss_case("a bad token pushed too far down",
+                   "negative advantage, ratio below 1 - clip_range: the gain of pushing it further is capped",
+                   [[-2.0, -1.0]], [[-1.0, -1.0]], [[-1.0, 0.5]], [[1, 1]], 0.1),
+        _loss_case("prompt and padding present", "the mean is over real tokens only",
+                   [[-9.0, -0.4, -0.7, -5.0], [-9.0, -1.0, -3.0, -3.0]],
+                   [[-1.0, -0.5, -0.5, -1.0], [-1.0, -1.2, -1.0, -1.0]],
+                   [[3.0, 1.0, -1.0, 4.0], [3.0, 0.5, 2.0, 2.0]], [[0, 1, 1, 0], [0, 1, 0, 0]], 0.2),
+    ]
+    generator = torch.Generator().manual_seed(6)
+    for i, (batch, prompt, response, clip) in enumerate([(4, 3, 6, 0.2), (16, 5, 10, 0.1)]):
+        mask = random_layout(batch, prompt, response, generator)
+        old = random_logprobs(mask.shape, generator)
+        cases.append(Case(f"random batch {i + 1} ({batch} x {prompt + response}, clip_range={clip})",
+                          "it also agrees on a random batch, with moves inside and outside the range",
+                          {"logprobs": old + 0.4 * torch.randn(mask.shape, generator=generator),
+                           "old_logprobs": old, "advantages": torch.randn(mask.shape, generator=generator),
+                           "mask": mask, "clip_range": clip}))
+    return cases
+
+
+def _surrogate(lp, old, adv, clip, *, ratio=None):
+    ratio = torch.exp(lp - old) if ratio is None else ratio
+    return -adv * ratio, -adv * torch.clamp(ratio, 1 - clip, 1 + clip)
+
+
+LOSS_MISTAKES = [
+    Mistake("min instead of max (an optimistic clip)",
+            "the loss takes the *smaller* of the two terms, i.e. the more optimistic objective: the "
+            "clip then never stops a harmful step.",
+            "as a loss (minus the objective), take the max of -A * ratio and -A * clip(ratio): it is "
+            "the min of the objective.",
+            lambda lp, old, a, m, c: _mean(torch.minimum(*_surrogate(lp, old, a, c)), m)),
+    Mistake("sign flipped (the objective, not the loss)",
+            "the function returns the clipped objective min(ratio * A, clip(ratio) * A); minimising it "
+            "makes good tokens *less* likely.",
+            "return minus the objective: mean of max(-A * ratio, -A * clip(ratio)).",
+            lambda lp, old, a, m, c: -_mean(torch.maximum(*_surrogate(lp, old, a, c)), m)),
+    Mistake("ratio inverted",
+            "the ratio is pi_old / pi = exp(old_logprobs - logprobs): it falls when the policy raises a "
+            "token, so the clip and the gradient both point the wrong way.",
+            "ratio = exp(logprobs - old_logprobs).",
+            lambda lp, old, a, m, c: _mean(torch.maximum(*_surrogate(lp, old, a, c,
+                                                                     ratio=torch.exp(old - lp))), m)),
+    Mistake("ratio of log-probabilities",
+            "the ratio is logprobs / old_logprobs; the ratio of *probabilities* is the exp of the "
+            "difference of log-probabilities.",
+            "ratio = exp(logprobs - old_logprobs).",
+            lambda lp, old, a, m, c: _mean(torch.maximum(*_surrogate(lp, old, a, c, ratio=lp / old)), m)),
+    Mistake("no clipping",
+            "the loss is the plain policy-gradient surrogate -A * ratio: several epochs on one batch "
+            "can then move the policy arbitrarily far.",
+            "also compute -A * clip(ratio, 1 - clip_range, 1 + clip_range) and take the max.",
+            lambda lp, old, a, m, c: _mean(_surrogate(lp, old, a, c)[0], m)),
+    Mistake("only the clipped term",
+            "the loss is -A * clip(ratio) alone: it has no gradient outside the range even when the "
+            "move made things worse, which the max with the unclipped term catches.",
+            "take the max of the unclipped and the clipped terms.",
+            lambda lp, old, a, m, c: _mean(_surrogate(lp, old, a, c)[1], m)),
+    Mistake("mean over every position",
+            "the mean includes prompt and padding positions, whose log-probs and advantages mean "
+            "nothing.",
+            "average over positions where mask is 1: sum(x * mask) / sum(mask).",
+            lambda lp, old, a, m, c: torch.maximum(*_surrogate(lp, old, a, c)).mean()),
+    Mistake("masked, but divided by every position",
+            "the masked terms are averaged with .mean(), which divides by all B x T positions, not by the "
+            "number of real tokens.",
+            "divide the masked sum by mask.sum().",
+            lambda lp, old, a, m, c: (torch.maximum(*_surrogate(lp, old, a, c)) * m).mean()),
+    Mistake("sum instead of mean",
+            "the loss is summed over tokens, so its size (and the step size) grows with the batch.",
+            "average over real tokens: sum(x * mask) / sum(mask).",
+            lambda lp, old, a, m, c: (torch.maximum(*_surrogate(lp, old, a, c)) * m).sum()),
+]
+
+LOSS_EXERCISE = Exercise(
+    function_name="ppo_policy_loss",
+    reference=ppo.ppo_policy_loss,
+    reference_name="minirlhf.ppo.ppo_policy_loss",
+    formula="ratio = exp(logprobs - old_logprobs); loss = masked mean of max(-A * ratio, "
+            "-A * clip(ratio, 1 - clip_range, 1 + clip_range))",
+    make_cases=_loss_cases,
+    mistakes=LOSS_MISTAKES,
+    output_names=("loss",),
+    grad_args=("logprobs",),
+    mask_arg="mask",
+)
+
+
+def check_ppo_policy_loss(student_fn, verbose: bool = True, raise_on_failure: bool = True):
+    """Check ``ppo_policy_loss(logprobs, old_logprobs, advantages, mask, clip_range)`` (returning
+    the loss, or ``(loss, stats)``) against :func:`minirlhf.ppo.ppo_policy_loss`."""
+    __tracebackhide__ = True
+    return run_check(LOSS_EXERCISE, student_fn, verbose=verbose, raise_on_failure=raise_on_failure)
