@@ -113,7 +113,11 @@ def _default(field: dataclasses.Field) -> str:
 def config_tables(mapping: dict) -> tuple[str, list[str]]:
     """Markdown tables (one per config) and the list of fields that have no entry in ``mapping``."""
     parts, missing = [], []
-    for cls in config_classes():
+    order = list(mapping)  # the pipeline's order (SFT, reward model, PPO, DPO), then the rest
+    classes = sorted(config_classes(), key=lambda c: (order.index(f"{c.__module__}.{c.__qualname__}")
+                                                      if f"{c.__module__}.{c.__qualname__}" in order
+                                                      else len(order)))
+    for cls in classes:
         key = f"{cls.__module__}.{cls.__qualname__}"
         entry = mapping.get(key)
         if entry is None:
@@ -123,14 +127,14 @@ def config_tables(mapping: dict) -> tuple[str, list[str]]:
         parts.append(f"### `{key}` and TRL's `{trl_class}`\n")
         if entry.get("intro"):
             parts.append(entry["intro"] + "\n")
-        parts.append("| minirlhf field | default | TRL counterpart | notes |\n|---|---|---|---|")
+        parts.append("| minirlhf field = default | TRL counterpart | notes |\n|---|---|---|")
         for field in dataclasses.fields(cls):
             if field.name not in fields:
                 missing.append(f"{key}.{field.name}")
                 continue
             trl_name, note = fields[field.name]
             trl_name = f"`{trl_name}`" if trl_name else "none"
-            parts.append(f"| `{field.name}` | {_default(field)} | {trl_name} | {note} |")
+            parts.append(f"| `{field.name}` = {_default(field)} | {trl_name} | {note} |")
         parts.append("")
     return "\n".join(parts), missing
 

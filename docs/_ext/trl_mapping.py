@@ -44,6 +44,8 @@ MAPPING = {
             "learning_rate": ("learning_rate", ""),
             "head_learning_rate": (None, ("TRL uses one rate for all weights; pass your own optimizer with "
                                           "two parameter groups as `RewardTrainer(optimizers=...)`.")),
+            "head_only_steps": (None, ("freeze the backbone (`requires_grad_(False)`) for a first short run, "
+                                       "then train everything in a second one.")),
             "warmup_steps": ("warmup_steps", "with `lr_scheduler_type=\"cosine\"`."),
             "weight_decay": ("weight_decay", ""),
             "max_grad_norm": _CLIP,
@@ -81,6 +83,8 @@ MAPPING = {
             "missing_eos_penalty": ("missing_eos_penalty", ""),
             "learning_rate": ("learning_rate", "TRL's default schedule is also a linear decay."),
             "freeze_embeddings": (None, "freeze them yourself (`requires_grad_(False)`) before training."),
+            "critic_lr_scale": (None, ("TRL's critic (`value_model`) shares the policy's `learning_rate`; "
+                                       "give it its own with a custom optimizer (`optimizers=...`).")),
             "adam_eps": ("adam_epsilon", ""),
             "warmup_steps": ("warmup_steps", ""),
             "max_grad_norm": _CLIP,
