@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from minirlhf.exercises import EXERCISES, ExerciseCheckFailed, check_sft_loss
+from minirlhf.exercises import EXERCISES, ExerciseCheckFailed, check_gae, check_sft_loss, check_whiten
 from minirlhf.exercises.checking import run_check
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,6 +76,39 @@ def test_an_unknown_sign_error_is_spotted():
 
     result = check_sft_loss(weird_but_negated, verbose=False, raise_on_failure=False)
     assert result.mistake is not None or any("exactly minus" in h for h in result.hints)
+
+
+def test_two_slips_at_once_are_partly_explained():
+    def unbiased_and_ignores_shift_mean(values, mask, shift_mean=True):
+        real = values[mask.bool()]
+        return (values - real.mean()) / real.std() * mask  # torch.std divides by n - 1
+
+    result = check_whiten(unbiased_and_ignores_shift_mean, verbose=False, raise_on_failure=False)
+    assert result.mistake is None
+    mistake, explained, failing = result.partial
+    assert mistake.name == "unbiased variance (n - 1)" and 0 < explained < failing
+    assert "Part of this looks like a common slip: unbiased variance (n - 1)" in result.report()
+
+
+def test_a_failing_case_brings_its_usual_cause():
+    def counts_very_unlikely_prompt_tokens(logprobs, mask):  # wrong only where the prompt is at -8, -9
+        counted = mask | (logprobs < -7.5).long()
+        return -(logprobs * counted).sum() / mask.sum()
+
+    result = check_sft_loss(counts_very_unlikely_prompt_tokens, verbose=False, raise_on_failure=False)
+    assert [c.case.name for c in result.failed_cases] == ["prompt tokens present"]
+    assert "Usual cause: the prompt's log-probs are counted" in result.report()
+
+
+def test_outputs_in_the_wrong_order_are_spotted():
+    from minirlhf.ppo import gae
+
+    def swapped(rewards, values, mask, gamma, lam):
+        advantages, returns = gae(rewards, values, mask, gamma, lam)
+        return returns, advantages
+
+    result = check_gae(swapped, verbose=False, raise_on_failure=False)
+    assert result.mistake.name == "advantages and returns swapped"
 
 
 def test_a_wrong_shape_is_explained():

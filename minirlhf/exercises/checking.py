@@ -36,6 +36,8 @@ class Case:
     """What the case tests, in words; shown when it fails."""
     args: dict
     """The arguments, by the library's parameter names, in call order."""
+    hint: str = ""
+    """The usual cause when this case (and only few others) fails; shown with the case."""
 
 
 @dataclass
@@ -99,6 +101,9 @@ class CheckResult:
     cases: list[CaseResult]
     mistake: Mistake | None = None
     """The known mistake that reproduces the student's results, if one does."""
+    partial: tuple[Mistake, int, int] | None = None
+    """When no known mistake explains every case: one that explains some of the failing ones,
+    with (how many, out of how many)."""
     hints: list[str] = field(default_factory=list)
     """General clues found when no known mistake matched (or in addition to it)."""
     checked_gradients: bool = False
@@ -136,9 +141,16 @@ class CheckResult:
         lines += ["", f"First failing case: {first.case.name}", f"  It checks that {first.case.probes}"]
         lines += ["  " + line for line in _describe_args(first.case.args)]
         lines.append(f"  {first.problem}")
+        if first.case.hint and self.mistake is None:
+            lines.append(f"  Usual cause: {first.case.hint}")
         if self.mistake is not None:
             lines += ["", f"This looks like a common slip: {self.mistake.name}.",
                       f"  What happens: {self.mistake.cause}", f"  How to fix it: {self.mistake.fix}"]
+        elif self.partial is not None:
+            mistake, k, n = self.partial
+            lines += ["", f"Part of this looks like a common slip: {mistake.name} (it gives exactly your "
+                      f"results on {k} of the {n} failing cases; something else differs too).",
+                      f"  What happens: {mistake.cause}", f"  How to fix it: {mistake.fix}"]
         for hint in self.hints:
             lines += ["", f"Clue: {hint}"]
         lines += ["", "Fix it, run the cell that defines the function again, then this check."]
@@ -170,6 +182,7 @@ def run_check(exercise: Exercise, student_fn: Callable, verbose: bool = True,
     if not result.passed:
         result.mistake = _find_mistake(exercise, results)
         if result.mistake is None:
+            result.partial = _find_partial_mistake(exercise, results)
             result.hints = _general_hints(exercise, results)
     if verbose:
         print(result.report())
@@ -398,6 +411,23 @@ def _find_mistake(exercise: Exercise, results: list[CaseResult]) -> Mistake | No
         if all(_same_outputs(_mistake_outputs(exercise, mistake, r.case), r.got) for r in compared):
             return mistake
     return None
+
+
+def _find_partial_mistake(exercise: Exercise, results: list[CaseResult]):
+    """A catalogued mistake that reproduces the student's outputs on at least half of the failing
+    cases (two slips at once, say) and agrees with the library wherever the student does.
+    Returns (mistake, cases explained, failing cases) or None."""
+    failing = [r for r in results if not r.passed and r.got is not None and r.kind == "value"]
+    passing = [r for r in results if r.passed]
+    best = None
+    for mistake in exercise.mistakes:
+        outputs = {id(r): _mistake_outputs(exercise, mistake, r.case) for r in failing + passing}
+        if not all(_same_outputs(outputs[id(r)], r.expected) for r in passing):
+            continue
+        explained = sum(_same_outputs(outputs[id(r)], r.got) for r in failing)
+        if explained and 2 * explained >= len(failing) and (best is None or explained > best[1]):
+            best = (mistake, explained, len(failing))
+    return best
 
 
 def _general_hints(exercise: Exercise, results: list[CaseResult]) -> list[str]:

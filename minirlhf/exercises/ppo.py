@@ -52,30 +52,35 @@ def _mean(values, mask):
 # Exercise 3a: the per-token reward
 
 
-def _reward_case(name, probes, logprobs, ref_logprobs, scores, mask, beta) -> Case:
+def _reward_case(name, probes, logprobs, ref_logprobs, scores, mask, beta, hint="") -> Case:
     return Case(name, probes, {"logprobs": torch.tensor(logprobs), "ref_logprobs": torch.tensor(ref_logprobs),
                                "scores": torch.tensor(scores), "response_mask": torch.tensor(mask),
-                               "beta": beta})
+                               "beta": beta}, hint)
 
 
 def _reward_cases() -> list[Case]:
     cases = [
         _reward_case("policy equal to the reference",
                      "with no KL, the only reward is the score, on the last response token",
-                     [[-3.0, -1.0, -0.5, -0.2]], [[-3.0, -1.0, -0.5, -0.2]], [2.0], [[0, 1, 1, 1]], 0.1),
+                     [[-3.0, -1.0, -0.5, -0.2]], [[-3.0, -1.0, -0.5, -0.2]], [2.0], [[0, 1, 1, 1]], 0.1,
+                     "the score is missing, misplaced or scaled: it goes, unscaled, on the last response "
+                     "token."),
         _reward_case("policy differs from the reference",
                      "each response token pays -beta * (log pi - log pi_ref), positive where the "
                      "policy is *less* sure than the reference",
-                     [[-2.0, -0.5, -1.0, -0.1]], [[-2.5, -1.0, -0.4, -0.1]], [0.0], [[0, 1, 1, 1]], 0.5),
+                     [[-2.0, -0.5, -1.0, -0.1]], [[-2.5, -1.0, -0.4, -0.1]], [0.0], [[0, 1, 1, 1]], 0.5,
+                     "the KL term: its sign, beta, or the reference log-probs."),
         _reward_case("prompt tokens present",
                      "prompt tokens get no reward, even where the two models disagree on them",
-                     [[-4.0, -6.0, -0.3, -0.2]], [[-1.0, -2.0, -0.1, -0.2]], [1.0], [[0, 0, 1, 1]], 0.2),
+                     [[-4.0, -6.0, -0.3, -0.2]], [[-1.0, -2.0, -0.1, -0.2]], [1.0], [[0, 0, 1, 1]], 0.2,
+                     "the penalty is not masked, or the last token is found from the wrong end."),
         _reward_case("padding after a shorter response",
                      "the score goes on each row's own last response token (its EOS), not on the "
                      "last column, and padding gets nothing",
                      [[-1.0, -0.5, -0.2, -3.0, -3.0], [-1.0, -0.4, -0.3, -0.2, -0.1]],
                      [[-1.0, -0.7, -0.2, -1.0, -1.0], [-1.0, -0.2, -0.3, -0.6, -0.1]],
-                     [1.5, -1.0], [[0, 1, 1, 0, 0], [0, 1, 1, 1, 1]], 1.0),
+                     [1.5, -1.0], [[0, 1, 1, 0, 0], [0, 1, 1, 1, 1]], 1.0,
+                     "the score goes on the last column, or padding is not masked."),
     ]
     generator = torch.Generator().manual_seed(3)
     for i, (batch, prompt, response, beta) in enumerate([(3, 3, 5, 0.1), (8, 5, 8, 0.05), (16, 6, 12, 0.3)]):
@@ -120,6 +125,16 @@ REWARD_MISTAKES = [
             "find each row's last response token, e.g. the largest index where response_mask is 1.",
             lambda lp, ref, s, m, b: _add_at(_kl_penalty(lp, ref, m, b),
                                              torch.full((len(s),), m.shape[1] - 1), s)),
+    Mistake("last-token index ignores the prompt",
+            "the last response token is taken at response_mask.sum(-1) - 1, the response's length minus "
+            "one; but the response starts after the prompt, so that index points into the prompt.",
+            "take the largest t where response_mask[b, t] is 1 (e.g. (mask * positions).argmax(-1)).",
+            lambda lp, ref, s, m, b: _add_at(_kl_penalty(lp, ref, m, b), m.sum(-1) - 1, s)),
+    Mistake("score on the token before the EOS",
+            "the score goes on the last word, not on the `<eos>`; but the `<eos>` is part of the "
+            "response (the model chose to stop there), and the answer is only complete after it.",
+            "add the score at the last response token, the `<eos>` itself.",
+            lambda lp, ref, s, m, b: _add_at(_kl_penalty(lp, ref, m, b), (_last(m) - 1).clamp(min=0), s)),
     Mistake("score on the first response token",
             "the score is given when the first token is written, before the model has said anything "
             "worth scoring.",
@@ -168,9 +183,9 @@ def check_per_token_rewards(student_fn, verbose: bool = True, raise_on_failure: 
 # Exercise 3b: generalised advantage estimation
 
 
-def _gae_case(name, probes, rewards, values, mask, gamma, lam) -> Case:
+def _gae_case(name, probes, rewards, values, mask, gamma, lam, hint="") -> Case:
     return Case(name, probes, {"rewards": torch.tensor(rewards), "values": torch.tensor(values),
-                               "response_mask": torch.tensor(mask), "gamma": gamma, "lam": lam})
+                               "response_mask": torch.tensor(mask), "gamma": gamma, "lam": lam}, hint)
 
 
 def _gae_cases() -> list[Case]:
@@ -178,19 +193,23 @@ def _gae_cases() -> list[Case]:
     # correct GAE never lets them in.
     cases = [
         _gae_case("one token", "with a single response token, the advantage is r - V and the return is r",
-                  [[0.0, 1.0]], [[5.0, 0.25]], [[0, 1]], 1.0, 0.95),
+                  [[0.0, 1.0]], [[5.0, 0.25]], [[0, 1]], 1.0, 0.95,
+                  "the delta, r + gamma * V_next - V, with V_next = 0 after the last token; or the returns."),
         _gae_case("reward at the end, gamma = 1",
                   "the final reward flows back to earlier tokens, shrunk by lambda at each step",
-                  [[0.0, 0.0, 0.0, 1.0]], [[5.0, 0.2, 0.4, 0.6]], [[0, 1, 1, 1]], 1.0, 0.9),
+                  [[0.0, 0.0, 0.0, 1.0]], [[5.0, 0.2, 0.4, 0.6]], [[0, 1, 1, 1]], 1.0, 0.9,
+                  "the backward accumulation A_t = delta_t + gamma * lam * A_{t+1}."),
         _gae_case("discounting, gamma < 1", "gamma discounts both the next value and the later "
                   "advantages (the factor is gamma * lambda)",
-                  [[0.0, 0.1, -0.2, 2.0]], [[5.0, 0.3, 0.5, 1.0]], [[0, 1, 1, 1]], 0.9, 0.8),
+                  [[0.0, 0.1, -0.2, 2.0]], [[5.0, 0.3, 0.5, 1.0]], [[0, 1, 1, 1]], 0.9, 0.8,
+                  "gamma is missing somewhere: in the bootstrap or in the gamma * lam factor."),
         _gae_case("padding after a shorter response",
                   "the episode ends at the EOS: the value of the padding after it is not bootstrapped, "
                   "and padding gets no advantage",
                   [[0.0, 0.5, 1.0, 0.0, 0.0], [0.0, 0.0, 0.2, -0.1, 1.0]],
                   [[5.0, 0.4, 0.8, 9.0, 9.0], [5.0, 0.1, 0.3, 0.2, 0.6]],
-                  [[0, 1, 1, 0, 0], [0, 1, 1, 1, 1]], 0.95, 0.9),
+                  [[0, 1, 1, 0, 0], [0, 1, 1, 1, 1]], 0.95, 0.9,
+                  "the padding's values leak in: reset the next value and advantage where the mask is 0."),
     ]
     generator = torch.Generator().manual_seed(4)
     for i, (batch, prompt, response, gamma, lam) in enumerate([(3, 2, 5, 1.0, 0.95), (8, 4, 8, 0.9, 0.7),
@@ -435,33 +454,38 @@ def check_whiten(student_fn, verbose: bool = True, raise_on_failure: bool = True
 # Exercise 4b: the clipped policy loss
 
 
-def _loss_case(name, probes, logprobs, old_logprobs, advantages, mask, clip_range) -> Case:
+def _loss_case(name, probes, logprobs, old_logprobs, advantages, mask, clip_range, hint="") -> Case:
     return Case(name, probes, {"logprobs": torch.tensor(logprobs), "old_logprobs": torch.tensor(old_logprobs),
                                "advantages": torch.tensor(advantages), "mask": torch.tensor(mask),
-                               "clip_range": clip_range})
+                               "clip_range": clip_range}, hint)
 
 
 def _loss_cases() -> list[Case]:
     cases = [
         _loss_case("policy unchanged", "at ratio 1 the loss is minus the mean advantage",
-                   [[-1.0, -0.5, -2.0]], [[-1.0, -0.5, -2.0]], [[1.0, -0.5, 2.0]], [[1, 1, 1]], 0.2),
+                   [[-1.0, -0.5, -2.0]], [[-1.0, -0.5, -2.0]], [[1.0, -0.5, 2.0]], [[1, 1, 1]], 0.2,
+                   "the sign (a loss is minus the objective) or the mean."),
         _loss_case("small moves, inside the clip range",
                    "inside 1 +- clip_range the loss is -A * ratio, ratio = exp(logprobs - old_logprobs)",
-                   [[-0.9, -0.6]], [[-1.0, -0.5]], [[1.0, 1.0]], [[1, 1]], 0.2),
+                   [[-0.9, -0.6]], [[-1.0, -0.5]], [[1.0, 1.0]], [[1, 1]], 0.2,
+                   "the ratio: exp(logprobs - old_logprobs), in that order."),
         _loss_case("a good token pushed too far up",
                    "positive advantage, ratio above 1 + clip_range: the gain is capped (clipped)",
-                   [[-0.2, -1.0]], [[-1.0, -1.0]], [[2.0, 0.5]], [[1, 1]], 0.2),
+                   [[-0.2, -1.0]], [[-1.0, -1.0]], [[2.0, 0.5]], [[1, 1]], 0.2,
+                   "the clipping is missing: clamp the ratio to [1 - clip_range, 1 + clip_range]."),
         _loss_case("a bad token pushed far up",
                    "negative advantage, ratio above 1 + clip_range: no cap, the loss stays pessimistic "
                    "(the max picks the unclipped term)",
-                   [[-0.2, -1.0]], [[-1.0, -1.0]], [[-2.0, 0.5]], [[1, 1]], 0.2),
+                   [[-0.2, -1.0]], [[-1.0, -1.0]], [[-2.0, 0.5]], [[1, 1]], 0.2,
+                   "min instead of max (or only the clipped term): the loss must keep the worse of the two."),
         _loss_case("a bad token pushed too far down",
                    "negative advantage, ratio below 1 - clip_range: the gain of pushing it further is capped",
                    [[-2.0, -1.0]], [[-1.0, -1.0]], [[-1.0, 0.5]], [[1, 1]], 0.1),
         _loss_case("prompt and padding present", "the mean is over real tokens only",
                    [[-9.0, -0.4, -0.7, -5.0], [-9.0, -1.0, -3.0, -3.0]],
                    [[-1.0, -0.5, -0.5, -1.0], [-1.0, -1.2, -1.0, -1.0]],
-                   [[3.0, 1.0, -1.0, 4.0], [3.0, 0.5, 2.0, 2.0]], [[0, 1, 1, 0], [0, 1, 0, 0]], 0.2),
+                   [[3.0, 1.0, -1.0, 4.0], [3.0, 0.5, 2.0, 2.0]], [[0, 1, 1, 0], [0, 1, 0, 0]], 0.2,
+                   "the mean includes positions where mask is 0."),
     ]
     generator = torch.Generator().manual_seed(6)
     for i, (batch, prompt, response, clip) in enumerate([(4, 3, 6, 0.2), (16, 5, 10, 0.1)]):

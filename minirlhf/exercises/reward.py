@@ -22,15 +22,17 @@ def _pair(chosen, rejected) -> dict:
 def _cases() -> list[Case]:
     cases = [
         Case("equal scores", "a pair the model cannot tell apart costs log 2 (a coin flip)",
-             _pair([0.0], [0.0])),
+             _pair([0.0], [0.0]), hint="-logsigmoid(0) = log 2: the margin goes through a log-sigmoid."),
         Case("chosen scored higher", "a pair ranked the right way costs little, and the loss "
              "falls as the margin grows", _pair([2.0], [0.0])),
         Case("a batch of three pairs", "the loss is the mean over the pairs of the batch",
              _pair([1.0, 0.5, -1.0], [0.0, 1.5, -3.0])),
         Case("scores far from zero", "only the difference of the two scores matters (adding 5 "
-             "to both changes nothing)", _pair([5.0, 6.0], [4.0, 7.0])),
+             "to both changes nothing)", _pair([5.0, 6.0], [4.0, 7.0]),
+             hint="the loss must depend on chosen - rejected only, not on each score."),
         Case("a huge margin the wrong way", "the loss stays finite (about the margin) even when "
-             "the rejected answer scores 110 points higher", _pair([-50.0, 0.0], [60.0, 0.0])),
+             "the rejected answer scores 110 points higher", _pair([-50.0, 0.0], [60.0, 0.0]),
+             hint="an intermediate over- or underflows: use torch.nn.functional.logsigmoid."),
     ]
     generator = torch.Generator().manual_seed(2)
     for i, batch in enumerate((4, 16, 64)):
@@ -59,8 +61,9 @@ MISTAKES = [
             "average over the pairs with .mean().",
             lambda c, r: -F.logsigmoid(c - r).sum()),
     Mistake("log(sigmoid(x)) computed in two steps",
-            "for a large negative margin sigmoid(x) rounds to exactly 0 in float32 and its log is -inf: "
-            "the loss becomes inf and training stops.",
+            "the log-sigmoid is computed through an intermediate that over- or underflows "
+            "(log(sigmoid(x)), log1p(exp(-x)), ...): for a large margin the wrong way, sigmoid(x) rounds "
+            "to exactly 0 (or exp(-x) to inf) in float32, the loss becomes inf and training stops.",
             "use torch.nn.functional.logsigmoid(x), which computes log(sigmoid(x)) without rounding "
             "sigmoid(x) first.",
             lambda c, r: -torch.log(torch.sigmoid(c - r)).mean()),

@@ -25,15 +25,18 @@ def _cases() -> list[Case]:
         Case("prompt tokens present",
              "the prompt's log-probs do not count: the model is given the prompt, it does not write it",
              {"logprobs": torch.tensor([[-8.0, -9.0, -1.0, -3.0]]),
-              "response_mask": torch.tensor([[0, 0, 1, 1]])}),
+              "response_mask": torch.tensor([[0, 0, 1, 1]])},
+             hint="the prompt's log-probs are counted: multiply by response_mask before summing."),
         Case("padding after a shorter response",
              "padding positions do not count, neither in the sum nor in the number of tokens",
              {"logprobs": torch.tensor([[-5.0, -1.0, -2.0, -3.0], [-5.0, -4.0, -6.0, -7.0]]),
-              "response_mask": torch.tensor([[0, 1, 1, 1], [0, 1, 0, 0]])}),
+              "response_mask": torch.tensor([[0, 1, 1, 1], [0, 1, 0, 0]])},
+             hint="padding is counted, in the sum or in the number of tokens you divide by."),
         Case("responses of different lengths",
              "every response token weighs the same (a mean over tokens, not a mean of per-response means)",
              {"logprobs": torch.tensor([[-1.0, -1.0, -1.0, -1.0], [-4.0, -0.5, -0.5, -0.5]]),
-              "response_mask": torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0]])}),
+              "response_mask": torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0]])},
+             hint="the mean is taken per response first: divide the batch's sum by the batch's count."),
     ]
     generator = torch.Generator().manual_seed(1)
     for i, (batch, prompt, response) in enumerate([(3, 4, 5), (8, 6, 7), (16, 9, 12)]):
@@ -79,6 +82,13 @@ MISTAKES = [
             "the loss is taken on the prompt and padding positions and the response is left out.",
             "use response_mask as it is: 1 marks the tokens to learn.",
             lambda logprobs, mask: -(logprobs * (1 - mask)).sum() / (1 - mask).sum()),
+    Mistake("log-probs shifted by one position",
+            "the log-probs are shifted against the mask (`logprobs[:, :-1]` with `response_mask[:, 1:]`), "
+            "as in code that shifts logits and labels; but `token_logprobs` is already aligned "
+            "(column t is the log-prob of token t), so shifting again scores the wrong tokens: the "
+            "last prompt token in, the `<eos>` out.",
+            "use logprobs and response_mask as they are, column for column.",
+            lambda logprobs, mask: -(logprobs[:, :-1] * mask[:, 1:]).sum() / mask[:, 1:].sum()),
     Mistake("integer mask used as an index",
             "`logprobs[response_mask]` with a 0/1 *integer* mask picks rows 0 and 1 of the batch "
             "(integer indexing), not the masked positions.",
