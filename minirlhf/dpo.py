@@ -1,0 +1,343 @@
+"""Direct Preference Optimization (DPO): RLHF without a reward model and without sampling.
+
+The KL-regularised RLHF objective has a closed-form maximiser (see :mod:`minirlhf.optimum`)::
+
+    pi*(y|x) = pi_ref(y|x) exp(r(x, y) / beta) / Z(x)
+
+Solved for the reward, it says that *every policy is the optimum of some reward*::
+
+    r(x, y) = beta * log( pi*(y|x) / pi_ref(y|x) ) + beta * log Z(x)
+
+Put this reward into the Bradley-Terry likelihood of the preference data and the intractable
+``log Z(x)`` cancels (both answers share the prompt): what is left is a classification loss on
+the policy's own log-probs (Rafailov et al. 2023, eq. 7). No reward model, no rollouts, one
+forward pass of chosen and rejected answers per step. The policy's *implicit reward*
+``beta * log(pi / pi_ref)`` is what DPO trains, and what it reports (``rewards/chosen`` ...).
+
+Everything here takes **summed** response log-probs of shape (B,) (see
+:func:`minirlhf.logprobs.sequence_logprobs`): the four numbers of a pair are the policy's and the
+reference's log-probs of the chosen answer ``y_w`` and of the rejected answer ``y_l``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from minirlhf.logprobs import encode_prompt_response, sequence_logprobs, to_device
+from minirlhf.sft import warmup_cosine
+from minirlhf.utils import check_finite_loss, check_positive, seed_everything
+
+
+def _log_ratio_margin(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps):
+    """h = (log pi(y_w) - log pi_ref(y_w)) - (log pi(y_l) - log pi_ref(y_l)). Shape (B,)."""
+    return (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)
+
+
+def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
+             ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor,
+             beta: float) -> torch.Tensor:
+    """The DPO loss of each pair (Rafailov et al. 2023, eq. 7). Shapes (B,) -> (B,)::
+
+        L = -log sigmoid( beta * [ (log pi(y_w|x) - log pi_ref(y_w|x))
+                                   - (log pi(y_l|x) - log pi_ref(y_l|x)) ] )
+
+    It is the Bradley-Terry negative log-likelihood of "y_w beats y_l" with the implicit reward
+    ``beta * log(pi / pi_ref)`` in place of a reward model. At ``pi = pi_ref`` it equals log 2.
+    """
+    check_positive("beta", beta)
+    h = _log_ratio_margin(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    return -F.logsigmoid(beta * h)
+
+
+def ipo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
+             ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor,
+             beta: float) -> torch.Tensor:
+    """IPO (Azar et al. 2023, "A General Theoretical Paradigm to Understand Learning from Human
+    Preferences", eq. 17): regress the log-ratio margin onto a finite target instead of pushing
+    it to infinity. Shapes (B,) -> (B,)::
+
+        L = ( h - 1 / (2 * beta) )^2,   h = the log-ratio margin of :func:`dpo_loss`
+
+    (``beta`` plays the role of the paper's tau, as in TRL).
+    """
+    check_positive("beta", beta)
+    h = _log_ratio_margin(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    return (h - 1 / (2 * beta)) ** 2
+
+
+def conservative_dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
+                          ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor,
+                          beta: float, label_smoothing: float) -> torch.Tensor:
+    """Conservative DPO (Mitchell 2023, "A note on DPO with noisy preferences"): assume each label
+    is flipped with probability ``label_smoothing`` = eps, and minimise the expected loss. Shapes
+    (B,) -> (B,)::
+
+        L = -(1 - eps) * log sigmoid(beta * h) - eps * log sigmoid(-beta * h)
+
+    With eps > 0 the loss has a finite minimum, at ``beta * h = log((1 - eps) / eps)``.
+    """
+    check_positive("beta", beta)
+    if not 0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing!r}.")
+    h = _log_ratio_margin(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    return -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+
+
+def implicit_reward(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: float) -> torch.Tensor:
+    """The reward DPO's policy is optimal for, up to a per-prompt constant (Rafailov et al. 2023,
+    eq. 5): ``r_hat(x, y) = beta * (log pi(y|x) - log pi_ref(y|x))``. Any shape, kept."""
+    check_positive("beta", beta)
+    return beta * (policy_logps - ref_logps)
+
+
+# --------------------------------------------------------------------------------------------
+# Data checks
+# --------------------------------------------------------------------------------------------
+
+PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
+
+
+def check_preference_data(data) -> None:
+    """Refuse preference data DPO cannot learn from, with a message that says how to fix it.
+
+    ``data`` must be a ``datasets.Dataset`` (or anything with ``column_names`` and column access)
+    with string columns ``prompt``, ``chosen`` and ``rejected``; no response may be empty and no
+    pair may have ``chosen == rejected`` (such a pair carries no preference, and its loss is
+    stuck at log 2 with zero gradient).
+    """
+    columns = getattr(data, "column_names", None)
+    if columns is None:
+        raise ValueError("DPO needs a datasets.Dataset with columns 'prompt', 'chosen', 'rejected'; "
+                         f"got a {type(data).__name__}. Build one with Dataset.from_list(rows).")
+    missing = [c for c in PREFERENCE_COLUMNS if c not in columns]
+    if missing:
+        raise ValueError(f"The preference data lack the column(s) {missing}; they have {columns}. "
+                         "DPO needs 'prompt', 'chosen' and 'rejected' (TRL's standard format).")
+    if len(data) == 0:
+        raise ValueError("The preference data are empty: give at least one (prompt, chosen, rejected).")
+    for i, (prompt, chosen, rejected) in enumerate(zip(data["prompt"], data["chosen"], data["rejected"])):
+        for name, text in (("prompt", prompt), ("chosen", chosen), ("rejected", rejected)):
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"Row {i}: the {name} is empty ({text!r}). Drop the row or fill it in.")
+        if chosen.strip() == rejected.strip():
+            raise ValueError(f"Row {i}: chosen and rejected are the same text ({chosen!r}), so the pair "
+                             "says nothing. Drop such pairs (collect_preferences never makes them).")
+
+
+# --------------------------------------------------------------------------------------------
+# The trainer
+# --------------------------------------------------------------------------------------------
+
+LOSS_TYPES = ("sigmoid", "ipo")
+
+
+@dataclass
+class DPOConfig:
+    """Hyperparameters of :func:`train_dpo`. Names follow TRL's ``DPOConfig`` where it has one."""
+
+    beta: float = 0.1
+    """KL strength: the policy aims at pi* = pi_ref exp(r / beta) / Z. Small beta = far from pi_ref."""
+    loss_type: str = "sigmoid"
+    """``"sigmoid"``: the DPO loss (:func:`dpo_loss`, or :func:`conservative_dpo_loss` when
+    ``label_smoothing > 0``, as in TRL); ``"ipo"``: :func:`ipo_loss`."""
+    label_smoothing: float = 0.0
+    """Assumed label-flip rate of conservative DPO; 0 is plain DPO."""
+    learning_rate: float = 1e-3
+    """Peak learning rate of AdamW (linear warm-up, then cosine decay to 0)."""
+    epochs: int = 3
+    """Passes over the preference pairs."""
+    batch_size: int = 64
+    """Pairs per step (chosen and rejected go through the model together: 2 x batch_size rows)."""
+    warmup_steps: int = 10
+    """Linear warm-up steps."""
+    weight_decay: float = 0.0
+    """AdamW weight decay. Zero: decay pulls the weights towards 0, not towards pi_ref."""
+    adam_epsilon: float = 1e-8
+    """AdamW's epsilon (TRL/transformers name)."""
+    max_grad_norm: float = 1.0
+    """Clip the gradient norm to this value."""
+    seed: int = 0
+    """Seed of the order of the pairs."""
+    log_every: int = 5
+    """Record the training metrics (averaged since the last record) every this many steps."""
+    eval_every: int = 20
+    """Run the exact evaluation every this many steps (and at the first and last step)."""
+    progress: bool = True
+    """Show a tqdm progress bar."""
+
+    def __post_init__(self):
+        check_positive("beta", self.beta)
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}.")
+        if not 0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing!r}.")
+        if self.label_smoothing > 0 and self.loss_type != "sigmoid":
+            raise ValueError("label_smoothing (conservative DPO) only applies to loss_type='sigmoid'.")
+        for name in ("learning_rate", "epochs", "batch_size", "log_every", "eval_every"):
+            check_positive(name, getattr(self, name))
+        check_positive("warmup_steps", self.warmup_steps, allow_zero=True)
+        check_positive("weight_decay", self.weight_decay, allow_zero=True)
+        check_positive("max_grad_norm", self.max_grad_norm)
+
+    def loss(self, policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps):
+        """The per-pair loss this config selects. Shapes (B,) -> (B,)."""
+        logps = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+        if self.loss_type == "ipo":
+            return ipo_loss(*logps, self.beta)
+        if self.label_smoothing > 0:
+            return conservative_dpo_loss(*logps, self.beta, self.label_smoothing)
+        return dpo_loss(*logps, self.beta)
+
+
+def encode_pairs(tokenizer, data) -> dict[str, torch.Tensor]:
+    """Tokenise every pair once, chosen rows first, then rejected rows: shapes (2N, T).
+
+    Row ``i`` is (prompt_i, chosen_i) and row ``N + i`` is (prompt_i, rejected_i), so a minibatch
+    of pairs ``idx`` is the rows ``cat(idx, idx + N)``: one forward pass for both answers.
+    """
+    prompts = list(data["prompt"])
+    return encode_prompt_response(tokenizer, prompts + prompts, list(data["chosen"]) + list(data["rejected"]))
+
+
+def trim_padding(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the columns that are padding in every row (left of the longest prompt, right of the
+    longest response): the log-probs do not change, the forward pass gets cheaper."""
+    used = batch["attention_mask"].any(0).nonzero()
+    first, last = used.min().item(), used.max().item() + 1
+    return {k: v[:, first:last] for k, v in batch.items()}
+
+
+def pair_logps(model, rows: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probs of chosen and rejected answers from ONE forward pass.
+
+    ``rows`` holds 2B rows, the B chosen first (as made by :func:`encode_pairs`).
+    Returns ``(chosen_logps, rejected_logps)``, each of shape (B,).
+    """
+    logps = sequence_logprobs(model, trim_padding(rows))
+    return logps.chunk(2)
+
+
+@torch.no_grad()
+def reference_logps(ref_model, encoded: dict[str, torch.Tensor], batch_size: int = 512) -> torch.Tensor:
+    """log pi_ref of every row of ``encoded``, once, without gradients. Shape (2N,).
+
+    The reference never changes, so there is no reason to run it at every step."""
+    device = next(ref_model.parameters()).device
+    n = encoded["input_ids"].shape[0]
+    out = [sequence_logprobs(ref_model, to_device(trim_padding({k: v[i:i + batch_size]
+                                                                 for k, v in encoded.items()}), device))
+           for i in range(0, n, batch_size)]
+    return torch.cat(out)
+
+
+def dpo_metrics(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
+                beta: float) -> dict[str, float]:
+    """The batch metrics, named as TRL names them. Inputs (B,), outputs floats (batch means).
+
+    ``rewards/chosen`` and ``rewards/rejected`` are the implicit rewards beta * log(pi / pi_ref),
+    ``rewards/margins`` their difference, ``rewards/accuracies`` the fraction of pairs where the
+    chosen answer has the larger implicit reward, ``logps/*`` the policy's summed log-probs.
+    """
+    chosen = implicit_reward(policy_chosen_logps, ref_chosen_logps, beta).detach()
+    rejected = implicit_reward(policy_rejected_logps, ref_rejected_logps, beta).detach()
+    return {
+        "rewards/chosen": chosen.mean().item(),
+        "rewards/rejected": rejected.mean().item(),
+        "rewards/margins": (chosen - rejected).mean().item(),
+        "rewards/accuracies": (chosen > rejected).float().mean().item(),
+        "logps/chosen": policy_chosen_logps.detach().mean().item(),
+        "logps/rejected": policy_rejected_logps.detach().mean().item(),
+    }
+
+
+def _exact_metrics(evaluators: dict, policy, beta: float) -> dict[str, float]:
+    """Exact attainment, true reward, KL, coverage and P(correct) from each evaluator."""
+    keys = ("attainment", "true_reward", "kl", "coverage", "p_correct")
+    out = {}
+    for prefix, evaluator in evaluators.items():
+        report = evaluator.evaluate(policy, beta)
+        out.update({f"{prefix}/{k}": report[k] for k in keys})
+    return out
+
+
+def train_dpo(policy, ref_model, tokenizer, train_data, config: DPOConfig | None = None,
+              evaluator=None, eval_prompts: list[str] | None = None):
+    """Train ``policy`` (in place) with DPO on ``train_data`` against the frozen ``ref_model``.
+
+    ``train_data``: a Dataset with string columns ``prompt``, ``chosen``, ``rejected``.
+    ``evaluator``: an optional :class:`~minirlhf.optimum.ExactEvaluator` (usually on the training
+    prompts) whose exact figures are logged as ``exact/attainment``, ``exact/true_reward``,
+    ``exact/kl``, ``exact/coverage``, ``exact/p_correct`` every ``config.eval_every`` steps.
+    ``eval_prompts``: optional further prompts (e.g. held-out countries), logged the same way
+    under ``eval_exact/...`` (TRL prefixes evaluation metrics with ``eval_``).
+
+    Returns ``(policy, history)``; history is a list of dicts with ``step``, ``epoch``, ``loss``,
+    the metrics of :func:`dpo_metrics`, ``learning_rate``, ``time`` and the exact figures.
+    """
+    config = config or DPOConfig()
+    check_preference_data(train_data)
+    device = next(policy.parameters()).device
+    evaluators = {}
+    if evaluator is not None:
+        evaluators["exact"] = evaluator
+    if eval_prompts:
+        from minirlhf.optimum import ExactEvaluator
+
+        evaluators["eval_exact"] = ExactEvaluator(ref_model, tokenizer, list(eval_prompts))
+
+    # Everything that does not change is computed once: the tokenised pairs and log pi_ref.
+    encoded = to_device(encode_pairs(tokenizer, train_data), device)
+    ref_model.eval()
+    ref_chosen_all, ref_rejected_all = reference_logps(ref_model, encoded).chunk(2)
+    n_pairs = len(train_data)
+    steps_per_epoch = -(-n_pairs // config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+
+    generator = seed_everything(config.seed)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.learning_rate,
+                                  weight_decay=config.weight_decay, eps=config.adam_epsilon)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(s, total_steps, config.warmup_steps))
+    policy.eval()  # no dropout: the log-probs must match the reference's at step 0
+    history, pending, start = [], [], time.perf_counter()
+    if evaluators:
+        history.append({"step": 0, "epoch": 0.0, **_exact_metrics(evaluators, policy, config.beta)})
+    bar = tqdm(total=total_steps, desc=f"DPO (beta={config.beta})", disable=not config.progress)
+    step = 0
+    for epoch in range(config.epochs):
+        order = torch.randperm(n_pairs, generator=generator).to(device)
+        for idx in order.split(config.batch_size):
+            rows = {k: v[torch.cat([idx, idx + n_pairs])] for k, v in encoded.items()}
+            chosen, rejected = pair_logps(policy, rows)
+            ref_chosen, ref_rejected = ref_chosen_all[idx], ref_rejected_all[idx]
+            loss = config.loss(chosen, rejected, ref_chosen, ref_rejected).mean()
+            check_finite_loss(loss, step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            bar.update()
+
+            pending.append({"loss": loss.item(),
+                            **dpo_metrics(chosen, rejected, ref_chosen, ref_rejected, config.beta)})
+            last = step == total_steps
+            if step % config.log_every == 0 or step % config.eval_every == 0 or last:
+                record = {"step": step, "epoch": step / steps_per_epoch,
+                          **{k: sum(p[k] for p in pending) / len(pending) for k in pending[0]},
+                          "learning_rate": scheduler.get_last_lr()[0],
+                          "time": time.perf_counter() - start}
+                pending = []
+                if evaluators and (step % config.eval_every == 0 or last):
+                    record.update(_exact_metrics(evaluators, policy, config.beta))
+                history.append(record)
+                bar.set_postfix(loss=f"{record['loss']:.3f}",
+                                acc=f"{record['rewards/accuracies']:.2f}")
+    bar.close()
+    return policy, history
