@@ -57,11 +57,9 @@ myst_enable_extensions = ["dollarmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
 nb_execution_mode = "off"  # render the outputs stored in the notebooks; never run them here
 nb_merge_streams = True
-nb_ipywidgets_js = {}  # the widget JavaScript lives on a CDN: leave it out (the site works offline)
-nb_mime_priority_overrides = [  # widgets cannot be live in a static page: show their text instead
-    ("html", "application/vnd.jupyter.widget-view+json", None),
-    ("html", "application/vnd.jupyter.widget-state+json", None),
-]
+# Widgets cannot run in a static page: site_sources drops their outputs from the copies it renders,
+# and no widget JavaScript is loaded (it lives on a CDN; the site works offline).
+nb_ipywidgets_js = {}
 # A notebook may jump from a # title to a ### section; that is not worth failing the build over.
 suppress_warnings = ["myst.header"]
 

@@ -36,7 +36,7 @@ def _own_doc(obj) -> str:
 
 
 def _public_objects():
-    """(dotted name, object) of every public module, and every public function, class and
+    """(dotted name, object) of every public module, and of every public function, class and
     method defined in them."""
     for module_name in _site_sources().public_modules():
         module = importlib.import_module(module_name)
@@ -47,9 +47,8 @@ def _public_objects():
             if not (inspect.isfunction(obj) or inspect.isclass(obj)):
                 continue
             yield f"{module_name}.{name}", obj
-            if inspect.isclass(obj):
+            if inspect.isclass(obj):  # its public methods (properties are attributes: not required)
                 for member_name, member in vars(obj).items():
-                    member = member.fget if isinstance(member, property) else member
                     member = getattr(member, "__func__", member)  # classmethod, staticmethod
                     if not member_name.startswith("_") and inspect.isfunction(member):
                         yield f"{module_name}.{name}.{member_name}", member

@@ -2,7 +2,7 @@
 
 * the notebooks: ``notebooks/NN_*.ipynb`` are copied to ``docs/notebooks/`` and the exercise
   notebooks ``notebooks/exercises/NN_*.ipynb`` to ``docs/exercises/`` (a glob: a new notebook
-  appears on the site without touching the docs);
+  appears on the site without touching the docs), without their widget outputs;
 * the API reference: one page per public module of minirlhf, in ``docs/api/``;
 * the table that maps every field of every minirlhf ``*Config`` to TRL, in
   ``docs/_generated/config_tables.md`` (from :mod:`trl_mapping`).
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import pkgutil
-import shutil
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent.parent
@@ -29,17 +29,31 @@ def _write_if_changed(path: Path, text: str) -> None:
         path.write_text(text, encoding="utf-8")
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def static_copy(notebook: dict) -> dict:
+    """The notebook without its widget outputs (progress bars, sliders): a static page cannot run
+    them, and their stored text is only the widget's initial state (a progress bar at 0%)."""
+    for cell in notebook.get("cells", []):
+        if cell.get("cell_type") == "code":
+            cell["outputs"] = [o for o in cell.get("outputs", []) if WIDGET_VIEW not in o.get("data", {})]
+    notebook.get("metadata", {}).pop("widgets", None)
+    return notebook
+
+
 def _mirror(sources: list[Path], folder: Path) -> list[str]:
-    """Copy ``sources`` into ``folder`` (only when changed) and delete stale copies."""
+    """Copy the notebooks ``sources`` into ``folder`` as :func:`static_copy` (writing only those
+    that changed) and delete stale copies."""
     folder.mkdir(parents=True, exist_ok=True)
     names = {p.name for p in sources}
     for old in folder.glob("*.ipynb"):
         if old.name not in names:
             old.unlink()
     for source in sources:
-        target = folder / source.name
-        if not target.exists() or target.read_bytes() != source.read_bytes():
-            shutil.copyfile(source, target)
+        text = json.dumps(static_copy(json.loads(source.read_text(encoding="utf-8"))), indent=1,
+                          ensure_ascii=False) + "\n"
+        _write_if_changed(folder / source.name, text)
     return sorted(names)
 
 
