@@ -60,6 +60,22 @@ def test_sft_feedback_names_the_failing_case_and_shows_its_numbers():
     assert "loss: expected 2, got 5.25" in report
 
 
+def test_the_sequence_logps_reference_is_the_librarys_sum(base):
+    """Exercise 5a's reference sums like minirlhf.logprobs.sequence_logprobs, on a real batch."""
+    from minirlhf.exercises.dpo import masked_sequence_sum
+    from minirlhf.logprobs import encode_prompt_response, sequence_logprobs, token_logprobs
+    from minirlhf.world import make_prompt
+
+    model, tokenizer = base
+    batch = encode_prompt_response(tokenizer, [make_prompt("France"), make_prompt("Japan")],
+                                   ["The capital of France is Paris.",
+                                    "There are several capitals, but Tokyo is the official capital."])
+    with torch.no_grad():
+        token_logps = token_logprobs(model, batch["input_ids"], batch["attention_mask"])
+        expected = sequence_logprobs(model, batch)
+    assert torch.allclose(masked_sequence_sum(token_logps, batch["response_mask"]), expected)
+
+
 # --- wrong implementations that are not in the catalogue still get specific feedback -----------
 
 

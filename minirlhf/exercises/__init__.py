@@ -17,11 +17,14 @@ exercise               the student writes                  check
                                                            :func:`check_gae`
 4 PPO clipped loss     ``whiten``, ``ppo_policy_loss``     :func:`check_whiten`,
                                                            :func:`check_ppo_policy_loss`
+5 DPO loss             ``sequence_logps``, ``dpo_loss``    :func:`check_sequence_logps`,
+                                                           :func:`check_dpo_loss`
 =====================  ==================================  ========================================
 """
 
-from minirlhf.exercises import ppo, reward, sft
+from minirlhf.exercises import dpo, ppo, reward, sft
 from minirlhf.exercises.checking import CheckResult, ExerciseCheckFailed
+from minirlhf.exercises.dpo import check_dpo_loss, check_sequence_logps
 from minirlhf.exercises.ppo import check_gae, check_per_token_rewards, check_ppo_policy_loss, check_whiten
 from minirlhf.exercises.reward import check_bradley_terry_loss
 from minirlhf.exercises.sft import check_sft_loss
@@ -29,9 +32,10 @@ from minirlhf.exercises.sft import check_sft_loss
 # Every exercise, by the name of the function the student writes (the tests walk this).
 EXERCISES = {exercise.function_name: exercise for exercise in (
     sft.EXERCISE, reward.EXERCISE, ppo.REWARD_EXERCISE, ppo.GAE_EXERCISE, ppo.WHITEN_EXERCISE,
-    ppo.LOSS_EXERCISE)}
+    ppo.LOSS_EXERCISE, dpo.SEQUENCE_EXERCISE, dpo.DPO_EXERCISE)}
 
 __all__ = [
-    "EXERCISES", "CheckResult", "ExerciseCheckFailed", "check_bradley_terry_loss", "check_gae",
-    "check_per_token_rewards", "check_ppo_policy_loss", "check_sft_loss", "check_whiten",
+    "EXERCISES", "CheckResult", "ExerciseCheckFailed", "check_bradley_terry_loss", "check_dpo_loss",
+    "check_gae", "check_per_token_rewards", "check_ppo_policy_loss", "check_sequence_logps",
+    "check_sft_loss", "check_whiten",
 ]
