@@ -8,18 +8,18 @@ not masked, reference log-probs missing, ...) with the fix. The exercise noteboo
     from minirlhf.exercises import check_sft_loss
     result = check_sft_loss(sft_loss)
 
-=====================  ==================================  ========================================
-exercise               the student writes                  check
-=====================  ==================================  ========================================
-1 SFT loss masking     ``sft_loss``                        :func:`check_sft_loss`
-2 Bradley-Terry loss   ``bradley_terry_loss``              :func:`check_bradley_terry_loss`
-3 KL reward and GAE    ``per_token_rewards``, ``gae``      :func:`check_per_token_rewards`,
-                                                           :func:`check_gae`
-4 PPO clipped loss     ``whiten``, ``ppo_policy_loss``     :func:`check_whiten`,
-                                                           :func:`check_ppo_policy_loss`
-5 DPO loss             ``sequence_logps``, ``dpo_loss``    :func:`check_sequence_logps`,
-                                                           :func:`check_dpo_loss`
-=====================  ==================================  ========================================
+The exercises, the functions the student writes, and their checks:
+
+1. SFT loss masking: ``sft_loss``, :func:`~minirlhf.exercises.sft.check_sft_loss`.
+2. Bradley-Terry loss: ``bradley_terry_loss``, :func:`~minirlhf.exercises.reward.check_bradley_terry_loss`.
+3. Per-token KL reward and GAE: ``per_token_rewards`` and ``gae``,
+   :func:`~minirlhf.exercises.ppo.check_per_token_rewards` and :func:`~minirlhf.exercises.ppo.check_gae`.
+4. Whitening and the PPO clipped loss: ``whiten`` and ``ppo_policy_loss``,
+   :func:`~minirlhf.exercises.ppo.check_whiten` and :func:`~minirlhf.exercises.ppo.check_ppo_policy_loss`.
+5. Sequence log-probs and the DPO loss: ``sequence_logps`` and ``dpo_loss``,
+   :func:`~minirlhf.exercises.dpo.check_sequence_logps` and :func:`~minirlhf.exercises.dpo.check_dpo_loss`.
+
+The machinery (cases, the catalogue of mistakes, the feedback) is in :mod:`minirlhf.exercises.checking`.
 """
 
 from minirlhf.exercises import dpo, ppo, reward, sft
