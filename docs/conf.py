@@ -63,6 +63,10 @@ nb_ipywidgets_js = {}
 # A notebook may jump from a # title to a ### section; that is not worth failing the build over.
 suppress_warnings = ["myst.header"]
 
+# Docstrings' literal blocks hold formulas and shapes, not Python: no colouring unless a block names
+# its language (every code block and notebook cell here does).
+highlight_language = "text"
+
 # --- API reference ------------------------------------------------------------------------------
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
