@@ -111,6 +111,11 @@ MAPPING = {
             "weight_decay": ("weight_decay", ""),
             "adam_epsilon": ("adam_epsilon", ""),
             "max_grad_norm": _CLIP,
+            "on_policy_rounds": (None, ("`DPOTrainer` learns from a fixed data set; for fresh pairs from the "
+                                        "current policy TRL has `OnlineDPOTrainer` (`trl.OnlineDPOConfig`; "
+                                        "under `trl.experimental` in recent releases), which samples and "
+                                        "judges new pairs at every step.")),
+            "pairs_per_prompt": (None, "`OnlineDPOTrainer` samples two answers per prompt and step."),
             "seed": _SEED,
             "log_every": ("logging_steps", ""),
             "eval_every": ("eval_steps", "with `eval_strategy=\"steps\"`."),
