@@ -171,6 +171,22 @@ def test_the_todo_stub_raises_not_implemented_with_a_hint():
         check_sft_loss(sft_loss)
 
 
+def test_a_failed_check_shows_as_one_line_in_a_notebook():
+    """In IPython the checks' own exceptions show as one line (the feedback is printed above)."""
+    from minirlhf.exercises.checking import StillTodo, _concise_traceback
+
+    shown = []
+
+    class Shell:
+        def _showtraceback(self, etype, value, structured_traceback):
+            shown.append((etype.__name__, structured_traceback))
+
+    _concise_traceback(Shell(), ExerciseCheckFailed, ExerciseCheckFailed("sft_loss is not right yet"), None)
+    _concise_traceback(Shell(), StillTodo, StillTodo("sft_loss is still a TODO"), None)
+    assert shown == [("ExerciseCheckFailed", ["ExerciseCheckFailed: sft_loss is not right yet"]),
+                     ("NotImplementedError", ["NotImplementedError: sft_loss is still a TODO"])]
+
+
 def test_passing_something_that_is_not_a_function_is_refused():
     with pytest.raises(TypeError, match="Pass the function itself"):
         check_sft_loss(torch.tensor(1.0))

@@ -26,6 +26,31 @@ class ExerciseCheckFailed(AssertionError):
     """Raised by a check when the student's function does not agree with the library's yet."""
 
 
+class StillTodo(NotImplementedError):
+    """Raised by a check when the student's function is still the ``TODO`` stub."""
+
+
+def _concise_traceback(shell, etype, value, tb, tb_offset=None):
+    """IPython handler for the two exceptions above: one line instead of a traceback through the
+    checking code (the feedback, printed just before, says everything)."""
+    shown = NotImplementedError if issubclass(etype, NotImplementedError) else etype
+    shell._showtraceback(shown, value, [f"{shown.__name__}: {value}"])
+
+
+def _install_concise_tracebacks() -> None:
+    """In a notebook (IPython), show a failed check as one line. Does nothing elsewhere."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None and hasattr(shell, "set_custom_exc"):
+        shell.set_custom_exc((ExerciseCheckFailed, StillTodo), _concise_traceback)
+
+
+_install_concise_tracebacks()
+
+
 @dataclass
 class Case:
     """One input on which the student's function must agree with the library's."""
@@ -198,10 +223,6 @@ def run_check(exercise: Exercise, student_fn: Callable, verbose: bool = True,
 # Running one case
 
 
-class _StillTodo(Exception):
-    pass
-
-
 def _clone_args(args: dict, grad_args: tuple[str, ...] = ()) -> dict:
     """Fresh copies, so that no call sees what another did; ``grad_args`` require grad."""
     out = {}
@@ -275,7 +296,7 @@ def _run_case(exercise: Exercise, student_fn: Callable, case: Case) -> CaseResul
     try:
         got = _outputs(exercise, _call(student_fn, args))
     except NotImplementedError as error:
-        raise NotImplementedError(
+        raise StillTodo(
             f"{exercise.function_name} is still a TODO ({error}). Replace the `raise "
             "NotImplementedError` line with your code, run that cell, then run this check again."
         ) from None
