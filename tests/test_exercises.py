@@ -163,6 +163,18 @@ def test_a_crash_is_reported_with_its_message():
     assert "Your function raised RuntimeError" in result.report()
 
 
+def test_a_wrong_signature_and_an_index_past_the_end_are_explained():
+    result = check_sft_loss(lambda logprobs: -logprobs.mean(), verbose=False, raise_on_failure=False)
+    assert "calls your function as sft_loss(logprobs, response_mask)" in result.report()
+
+    def gae_reads_past_the_end(rewards, values, mask, gamma, lam):
+        for t in reversed(range(values.shape[1])):
+            rewards[:, t] + gamma * values[:, t + 1] - values[:, t]
+
+    result = check_gae(gae_reads_past_the_end, verbose=False, raise_on_failure=False)
+    assert "at the last column there is no t + 1" in result.report()
+
+
 def test_the_todo_stub_raises_not_implemented_with_a_hint():
     def sft_loss(logprobs, response_mask):
         raise NotImplementedError("TODO: write sft_loss")

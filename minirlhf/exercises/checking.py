@@ -301,7 +301,7 @@ def _run_case(exercise: Exercise, student_fn: Callable, case: Case) -> CaseResul
             "NotImplementedError` line with your code, run that cell, then run this check again."
         ) from None
     except Exception as error:  # noqa: BLE001 - the student's code crashed: say how, and on what
-        return CaseResult(case, False, expected, None, _explain_exception(error, exercise), "crash")
+        return CaseResult(case, False, expected, None, _explain_exception(error, exercise, case), "crash")
     changed = [name for name, value in args.items()
                if torch.is_tensor(value) and not torch.equal(value, case.args[name])]
     if changed:
@@ -345,7 +345,7 @@ def _compare_gradients(exercise: Exercise, student_fn: Callable, case: Case, exp
     try:
         got_outputs, got = _gradients(exercise, student_fn, case)
     except Exception as error:  # noqa: BLE001 - e.g. changing in place an input that requires grad
-        return _explain_exception(error, exercise)
+        return _explain_exception(error, exercise, case)
     first = got_outputs[0]
     if not torch.is_tensor(first) or not first.requires_grad:
         return ("The value is right, but no gradient flows through it: the loss was cut off from "
@@ -377,12 +377,20 @@ def _shape_hint(got: torch.Tensor, expected: torch.Tensor) -> str:
     return " Check which dimension you reduced over (dim=-1 is tokens, dim=0 is the batch)."
 
 
-def _explain_exception(error: Exception, exercise: Exercise) -> str:
-    message = f"Your function raised {type(error).__name__}: {error}"
-    text = str(error)
+def _explain_exception(error: Exception, exercise: Exercise, case: Case) -> str:
+    """The student's exception, and what usually causes it."""
+    text = str(error).strip()
+    message = f"Your function raised {type(error).__name__}: {text}"
+    message += "" if message.endswith((".", "!", "?")) else "."
+    call = f"{exercise.function_name}({', '.join(case.args)})"
     if "leaf Variable that requires grad" in text or "in-place operation" in text:
         message += (" This comes from changing an input in place; write `x = x - ...` "
                     "instead of `x -= ...`.")
+    elif isinstance(error, TypeError) and "argument" in text:
+        message += f" The check calls your function as {call}: keep these parameters, in this order."
+    elif isinstance(error, IndexError) and "out of bounds" in text:
+        message += (" An index runs past the end of a dimension: at the last column there is no "
+                    "t + 1 (treat what comes after the last token as 0).")
     elif "size of tensor" in text or "shape" in text or "dimension" in text:
         message += (" Check the shapes: every input here is (B, T) (or (B,) for per-sequence "
                     "values), and broadcasting needs matching shapes.")
