@@ -95,22 +95,32 @@ def plot_learned_vs_true_reward(scores: dict, title: str = "Learned vs true rewa
     """Scatter of learned against true reward over one prompt's candidate answers.
 
     ``scores`` is :func:`minirlhf.reward.candidate_scores`' output (``learned``, ``true``,
-    ``kinds``). The dashed line has slope 1 through the means: a Bradley-Terry reward fitted to a
-    tau = 1 rater should lie on it, because it recovers the true reward up to a constant.
+    ``kinds``, and optionally ``seen``). The dashed line has slope 1 through the (seen) points: a
+    Bradley-Terry reward fitted to a tau = 1 rater should lie on it, because it recovers the true
+    reward up to a constant. With ``seen``, answers the preference data never showed are drawn
+    hollow: there the reward model can only extrapolate. Points are spread a little sideways.
     """
     learned, true, kinds = scores["learned"], scores["true"], scores["kinds"]
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    seen = scores.get("seen", [1] * len(learned))
+    fig, ax = plt.subplots(figsize=(5.0, 3.4))
     for kind in dict.fromkeys(kinds):
-        points = [(t, s) for t, s, k in zip(true, learned, kinds) if k == kind]
-        ax.scatter([p[0] for p in points], [p[1] for p in points], s=18, alpha=0.7,
-                   color=STYLE_COLORS.get(kind), label=f"{kind} ({len(points)})")
-    offset = sum(learned) / len(learned) - sum(true) / len(true)
+        for was_seen in (True, False):
+            idx = [i for i, k in enumerate(kinds) if k == kind and (seen[i] > 0) == was_seen]
+            if not idx:
+                continue
+            color = STYLE_COLORS.get(kind)
+            label = f"{kind} ({len(idx)}{'' if was_seen else ', unseen'})"
+            ax.scatter([true[i] + 0.06 * ((i * 7) % 5 - 2) for i in idx], [learned[i] for i in idx],
+                       s=22, alpha=0.8, label=label, edgecolors=color,
+                       facecolors=color if was_seen else "none")
+    fitted = [i for i in range(len(learned)) if seen[i] > 0] or range(len(learned))
+    offset = sum(learned[i] - true[i] for i in fitted) / len(fitted)  # through the seen points
     low, high = min(true) - 0.2, max(true) + 0.2
     ax.plot([low, high], [low + offset, high + offset], "k--", lw=0.8, label="slope 1")
     ax.set_xlabel("true reward r(x, y)")
     ax.set_ylabel("learned reward r_phi(x, y)")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     return fig
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -59,8 +60,8 @@ def sample_response_pairs(model, tokenizer, prompts: list[str], pairs_per_prompt
         missing = {p: wanted[p] - len(pairs[p]) for p in pairs if len(pairs[p]) < wanted[p]}
         if not missing:
             break
-        # Ask for twice what is missing: about 40% of the SFT model's pairs repeat one answer.
-        batch = [p for p, n in missing.items() for _ in range(2 * n)]
+        # Ask for 1.5 times what is missing: about 40% of the SFT model's pairs repeat one answer.
+        batch = [p for p, n in missing.items() for _ in range(math.ceil(1.5 * n))]
         responses = generate(model, tokenizer, batch + batch, max_new_tokens, temperature,
                              generator)["responses"]
         first, second = responses[:len(batch)], responses[len(batch):]

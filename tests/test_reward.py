@@ -147,7 +147,7 @@ def test_training_reaches_full_accuracy_on_a_separable_toy(base):
     reward_model = RewardModel.from_base(model)
     data = separable_toy()
     history = train_reward_model(reward_model, tokenizer, data,
-                                 RewardConfig(steps=40, batch_size=8, progress=False, eval_every=20),
+                                 RewardConfig(steps=20, batch_size=8, progress=False, eval_every=10),
                                  eval_data=data)
     assert evaluate_reward_model(reward_model, tokenizer, data)["accuracy"] == 1.0
     assert history[-1]["eval/accuracy"] == 1.0 and history[-1]["eval/margin"] > 1.0
@@ -177,6 +177,32 @@ def test_frozen_backbone_stays_frozen(base):
     assert not reward_model.backbone.training and reward_model.head.training
 
 
+def test_attention_only_trains_attention_and_head_only(base):
+    model, tokenizer = base
+    reward_model = RewardModel.from_base(model, attention_only=True)
+    before = {k: v.clone() for k, v in reward_model.backbone.state_dict().items()}
+    train_reward_model(reward_model, tokenizer, separable_toy(),
+                       RewardConfig(steps=3, batch_size=4, progress=False))
+    changed = {k for k, v in reward_model.backbone.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(".attn." in k for k in changed)
+    assert "h.0.attn.c_attn.weight" in changed and "h.1.attn.c_proj.weight" in changed
+    with pytest.raises(ValueError, match="Choose one"):
+        RewardModel.from_base(model, freeze_backbone=True, attention_only=True)
+
+
+def test_linear_probing_first_keeps_the_backbone_until_its_turn(base):
+    model, tokenizer = base
+    reward_model = RewardModel.from_base(model)
+    before = reward_model.backbone.wte.weight.clone()
+    config = RewardConfig(steps=4, head_only_steps=4, batch_size=4, progress=False)
+    train_reward_model(reward_model, tokenizer, separable_toy(), config)
+    assert torch.equal(reward_model.backbone.wte.weight, before)
+    assert all(p.requires_grad for p in reward_model.backbone.parameters())  # restored afterwards
+    train_reward_model(reward_model, tokenizer, separable_toy(), RewardConfig(
+        steps=3, head_only_steps=1, batch_size=4, progress=False))
+    assert not torch.equal(reward_model.backbone.wte.weight, before)
+
+
 def test_normalize_sets_mean_zero_std_one_and_composes(base):
     model, tokenizer = base
     reward_model = RewardModel.from_base(model)
@@ -200,7 +226,7 @@ def test_normalize_sets_mean_zero_std_one_and_composes(base):
 
 def test_save_and_load_round_trip(base, tmp_path):
     model, tokenizer = base
-    reward_model = RewardModel.from_base(model, freeze_backbone=True)
+    reward_model = RewardModel.from_base(model, attention_only=True)
     torch.nn.init.normal_(reward_model.head.weight, generator=torch.Generator().manual_seed(2))
     reward_model.normalize(torch.tensor([1.0, 2.0, 4.0]))
     before = reward_model.score_texts(tokenizer, [FRANCE, FRANCE], [PARIS, HEDGE])
@@ -208,7 +234,7 @@ def test_save_and_load_round_trip(base, tmp_path):
     assert (tmp_path / "rm" / "model.safetensors").is_file()
     assert not list((tmp_path / "rm").glob("*.bin")) and not list((tmp_path / "rm").glob("*.pt"))
     loaded, loaded_tokenizer = load_reward_model(tmp_path / "rm")
-    assert loaded.freeze_backbone and not loaded.training
+    assert loaded.attention_only and not loaded.freeze_backbone and not loaded.training
     assert torch.allclose(loaded.score_texts(loaded_tokenizer, [FRANCE, FRANCE], [PARIS, HEDGE]), before)
 
 

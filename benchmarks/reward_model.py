@@ -1,0 +1,94 @@
+"""Benchmark of the reward-model stage (issue 3): the three targets, over several seeds.
+
+    python benchmarks/reward_model.py                 # seeds 0-4, 2 threads
+    python benchmarks/reward_model.py --seeds 0 1 2 --json out.json
+
+For each seed it runs :func:`minirlhf.reward.train_default_reward_model` (default preference
+data from the shipped SFT model, default config) and measures:
+
+1. held-out pair accuracy against the rater's labels, divided by the rater's Bayes-optimal
+   accuracy on the same pairs (target >= 0.95); also the label-noise-free ("expected") version;
+2. the rank correlation between learned and true reward over the France candidate set
+   (target >= 0.9). Spearman's rho there cannot exceed 0.883, because the true reward ties 23
+   answers at -1 and 23 at -1.5; so we also report rho / 0.883 and the ranking agreement (the
+   fraction of answer pairs with different true reward that the learned reward orders right);
+3. the time of reward-model training (target < 30 s on 2 cores), and of the whole stage
+   (collecting the preferences + training).
+
+It prints one line per seed and the medians. Timings depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def run_seed(seed: int) -> dict:
+    from minirlhf.preferences import default_preferences
+    from minirlhf.reward import reward_model_report, train_default_reward_model
+
+    start = time.perf_counter()
+    default_preferences(seed=seed, progress=False)  # collect (cached for the call below)
+    collect_seconds = time.perf_counter() - start
+    reward_model, tokenizer, data, history = train_default_reward_model(seed=seed, progress=False)
+    stage_seconds = time.perf_counter() - start
+    report = reward_model_report(reward_model, tokenizer, data)
+    report.update({
+        "seed": seed,
+        "collect_seconds": collect_seconds,
+        "train_seconds": history[-1]["time"],
+        "stage_seconds": stage_seconds,
+        "rank_correlation_over_best": report["rank_correlation"] / report["best_rank_correlation"],
+        "france_order_ok": report["reward_correct"] > report["reward_hedge"] > report["reward_berlin"],
+    })
+    return report
+
+
+COLUMNS = [("accuracy_ratio", ">= 0.95"), ("expected_accuracy_ratio", ""),
+           ("rank_correlation", ">= 0.9 (max 0.883)"), ("rank_correlation_over_best", ""),
+           ("ranking_agreement", ""), ("train_seconds", "< 30"), ("stage_seconds", "")]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the target: 2)")
+    parser.add_argument("--json", help="also write every number to this JSON file")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    rows = []
+    for seed in args.seeds:
+        row = run_seed(seed)
+        rows.append(row)
+        print(f"seed {seed}: test acc {row['test_accuracy']:.3f} / Bayes {row['bayes_optimal_accuracy']:.3f}"
+              f" = {row['accuracy_ratio']:.3f} (expected {row['expected_accuracy_ratio']:.3f}), "
+              f"rho {row['rank_correlation']:.3f} (/best {row['rank_correlation_over_best']:.3f}), "
+              f"agreement {row['ranking_agreement']:.3f}, France P/H/B {row['reward_correct']:.2f}/"
+              f"{row['reward_hedge']:.2f}/{row['reward_berlin']:.2f}, train {row['train_seconds']:.1f} s, "
+              f"stage {row['stage_seconds']:.1f} s", flush=True)
+    print(f"\nmedians over seeds {args.seeds} ({args.threads} threads, {torch.__version__}):")
+    medians = {}
+    for key, target in COLUMNS:
+        medians[key] = statistics.median(r[key] for r in rows)
+        print(f"  {key:28s} {medians[key]:8.3f}   {target}")
+    ok = sum(r["france_order_ok"] for r in rows)
+    print(f"  France: correct > hedge > Berlin in {ok}/{len(rows)} seeds")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"runs": rows, "medians": medians, "threads": args.threads}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
