@@ -42,7 +42,7 @@ def train_method(method: str, beta: float, seed: int, ref, tokenizer, reward_mod
     start = time.perf_counter()
     if method == "DPO":
         train_dpo(policy, ref, tokenizer, preferences,
-                  DPOConfig(beta=beta, seed=seed, progress=False, eval_every=0))
+                  DPOConfig(beta=beta, seed=seed, progress=False))
     else:
         rm = reward_model if method == "PPO-RM" else None
         train_ppo(policy, ref, tokenizer, world.prompts("train"),
@@ -85,8 +85,7 @@ def offpolicy_experiment(beta: float, seed: int) -> dict:
     out = {"reference": {}}
     for name, data in datasets.items():
         policy = copy.deepcopy(ref)
-        train_dpo(policy, ref, tokenizer, data, DPOConfig(beta=beta, seed=seed, progress=False,
-                                                          eval_every=0))
+        train_dpo(policy, ref, tokenizer, data, DPOConfig(beta=beta, seed=seed, progress=False))
         out[name] = _mass_report(evaluator, policy, data, beta)
         out["reference"][name] = unseen_mass(evaluator, evaluator.ref_set_probs, data)
     policy, _ = train_method("PPO-GT", beta, seed, ref, tokenizer, None, None)
