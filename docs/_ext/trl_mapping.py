@@ -116,6 +116,9 @@ MAPPING = {
                                         "under `trl.experimental` in recent releases), which samples and "
                                         "judges new pairs at every step.")),
             "pairs_per_prompt": (None, "`OnlineDPOTrainer` samples two answers per prompt and step."),
+            "mix_offline": (None, ("with `OnlineDPOTrainer`, offline pairs would go in a separate "
+                                   "`DPOTrainer` run.")),
+            "temperature": (None, "`OnlineDPOConfig` has `temperature` for its samples."),
             "seed": _SEED,
             "log_every": ("logging_steps", ""),
             "eval_every": ("eval_steps", "with `eval_strategy=\"steps\"`."),
