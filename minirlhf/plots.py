@@ -319,3 +319,94 @@ def plot_frontier(curve: list[dict], points: dict | None = None, title: str = "R
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def plot_margin_calibration(calibration: dict, title: str = "Learned vs true margin (held-out pairs)"):
+    """Mean learned margin against true margin, from :func:`minirlhf.reward.margin_calibration`.
+
+    Marker area grows with the number of pairs; the dashed diagonal is "learned = true".
+    """
+    margins = list(calibration)
+    learned = [calibration[m]["learned_margin"] for m in margins]
+    counts = [calibration[m]["pairs"] for m in margins]
+    fig, ax = plt.subplots(figsize=(3.8, 3.2))
+    ax.scatter(margins, learned, s=[10 + 200 * c / max(counts) for c in counts], alpha=0.7)
+    for m, y, c in zip(margins, learned, counts):
+        ax.annotate(f"{c} pairs", (m, y), textcoords="offset points", xytext=(6, -10), fontsize=7)
+    top = max(max(margins), max(learned)) + 0.3
+    ax.plot([0, top], [0, top], "k--", lw=0.8)
+    ax.set_xlabel("true margin r(x, y_better) - r(x, y_worse)")
+    ax.set_ylabel("mean learned margin")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --- DPO (notebook 04, minirlhf.dpo.demo_stage) -----------------------------------------------
+
+def plot_runs(histories: dict, keys: list[str], title: str = "", x: str = "step", hlines: dict | None = None):
+    """Several runs side by side: one panel per metric in ``keys``, one line per run.
+
+    ``histories`` maps a run's label to its history (a list of dicts); ``hlines`` maps a metric to
+    a reference value drawn dashed (e.g. the exact optimum).
+    """
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.1 * len(keys), 2.5), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        for label, history in histories.items():
+            points = [(h[x], h[key]) for h in history if key in h]
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", ms=3, label=label)
+        if hlines and key in hlines:
+            ax.axhline(hlines[key], color="black", ls="--", lw=1)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel(x, fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes.flat[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_token_log_ratios(rows: list[tuple[str, list[str], list[float]]],
+                          title: str = "Per-token log-ratio  log pi - log pi_ref"):
+    """Heatmap of per-token log-ratios, one row per response, each cell labelled with its token.
+
+    ``rows``: ``(label, tokens, values)`` per response; rows may have different lengths.
+    """
+    import numpy as np
+
+    width = max(len(tokens) for _, tokens, _ in rows)
+    grid = np.full((len(rows), width), np.nan)
+    for i, (_, _, values) in enumerate(rows):
+        grid[i, :len(values)] = values
+    bound = max(1e-3, float(np.nanmax(np.abs(grid))))
+    fig, ax = plt.subplots(figsize=(min(12.0, 0.75 * width + 2.0), 0.55 * len(rows) + 1.2))
+    image = ax.imshow(grid, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
+    for i, (_, tokens, values) in enumerate(rows):
+        for j, (token, value) in enumerate(zip(tokens, values)):
+            ax.text(j, i, f"{token}\n{value:+.2f}", ha="center", va="center", fontsize=6)
+    ax.set_xticks([])
+    ax.set_yticks(range(len(rows)), [label for label, _, _ in rows], fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_method_beta_sweep(betas: list[float], measured: dict, optimum: dict | None = None,
+                           method: str = "DPO", title: str = ""):
+    """Final figures of one method's runs against beta (log x axis), one panel per metric, with the
+    exact optimum pi* dashed. ``measured`` and ``optimum`` map a metric name to one value per beta."""
+    fig, axes = plt.subplots(1, len(measured), figsize=(3.0 * len(measured), 2.5), squeeze=False)
+    for ax, (name, values) in zip(axes.flat, measured.items()):
+        ax.plot(betas, values, "o-", label=method)
+        if optimum and name in optimum:
+            ax.plot(betas, optimum[name], "k--", lw=1, label="exact pi*")
+        ax.set_xscale("log")
+        ax.set_xlabel("beta", fontsize=8)
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(labelsize=7)
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(title or f"{method} across beta", fontsize=10)
+    fig.tight_layout()
+    return fig

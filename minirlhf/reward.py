@@ -307,7 +307,7 @@ class RewardConfig:
 
     steps: int = 300
     """Optimizer steps (each on one random minibatch of pairs)."""
-    batch_size: int = 128
+    batch_size: int = 256
     """Preference pairs per minibatch (each distinct answer in it is scored once)."""
     learning_rate: float = 3e-3
     """Peak AdamW learning rate of the backbone (after warm-up, then cosine decay to 0)."""
@@ -473,9 +473,9 @@ def train_reward_model(reward_model: RewardModel, tokenizer, train_data: Dataset
 # The default stage, and what the tutorial measures
 # ---------------------------------------------------------------------------------------------
 
-# The reward model needs more pairs than DPO's default data (16 per prompt): with fewer, it
-# cannot tell which city goes with which country (see benchmarks/reward_model.py).
-REWARD_PAIRS_PER_PROMPT = 64
+# The reward model needs more pairs than DPO's default data (16 per prompt): with fewer, it does
+# not learn reliably which city goes with which country (see benchmarks/reward_model.py).
+REWARD_PAIRS_PER_PROMPT = 128
 
 
 def train_default_reward_model(seed: int = 0, progress: bool = True, freeze_backbone: bool = False,
@@ -540,6 +540,26 @@ def expected_accuracy(reward_model: RewardModel, tokenizer, data: Dataset, rater
     return total / len(data)
 
 
+def margin_calibration(reward_model: RewardModel, tokenizer, data: Dataset) -> dict[float, dict]:
+    """Learned against true reward margins on the pairs of ``data`` (with true-reward columns).
+
+    Each pair is oriented so that its first answer has the higher *true* reward (pairs of equal
+    true reward are left out); returns, for each true margin ``r(x, y1) - r(x, y2)``, the number of
+    pairs and the mean learned margin ``r_phi(x, y1) - r_phi(x, y2)``. With a temperature-1
+    Bradley-Terry rater the two should agree: the reward model learns the true reward's *scale*.
+    """
+    chosen, rejected = score_preference_pairs(reward_model, tokenizer, data)
+    groups: dict[float, list[float]] = {}
+    for learned_w, learned_l, true_w, true_l in zip(chosen.tolist(), rejected.tolist(),
+                                                    data["chosen_reward"], data["rejected_reward"]):
+        if true_w == true_l:
+            continue
+        sign = 1.0 if true_w > true_l else -1.0
+        groups.setdefault(abs(true_w - true_l), []).append(sign * (learned_w - learned_l))
+    return {margin: {"pairs": len(v), "learned_margin": sum(v) / len(v)}
+            for margin, v in sorted(groups.items())}
+
+
 def reward_model_report(reward_model: RewardModel, tokenizer, data, prompt: str | None = None) -> dict:
     """The numbers the tutorial's targets are about, for a trained reward model and its
     train/test ``data``:
@@ -550,7 +570,8 @@ def reward_model_report(reward_model: RewardModel, tokenizer, data, prompt: str 
       :func:`expected_accuracy`);
     * over the candidate set of ``prompt`` (France by default): Spearman's ``rank_correlation``
       of learned and true reward, the ``best_rank_correlation`` possible there, and the
-      ``ranking_agreement`` (pairs of answers ordered as the true reward orders them);
+      ``ranking_agreement`` (pairs of answers ordered as the true reward orders them), also over
+      only the candidates that the training pairs show (``ranking_agreement_seen``);
     * the learned reward of the correct, hedging and "Berlin" answers to ``prompt``.
     """
     from minirlhf.preferences import bayes_optimal_accuracy
@@ -560,7 +581,8 @@ def reward_model_report(reward_model: RewardModel, tokenizer, data, prompt: str 
     accuracy = evaluate_reward_model(reward_model, tokenizer, test)["accuracy"]
     bayes = bayes_optimal_accuracy(test)
     expected = expected_accuracy(reward_model, tokenizer, test)
-    scores = candidate_scores(reward_model, tokenizer, prompt)
+    scores = candidate_scores(reward_model, tokenizer, prompt, data["train"])
+    seen = [i for i, count in enumerate(scores["seen"]) if count > 0]
     country = world.country_of_prompt(prompt)
     wrong_city = "Berlin" if country != "Germany" else "Paris"
     examples = [world.make_response(country, "correct"), world.make_response(country, "hedge"),
@@ -575,6 +597,9 @@ def reward_model_report(reward_model: RewardModel, tokenizer, data, prompt: str 
         "rank_correlation": rank_correlation(scores["learned"], scores["true"]),
         "best_rank_correlation": best_rank_correlation(scores["true"]),
         "ranking_agreement": ranking_agreement(scores["learned"], scores["true"]),
+        "ranking_agreement_seen": ranking_agreement([scores["learned"][i] for i in seen],
+                                                    [scores["true"][i] for i in seen]),
+        "n_candidates_seen": len(seen),
         "reward_correct": correct,
         "reward_hedge": hedge,
         f"reward_{wrong_city.lower()}": wrong,
@@ -619,6 +644,8 @@ def demo_stage(outdir: Path, quick: bool = False) -> dict:
             title="Reward model training"),
         "reward_learned_vs_true.png": plots.plot_learned_vs_true_reward(
             candidate_scores(reward_model, tokenizer, world.make_prompt("France"), data["train"])),
+        "reward_margin_calibration.png": plots.plot_margin_calibration(
+            margin_calibration(reward_model, tokenizer, data["test"])),
         "preference_pairs.png": plots.plot_preference_pairs(data["train"]),
     }
     for name, fig in figures.items():

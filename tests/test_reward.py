@@ -9,17 +9,21 @@ from datasets import Dataset
 
 from minirlhf import world
 from minirlhf.logprobs import encode_prompt_response
+from minirlhf.preferences import preference_row
 from minirlhf.reward import (
     RewardConfig,
     RewardModel,
+    best_rank_correlation,
     bradley_terry_loss,
     candidate_scores,
     evaluate_reward_model,
     expected_accuracy,
     last_token_index,
     load_reward_model,
+    margin_calibration,
     pair_accuracy,
     rank_correlation,
+    ranking_agreement,
     reward_metrics,
     train_reward_model,
 )
@@ -272,5 +276,20 @@ def test_expected_accuracy_of_a_perfect_ranking_is_bayes_optimal(base):
     data = pairs_dataset([(FRANCE, BERLIN, PARIS), (FRANCE, PARIS, HEDGE), (FRANCE, HEDGE, BERLIN)])
     perfect = TrueReward.from_base(model)
     assert expected_accuracy(perfect, tokenizer, data) == pytest.approx(bayes_optimal_accuracy(data))
-    scores = candidate_scores(perfect, tokenizer, FRANCE)
+    scores = candidate_scores(perfect, tokenizer, FRANCE, data)
     assert scores["learned"] == scores["true"] and len(scores["kinds"]) == 48
+    assert scores["seen"][:2] == [2, 2] and scores["seen"][24] == 2 and sum(scores["seen"]) == 6
+    rated = Dataset.from_list([preference_row(p, c, r) for p, c, r in zip(
+        data["prompt"], data["chosen"], data["rejected"])] + [preference_row(FRANCE, PARIS, BERLIN)])
+    assert margin_calibration(perfect, tokenizer, rated) == {
+        1.0: {"pairs": 2, "learned_margin": 1.0}, 2.0: {"pairs": 2, "learned_margin": 2.0}}
+
+
+def test_ranking_agreement_and_best_rank_correlation():
+    true = [1.0, 0.0, -1.0, -1.0]
+    assert ranking_agreement([3.0, 2.0, 1.0, 0.0], true) == 1.0  # any order inside a tie is fine
+    assert ranking_agreement([0.0, 2.0, 1.0, 3.0], true) == pytest.approx(1 / 5)  # only 2 > 1 right
+    # rho against a strict order cannot reach 1 when the truth has ties
+    best = best_rank_correlation(true)
+    assert best == pytest.approx(rank_correlation([4, 3, 2, 1], true)) and best < 1
+    assert best_rank_correlation([1.0, 2.0, 3.0]) == pytest.approx(1.0)
