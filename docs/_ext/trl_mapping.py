@@ -109,8 +109,11 @@ MAPPING = {
             "batch_size": ("per_device_train_batch_size", "pairs per device and step."),
             "warmup_steps": ("warmup_steps", "with `lr_scheduler_type=\"cosine\"`."),
             "weight_decay": ("weight_decay", ""),
+            "adam_beta2": ("adam_beta2", ""),
             "adam_epsilon": ("adam_epsilon", ""),
             "max_grad_norm": _CLIP,
+            "pair_with_reference": (None, ("TRL's online DPO samples both answers of a pair from the current "
+                                           "policy.")),
             "on_policy_rounds": (None, ("`DPOTrainer` learns from a fixed data set; for fresh pairs from the "
                                         "current policy TRL has `OnlineDPOTrainer` (`trl.OnlineDPOConfig`; "
                                         "under `trl.experimental` in recent releases), which samples and "
