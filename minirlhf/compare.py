@@ -175,7 +175,7 @@ def demo_stage(outdir, policies: dict, seconds: dict, beta: float) -> dict:
     points = {r["method"]: [(r["kl"], r["true_reward"])] for r in rows[1:]}
     figures = {
         "comparison_france.png": plot_distributions(dists, france.candidates[0],
-                                                    title="France: pi_ref, pi*, PPO and DPO"),
+                                                    title="France: pi_ref, pi* and the trained policies"),
         "comparison_frontier.png": plot_frontier(frontier_curve(train), points,
                                                  title=f"Training prompts, beta = {beta}"),
     }

@@ -28,3 +28,19 @@ def test_unknown_command_is_refused(capsys):
     with pytest.raises(SystemExit):
         main(["train-everything"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_demo_quick_writes_a_report_with_every_figure_and_number(tmp_path):
+    import json
+
+    assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    figures = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert len(figures) >= 5
+    for name in figures:
+        assert f"]({name})" in report, f"{name} is not in the report"
+    for stage in ("sft", "reward_model", "ppo", "comparison"):
+        assert stage in metrics and f"## {stage}" in report
+    assert metrics["comparison"]["table_markdown"] in report
+    assert (tmp_path / "sft-model" / "model.safetensors").is_file()
