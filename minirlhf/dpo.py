@@ -149,20 +149,34 @@ class DPOConfig:
     """Assumed label-flip rate of conservative DPO; 0 is plain DPO."""
     learning_rate: float = 1e-3
     """Peak learning rate of AdamW (linear warm-up, then cosine decay to 0)."""
-    epochs: int = 3
-    """Passes over the preference pairs."""
+    epochs: int = 1
+    """Passes over the pairs of each round."""
     batch_size: int = 64
     """Pairs per step (chosen and rejected go through the model together: 2 x batch_size rows)."""
     warmup_steps: int = 10
     """Linear warm-up steps."""
     weight_decay: float = 0.0
     """AdamW weight decay. Zero: decay pulls the weights towards 0, not towards pi_ref."""
+    adam_beta2: float = 0.999
+    """AdamW's second-moment decay (TRL/transformers name)."""
     adam_epsilon: float = 1e-8
     """AdamW's epsilon (TRL/transformers name)."""
     max_grad_norm: float = 1.0
     """Clip the gradient norm to this value."""
+    on_policy_rounds: int = 8
+    """Rounds of fresh pairs sampled from the current policy after the offline round (0: offline
+    DPO only). Offline data never show the malformed answers the policy drifts to; fresh pairs do."""
+    pairs_per_prompt: int = 32
+    """Pairs sampled per prompt in each on-policy round."""
+    pair_with_reference: bool = False
+    """EXPERIMENT: second answer of each on-policy pair from the reference."""
+    mix_offline: bool = False
+    """EXPERIMENT: train each on-policy round on the offline pairs plus the fresh ones."""
+    temperature: float = 1.0
+    """Sampling temperature of the on-policy pairs. Above 1 explores the tail (wrong and malformed
+    answers) more; the labels come from the rater either way, so DPO's target pi* is unchanged."""
     seed: int = 0
-    """Seed of the order of the pairs."""
+    """Seed of the order of the pairs, of the on-policy samples and of the default rater."""
     log_every: int = 5
     """Record the training metrics (averaged since the last record) every this many steps."""
     eval_every: int = 20
@@ -178,8 +192,10 @@ class DPOConfig:
             raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing!r}.")
         if self.label_smoothing > 0 and self.loss_type != "sigmoid":
             raise ValueError("label_smoothing (conservative DPO) only applies to loss_type='sigmoid'.")
-        for name in ("learning_rate", "epochs", "batch_size", "log_every", "eval_every"):
+        for name in ("learning_rate", "epochs", "batch_size", "log_every", "eval_every", "pairs_per_prompt"):
             check_positive(name, getattr(self, name))
+        check_positive("on_policy_rounds", self.on_policy_rounds, allow_zero=True)
+        check_positive("temperature", self.temperature)
         check_positive("warmup_steps", self.warmup_steps, allow_zero=True)
         check_positive("weight_decay", self.weight_decay, allow_zero=True)
         check_positive("max_grad_norm", self.max_grad_norm)
@@ -265,23 +281,79 @@ def _exact_metrics(evaluators: dict, policy, beta: float) -> dict[str, float]:
     return out
 
 
-def train_dpo(policy, ref_model, tokenizer, train_data, config: DPOConfig | None = None,
-              evaluator=None, eval_prompts: list[str] | None = None):
-    """Train ``policy`` (in place) with DPO on ``train_data`` against the frozen ``ref_model``.
+def unique_prompts(data) -> list[str]:
+    """The distinct prompts of ``data``, in order of first appearance."""
+    return list(dict.fromkeys(data["prompt"]))
 
-    ``train_data``: a Dataset with string columns ``prompt``, ``chosen``, ``rejected``.
+
+def on_policy_pairs(policy, tokenizer, prompts: list[str], pairs_per_prompt: int, rater, seed: int,
+                    temperature: float = 1.0, second_model=None):
+    """Fresh preference pairs with at least one answer from the *current* policy.
+
+    This is where on-policy DPO gets its data: the answers the policy now gives, including the
+    malformed ones it starts to drift towards, are judged by ``rater`` and can be pushed down.
+    The second answer of each pair comes from ``second_model`` (the policy itself if None).
+    Each prompt gets ``pairs_per_prompt`` draws; pairs of identical answers carry no preference
+    and are dropped. Returns a Dataset with ``prompt``, ``chosen``, ``rejected``.
+    """
+    from datasets import Dataset
+
+    from minirlhf.logprobs import generate
+
+    policy.eval()
+    generator = seed_everything(seed)
+    batch = [p for p in prompts for _ in range(pairs_per_prompt)]
+    first = generate(policy, tokenizer, batch, temperature=temperature, generator=generator)["responses"]
+    second = generate(second_model or policy, tokenizer, batch, temperature=temperature,
+                      generator=generator)["responses"]
+    rows = []
+    for prompt, y1, y2 in zip(batch, first, second):
+        if y1 != y2:
+            chosen, rejected = (y1, y2) if rater.prefers_first(prompt, y1, y2) else (y2, y1)
+            rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+    return Dataset.from_list(rows)
+
+
+def learning_rate(config: DPOConfig, step: int, round_: int) -> float:
+    """Linear warm-up over the first ``warmup_steps`` steps, then a cosine decay *round by round*:
+    an on-policy round has as many steps as it has distinct pairs, unknown in advance."""
+    warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+    return config.learning_rate * warmup * warmup_cosine(round_, config.on_policy_rounds + 1, 0)
+
+
+def train_dpo(policy, ref_model, tokenizer, train_data, config: DPOConfig | None = None,
+              evaluator=None, eval_prompts: list[str] | None = None, rater=None):
+    """Train ``policy`` (in place) with DPO against the frozen ``ref_model``.
+
+    Round 0 is ordinary (offline) DPO on ``train_data``, a Dataset with string columns
+    ``prompt``, ``chosen``, ``rejected``: what TRL's ``DPOTrainer`` does. Then, for each of
+    ``config.on_policy_rounds`` rounds, fresh pairs are sampled from the current policy on the
+    same prompts, labelled by ``rater`` (default: the toy world's
+    :class:`~minirlhf.world.SimulatedRater`, seeded with ``config.seed``) and trained on with the
+    same plain loss. Set ``on_policy_rounds=0`` for offline DPO only.
+
     ``evaluator``: an optional :class:`~minirlhf.optimum.ExactEvaluator` (usually on the training
     prompts) whose exact figures are logged as ``exact/attainment``, ``exact/true_reward``,
-    ``exact/kl``, ``exact/coverage``, ``exact/p_correct`` every ``config.eval_every`` steps.
-    ``eval_prompts``: optional further prompts (e.g. held-out countries), logged the same way
-    under ``eval_exact/...`` (TRL prefixes evaluation metrics with ``eval_``).
+    ``exact/kl``, ``exact/coverage``, ``exact/p_correct`` every ``config.eval_every`` steps and
+    at the end of every round. ``eval_prompts``: optional further prompts (e.g. held-out
+    countries), logged the same way under ``eval_exact/...`` (TRL's ``eval_`` prefix).
 
-    Returns ``(policy, history)``; history is a list of dicts with ``step``, ``epoch``, ``loss``,
-    the metrics of :func:`dpo_metrics`, ``learning_rate``, ``time`` and the exact figures.
+    Returns ``(policy, history)``; history is a list of dicts with ``step``, ``round``,
+    ``epoch``, ``loss``, the metrics of :func:`dpo_metrics`, ``learning_rate``, ``time`` and
+    the exact figures.
     """
     config = config or DPOConfig()
     check_preference_data(train_data)
-    device = next(policy.parameters()).device
+    prompts = unique_prompts(train_data)
+    if config.on_policy_rounds and rater is None:
+        from minirlhf.world import SimulatedRater, country_of_prompt
+
+        try:
+            [country_of_prompt(p) for p in prompts]
+        except ValueError as err:
+            raise ValueError("On-policy rounds need a rater for these prompts: pass rater=..., or "
+                             "set on_policy_rounds=0 for offline DPO.") from err
+        rater = SimulatedRater(seed=config.seed)
     evaluators = {}
     if evaluator is not None:
         evaluators["exact"] = evaluator
@@ -290,54 +362,64 @@ def train_dpo(policy, ref_model, tokenizer, train_data, config: DPOConfig | None
 
         evaluators["eval_exact"] = ExactEvaluator(ref_model, tokenizer, list(eval_prompts))
 
-    # Everything that does not change is computed once: the tokenised pairs and log pi_ref.
-    encoded = to_device(encode_pairs(tokenizer, train_data), device)
+    device = next(policy.parameters()).device
     ref_model.eval()
-    ref_chosen_all, ref_rejected_all = reference_logps(ref_model, encoded).chunk(2)
-    n_pairs = len(train_data)
-    steps_per_epoch = -(-n_pairs // config.batch_size)
-    total_steps = config.epochs * steps_per_epoch
-
-    generator = seed_everything(config.seed)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.learning_rate,
-                                  weight_decay=config.weight_decay, eps=config.adam_epsilon)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, total_steps, config.warmup_steps))
     policy.eval()  # no dropout: the log-probs must match the reference's at step 0
-    history, pending, start = [], [], time.perf_counter()
+    n_rounds = config.on_policy_rounds + 1
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.learning_rate,
+                                  weight_decay=config.weight_decay, eps=config.adam_epsilon,
+                                  betas=(0.9, config.adam_beta2))
+    generator = seed_everything(config.seed)
+    history, start, step = [], time.perf_counter(), 0
     if evaluators:
-        history.append({"step": 0, "epoch": 0.0, **_exact_metrics(evaluators, policy, config.beta)})
-    bar = tqdm(total=total_steps, desc=f"DPO (beta={config.beta})", disable=not config.progress)
-    step = 0
-    for epoch in range(config.epochs):
-        order = torch.randperm(n_pairs, generator=generator).to(device)
-        for idx in order.split(config.batch_size):
-            rows = {k: v[torch.cat([idx, idx + n_pairs])] for k, v in encoded.items()}
-            chosen, rejected = pair_logps(policy, rows)
-            ref_chosen, ref_rejected = ref_chosen_all[idx], ref_rejected_all[idx]
-            loss = config.loss(chosen, rejected, ref_chosen, ref_rejected).mean()
-            check_finite_loss(loss, step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            bar.update()
+        history.append({"step": 0, "round": 0, **_exact_metrics(evaluators, policy, config.beta)})
+    bar = tqdm(total=n_rounds, desc=f"DPO (beta={config.beta}), rounds", disable=not config.progress)
+    for round_ in range(n_rounds):
+        bar.update()
+        data = train_data if round_ == 0 else on_policy_pairs(
+            policy, tokenizer, prompts, config.pairs_per_prompt, rater, config.seed * 1000 + round_,
+            config.temperature, ref_model if config.pair_with_reference else None)
+        if round_ > 0 and config.mix_offline:
+            from datasets import concatenate_datasets
+            data = concatenate_datasets([train_data.select_columns(list(PREFERENCE_COLUMNS)),
+                                         data.select_columns(list(PREFERENCE_COLUMNS))])
+        if len(data) == 0:
+            continue  # every pair of answers was identical: nothing to learn from this round
+        # Everything that does not change during a round is computed once: tokens and log pi_ref.
+        encoded = to_device(encode_pairs(tokenizer, data), device)
+        ref_chosen_all, ref_rejected_all = reference_logps(ref_model, encoded).chunk(2)
+        n_pairs, pending = len(data), []
+        for epoch in range(config.epochs):
+            order = torch.randperm(n_pairs, generator=generator).to(device)
+            batches = order.split(config.batch_size)
+            for i, idx in enumerate(batches):
+                rows = {k: v[torch.cat([idx, idx + n_pairs])] for k, v in encoded.items()}
+                chosen, rejected = pair_logps(policy, rows)
+                ref_chosen, ref_rejected = ref_chosen_all[idx], ref_rejected_all[idx]
+                loss = config.loss(chosen, rejected, ref_chosen, ref_rejected).mean()
+                check_finite_loss(loss, step)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+                lr = learning_rate(config, step, round_)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                optimizer.step()
+                step += 1
 
-            pending.append({"loss": loss.item(),
-                            **dpo_metrics(chosen, rejected, ref_chosen, ref_rejected, config.beta)})
-            last = step == total_steps
-            if step % config.log_every == 0 or step % config.eval_every == 0 or last:
-                record = {"step": step, "epoch": step / steps_per_epoch,
-                          **{k: sum(p[k] for p in pending) / len(pending) for k in pending[0]},
-                          "learning_rate": scheduler.get_last_lr()[0],
-                          "time": time.perf_counter() - start}
-                pending = []
-                if evaluators and (step % config.eval_every == 0 or last):
-                    record.update(_exact_metrics(evaluators, policy, config.beta))
-                history.append(record)
-                bar.set_postfix(loss=f"{record['loss']:.3f}",
-                                acc=f"{record['rewards/accuracies']:.2f}")
+                pending.append({"loss": loss.item(),
+                                **dpo_metrics(chosen, rejected, ref_chosen, ref_rejected, config.beta)})
+                last = round_ == n_rounds - 1 and epoch == config.epochs - 1 and i == len(batches) - 1
+                if step % config.log_every == 0 or step % config.eval_every == 0 or last:
+                    record = {"step": step, "round": round_, "epoch": epoch + (i + 1) / len(batches),
+                              **{k: sum(p[k] for p in pending) / len(pending) for k in pending[0]},
+                              "learning_rate": lr,
+                              "time": time.perf_counter() - start}
+                    pending = []
+                    if evaluators and (step % config.eval_every == 0 or last):
+                        record.update(_exact_metrics(evaluators, policy, config.beta))
+                    history.append(record)
+                    bar.set_postfix(loss=f"{record['loss']:.3f}",
+                                    acc=f"{record['rewards/accuracies']:.2f}")
     bar.close()
     return policy, history

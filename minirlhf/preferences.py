@@ -132,11 +132,12 @@ def default_preferences(model=None, tokenizer=None, pairs_per_prompt: int = 16, 
     labelled by the simulated rater, split into ``train`` and ``test``.
 
     Split by pair, seeded; held-out *countries* never appear here (they measure generalisation).
-    With the shipped model (``model=None``) the result is cached for the session: datasets are
-    immutable, so sharing them is safe.
+    With the shipped model (``model=None``) the data are cached for the session: datasets are
+    immutable, so sharing them is safe. The reward model trains on more pairs per prompt
+    (:data:`minirlhf.reward.REWARD_PAIRS_PER_PROMPT`).
     """
-    if model is None:
-        return _default_preferences_of_base_model(pairs_per_prompt, seed, test_fraction)
+    if model is None:  # a new DatasetDict each call, so that assigning a split leaves the cache alone
+        return DatasetDict(_default_preferences_of_base_model(pairs_per_prompt, seed, test_fraction))
     data = collect_preferences(model, tokenizer, world.prompts("train"), pairs_per_prompt,
                                seed=seed, progress=progress)
     return data.train_test_split(test_size=test_fraction, seed=seed)

@@ -156,7 +156,7 @@ frozen backbone and with full fine-tuning.
 
 code(r"""
 reward_model, tokenizer, data, history = train_default_reward_model(seed=0)
-print(f"trained in {history[-1]['time']:.1f} s on {len(data['train'])} pairs")
+print(f"trained on {len(data['train'])} pairs, {len(history)} log records")
 keys = ["loss", "accuracy", "margin", "eval/accuracy", "eval/margin", "reward/mean"]
 fig = plots.plot_history(history, keys, title="Reward model training (eval/ = held-out pairs)")
 """)
@@ -262,7 +262,7 @@ for name, (model, h) in runs.items():
                   "held-out accuracy / Bayes": r["accuracy_ratio"], "Paris": r["reward_correct"],
                   "hedge": r["reward_hedge"], "Berlin": r["reward_berlin"],
                   "ranking (seen)": r["ranking_agreement_seen"], "ranking (all 48)": r["ranking_agreement"]}
-comparison = pd.DataFrame(rows).T
+comparison = pd.DataFrame(rows).T.astype({"trained parameters": int})
 comparison.round(3)
 """)
 

@@ -21,7 +21,7 @@ from minirlhf.dpo import (
     reference_logps,
     train_dpo,
 )
-from minirlhf.logprobs import encode_prompt_response, response_logprobs, sequence_logprobs
+from minirlhf.logprobs import response_logprobs
 
 # One pair, chosen first: policy log-probs -1 and -2, reference log-probs -1.5 and -1.5.
 # The log-ratio margin is h = (-1 - -1.5) - (-2 - -1.5) = 0.5 + 0.5 = 1.
@@ -54,15 +54,16 @@ def test_ipo_loss_hand_computed():
 
 def test_conservative_dpo_loss_hand_computed():
     # 0.9 * log(1 + e^-0.5) + 0.1 * log(1 + e^0.5) = 0.9 * 0.474077 + 0.1 * 0.974077 = 0.524077
-    assert conservative_dpo_loss(*PAIR, beta=0.5, label_smoothing=0.1).item() == pytest.approx(0.524077, abs=1e-6)
+    loss = conservative_dpo_loss(*PAIR, beta=0.5, label_smoothing=0.1)
+    assert loss.item() == pytest.approx(0.524077, abs=1e-6)
     # eps = 0 is plain DPO
     assert conservative_dpo_loss(*PAIR, beta=0.5, label_smoothing=0.0).item() == pytest.approx(
         dpo_loss(*PAIR, beta=0.5).item())
 
 
 def test_implicit_reward_hand_computed():
-    assert implicit_reward(torch.tensor([-1.0, -4.0]), torch.tensor([-1.5, -2.0]), 0.1).tolist() == pytest.approx(
-        [0.05, -0.2])
+    reward = implicit_reward(torch.tensor([-1.0, -4.0]), torch.tensor([-1.5, -2.0]), 0.1)
+    assert reward.tolist() == pytest.approx([0.05, -0.2])
 
 
 def test_gradient_raises_chosen_and_lowers_rejected_log_ratio():
@@ -106,3 +107,99 @@ def test_metrics_on_a_known_batch():
     assert metrics["rewards/accuracies"] == pytest.approx(0.5)
     assert metrics["logps/chosen"] == pytest.approx(-2.0)
     assert metrics["logps/rejected"] == pytest.approx(-3.0)
+
+
+# ------------------------------------------------------------------------------------------
+# Batching, data checks, trainer
+# ------------------------------------------------------------------------------------------
+
+def clean_pairs(countries=("France", "Germany", "Italy", "Spain")) -> Dataset:
+    """Correct answer chosen, a wrong city rejected, plus a hedge rejected: noise-free pairs."""
+    rows = []
+    for country in countries:
+        prompt = world.make_prompt(country)
+        correct = world.make_response(country, "correct")
+        wrong = world.make_response(country, "wrong", "Tokyo" if country != "Japan" else "Rome")
+        rows.append({"prompt": prompt, "chosen": correct, "rejected": wrong})
+        rows.append({"prompt": prompt, "chosen": correct, "rejected": world.make_response(country, "hedge")})
+    return Dataset.from_list(rows)
+
+
+def test_padding_and_batching_do_not_change_log_probs(base):
+    model, tok = base
+    data = clean_pairs()
+    encoded = encode_pairs(tok, data)
+    n = len(data)
+    chosen, rejected = pair_logps(model, encoded)  # all pairs in one padded batch
+    alone = response_logprobs(model, tok, list(data["prompt"]), list(data["chosen"]), batch_size=1)
+    assert torch.allclose(chosen.detach(), alone, atol=1e-5)
+    alone = response_logprobs(model, tok, list(data["prompt"]), list(data["rejected"]), batch_size=1)
+    assert torch.allclose(rejected.detach(), alone, atol=1e-5)
+    # a sub-batch of the big padded encoding (extra padding columns) gives the same numbers
+    idx = torch.tensor([1, 3])
+    rows = {k: v[torch.cat([idx, idx + n])] for k, v in encoded.items()}
+    sub_chosen, _ = pair_logps(model, rows)
+    assert torch.allclose(sub_chosen.detach(), chosen[idx].detach(), atol=1e-5)
+    # the reference pass, in small chunks, agrees too
+    ref = reference_logps(model, encoded, batch_size=3)
+    assert torch.allclose(ref, torch.cat([chosen, rejected]).detach(), atol=1e-5)
+
+
+def test_bad_input_is_refused_with_a_clear_message(base):
+    model, tok = base
+    good = clean_pairs(("France",))
+    row = {"prompt": world.make_prompt("France"), "chosen": world.make_response("France", "correct")}
+    with pytest.raises(ValueError, match="beta"):
+        DPOConfig(beta=0)
+    with pytest.raises(ValueError, match="beta"):
+        DPOConfig(beta=-0.1)
+    with pytest.raises(ValueError, match="rejected"):
+        check_preference_data(Dataset.from_list([row]))  # missing column
+    with pytest.raises(ValueError, match="same text"):
+        check_preference_data(Dataset.from_list([{**row, "rejected": row["chosen"]}]))
+    with pytest.raises(ValueError, match="empty"):
+        check_preference_data(Dataset.from_list([{**row, "rejected": "  "}]))
+    with pytest.raises(ValueError, match="datasets.Dataset"):
+        check_preference_data([row])
+    with pytest.raises(ValueError, match="loss_type"):
+        DPOConfig(loss_type="hinge")
+    with pytest.raises(ValueError, match="same text"):  # the trainer checks before doing anything
+        train_dpo(copy.deepcopy(model), model, tok, Dataset.from_list([{**row, "rejected": row["chosen"]}]),
+                  DPOConfig(progress=False))
+    check_preference_data(good)  # and good data pass
+
+
+def test_short_offline_run_raises_accuracy_and_lowers_loss(base):
+    model, tok = base
+    data = clean_pairs()
+    config = DPOConfig(beta=0.1, learning_rate=1e-3, epochs=10, batch_size=4, warmup_steps=2,
+                       on_policy_rounds=0, log_every=1, progress=False)
+    policy, history = train_dpo(copy.deepcopy(model), model, tok, data, config)
+    assert history[0]["loss"] == pytest.approx(math.log(2), abs=0.02)  # policy = reference at first
+    assert history[-1]["loss"] < 0.6
+    for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
+                "logps/chosen", "logps/rejected"):
+        assert key in history[-1]
+    # the trained policy ranks every pair correctly; the reference (margin 0) ranks none
+    encoded = encode_pairs(tok, data)
+    with torch.no_grad():
+        chosen, rejected = pair_logps(policy, encoded)
+    ref_chosen, ref_rejected = reference_logps(model, encoded).chunk(2)
+    metrics = dpo_metrics(chosen, rejected, ref_chosen, ref_rejected, beta=0.1)
+    assert metrics["rewards/accuracies"] == 1.0 and metrics["rewards/margins"] > 0
+
+
+def test_on_policy_round_and_exact_metrics(base):
+    from minirlhf.optimum import ExactEvaluator
+
+    model, tok = base
+    data = clean_pairs(("France", "Japan"))
+    evaluator = ExactEvaluator(model, tok, list(dict.fromkeys(data["prompt"])))
+    config = DPOConfig(beta=0.5, on_policy_rounds=1, pairs_per_prompt=4, batch_size=8, progress=False)
+    _, history = train_dpo(copy.deepcopy(model), model, tok, data, config, evaluator=evaluator,
+                           eval_prompts=[world.make_prompt("Cuba")])
+    assert history[0]["exact/attainment"] == pytest.approx(0.0, abs=1e-6)  # step 0: the reference
+    assert {h["round"] for h in history} == {0, 1}
+    last = history[-1]
+    for key in ("exact/attainment", "exact/coverage", "exact/true_reward", "eval_exact/attainment"):
+        assert key in last

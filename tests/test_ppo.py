@@ -311,3 +311,24 @@ def test_bad_input_is_refused(base):
     with pytest.raises(ValueError, match="do not belong together"):
         train_ppo(model, model, tokenizer, world.prompts("train"), PPOConfig(progress=False),
                   reward_model=reward_model)
+
+
+def test_critic_from_a_reward_model_starts_at_its_scores(base):
+    model, tokenizer = base
+    from minirlhf.reward import RewardModel
+
+    reward_model = RewardModel.from_base(model, attention_only=True)
+    with torch.no_grad():
+        reward_model.head.weight.normal_()
+        reward_model.head.bias.fill_(0.3)
+        reward_model.score_mean.fill_(0.5)
+        reward_model.score_std.fill_(2.0)
+    critic = Critic.from_reward_model(reward_model)
+    assert all(p.requires_grad for p in critic.parameters())  # the critic trains all of its trunk
+    batch = encode_prompt_response(tokenizer, [world.make_prompt("France")],
+                                   [world.make_response("France", "correct")])
+    values = critic(batch["input_ids"], batch["attention_mask"])
+    # V at column k reads the state after tokens < k: the reward model's score of that prefix
+    for k in (5, 12, batch["input_ids"].shape[1] - 1):
+        prefix = reward_model(batch["input_ids"][:, :k], batch["attention_mask"][:, :k])
+        torch.testing.assert_close(values[:, k], prefix, atol=1e-5, rtol=1e-5)

@@ -6,8 +6,8 @@ import pytest
 from datasets import Dataset, DatasetDict
 
 from minirlhf import world
-from minirlhf.preferences import (bayes_optimal_accuracy, collect_preferences, label_pairs,
-                                  load_preferences, sample_response_pairs)
+from minirlhf.preferences import (bayes_optimal_accuracy, collect_preferences, default_preferences,
+                                  label_pairs, load_preferences, sample_response_pairs)
 from minirlhf.widgets import LabelingPanel, LabelingSession
 
 FRANCE = world.make_prompt("France")
@@ -29,6 +29,14 @@ def test_collect_preferences_columns_rewards_and_seed(base):
         assert row["rejected_reward"] == world.true_reward(row["prompt"], row["rejected"])
     again = collect_preferences(model, tokenizer, prompts, pairs_per_prompt=4, seed=1, progress=False)
     assert again.to_list() == data.to_list()
+
+
+def test_default_preferences_are_cached_but_each_call_gets_its_own_dict():
+    first = default_preferences(pairs_per_prompt=2, progress=False)
+    assert set(first) == {"train", "test"} and len(first["train"]) + len(first["test"]) == 40
+    first["train"] = None  # reassigning a split must not change what the next caller gets
+    second = default_preferences(pairs_per_prompt=2, progress=False)
+    assert second["train"] is not None and second["test"] is first["test"]
 
 
 def test_sampled_pairs_and_bad_arguments(base):

@@ -1,0 +1,118 @@
+"""DPO against the exact optimum: attainment, leaked mass and step time, over seeds and betas.
+
+    python benchmarks/dpo.py                      # defaults, beta 0.1 and 0.5, seeds 0 1 2
+    python benchmarks/dpo.py --offline            # also offline-only DPO (on_policy_rounds=0)
+    python benchmarks/dpo.py --seeds 0 --betas 0.1 --json out.json
+
+For each seed the preference data are the tutorial's (``default_preferences(seed=seed)``, pairs
+sampled from the shipped SFT model and labelled by the Bradley-Terry rater with tau = 1), and
+DPO runs with ``DPOConfig(beta=beta, seed=seed)`` and nothing else changed. Attainment is exact
+(:class:`minirlhf.optimum.ExactEvaluator`) on the training prompts and on the held-out prompts
+that DPO never sees; "leak" is the probability outside the candidate set (1 - coverage).
+The step time is the median of a DPO step (one forward of chosen and rejected together,
+backward, AdamW) on 16 pairs, the batch of ``benchmarks/trl_dpo_peer.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+
+import torch
+
+from minirlhf import world
+from minirlhf.dpo import DPOConfig, dpo_loss, encode_pairs, pair_logps, reference_logps, train_dpo
+from minirlhf.optimum import ExactEvaluator
+from minirlhf.preferences import default_preferences
+from minirlhf.sft import load_base_model
+
+
+def step_seconds(ref, tokenizer, data, batch_size: int = 16, repeats: int = 30) -> float:
+    """Median wall time of one DPO step on ``batch_size`` pairs (reference log-probs precomputed)."""
+    policy = copy.deepcopy(ref)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-4)
+    encoded = encode_pairs(tokenizer, data)
+    ref_chosen, ref_rejected = reference_logps(ref, encoded).chunk(2)
+    n = len(data)
+    generator = torch.Generator().manual_seed(0)
+    times = []
+    for _ in range(repeats):
+        idx = torch.randint(n, (batch_size,), generator=generator)
+        start = time.perf_counter()
+        rows = {k: v[torch.cat([idx, idx + n])] for k, v in encoded.items()}
+        chosen, rejected = pair_logps(policy, rows)
+        loss = dpo_loss(chosen, rejected, ref_chosen[idx], ref_rejected[idx], 0.1).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[5:])  # the first steps warm up
+
+
+def run(seed: int, beta: float, offline: bool, ref, tokenizer, evaluators) -> dict:
+    """One DPO run with the defaults (or offline only); exact figures at the end."""
+    data = default_preferences(seed=seed, progress=False)["train"]
+    config = DPOConfig(beta=beta, seed=seed, progress=False, **({"on_policy_rounds": 0} if offline else {}))
+    start = time.perf_counter()
+    policy, history = train_dpo(copy.deepcopy(ref), ref, tokenizer, data, config)
+    seconds = time.perf_counter() - start
+    row = {"method": "DPO offline" if offline else "DPO (defaults)", "seed": seed, "beta": beta,
+           "steps": history[-1]["step"], "seconds": round(seconds, 1)}
+    for split, evaluator in evaluators.items():
+        report = evaluator.evaluate(policy, beta)
+        row[f"{split}_attainment"] = round(report["attainment"], 4)
+        row[f"{split}_leak"] = round(1 - report["coverage"], 4)
+        row[f"{split}_p_correct"] = round(report["p_correct"], 4)
+    return row
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--betas", type=float, nargs="+", default=[0.1, 0.5])
+    parser.add_argument("--offline", action="store_true", help="also run offline-only DPO")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", help="write the rows and the summary to this file")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    ref, tokenizer = load_base_model()
+    evaluators = {"train": ExactEvaluator(ref, tokenizer, world.prompts("train")),
+                  "held_out": ExactEvaluator(ref, tokenizer, world.prompts("held_out"))}
+    rows = []
+    for beta in args.betas:
+        for seed in args.seeds:
+            for offline in ([False, True] if args.offline else [False]):
+                rows.append(run(seed, beta, offline, ref, tokenizer, evaluators))
+                print(json.dumps(rows[-1]), flush=True)
+    summary = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        for beta in args.betas:
+            group = [r for r in rows if r["method"] == method and r["beta"] == beta]
+            entry = {"method": method, "beta": beta, "seeds": len(group)}
+            for key in ("train_attainment", "held_out_attainment", "train_leak", "held_out_leak", "seconds"):
+                values = [r[key] for r in group]
+                entry[f"{key}_median"] = round(statistics.median(values), 4)
+                entry[f"{key}_min" if "attainment" in key else f"{key}_max"] = round(
+                    min(values) if "attainment" in key else max(values), 4)
+            summary.append(entry)
+    step = step_seconds(ref, tokenizer, default_preferences(progress=False)["train"])
+    print("\n| method | beta | train attainment (median, min) | held-out attainment (median, min) "
+          "| leak train (median, max) | seconds |")
+    print("|---|---|---|---|---|---|")
+    for s in summary:
+        print(f"| {s['method']} | {s['beta']} | {s['train_attainment_median']:.3f}, {s['train_attainment_min']:.3f} "
+              f"| {s['held_out_attainment_median']:.3f}, {s['held_out_attainment_min']:.3f} "
+              f"| {s['train_leak_median']:.4f}, {s['train_leak_max']:.4f} | {s['seconds_median']:.0f} |")
+    print(f"\nDPO step on 16 pairs: {1000 * step:.1f} ms (median)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rows": rows, "summary": summary, "step_seconds_16_pairs": step,
+                       "command": "python benchmarks/dpo.py " + " ".join(argv or [])}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
