@@ -127,8 +127,9 @@ def time_ours(steps: int = 12) -> list[float]:
 def time_trl(python: str, steps: int = 6) -> list[float]:
     """Seconds per update of TRL 1.12's PPOTrainer, from its own venv."""
     script = Path(__file__).with_name("trl_ppo_peer.py")
-    result = subprocess.run([python, str(script), "--steps", str(steps)], capture_output=True, text=True,
-                            cwd=Path(__file__).parent.parent)
+    result = subprocess.run([python, str(script), "--steps", str(steps),
+                             "--threads", str(torch.get_num_threads())],
+                            capture_output=True, text=True, cwd=Path(__file__).parent.parent)
     if result.returncode != 0:
         raise RuntimeError(f"TRL peer failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])["seconds_per_update"]
@@ -136,7 +137,6 @@ def time_trl(python: str, steps: int = 6) -> list[float]:
 
 def timing(trl_python: str | None, rounds: int = 3) -> dict:
     """Median seconds per update of ours (and TRL's), alternating rounds."""
-    torch.set_num_threads(min(2, torch.get_num_threads()))
     ours, trl = [], []
     for _ in range(rounds):
         ours += time_ours()
@@ -161,7 +161,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=None, help="PPO steps (default: PPOConfig's)")
     parser.add_argument("--trl-python", default=None, help="python of a venv with trl==1.12")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (ours and TRL's alike); the tiny model gains little from more")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     parts = args.only or ["attainment", "ceiling", "timing"]
     betas = [float(b) for b in args.betas.split(",")]
     results = {"targets": {str(k): v for k, v in TARGETS.items()}, "trl_reported": TRL_REPORTED}

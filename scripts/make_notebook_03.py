@@ -59,7 +59,7 @@ from minirlhf.ppo import (AdaptiveKLController, Critic, PPOConfig, answer_tracke
 from minirlhf.sft import load_base_model
 from minirlhf.utils import seed_everything
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)   # the tiny model is too small to gain from more threads
 ref_model, tokenizer = load_base_model()   # the SFT model: the start of the policy AND the frozen reference
 train_prompts, held_out_prompts = world.prompts("train"), world.prompts("held_out")
 evaluator = ExactEvaluator(ref_model, tokenizer, train_prompts)      # exact figures on the training prompts
@@ -320,11 +320,18 @@ plot_reward_histories(runs, ["objective/scores", "exact/true_reward", "exact/kl"
                       title="learned reward model: score (what PPO sees) vs true reward vs KL");
 """)
 code("""
-free, kept = runs["beta = 0.0"][-1], runs["beta = 0.1"][-1]
 for name, h in runs.items():
-    print(f"{name}: reward-model score {h[-1]['objective/scores']:+.2f}, true reward {h[-1]['exact/true_reward']:+.3f}, "
-          f"KL {h[-1]['exact/kl']:.2f}")
-OVER_OPTIMISATION_ASSERTS
+    exact = [x for x in h if "exact/true_reward" in x]
+    print(f"{name}: true reward " + " ".join(f"{x['exact/true_reward']:+.2f}" for x in exact)
+          + "  |  KL " + " ".join(f"{x['exact/kl']:.2f}" for x in exact))
+free = [x for x in runs["beta = 0.0"] if "exact/true_reward" in x]
+kept = [x for x in runs["beta = 0.1"] if "exact/true_reward" in x]
+peak = max(x["exact/true_reward"] for x in free)
+# the lesson, asserted: without the penalty the true reward rose, then fell while the KL kept growing ...
+assert peak > free[0]["exact/true_reward"] + 0.1 and free[-1]["exact/true_reward"] < peak - 0.15
+assert free[-1]["exact/kl"] > 2 * free[1]["exact/kl"]
+# ... and the run with the penalty ends with the better true reward
+assert kept[-1]["exact/true_reward"] > free[-1]["exact/true_reward"] + 0.1
 """)
 
 md("""
@@ -357,15 +364,14 @@ md("""
   gets most of the way to the exact optimum `pi*` in a few dozen steps.
 * Pushed off course, it is pulled back by the reward and by the KL.
 * beta trades reward for closeness to the SFT model, as the exact optimum predicts.
-* Against a learned reward model with no KL penalty, the policy chases the reward model's score and
-  drifts far from the SFT model: over-optimisation. The KL penalty is what keeps RLHF honest.
+* Against a learned reward model with no KL penalty, the policy chases the reward model's score: the
+  true reward first rises, then falls while the KL keeps growing (over-optimisation). With the
+  penalty the policy stays nearer the SFT model and keeps more of the true reward.
 """)
 
 PARAMS = {
     "STEPS_MAIN": "60", "DRIFT_STEPS": "15", "STEPS_BACK": "30", "SWEEP_BETAS": "[0.03, 0.3, 1.0]",
     "STEPS_SWEEP": "30", "STEPS_RM": "40",
-    "OVER_OPTIMISATION_ASSERTS": "# the lesson: without the penalty the policy moves much further from the SFT model\n"
-                                 "assert free['exact/kl'] > 2 * kept['exact/kl']",
 }
 for cell in cells:
     for key, value in PARAMS.items():
