@@ -104,7 +104,8 @@ def main(argv=None):
           "| leak train (median, max) | seconds |")
     print("|---|---|---|---|---|---|")
     for s in summary:
-        print(f"| {s['method']} | {s['beta']} | {s['train_attainment_median']:.3f}, {s['train_attainment_min']:.3f} "
+        print(f"| {s['method']} | {s['beta']} "
+              f"| {s['train_attainment_median']:.3f}, {s['train_attainment_min']:.3f} "
               f"| {s['held_out_attainment_median']:.3f}, {s['held_out_attainment_min']:.3f} "
               f"| {s['train_leak_median']:.4f}, {s['train_leak_max']:.4f} | {s['seconds_median']:.0f} |")
     print(f"\nDPO step on 16 pairs: {1000 * step:.1f} ms (median)")

@@ -138,7 +138,15 @@ LOSS_TYPES = ("sigmoid", "ipo")
 
 @dataclass
 class DPOConfig:
-    """Hyperparameters of :func:`train_dpo`. Names follow TRL's ``DPOConfig`` where it has one."""
+    """Hyperparameters of :func:`train_dpo`. Names follow TRL's ``DPOConfig`` (and, for the
+    on-policy rounds, ``OnlineDPOConfig``) where it has one.
+
+    The defaults are on-policy DPO: one step on the collected pairs, then ``on_policy_rounds``
+    rounds of *fresh* pairs sampled from the current policy, one step each. With
+    ``on_policy_rounds=0`` it is ordinary offline DPO over ``epochs`` passes of the data, which
+    on this world leaks probability onto malformed answers and, run long enough or at a higher
+    learning rate, collapses (see notebook 04 and ``benchmarks/dpo.py``).
+    """
 
     beta: float = 0.1
     """KL strength: the policy aims at pi* = pi_ref exp(r / beta) / Z. Small beta = far from pi_ref."""
@@ -147,39 +155,40 @@ class DPOConfig:
     ``label_smoothing > 0``, as in TRL); ``"ipo"``: :func:`ipo_loss`."""
     label_smoothing: float = 0.0
     """Assumed label-flip rate of conservative DPO; 0 is plain DPO."""
-    learning_rate: float = 1e-3
-    """Peak learning rate of AdamW (linear warm-up, then cosine decay to 0)."""
+    learning_rate: float = 2e-3
+    """Peak learning rate of AdamW. Far above TRL's 1e-6 (a tiny model needs it), and still well
+    inside the safe range *because* each step uses fresh on-policy pairs; offline, much lower rates
+    already collapse."""
+    on_policy_rounds: int = 40
+    """Rounds of fresh pairs sampled from the current policy after the offline round (0: offline DPO
+    only). Offline pairs never show the malformed answers the policy drifts to; fresh pairs do."""
+    pairs_per_prompt: int = 16
+    """Pairs drawn per prompt in each on-policy round (pairs of identical answers are dropped)."""
+    temperature: float = 1.3
+    """Sampling temperature of the on-policy pairs. Above 1 keeps rare answers (hedges, wrong and
+    malformed ones) in the pairs, so that DPO keeps correcting them instead of losing sight of them;
+    the labels come from the rater either way, so DPO's target pi* is unchanged."""
     epochs: int = 1
     """Passes over the pairs of each round."""
-    batch_size: int = 64
-    """Pairs per step (chosen and rejected go through the model together: 2 x batch_size rows)."""
-    warmup_steps: int = 10
+    batch_size: int = 512
+    """Pairs per step (chosen and rejected go through the model together: 2 x batch_size rows).
+    With the defaults a round's pairs fit one step."""
+    warmup_steps: int = 5
     """Linear warm-up steps."""
     weight_decay: float = 0.0
     """AdamW weight decay. Zero: decay pulls the weights towards 0, not towards pi_ref."""
-    adam_beta2: float = 0.999
-    """AdamW's second-moment decay (TRL/transformers name)."""
+    adam_beta2: float = 0.99
+    """AdamW's second-moment decay (TRL/transformers name); 0.99 adapts to the changing on-policy
+    gradients faster than 0.999."""
     adam_epsilon: float = 1e-8
     """AdamW's epsilon (TRL/transformers name)."""
     max_grad_norm: float = 1.0
     """Clip the gradient norm to this value."""
-    on_policy_rounds: int = 8
-    """Rounds of fresh pairs sampled from the current policy after the offline round (0: offline
-    DPO only). Offline data never show the malformed answers the policy drifts to; fresh pairs do."""
-    pairs_per_prompt: int = 32
-    """Pairs sampled per prompt in each on-policy round."""
-    pair_with_reference: bool = False
-    """EXPERIMENT: second answer of each on-policy pair from the reference."""
-    mix_offline: bool = False
-    """EXPERIMENT: train each on-policy round on the offline pairs plus the fresh ones."""
-    temperature: float = 1.0
-    """Sampling temperature of the on-policy pairs. Above 1 explores the tail (wrong and malformed
-    answers) more; the labels come from the rater either way, so DPO's target pi* is unchanged."""
     seed: int = 0
     """Seed of the order of the pairs, of the on-policy samples and of the default rater."""
-    log_every: int = 5
+    log_every: int = 1
     """Record the training metrics (averaged since the last record) every this many steps."""
-    eval_every: int = 20
+    eval_every: int = 10
     """Run the exact evaluation every this many steps (and at the first and last step)."""
     progress: bool = True
     """Show a tqdm progress bar."""
@@ -287,14 +296,14 @@ def unique_prompts(data) -> list[str]:
 
 
 def on_policy_pairs(policy, tokenizer, prompts: list[str], pairs_per_prompt: int, rater, seed: int,
-                    temperature: float = 1.0, second_model=None):
-    """Fresh preference pairs with at least one answer from the *current* policy.
+                    temperature: float = 1.0):
+    """Fresh preference pairs sampled from the *current* policy, labelled by ``rater``.
 
-    This is where on-policy DPO gets its data: the answers the policy now gives, including the
-    malformed ones it starts to drift towards, are judged by ``rater`` and can be pushed down.
-    The second answer of each pair comes from ``second_model`` (the policy itself if None).
-    Each prompt gets ``pairs_per_prompt`` draws; pairs of identical answers carry no preference
-    and are dropped. Returns a Dataset with ``prompt``, ``chosen``, ``rejected``.
+    This is where on-policy DPO gets its data: the answers the policy gives now, including the
+    malformed ones it starts to drift towards, are judged and can be pushed down. Each prompt gets
+    ``pairs_per_prompt`` pairs of two independent samples; pairs of identical answers carry no
+    preference and are dropped (so a sharper policy yields fewer pairs). Returns a Dataset with
+    ``prompt``, ``chosen``, ``rejected``.
     """
     from datasets import Dataset
 
@@ -304,8 +313,7 @@ def on_policy_pairs(policy, tokenizer, prompts: list[str], pairs_per_prompt: int
     generator = seed_everything(seed)
     batch = [p for p in prompts for _ in range(pairs_per_prompt)]
     first = generate(policy, tokenizer, batch, temperature=temperature, generator=generator)["responses"]
-    second = generate(second_model or policy, tokenizer, batch, temperature=temperature,
-                      generator=generator)["responses"]
+    second = generate(policy, tokenizer, batch, temperature=temperature, generator=generator)["responses"]
     rows = []
     for prompt, y1, y2 in zip(batch, first, second):
         if y1 != y2:
@@ -322,7 +330,7 @@ def learning_rate(config: DPOConfig, step: int, round_: int) -> float:
 
 
 def train_dpo(policy, ref_model, tokenizer, train_data, config: DPOConfig | None = None,
-              evaluator=None, eval_prompts: list[str] | None = None, rater=None):
+              evaluator=None, eval_prompts=None, rater=None):
     """Train ``policy`` (in place) with DPO against the frozen ``ref_model``.
 
     Round 0 is ordinary (offline) DPO on ``train_data``, a Dataset with string columns
@@ -335,8 +343,8 @@ def train_dpo(policy, ref_model, tokenizer, train_data, config: DPOConfig | None
     ``evaluator``: an optional :class:`~minirlhf.optimum.ExactEvaluator` (usually on the training
     prompts) whose exact figures are logged as ``exact/attainment``, ``exact/true_reward``,
     ``exact/kl``, ``exact/coverage``, ``exact/p_correct`` every ``config.eval_every`` steps and
-    at the end of every round. ``eval_prompts``: optional further prompts (e.g. held-out
-    countries), logged the same way under ``eval_exact/...`` (TRL's ``eval_`` prefix).
+    at the end. ``eval_prompts``: optional held-out prompts (or their ``ExactEvaluator``), logged
+    the same way under ``exact_held_out/...`` (the names :func:`minirlhf.ppo.train_ppo` uses).
 
     Returns ``(policy, history)``; history is a list of dicts with ``step``, ``round``,
     ``epoch``, ``loss``, the metrics of :func:`dpo_metrics`, ``learning_rate``, ``time`` and
@@ -357,10 +365,11 @@ def train_dpo(policy, ref_model, tokenizer, train_data, config: DPOConfig | None
     evaluators = {}
     if evaluator is not None:
         evaluators["exact"] = evaluator
-    if eval_prompts:
+    if eval_prompts is not None:
         from minirlhf.optimum import ExactEvaluator
 
-        evaluators["eval_exact"] = ExactEvaluator(ref_model, tokenizer, list(eval_prompts))
+        evaluators["exact_held_out"] = (eval_prompts if isinstance(eval_prompts, ExactEvaluator)
+                                        else ExactEvaluator(ref_model, tokenizer, list(eval_prompts)))
 
     device = next(policy.parameters()).device
     ref_model.eval()
@@ -378,11 +387,7 @@ def train_dpo(policy, ref_model, tokenizer, train_data, config: DPOConfig | None
         bar.update()
         data = train_data if round_ == 0 else on_policy_pairs(
             policy, tokenizer, prompts, config.pairs_per_prompt, rater, config.seed * 1000 + round_,
-            config.temperature, ref_model if config.pair_with_reference else None)
-        if round_ > 0 and config.mix_offline:
-            from datasets import concatenate_datasets
-            data = concatenate_datasets([train_data.select_columns(list(PREFERENCE_COLUMNS)),
-                                         data.select_columns(list(PREFERENCE_COLUMNS))])
+            config.temperature)
         if len(data) == 0:
             continue  # every pair of answers was identical: nothing to learn from this round
         # Everything that does not change during a round is computed once: tokens and log pi_ref.

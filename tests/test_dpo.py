@@ -201,5 +201,5 @@ def test_on_policy_round_and_exact_metrics(base):
     assert history[0]["exact/attainment"] == pytest.approx(0.0, abs=1e-6)  # step 0: the reference
     assert {h["round"] for h in history} == {0, 1}
     last = history[-1]
-    for key in ("exact/attainment", "exact/coverage", "exact/true_reward", "eval_exact/attainment"):
+    for key in ("exact/attainment", "exact/coverage", "exact/true_reward", "exact_held_out/attainment"):
         assert key in last
