@@ -2,6 +2,7 @@
 
     python benchmarks/reward_model.py                 # seeds 0-4, 2 threads
     python benchmarks/reward_model.py --seeds 0 1 2 --json out.json
+    python benchmarks/reward_model.py --backbone full     # or frozen: the alternatives
 
 For each seed it runs :func:`minirlhf.reward.train_default_reward_model` (default preference
 data from the shipped SFT model, default config) and measures:
@@ -19,7 +20,9 @@ The ranking agreement is also given over the France candidates that the training
 (``ranking_agreement_seen``): most of the 48 candidates (e.g. hedging with a wrong city) the SFT
 model almost never says, so the reward model never sees them and can only extrapolate.
 
-It prints one line per seed and the medians. Timings depend on the machine and its load.
+It prints one line per seed and the medians. Wall-clock timings depend on the machine and its
+load; the stage's CPU time (all threads together) is printed too: on a shared, busy machine it says
+more about the work done than the wall clock does.
 """
 
 from __future__ import annotations
@@ -35,21 +38,28 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
-def run_seed(seed: int) -> dict:
-    from minirlhf.preferences import default_preferences
-    from minirlhf.reward import reward_model_report, train_default_reward_model
+BACKBONES = {"attention": {"attention_only": True}, "full": {"attention_only": False},
+             "frozen": {"freeze_backbone": True}}
 
-    start = time.perf_counter()
-    default_preferences(seed=seed, progress=False)  # collect (cached for the call below)
+
+def run_seed(seed: int, backbone: str = "attention") -> dict:
+    from minirlhf.preferences import default_preferences
+    from minirlhf.reward import REWARD_PAIRS_PER_PROMPT, reward_model_report, train_default_reward_model
+
+    start, cpu_start = time.perf_counter(), time.process_time()
+    default_preferences(pairs_per_prompt=REWARD_PAIRS_PER_PROMPT, seed=seed, progress=False)  # cached
     collect_seconds = time.perf_counter() - start
-    reward_model, tokenizer, data, history = train_default_reward_model(seed=seed, progress=False)
+    reward_model, tokenizer, data, history = train_default_reward_model(seed=seed, progress=False,
+                                                                        **BACKBONES[backbone])
     stage_seconds = time.perf_counter() - start
+    stage_cpu_seconds = time.process_time() - cpu_start
     report = reward_model_report(reward_model, tokenizer, data)
     report.update({
         "seed": seed,
         "collect_seconds": collect_seconds,
         "train_seconds": history[-1]["time"],
         "stage_seconds": stage_seconds,
+        "stage_cpu_seconds": stage_cpu_seconds,
         "rank_correlation_over_best": report["rank_correlation"] / report["best_rank_correlation"],
         "france_order_ok": report["reward_correct"] > report["reward_hedge"] > report["reward_berlin"],
     })
@@ -59,13 +69,15 @@ def run_seed(seed: int) -> dict:
 COLUMNS = [("accuracy_ratio", ">= 0.95"), ("expected_accuracy_ratio", ""),
            ("rank_correlation", ">= 0.9 (max 0.883)"), ("rank_correlation_over_best", ""),
            ("ranking_agreement", ""), ("ranking_agreement_seen", ""), ("train_seconds", "< 30"),
-           ("stage_seconds", "")]
+           ("stage_seconds", ""), ("stage_cpu_seconds", "")]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the target: 2)")
+    parser.add_argument("--backbone", choices=sorted(BACKBONES), default="attention",
+                        help="what learns besides the head (the default stage: attention)")
     parser.add_argument("--json", help="also write every number to this JSON file")
     args = parser.parse_args(argv)
 
@@ -74,7 +86,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     rows = []
     for seed in args.seeds:
-        row = run_seed(seed)
+        row = run_seed(seed, args.backbone)
         rows.append(row)
         print(f"seed {seed}: test acc {row['test_accuracy']:.3f} / Bayes {row['bayes_optimal_accuracy']:.3f}"
               f" = {row['accuracy_ratio']:.3f} (expected {row['expected_accuracy_ratio']:.3f}), "
@@ -82,8 +94,9 @@ def main(argv=None) -> int:
               f"agreement {row['ranking_agreement']:.3f} (seen {row['ranking_agreement_seen']:.3f}), "
               f"France P/H/B {row['reward_correct']:.2f}/{row['reward_hedge']:.2f}/"
               f"{row['reward_berlin']:.2f}, train {row['train_seconds']:.1f} s, "
-              f"stage {row['stage_seconds']:.1f} s", flush=True)
-    print(f"\nmedians over seeds {args.seeds} ({args.threads} threads, {torch.__version__}):")
+              f"stage {row['stage_seconds']:.1f} s (CPU {row['stage_cpu_seconds']:.1f} s)", flush=True)
+    print(f"\nmedians over seeds {args.seeds} (backbone: {args.backbone}, {args.threads} threads, "
+          f"torch {torch.__version__}, load average {os.getloadavg()[0]:.1f}):")
     medians = {}
     for key, target in COLUMNS:
         medians[key] = statistics.median(r[key] for r in rows)
@@ -92,7 +105,8 @@ def main(argv=None) -> int:
     print(f"  France: correct > hedge > Berlin in {ok}/{len(rows)} seeds")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"runs": rows, "medians": medians, "threads": args.threads}, f, indent=2)
+            json.dump({"runs": rows, "medians": medians, "threads": args.threads,
+                       "backbone": args.backbone}, f, indent=2)
     return 0
 
 
