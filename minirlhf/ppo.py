@@ -6,7 +6,7 @@ Read this file top to bottom; it is the whole algorithm. One PPO *step* is::
                    and the critic's values V(x, y_<t), all on the same (B, T) grid
     2. reward      r_t = -beta * (log pi(y_t|..) - log pi_ref(y_t|..))        on every response token
                          + score(x, y)                                         added at the last token
-    3. advantages  GAE over the response tokens, returns = advantages + values, whitened advantages
+    3. advantages  GAE over the response tokens, returns = advantages + values (whitening optional)
     4. update      a few epochs over shuffled minibatches of the clipped surrogate and value losses
     5. beta        fixed, or adapted towards a target KL (Ziegler et al. 2019)
 
@@ -38,6 +38,7 @@ Dropout is off (models stay in ``eval()`` mode; PyTorch still computes gradients
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections.abc import Callable
@@ -286,7 +287,10 @@ class PPOConfig:
     clip_range_value: float = 0.2
     """How far a value may move from its rollout-time value before the value loss is clipped."""
     whiten_advantages: bool = False
-    """Normalise the advantages of each batch to mean 0, variance 1 over its real tokens."""
+    """Normalise each batch's advantages to mean 0, variance 1 over its real tokens (TRL always
+    does). Off by default: once nearly every answer is right, a batch's advantages are mostly noise,
+    and whitening blows that noise up to full-size steps. On the toy world (beta 0.1, 1000 steps,
+    seed 0) it ended at attainment 0.949 against 0.983 without."""
     vf_coef: float = 0.1
     """Weight of the value loss in ``L = L_policy + vf_coef * L_value``. The critic has its own
     parameters and Adam normalises each parameter's step, so this mostly sets the scale of the
@@ -314,7 +318,7 @@ class PPOConfig:
     warmup_steps: int = 5
     """Linear warm-up steps of the learning rate."""
     max_grad_norm: float = 1.0
-    """Clip the gradient norm of the policy and of the critic, each, to this."""
+    """Clip the norm of the gradient (policy and critic together, as in TRL) to this."""
     steps: int = 1000
     """PPO steps (each: one rollout batch, then ``epochs x minibatches`` optimiser steps). The last
     percent of attainment is slow: the rare bad answers must be *sampled* to be suppressed."""
@@ -417,8 +421,7 @@ def ppo_update(policy, critic, optimizer, batch: dict, advantages: torch.Tensor,
             check_finite_loss(loss, len(stats))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
-            torch.nn.utils.clip_grad_norm_(critic.parameters(), config.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_([*policy.parameters(), *critic.parameters()], config.max_grad_norm)
             optimizer.step()
             stats.append({**policy_stats, **value_stats})
     return {key: torch.stack([s[key] for s in stats]).mean().item() for key in stats[0]}
@@ -452,6 +455,26 @@ def check_reward_model(reward_model, tokenizer) -> None:
         raise ValueError(f"The reward model's embedding has {embeddings.num_embeddings} tokens but the "
                          f"tokenizer has {len(tokenizer)}: they do not belong together. Train the "
                          "reward model with the policy's tokenizer.")
+
+
+@contextlib.contextmanager
+def fused_gelu(*models):
+    """Run GPT-2's ``gelu_new`` activation as PyTorch's one-kernel ``GELU(approximate="tanh")``.
+
+    It is the same function (log-probs agree to about 1e-6), computed in one operation instead of
+    seven, which makes a PPO step about 15% faster on a CPU. The original modules are put back on
+    exit, so the models leave as they came. ``None`` entries are skipped.
+    """
+    swapped = [(parent, name, child) for model in models if model is not None
+               for parent in model.modules() for name, child in parent.named_children()
+               if type(child).__name__ == "NewGELUActivation"]
+    for parent, name, _ in swapped:
+        setattr(parent, name, nn.GELU(approximate="tanh"))
+    try:
+        yield
+    finally:
+        for parent, name, child in swapped:
+            setattr(parent, name, child)
 
 
 def _exact_metrics(evaluator, policy, beta: float, prefix: str) -> dict[str, float]:
@@ -528,48 +551,50 @@ def train_ppo(policy, ref_model, tokenizer, prompts: list[str], config: PPOConfi
             record.update(callback(step, policy) or {})
         return record
 
-    start = time.perf_counter()
-    # step 0 is the starting policy (the SFT model): its exact figures start every curve
-    history = [{"step": 0, "beta": beta, **evaluate(0), "time": 0.0}] if config.eval_every else []
-    for step in tqdm(range(1, config.steps + 1), desc="PPO", disable=not config.progress):
-        step_start = time.perf_counter()
-        rows = torch.randint(len(prompts), (config.rollouts_per_step,), generator=generator).tolist()
-        # 1. rollout
-        batch = rollout(policy, ref_model, critic, tokenizer, [prompts[i] for i in rows], config,
-                        generator)
-        mask = batch["response_mask"]
-        # 2. reward: k1 KL penalty on every token, score at the last one
-        scores = score_rollouts(batch, reward_model, config.missing_eos_penalty)
-        rewards = per_token_rewards(batch["logprobs"], batch["ref_logprobs"], scores, mask, beta)
-        # 3. advantages and returns
-        advantages, returns = gae(rewards, batch["values"], mask, config.gamma, config.lam)
-        if config.whiten_advantages:
-            advantages = whiten(advantages, mask)
-        # 4. update
-        update_start = time.perf_counter()
-        stats = ppo_update(policy, critic, optimizer, batch, advantages, returns, config, generator)
-        scheduler.step()
-        update_time = time.perf_counter() - update_start
-        # 5. log, then adapt beta to the KL of this batch
-        kl = ((batch["logprobs"] - batch["ref_logprobs"]) * mask).sum(-1)  # sequence KL (k1)
-        record = {"step": step, "beta": beta, **stats,
-                  "objective/scores": scores.mean().item(),
-                  "objective/kl": kl.mean().item(),
-                  "objective/non_score_reward": (-beta * kl).mean().item(),
-                  "objective/rlhf_reward": (scores - beta * kl).mean().item(),
-                  "objective/entropy": (batch["entropy"] * mask).sum(-1).mean().item(),
-                  "objective/true_reward": _true_reward(batch),
-                  "val/explained_variance": explained_variance(batch["values"], returns, mask),
-                  "eos_fraction": batch["finished"].float().mean().item(),
-                  "learning_rate": scheduler.get_last_lr()[0],
-                  "time/update": update_time,
-                  "time/step": time.perf_counter() - step_start}
-        if kl_controller is not None:
-            beta = kl_controller.update(record["objective/kl"], config.rollouts_per_step)
-        if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
-            record.update(evaluate(step))
-        record["time"] = time.perf_counter() - start
-        history.append(record)
+    # GPT-2's activation as one kernel while we train (same function): a ~15% faster step
+    with fused_gelu(policy, ref_model, critic, reward_model):
+        start = time.perf_counter()
+        # step 0 is the starting policy (the SFT model): its exact figures start every curve
+        history = [{"step": 0, "beta": beta, **evaluate(0), "time": 0.0}] if config.eval_every else []
+        for step in tqdm(range(1, config.steps + 1), desc="PPO", disable=not config.progress):
+            step_start = time.perf_counter()
+            rows = torch.randint(len(prompts), (config.rollouts_per_step,), generator=generator).tolist()
+            # 1. rollout
+            batch = rollout(policy, ref_model, critic, tokenizer, [prompts[i] for i in rows], config,
+                            generator)
+            mask = batch["response_mask"]
+            # 2. reward: k1 KL penalty on every token, score at the last one
+            scores = score_rollouts(batch, reward_model, config.missing_eos_penalty)
+            rewards = per_token_rewards(batch["logprobs"], batch["ref_logprobs"], scores, mask, beta)
+            # 3. advantages and returns
+            advantages, returns = gae(rewards, batch["values"], mask, config.gamma, config.lam)
+            if config.whiten_advantages:
+                advantages = whiten(advantages, mask)
+            # 4. update
+            update_start = time.perf_counter()
+            stats = ppo_update(policy, critic, optimizer, batch, advantages, returns, config, generator)
+            scheduler.step()
+            update_time = time.perf_counter() - update_start
+            # 5. log, then adapt beta to the KL of this batch
+            kl = ((batch["logprobs"] - batch["ref_logprobs"]) * mask).sum(-1)  # sequence KL (k1)
+            record = {"step": step, "beta": beta, **stats,
+                      "objective/scores": scores.mean().item(),
+                      "objective/kl": kl.mean().item(),
+                      "objective/non_score_reward": (-beta * kl).mean().item(),
+                      "objective/rlhf_reward": (scores - beta * kl).mean().item(),
+                      "objective/entropy": (batch["entropy"] * mask).sum(-1).mean().item(),
+                      "objective/true_reward": _true_reward(batch),
+                      "val/explained_variance": explained_variance(batch["values"], returns, mask),
+                      "eos_fraction": batch["finished"].float().mean().item(),
+                      "learning_rate": scheduler.get_last_lr()[0],
+                      "time/update": update_time,
+                      "time/step": time.perf_counter() - step_start}
+            if kl_controller is not None:
+                beta = kl_controller.update(record["objective/kl"], config.rollouts_per_step)
+            if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
+                record.update(evaluate(step))
+            record["time"] = time.perf_counter() - start
+            history.append(record)
     return policy, history
 
 
@@ -636,7 +661,8 @@ def token_kl(policy, ref_model, tokenizer, prompt: str, response: str) -> tuple[
 
 def demo_stage(outdir, reward_model=None, quick: bool = False) -> dict:
     """The PPO stage of ``minirlhf demo``: PPO-GT, and PPO with ``reward_model`` when given, from
-    the shipped SFT model at the default config (beta = 0.1). Writes PNG figures into ``outdir``
+    the shipped SFT model at the default config (beta = 0.1) but 300 steps each (about a minute
+    each on 2 cores; ``benchmarks/ppo.py`` runs the full 1000). Writes PNG figures into ``outdir``
     and returns JSON-able metrics, plus the trained policy under ``policy`` (the one trained with
     the learned reward model when there is one: that is classic RLHF's output).
 
@@ -659,9 +685,8 @@ def demo_stage(outdir, reward_model=None, quick: bool = False) -> dict:
     runs = {"gt": None} if reward_model is None else {"gt": None, "rm": reward_model}
     metrics, figures, policy = {}, {}, None
     for name, scorer in runs.items():
-        config = PPOConfig(progress=False)
-        if quick:
-            config.steps, config.eval_every = 4, 2
+        config = PPOConfig(steps=4, eval_every=2, progress=False) if quick else PPOConfig(
+            steps=300, eval_every=25, progress=False)
         start = time.perf_counter()
         policy, history = train_ppo(copy.deepcopy(ref), ref, tokenizer, world.prompts("train"), config,
                                     reward_model=scorer, evaluator=evaluator, eval_prompts=held_out,
@@ -683,7 +708,7 @@ def demo_stage(outdir, reward_model=None, quick: bool = False) -> dict:
         tokens, kl = token_kl(policy, ref, tokenizer, world.make_prompt("France"),
                               world.make_response("France", "correct"))
         figures[f"ppo_{name}_token_kl.png"] = plots.plot_token_kl(tokens, [kl])
-    metrics["ppo/beta"] = PPOConfig().beta
+    metrics["beta"] = PPOConfig().beta
     for name, fig in figures.items():
         fig.savefig(outdir / name, dpi=100, bbox_inches="tight")
         plt.close(fig)

@@ -319,6 +319,12 @@ for b in (0.0, 0.1):
 plot_reward_histories(runs, ["objective/scores", "exact/true_reward", "exact/kl"],
                       title="learned reward model: score (what PPO sees) vs true reward vs KL");
 """)
+md("""
+PPO sees only the left panel: by the reward model's lights both runs improve. Without the penalty
+the true reward (middle) peaks and then falls while the KL (right) keeps climbing: the policy has
+found answers that `r_phi` over-rates. With the penalty the policy can stray too for a while, but
+every step away from the SFT model costs, and it is pulled back.
+""")
 code("""
 for name, h in runs.items():
     exact = [x for x in h if "exact/true_reward" in x]
@@ -344,7 +350,8 @@ and the city.
 code("""
 answers = [world.make_response("France", "correct"), world.make_response("France", "wrong", "Berlin")]
 rows = [token_kl(policy, ref_model, tokenizer, france, answer) for answer in answers]
-plot_token_kl(rows[0][0], [kl for _, kl in rows], labels=["Paris", "Berlin"]);
+columns = ["Paris | Berlin" if token == "Paris" else token for token in rows[0][0]]   # the rows differ only there
+plot_token_kl(columns, [kl for _, kl in rows], labels=["...Paris.", "...Berlin."]);
 """)
 code("""
 tokens, kl = rows[0]

@@ -332,3 +332,18 @@ def test_critic_from_a_reward_model_starts_at_its_scores(base):
     for k in (5, 12, batch["input_ids"].shape[1] - 1):
         prefix = reward_model(batch["input_ids"][:, :k], batch["attention_mask"][:, :k])
         torch.testing.assert_close(values[:, k], prefix, atol=1e-5, rtol=1e-5)
+
+
+def test_fused_gelu_is_the_same_function_and_is_undone(base):
+    model, tokenizer = base
+    from minirlhf.ppo import fused_gelu
+
+    batch = encode_prompt_response(tokenizer, world.prompts("train")[:3],
+                                   ["The capital of France is Paris."] * 3)
+    before = token_logprobs(model, batch["input_ids"], batch["attention_mask"])
+    original = [type(m).__name__ for m in model.modules()]
+    with fused_gelu(model, None):
+        assert "NewGELUActivation" not in [type(m).__name__ for m in model.modules()]
+        during = token_logprobs(model, batch["input_ids"], batch["attention_mask"])
+    torch.testing.assert_close(during, before, atol=1e-5, rtol=1e-5)
+    assert [type(m).__name__ for m in model.modules()] == original
