@@ -64,29 +64,32 @@ def demo(outdir: Path, seed: int = 0, quick: bool = False) -> Path:
     """Run every stage, write figures, ``metrics.json`` and ``report.md`` into ``outdir``.
 
     SFT is trained from scratch here, to show it; the later stages start from the shipped base
-    model, which ``minirlhf sft`` reproduces with the same seed. (The DPO stage joins the pipeline
-    once :mod:`minirlhf.dpo` has its demo stage.)
+    model, which ``minirlhf sft`` reproduces with the same seed.
     """
-    from minirlhf import compare, ppo, reward
+    from minirlhf import compare, dpo, ppo, reward
 
     outdir.mkdir(parents=True, exist_ok=True)
     metrics = {"seed": seed, "quick": quick}
     timer = time.perf_counter()
-    print("== Stage 1/4: supervised fine-tuning (SFT) ==", flush=True)
+    print("== Stage 1/5: supervised fine-tuning (SFT) ==", flush=True)
     metrics["sft"] = sft_stage(outdir, seed=seed, quick=quick)
-    print("== Stage 2/4: preferences and the reward model ==", flush=True)
+    print("== Stage 2/5: preferences and the reward model ==", flush=True)
     stage = reward.demo_stage(outdir, quick=quick)
-    reward_model = stage.pop("reward_model")
-    stage.pop("preferences")
+    reward_model, preferences = stage.pop("reward_model"), stage.pop("preferences")
     stage.pop("tokenizer")
     metrics["reward_model"] = stage
     seconds, policies = {}, {}
-    print("== Stage 3/4: PPO with a KL penalty ==", flush=True)
+    print("== Stage 3/5: PPO with a KL penalty ==", flush=True)
     start = time.perf_counter()
     stage = ppo.demo_stage(outdir, reward_model=reward_model, quick=quick)
     policies["PPO"], seconds["PPO"] = stage.pop("policy"), time.perf_counter() - start
     metrics["ppo"] = stage
-    print("== Stage 4/4: the aligned policy against the exact optimum ==", flush=True)
+    print("== Stage 4/5: DPO on the same preferences ==", flush=True)
+    start = time.perf_counter()
+    stage = dpo.demo_stage(outdir, preferences, quick=quick)
+    policies["DPO"], seconds["DPO"] = stage.pop("policy"), time.perf_counter() - start
+    metrics["dpo"] = stage
+    print("== Stage 5/5: PPO and DPO against the exact optimum ==", flush=True)
     beta = metrics["ppo"].get("beta", 0.1)
     metrics["comparison"] = compare.demo_stage(outdir, policies, seconds, beta)
     print(metrics["comparison"]["table_markdown"])

@@ -21,6 +21,7 @@ reference's log-probs of the chosen answer ``y_w`` and of the rejected answer ``
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 
@@ -428,3 +429,62 @@ def train_dpo(policy, ref_model, tokenizer, train_data, config: DPOConfig | None
                                     acc=f"{record['rewards/accuracies']:.2f}")
     bar.close()
     return policy, history
+
+
+# ----------------------------------------------------------------------------------------------
+# The demo stage
+# ----------------------------------------------------------------------------------------------
+
+def demo_stage(outdir, preferences, quick: bool = False) -> dict:
+    """The DPO stage of ``minirlhf demo``: DPO with the default config (beta = 0.1) from the
+    shipped SFT model on ``preferences["train"]`` (the pairs the reward model was trained on), with
+    the exact figures on the training and the held-out prompts. Writes PNG figures into ``outdir``
+    and returns JSON-able metrics, plus the trained policy under ``policy``.
+
+    ``quick``: a smoke run of a few seconds (two on-policy rounds); its numbers mean little.
+    """
+    import math
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    from minirlhf import plots, world
+    from minirlhf.logprobs import token_log_ratios
+    from minirlhf.optimum import ExactEvaluator
+    from minirlhf.sft import load_base_model
+
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    ref, tokenizer = load_base_model()
+    config = DPOConfig(progress=False, **({"on_policy_rounds": 2, "eval_every": 1} if quick else {}))
+    start = time.perf_counter()
+    policy, history = train_dpo(copy.deepcopy(ref), ref, tokenizer, preferences["train"], config,
+                                evaluator=ExactEvaluator(ref, tokenizer, world.prompts("train")),
+                                eval_prompts=world.prompts("held_out"))
+    last = history[-1]
+    metrics = {f"dpo/{key}": last[f"exact/{key}"]
+               for key in ("attainment", "true_reward", "kl", "p_correct", "coverage")}
+    metrics.update({"dpo/attainment_held_out": last["exact_held_out/attainment"],
+                    "dpo/rewards_accuracies": last["rewards/accuracies"],
+                    "dpo/n_offline_pairs": len(preferences["train"]),
+                    "dpo/on_policy_rounds": config.on_policy_rounds,
+                    "dpo/seconds": time.perf_counter() - start, "beta": config.beta})
+    france = world.make_prompt("France")
+    answers = {"Paris": world.make_response("France", "correct"),
+               "Berlin": world.make_response("France", "wrong", "Berlin"),
+               "hedge": world.make_response("France", "hedge")}
+    rows = [(label, *token_log_ratios(policy, ref, tokenizer, france, answer))
+            for label, answer in answers.items()]
+    figures = {
+        "dpo_training.png": plots.plot_history(
+            history, ["loss", "rewards/margins", "rewards/accuracies", "exact/attainment",
+                      "exact/true_reward", "exact/kl"], title="DPO (on-policy rounds)"),
+        "dpo_token_log_ratios.png": plots.plot_token_log_ratios(rows),
+    }
+    for name, fig in figures.items():
+        fig.savefig(outdir / name, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+    metrics["dpo/figures"] = sorted(figures)
+    metrics = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+    metrics["policy"] = policy
+    return metrics

@@ -198,3 +198,21 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 16,
         "responses": [decode(tokenizer, row) for row in response_ids.tolist()],
         "finished": finished.cpu(),
     }
+
+
+@torch.no_grad()
+def token_log_ratios(policy, ref_model, tokenizer, prompt: str,
+                     response: str) -> tuple[list[str], list[float]]:
+    """Per-token ``log pi(y_t|x, y_<t) - log pi_ref(y_t|x, y_<t)`` of one response, EOS included.
+
+    Returns ``(tokens, log_ratios)``, two lists of length R (the response's tokens). Their sum is
+    ``log pi(y|x) - log pi_ref(y|x)``: PPO's sequence KL estimate for this sample, and DPO's
+    implicit reward divided by beta. Shows *which* tokens a training run changed.
+    """
+    batch = encode_prompt_response(tokenizer, [prompt], [response])
+    device = next(policy.parameters()).device
+    ids, attention = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+    keep = batch["response_mask"][0].bool()
+    delta = token_logprobs(policy, ids, attention) - token_logprobs(ref_model, ids, attention)
+    tokens = tokenizer.convert_ids_to_tokens(batch["input_ids"][0][keep].tolist())
+    return tokens, delta[0].cpu()[keep].tolist()

@@ -11,7 +11,7 @@ from pathlib import Path
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from minirlhf.tokenizer import build_tokenizer
-from minirlhf.utils import check_checkpoint_dir, save_atomically
+from minirlhf.utils import check_checkpoint_dir, no_transformers_progress_bars, save_atomically
 
 
 def tiny_gpt_config(tokenizer: PreTrainedTokenizerFast, n_layer: int = 2, n_embd: int = 64,
@@ -65,7 +65,8 @@ def check_tokenizer_matches(model, tokenizer) -> None:
 
 def save_model(model, tokenizer, path: str | Path) -> Path:
     """Save model (safetensors) and tokenizer into ``path`` atomically."""
-    return save_atomically([model, tokenizer], path)
+    with no_transformers_progress_bars():
+        return save_atomically([model, tokenizer], path)
 
 
 def load_model(path: str | Path, device=None) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerFast]:
@@ -75,7 +76,8 @@ def load_model(path: str | Path, device=None) -> tuple[GPT2LMHeadModel, PreTrain
     path = check_checkpoint_dir(path)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
     tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True)
+    with no_transformers_progress_bars():
+        model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True)
     check_tokenizer_matches(model, tokenizer)
     if device is not None:
         model.to(device)

@@ -49,7 +49,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from minirlhf import world
-from minirlhf.logprobs import generate, position_ids_from_mask, token_logprobs
+from minirlhf.logprobs import generate, position_ids_from_mask, token_log_ratios, token_logprobs
 from minirlhf.utils import check_finite_loss, check_positive, seed_everything
 
 # ----------------------------------------------------------------------------------------------
@@ -645,20 +645,6 @@ def answer_tracker(tokenizer, country: str = "France", wrong_city: str = "Berlin
     return track
 
 
-def token_kl(policy, ref_model, tokenizer, prompt: str, response: str) -> tuple[list[str], list[float]]:
-    """Per-token ``log pi(y_t) - log pi_ref(y_t)`` of one response (its EOS included), with the tokens."""
-    from minirlhf.logprobs import encode_prompt_response
-
-    batch = encode_prompt_response(tokenizer, [prompt], [response])
-    device = next(policy.parameters()).device
-    ids, attention = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-    mask = batch["response_mask"][0].bool()
-    with torch.no_grad():
-        kl = token_logprobs(policy, ids, attention) - token_logprobs(ref_model, ids, attention)
-    tokens = tokenizer.convert_ids_to_tokens(batch["input_ids"][0][mask].tolist())
-    return tokens, kl[0].cpu()[mask].tolist()
-
-
 def demo_stage(outdir, reward_model=None, quick: bool = False) -> dict:
     """The PPO stage of ``minirlhf demo``: PPO-GT, and PPO with ``reward_model`` when given, from
     the shipped SFT model at the default config (beta = 0.1) but 300 steps each (about a minute
@@ -705,7 +691,7 @@ def demo_stage(outdir, reward_model=None, quick: bool = False) -> dict:
         figures[f"ppo_{name}_france.png"] = plots.plot_probability_curves(
             history, {k: k for k in ("P(Paris)", "P(Berlin)", "P(hedge)", "P(wrong)", "P(outside)")},
             title=f"{label}: answers to France", logy=True)
-        tokens, kl = token_kl(policy, ref, tokenizer, world.make_prompt("France"),
+        tokens, kl = token_log_ratios(policy, ref, tokenizer, world.make_prompt("France"),
                               world.make_response("France", "correct"))
         figures[f"ppo_{name}_token_kl.png"] = plots.plot_token_kl(tokens, [kl])
     metrics["beta"] = PPOConfig().beta

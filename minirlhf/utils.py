@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -83,3 +84,18 @@ def check_checkpoint_dir(path: str | Path) -> Path:
             "`minirlhf sft --out <folder>` or pass the folder that save_pretrained wrote."
         )
     return path
+
+
+@contextlib.contextmanager
+def no_transformers_progress_bars():
+    """Silence transformers' per-file progress bars ("Loading weights", "Writing model shards")
+    while loading or saving a 28-tensor model, where they are noise; restores the setting after."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()

@@ -49,13 +49,13 @@ import copy
 import torch
 
 from minirlhf import world
-from minirlhf.logprobs import encode_prompt_response, response_logprobs, token_logprobs
+from minirlhf.logprobs import encode_prompt_response, response_logprobs, token_log_ratios, token_logprobs
 from minirlhf.optimum import ExactEvaluator, kl_divergence, optimal_policy, with_outside
 from minirlhf.plots import (plot_beta_sweep, plot_clipped_objective, plot_history, plot_ppo_loop,
                             plot_probability_curves, plot_reward_histories, plot_token_kl)
 from minirlhf.ppo import (AdaptiveKLController, Critic, PPOConfig, answer_tracker, gae,
                           per_token_rewards, ppo_policy_loss, ppo_value_loss, rollout, score_rollouts,
-                          token_kl, train_ppo, whiten)
+                          train_ppo, whiten)
 from minirlhf.sft import load_base_model
 from minirlhf.utils import seed_everything
 
@@ -349,7 +349,7 @@ and the city.
 """)
 code("""
 answers = [world.make_response("France", "correct"), world.make_response("France", "wrong", "Berlin")]
-rows = [token_kl(policy, ref_model, tokenizer, france, answer) for answer in answers]
+rows = [token_log_ratios(policy, ref_model, tokenizer, france, answer) for answer in answers]
 columns = ["Paris | Berlin" if token == "Paris" else token for token in rows[0][0]]   # the rows differ only there
 plot_token_kl(columns, [kl for _, kl in rows], labels=["...Paris.", "...Berlin."]);
 """)

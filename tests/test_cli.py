@@ -40,7 +40,12 @@ def test_demo_quick_writes_a_report_with_every_figure_and_number(tmp_path):
     assert len(figures) >= 5
     for name in figures:
         assert f"]({name})" in report, f"{name} is not in the report"
-    for stage in ("sft", "reward_model", "ppo", "comparison"):
+    for stage in ("sft", "reward_model", "ppo", "dpo", "comparison"):
         assert stage in metrics and f"## {stage}" in report
+    for name in ("dpo_training.png", "dpo_token_log_ratios.png", "comparison_frontier.png"):
+        assert name in figures
     assert metrics["comparison"]["table_markdown"] in report
+    methods = [row["method"] for row in metrics["comparison"]["table"]]
+    assert "PPO" in methods and "DPO" in methods
+    assert 0 <= metrics["dpo"]["dpo/coverage"] <= 1
     assert (tmp_path / "sft-model" / "model.safetensors").is_file()
