@@ -6,7 +6,7 @@ and the frontier efficiency (the fraction of the optimal curve's reward gain rea
 KL). Also runs the off-policy experiment: DPO on hand-written pairs vs on pairs sampled from the
 reference, and PPO-GT, with the probability each moves onto responses no pair covers.
 
-    python benchmarks/frontier.py                       # full sweep (about 10-15 min on 2 cores)
+    python benchmarks/frontier.py                       # full sweep (about 30 min on 2 cores)
     python benchmarks/frontier.py --betas 0.1 0.5 --seeds 0
 
 Writes ``benchmarks/results/frontier.json`` and ``.md``; with ``--notebook-cache`` also the cache
@@ -25,15 +25,17 @@ from pathlib import Path
 import torch
 
 from minirlhf import world
-from minirlhf.compare import frontier_curve, frontier_efficiency, offpolicy_preferences, unseen_mass
+from minirlhf.compare import (OFFLINE_DPO, frontier_curve, frontier_efficiency, offpolicy_preferences,
+                              unseen_mass)
 from minirlhf.dpo import DPOConfig, train_dpo
-from minirlhf.optimum import ExactEvaluator
+from minirlhf.optimum import ExactEvaluator, with_outside
 from minirlhf.ppo import PPOConfig, train_ppo
 from minirlhf.preferences import default_preferences
 from minirlhf.reward import train_default_reward_model
 from minirlhf.sft import load_base_model
 
 ROOT = Path(__file__).resolve().parents[1]
+PPO_STEPS = None  # None: PPOConfig's default; --ppo-steps sets it for a smoke run
 
 
 def train_method(method: str, beta: float, seed: int, ref, tokenizer, reward_model, preferences):
@@ -45,19 +47,23 @@ def train_method(method: str, beta: float, seed: int, ref, tokenizer, reward_mod
                   DPOConfig(beta=beta, seed=seed, progress=False))
     else:
         rm = reward_model if method == "PPO-RM" else None
-        train_ppo(policy, ref, tokenizer, world.prompts("train"),
-                  PPOConfig(beta=beta, seed=seed, progress=False, eval_every=0), reward_model=rm)
+        config = PPOConfig(beta=beta, seed=seed, progress=False, eval_every=0)
+        config.steps = PPO_STEPS or config.steps
+        train_ppo(policy, ref, tokenizer, world.prompts("train"), config, reward_model=rm)
     return policy, time.perf_counter() - start
 
 
-def sweep(betas, seeds, methods) -> dict:
-    """Train every method at every beta and seed; measure each exactly on the training prompts."""
+def sweep(betas, seeds, methods, keep_beta: float) -> tuple[dict, dict]:
+    """Train every method at every beta and seed; measure each exactly on the training prompts
+    (and the held-out ones). Returns the results and the policies trained at ``keep_beta`` with
+    the first seed (for the off-policy experiment and the France bar chart)."""
     ref, tokenizer = load_base_model()
     evaluator = ExactEvaluator(ref, tokenizer, world.prompts("train"))
+    held_out = ExactEvaluator(ref, tokenizer, world.prompts("held_out"))
     reward_model, _, _, _ = train_default_reward_model(seed=0, progress=False)
     preferences = default_preferences(progress=False)["train"]
     curve = frontier_curve(evaluator)
-    runs = []
+    runs, kept = [], {}
     for beta in betas:
         for method in methods:
             for seed in seeds:
@@ -67,30 +73,51 @@ def sweep(betas, seeds, methods) -> dict:
                 runs.append({"method": method, "beta": beta, "seed": seed, "seconds": seconds,
                              "kl": report["kl"], "true_reward": report["true_reward"],
                              "attainment": report["attainment"], "coverage": report["coverage"],
+                             "attainment_held_out": held_out.evaluate(policy, beta)["attainment"],
                              "efficiency": frontier_efficiency(curve, report["kl"],
                                                                report["true_reward"])})
+                if beta == keep_beta and seed == seeds[0]:
+                    kept[method] = policy
                 print(f"{method:7s} beta={beta:<5} seed={seed} KL={report['kl']:.3f} "
                       f"r={report['true_reward']:.3f} eff={runs[-1]['efficiency']:.3f} "
-                      f"att={report['attainment']:.3f} ({seconds:.1f} s)", flush=True)
-    return {"curve": curve, "runs": runs}
+                      f"att={report['attainment']:.3f} held-out={runs[-1]['attainment_held_out']:.3f} "
+                      f"({seconds:.1f} s)", flush=True)
+    return {"curve": curve, "runs": runs}, kept
 
 
-def offpolicy_experiment(beta: float, seed: int) -> dict:
-    """Probability moved onto responses absent from the data: DPO off-policy, DPO on-policy, PPO."""
+def france_distributions(policies: dict, beta: float) -> dict:
+    """pi_ref, pi* and each policy over the France candidates (+ "outside"), as lists."""
+    ref, tokenizer = load_base_model()
+    france = ExactEvaluator(ref, tokenizer, [world.make_prompt("France")])
+    dists = {"pi_ref": with_outside(france.ref_set_probs[0]), f"pi* (beta={beta})": france.optimum(beta)[0]}
+    dists.update({name: with_outside(france.set_probs(p)[0]) for name, p in policies.items()})
+    return {"candidates": france.candidates[0] + ["(outside the set)"],
+            "probs": {name: [round(float(x), 6) for x in d] for name, d in dists.items()}}
+
+
+def offpolicy_experiment(beta: float, seed: int, ppo_policy) -> dict:
+    """Probability moved onto responses absent from the data: offline DPO on hand-written
+    (off-policy) pairs and on pairs sampled from pi_ref, DPO with its on-policy rounds (defaults)
+    from the hand-written pairs, and ``ppo_policy`` (PPO-GT, which sees no pairs at all)."""
     ref, tokenizer = load_base_model()
     prompts = world.prompts("train")
     evaluator = ExactEvaluator(ref, tokenizer, prompts)
-    datasets = {"DPO, off-policy pairs": offpolicy_preferences(prompts, seed=seed),
-                "DPO, pairs sampled from pi_ref": default_preferences(progress=False)["train"]}
-    out = {"reference": {}}
+    off = offpolicy_preferences(prompts, seed=seed)
+    datasets = {"off-policy pairs": off,
+                "pairs sampled from pi_ref": default_preferences(progress=False)["train"]}
+    out = {"reference": {name: unseen_mass(evaluator, evaluator.ref_set_probs, data)
+                         for name, data in datasets.items()}}
     for name, data in datasets.items():
         policy = copy.deepcopy(ref)
-        train_dpo(policy, ref, tokenizer, data, DPOConfig(beta=beta, seed=seed, progress=False))
-        out[name] = _mass_report(evaluator, policy, data, beta)
-        out["reference"][name] = unseen_mass(evaluator, evaluator.ref_set_probs, data)
-    policy, _ = train_method("PPO-GT", beta, seed, ref, tokenizer, None, None)
-    for name, data in datasets.items():  # PPO sees no pairs: measure it against each data set
-        out[f"PPO-GT (vs {name.split(', ')[1]})"] = _mass_report(evaluator, policy, data, beta)
+        train_dpo(policy, ref, tokenizer, data,
+                  DPOConfig(beta=beta, seed=seed, progress=False, **OFFLINE_DPO))
+        out[f"DPO offline, {name}"] = _mass_report(evaluator, policy, off, beta)
+    policy = copy.deepcopy(ref)
+    train_dpo(policy, ref, tokenizer, off, DPOConfig(beta=beta, seed=seed, progress=False))
+    out["DPO with on-policy rounds, off-policy pairs"] = _mass_report(evaluator, policy, off, beta)
+    out["PPO-GT"] = _mass_report(evaluator, ppo_policy, off, beta)
+    out["measured_against"] = "the off-policy pairs: mass on answers that no hand-written pair shows"
+    out["offline_dpo_config"] = OFFLINE_DPO
     return out
 
 
@@ -104,42 +131,55 @@ def _mass_report(evaluator, policy, data, beta) -> dict:
 def summarise(result: dict) -> str:
     """A Markdown table of medians over seeds, per method and beta."""
     lines = ["| method | beta | KL | true reward | optimal reward at that KL | efficiency | attainment "
-             "| coverage | seconds |", "|---|---|---|---|---|---|---|---|---|"]
+             "| held-out attainment | coverage | seconds |", "|---|---|---|---|---|---|---|---|---|---|"]
     from minirlhf.compare import optimal_reward_at_kl
 
     keys = sorted({(r["method"], r["beta"]) for r in result["runs"]}, key=lambda k: (k[0], k[1]))
     for method, beta in keys:
         runs = [r for r in result["runs"] if r["method"] == method and r["beta"] == beta]
         med = {k: statistics.median(r[k] for r in runs) for k in
-               ("kl", "true_reward", "efficiency", "attainment", "coverage", "seconds")}
+               ("kl", "true_reward", "efficiency", "attainment", "attainment_held_out", "coverage",
+                "seconds")}
         best = optimal_reward_at_kl(result["curve"], med["kl"])
         lines.append(f"| {method} | {beta} | {med['kl']:.3f} | {med['true_reward']:.3f} | {best:.3f} | "
-                     f"{med['efficiency']:.3f} | {med['attainment']:.3f} | {med['coverage']:.3f} | "
+                     f"{med['efficiency']:.3f} | {med['attainment']:.3f} | "
+                     f"{med['attainment_held_out']:.3f} | "
+                     f"{med['coverage']:.3f} | "
                      f"{med['seconds']:.1f} |")
     if "offpolicy" in result:
-        lines += ["", "| off-policy experiment | mass on unseen candidates | mass outside the set | "
-                  "attainment |", "|---|---|---|---|"]
+        lines += ["", f"Off-policy experiment (beta {result['offpolicy_beta']}), measured against "
+                  f"{result['offpolicy']['measured_against']}:", "",
+                  "| policy | mass on unseen candidates | of which wrong answers | mass outside the set "
+                  "| attainment |", "|---|---|---|---|---|"]
+        ref = result["offpolicy"]["reference"]["off-policy pairs"]
+        lines.append(f"| pi_ref | {ref['unseen_candidates']:.3f} | {ref['unseen_wrong']:.3f} | "
+                     f"{ref['outside']:.3f} | 0 |")
         for name, r in result["offpolicy"].items():
-            if name != "reference":
-                lines.append(f"| {name} | {r['unseen_candidates']:.3f} | {r['outside']:.3f} | "
-                             f"{r['attainment']:.3f} |")
-        for name, r in result["offpolicy"]["reference"].items():
-            lines.append(f"| pi_ref (vs {name}) | {r['unseen_candidates']:.3f} | {r['outside']:.3f} | 0 |")
+            if isinstance(r, dict) and "attainment" in r:
+                lines.append(f"| {name} | {r['unseen_candidates']:.3f} | {r['unseen_wrong']:.3f} | "
+                             f"{r['outside']:.3f} | {r['attainment']:.3f} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--betas", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.5, 1.0])
+    parser.add_argument("--betas", type=float, nargs="+", default=[0.03, 0.1, 0.3, 1.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--methods", nargs="+", default=["PPO-GT", "PPO-RM", "DPO"])
     parser.add_argument("--offpolicy-beta", type=float, default=0.1)
     parser.add_argument("--notebook-cache", action="store_true",
                         help="also write notebooks/data/frontier.json for notebook 05")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ppo-steps", type=int, default=None, help="fewer PPO steps, for a smoke run only")
     args = parser.parse_args()
-    torch.set_num_threads(2)
-    result = sweep(args.betas, args.seeds, args.methods)
-    result["offpolicy"] = offpolicy_experiment(args.offpolicy_beta, args.seeds[0])
+    global PPO_STEPS
+    PPO_STEPS = args.ppo_steps
+    torch.set_num_threads(args.threads)
+    result, kept = sweep(args.betas, args.seeds, args.methods, args.offpolicy_beta)
+    result["offpolicy_beta"] = args.offpolicy_beta
+    result["france"] = france_distributions(kept, args.offpolicy_beta)
+    if "PPO-GT" in kept:
+        result["offpolicy"] = offpolicy_experiment(args.offpolicy_beta, args.seeds[0], kept["PPO-GT"])
     result["command"] = "python benchmarks/frontier.py " + " ".join(
         f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
         for k, v in vars(args).items() if k != "notebook_cache")

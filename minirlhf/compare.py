@@ -113,13 +113,26 @@ def unseen_mass(evaluator, set_probs: torch.Tensor, data: Dataset) -> dict[str, 
     """How much probability lies on responses that no preference pair covers, averaged over prompts.
 
     ``set_probs``: (N, K) candidate probabilities of a policy (from ``evaluator.set_probs(model)``).
-    Returns ``unseen_candidates`` (mass on candidates absent from ``data``), ``outside`` (mass off
-    the candidate set altogether) and their sum ``unseen_total``.
+    Returns ``unseen_candidates`` (mass on candidates absent from ``data``), ``unseen_wrong`` (the
+    part of it on candidates with a negative true reward: wrong cities, hedges with a wrong city),
+    ``outside`` (mass off the candidate set altogether: malformed text) and ``unseen_total``
+    (``unseen_candidates + outside``). ``unseen_wrong + outside`` is the mass on bad answers that
+    the preference data never showed: what an off-policy method cannot see to push down.
     """
-    mask = seen_mask(evaluator, data)
-    on_unseen = (set_probs * (~mask)).sum(-1).mean().item()
+    unseen = ~seen_mask(evaluator, data)
+    wrong = torch.tensor([[world.true_reward(p, y) < 0 for y in ys]
+                          for p, ys in zip(evaluator.prompts, evaluator.candidates)])
+    on_unseen = (set_probs * unseen).sum(-1).mean().item()
+    on_unseen_wrong = (set_probs * (unseen & wrong)).sum(-1).mean().item()
     outside = (1 - set_probs.sum(-1)).clamp(min=0).mean().item()
-    return {"unseen_candidates": on_unseen, "outside": outside, "unseen_total": on_unseen + outside}
+    return {"unseen_candidates": on_unseen, "unseen_wrong": on_unseen_wrong, "outside": outside,
+            "unseen_total": on_unseen + outside}
+
+
+OFFLINE_DPO = {"on_policy_rounds": 0, "epochs": 4, "batch_size": 64, "learning_rate": 3e-4}
+"""Offline DPO as TRL's ``DPOTrainer`` runs it (a few passes over fixed pairs, no fresh samples),
+for the off-policy experiment: ``DPOConfig(beta=..., **OFFLINE_DPO)``. A moderate rate: at 1e-3
+and 8 passes offline DPO collapses even on pairs sampled from pi_ref (notebook 04)."""
 
 
 # --- The comparison stage of `minirlhf demo` --------------------------------------------------

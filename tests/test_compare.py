@@ -61,5 +61,6 @@ def test_offpolicy_data_covers_few_responses():
     probs = torch.full((3, 48), 1 / 50)  # 48/50 on the set, 2/50 outside
     mass = unseen_mass(fake, probs, data)
     assert mass["unseen_candidates"] == pytest.approx(45 / 50)
+    assert mass["unseen_wrong"] == pytest.approx(44 / 50)  # all unseen but the correct concise answer
     assert mass["outside"] == pytest.approx(2 / 50)
     assert mass["unseen_total"] == pytest.approx(47 / 50)
