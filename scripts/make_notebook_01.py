@@ -1,16 +1,7 @@
 """Write notebooks/01_sft_tiny_gpt.ipynb (without outputs); execute it with jupyter nbconvert."""
 
-import nbformat as nbf
 
-cells = []
-
-
-def md(text):
-    cells.append(nbf.v4.new_markdown_cell(text.strip()))
-
-
-def code(text):
-    cells.append(nbf.v4.new_code_cell(text.strip()))
+from nbgen import code, md, write
 
 
 md("""
@@ -216,8 +207,4 @@ md("""
   preferences (notebook 02), and PPO (03) and DPO (04) try to reach `pi*`.
 """)
 
-nb = nbf.v4.new_notebook()
-nb["cells"] = cells
-nb["metadata"] = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-                  "language_info": {"name": "python"}}
-nbf.write(nb, "notebooks/01_sft_tiny_gpt.ipynb")
+write("01_sft_tiny_gpt.ipynb")

@@ -3,19 +3,7 @@
     python scripts/make_notebook_02.py
     jupyter nbconvert --to notebook --execute --inplace notebooks/02_reward_model.ipynb
 """
-from pathlib import Path
-
-import nbformat as nbf
-
-cells = []
-
-
-def md(text):
-    cells.append(nbf.v4.new_markdown_cell(text.strip()))
-
-
-def code(text):
-    cells.append(nbf.v4.new_code_cell(text.strip()))
+from nbgen import code, md, write
 
 
 
@@ -323,6 +311,4 @@ md(r"""
   elsewhere. Next: use it as the reward of PPO (notebook 03), or skip it altogether with DPO.
 """)
 
-nb = nbf.v4.new_notebook(cells=cells)
-nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-nbf.write(nb, Path(__file__).resolve().parent.parent / "notebooks" / "02_reward_model.ipynb")
+write("02_reward_model.ipynb")

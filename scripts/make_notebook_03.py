@@ -4,19 +4,7 @@
     jupyter nbconvert --to notebook --execute --inplace notebooks/03_ppo_with_kl.ipynb
 """
 
-from pathlib import Path
-
-import nbformat as nbf
-
-cells = []
-
-
-def md(text):
-    cells.append(nbf.v4.new_markdown_cell(text.strip()))
-
-
-def code(text):
-    cells.append(nbf.v4.new_code_cell(text.strip()))
+from nbgen import code, md, write
 
 
 md("""
@@ -380,13 +368,4 @@ PARAMS = {
     "STEPS_MAIN": "60", "DRIFT_STEPS": "15", "STEPS_BACK": "30", "SWEEP_BETAS": "[0.03, 0.3, 1.0]",
     "STEPS_SWEEP": "30", "STEPS_RM": "40",
 }
-for cell in cells:
-    for key, value in PARAMS.items():
-        cell.source = cell.source.replace(key, value)
-
-notebook = nbf.v4.new_notebook(cells=cells, metadata={
-    "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-    "language_info": {"name": "python"}})
-path = Path(__file__).resolve().parent.parent / "notebooks" / "03_ppo_with_kl.ipynb"
-nbf.write(notebook, path)
-print("wrote", path)
+write("03_ppo_with_kl.ipynb", PARAMS)

@@ -4,17 +4,8 @@
     jupyter nbconvert --to notebook --execute --inplace notebooks/04_dpo.ipynb
 """
 
-import nbformat as nbf
 
-cells = []
-
-
-def md(text):
-    cells.append(nbf.v4.new_markdown_cell(text.strip()))
-
-
-def code(text):
-    cells.append(nbf.v4.new_code_cell(text.strip()))
+from nbgen import code, md, write
 
 
 md(r"""
@@ -373,8 +364,4 @@ md("""
   another matter: its pairs only ever named their capitals as wrong answers.
 """)
 
-nb = nbf.v4.new_notebook()
-nb["cells"] = cells
-nb["metadata"] = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-                  "language_info": {"name": "python"}}
-nbf.write(nb, "notebooks/04_dpo.ipynb")
+write("04_dpo.ipynb")
