@@ -3,6 +3,7 @@
     python benchmarks/dpo.py                      # defaults, beta 0.1 and 0.5, seeds 0 1 2
     python benchmarks/dpo.py --offline            # also offline-only DPO (on_policy_rounds=0)
     python benchmarks/dpo.py --seeds 0 --betas 0.1 --json out.json
+    python benchmarks/dpo.py --only-timing --trl-python /work/venv-trl116/bin/python   # vs TRL 1.16
 
 For each seed the preference data are the tutorial's (``default_preferences(seed=seed)``, pairs
 sampled from the shipped SFT model and labelled by the Bradley-Terry rater with tau = 1), and
@@ -10,7 +11,11 @@ DPO runs with ``DPOConfig(beta=beta, seed=seed)`` and nothing else changed. Atta
 (:class:`minirlhf.optimum.ExactEvaluator`) on the training prompts and on the held-out prompts
 that DPO never sees; "leak" is the probability outside the candidate set (1 - coverage).
 The step time is the median of a DPO step (one forward of chosen and rejected together,
-backward, AdamW) on 16 pairs, the batch of ``benchmarks/trl_dpo_peer.py``.
+backward, AdamW) on 16 pairs, the batch of ``benchmarks/trl_dpo_peer.py``. With ``--trl-python``
+(the python of a venv with ``trl==1.16.0``, see that script) it alternates 3 rounds of this timing
+with TRL's DPOTrainer on the same model, pairs and batch, and reports both medians and the ratio
+TRL / ours (issue 5: at least 3), for TRL with its defaults and lean (see that script).
+``--only-timing`` skips the attainment runs.
 """
 
 from __future__ import annotations
@@ -19,12 +24,16 @@ import argparse
 import copy
 import json
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 from minirlhf import world
 from minirlhf.dpo import DPOConfig, dpo_loss, encode_pairs, pair_logps, reference_logps, train_dpo
+from minirlhf.models import fused_gelu
 from minirlhf.optimum import ExactEvaluator
 from minirlhf.preferences import default_preferences
 from minirlhf.sft import load_base_model
@@ -32,25 +41,62 @@ from minirlhf.sft import load_base_model
 
 def step_seconds(ref, tokenizer, data, batch_size: int = 16, repeats: int = 30) -> float:
     """Median wall time of one DPO step on ``batch_size`` pairs (reference log-probs precomputed)."""
+    return statistics.median(step_times(ref, tokenizer, data, batch_size, repeats))
+
+
+def step_times(ref, tokenizer, data, batch_size: int = 16, repeats: int = 30) -> list[float]:
+    """Wall times of ``repeats`` DPO steps on ``batch_size`` pairs, the first 5 (warm-up) dropped.
+    The step is :func:`minirlhf.dpo.train_dpo`'s: fused AdamW, GPT-2's GELU as one kernel."""
     policy = copy.deepcopy(ref)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-4)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-4, fused=True)
     encoded = encode_pairs(tokenizer, data)
     ref_chosen, ref_rejected = reference_logps(ref, encoded).chunk(2)
     n = len(data)
     generator = torch.Generator().manual_seed(0)
     times = []
-    for _ in range(repeats):
-        idx = torch.randint(n, (batch_size,), generator=generator)
-        start = time.perf_counter()
-        rows = {k: v[torch.cat([idx, idx + n])] for k, v in encoded.items()}
-        chosen, rejected = pair_logps(policy, rows)
-        loss = dpo_loss(chosen, rejected, ref_chosen[idx], ref_rejected[idx], 0.1).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-        optimizer.step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[5:])  # the first steps warm up
+    with fused_gelu(policy):
+        for _ in range(repeats):
+            idx = torch.randint(n, (batch_size,), generator=generator)
+            start = time.perf_counter()
+            rows = {k: v[torch.cat([idx, idx + n])] for k, v in encoded.items()}
+            chosen, rejected = pair_logps(policy, rows)
+            loss = dpo_loss(chosen, rejected, ref_chosen[idx], ref_rejected[idx], 0.1).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+            optimizer.step()
+            times.append(time.perf_counter() - start)
+    return times[5:]  # the first steps warm up
+
+
+def time_trl(python: str, steps: int = 30, setup: str = "defaults") -> list[float]:
+    """Seconds per step of TRL 1.16's DPOTrainer (16 pairs), from its own venv, same threads as ours.
+    ``setup``: TRL's ``defaults``, or ``lean`` (reference log-probs precomputed, no checkpointing)."""
+    script = Path(__file__).with_name("trl_dpo_peer.py")
+    result = subprocess.run([python, str(script), "--steps", str(steps), "--setup", setup,
+                             "--threads", str(torch.get_num_threads())],
+                            capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    if result.returncode != 0:
+        raise RuntimeError(f"TRL peer failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])["seconds_per_step"]
+
+
+def timing(ref, tokenizer, trl_python: str | None, rounds: int = 3, repeats: int = 30,
+           trl_steps: int = 30) -> dict:
+    """Median seconds per DPO step on 16 pairs of ours (and of TRL's, with its defaults and lean),
+    alternating rounds so that all see the same machine load."""
+    data = default_preferences(progress=False)["train"]
+    ours, trl = [], {"defaults": [], "lean": []}
+    for _ in range(rounds):
+        ours += step_times(ref, tokenizer, data, repeats=repeats)
+        for setup in trl if trl_python else ():
+            trl[setup] += time_trl(trl_python, trl_steps, setup)
+    out = {"ours_seconds_per_step": statistics.median(ours), "ours_samples": len(ours),
+           "threads": torch.get_num_threads(), "batch_size": 16}
+    for setup, times in trl.items() if trl_python else ():
+        out[f"trl_{setup}_seconds_per_step"] = statistics.median(times)
+        out[f"ratio_trl_{setup}_over_ours"] = statistics.median(times) / statistics.median(ours)
+    return out
 
 
 def run(seed: int, beta: float, offline: bool, ref, tokenizer, evaluators) -> dict:
@@ -77,9 +123,22 @@ def main(argv=None):
     parser.add_argument("--offline", action="store_true", help="also run offline-only DPO")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="write the rows and the summary to this file")
+    parser.add_argument("--trl-python", help="python of a venv with trl==1.16: also time TRL's DPOTrainer")
+    parser.add_argument("--only-timing", action="store_true", help="skip the attainment runs")
+    parser.add_argument("--repeats", type=int, default=30, help="our timed steps per round (5 warm up)")
+    parser.add_argument("--trl-steps", type=int, default=30, help="TRL's steps per round (5 warm up)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     ref, tokenizer = load_base_model()
+    command = "python benchmarks/dpo.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.only_timing or args.trl_python:
+        times = timing(ref, tokenizer, args.trl_python, repeats=args.repeats, trl_steps=args.trl_steps)
+        print(json.dumps(times), flush=True)
+        if args.only_timing:
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump({"timing": times, "command": command}, f, indent=2)
+            return
     evaluators = {"train": ExactEvaluator(ref, tokenizer, world.prompts("train")),
                   "held_out": ExactEvaluator(ref, tokenizer, world.prompts("held_out"))}
     rows = []
@@ -99,7 +158,11 @@ def main(argv=None):
                 entry[f"{key}_min" if "attainment" in key else f"{key}_max"] = round(
                     min(values) if "attainment" in key else max(values), 4)
             summary.append(entry)
-    step = step_seconds(ref, tokenizer, default_preferences(progress=False)["train"])
+    if args.trl_python:
+        step = times["ours_seconds_per_step"]
+    else:
+        step = step_seconds(ref, tokenizer, default_preferences(progress=False)["train"],
+                            repeats=args.repeats)
     print("\n| method | beta | train attainment (median, min) | held-out attainment (median, min) "
           "| leak train (median, max) | seconds |")
     print("|---|---|---|---|---|---|")
@@ -109,10 +172,16 @@ def main(argv=None):
               f"| {s['held_out_attainment_median']:.3f}, {s['held_out_attainment_min']:.3f} "
               f"| {s['train_leak_median']:.4f}, {s['train_leak_max']:.4f} | {s['seconds_median']:.0f} |")
     print(f"\nDPO step on 16 pairs: {1000 * step:.1f} ms (median)")
+    if args.trl_python:
+        for setup in ("defaults", "lean"):
+            print(f"TRL ({setup}) {times[f'trl_{setup}_seconds_per_step'] * 1000:.1f} ms, ratio TRL / ours "
+                  f"{times[f'ratio_trl_{setup}_over_ours']:.2f}")
     if args.json:
+        result = {"rows": rows, "summary": summary, "step_seconds_16_pairs": step, "command": command}
+        if args.trl_python:
+            result["timing"] = times
         with open(args.json, "w") as f:
-            json.dump({"rows": rows, "summary": summary, "step_seconds_16_pairs": step,
-                       "command": "python benchmarks/dpo.py " + " ".join(argv or [])}, f, indent=2)
+            json.dump(result, f, indent=2)
 
 
 if __name__ == "__main__":

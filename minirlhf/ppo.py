@@ -38,7 +38,6 @@ Dropout is off (models stay in ``eval()`` mode; PyTorch still computes gradients
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
 from collections.abc import Callable
@@ -50,6 +49,7 @@ from tqdm.auto import tqdm
 
 from minirlhf import world
 from minirlhf.logprobs import generate, position_ids_from_mask, token_log_ratios, token_logprobs
+from minirlhf.models import fused_gelu
 from minirlhf.utils import check_finite_loss, check_positive, seed_everything
 
 # ----------------------------------------------------------------------------------------------
@@ -458,26 +458,6 @@ def check_reward_model(reward_model, tokenizer) -> None:
         raise ValueError(f"The reward model's embedding has {embeddings.num_embeddings} tokens but the "
                          f"tokenizer has {len(tokenizer)}: they do not belong together. Train the "
                          "reward model with the policy's tokenizer.")
-
-
-@contextlib.contextmanager
-def fused_gelu(*models):
-    """Run GPT-2's ``gelu_new`` activation as PyTorch's one-kernel ``GELU(approximate="tanh")``.
-
-    It is the same function (log-probs agree to about 1e-6), computed in one operation instead of
-    seven, which makes a PPO step about 15% faster on a CPU. The original modules are put back on
-    exit, so the models leave as they came. ``None`` entries are skipped.
-    """
-    swapped = [(parent, name, child) for model in models if model is not None
-               for parent in model.modules() for name, child in parent.named_children()
-               if type(child).__name__ == "NewGELUActivation"]
-    for parent, name, _ in swapped:
-        setattr(parent, name, nn.GELU(approximate="tanh"))
-    try:
-        yield
-    finally:
-        for parent, name, child in swapped:
-            setattr(parent, name, child)
 
 
 def _exact_metrics(evaluator, policy, beta: float, prefix: str) -> dict[str, float]:

@@ -336,7 +336,7 @@ def test_critic_from_a_reward_model_starts_at_its_scores(base):
 
 def test_fused_gelu_is_the_same_function_and_is_undone(base):
     model, tokenizer = base
-    from minirlhf.ppo import fused_gelu
+    from minirlhf.models import fused_gelu
 
     batch = encode_prompt_response(tokenizer, world.prompts("train")[:3],
                                    ["The capital of France is Paris."] * 3)
