@@ -318,8 +318,10 @@ class PPOConfig:
     warmup_steps: int = 5
     """Linear warm-up steps of the learning rate."""
     max_grad_norm: float = 1.0
-    """Clip the gradient norm of the policy and of the critic, each, to this. (TRL clips them
-    together; then the critic's large early gradients shrink the policy's steps.)"""
+    """Clip the norm of the gradient (policy and critic together, as in TRL) to this. Together,
+    a fresh critic's large early gradients shrink the policy's steps: a brake that keeps PPO from
+    racing to the blind spots of a learned reward model (clipped separately, the policy finds
+    answers like "," that the reward model overrates within 100 steps)."""
     steps: int = 1000
     """PPO steps (each: one rollout batch, then ``epochs x minibatches`` optimiser steps). The last
     percent of attainment is slow: the rare bad answers must be *sampled* to be suppressed."""
@@ -422,9 +424,7 @@ def ppo_update(policy, critic, optimizer, batch: dict, advantages: torch.Tensor,
             check_finite_loss(loss, len(stats))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            # clipped separately: the critic's early, large gradients must not shrink the policy's step
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
-            torch.nn.utils.clip_grad_norm_(critic.parameters(), config.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_([*policy.parameters(), *critic.parameters()], config.max_grad_norm)
             optimizer.step()
             stats.append({**policy_stats, **value_stats})
     return {key: torch.stack([s[key] for s in stats]).mean().item() for key in stats[0]}

@@ -87,8 +87,7 @@ MAPPING = {
                                        "give it its own with a custom optimizer (`optimizers=...`).")),
             "adam_eps": ("adam_epsilon", ""),
             "warmup_steps": ("warmup_steps", ""),
-            "max_grad_norm": ("max_grad_norm", ("TRL's default is also 1.0, but TRL clips the policy's and "
-                                                "the critic's gradients together; minirlhf clips each.")),
+            "max_grad_norm": _CLIP,
             "steps": ("total_episodes", "TRL counts rollouts: `total_episodes = steps * rollouts_per_step`."),
             "seed": _SEED,
             "eval_every": ("num_sample_generations", ("TRL prints sample generations during training; "
