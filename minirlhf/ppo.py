@@ -629,11 +629,11 @@ def answer_tracker(tokenizer, country: str = "France", wrong_city: str = "Berlin
 
 
 def demo_stage(outdir, reward_model=None, quick: bool = False) -> dict:
-    """The PPO stage of ``minirlhf demo``: PPO-GT, and PPO with ``reward_model`` when given, from
-    the shipped SFT model at the default config (beta = 0.1) but 300 steps each (about a minute
-    each on 2 cores; ``benchmarks/ppo.py`` runs the full 1000). Writes PNG figures into ``outdir``
-    and returns JSON-able metrics, plus the trained policy under ``policy`` (the one trained with
-    the learned reward model when there is one: that is classic RLHF's output).
+    """The PPO stage of ``minirlhf demo``: PPO scored by ``reward_model`` (classic RLHF), or by the
+    true reward when it is None (PPO-GT), from the shipped SFT model at the default config
+    (beta = 0.1) but 300 steps (about a minute on 2 cores; ``benchmarks/ppo.py`` runs the full
+    1000, and both scores). Writes PNG figures into ``outdir`` and returns JSON-able metrics, plus
+    the trained policy under ``policy``.
 
     ``quick``: a smoke run of a few seconds (few steps); its numbers mean little.
     """
@@ -651,7 +651,7 @@ def demo_stage(outdir, reward_model=None, quick: bool = False) -> dict:
     ref, tokenizer = load_base_model()
     evaluator = ExactEvaluator(ref, tokenizer, world.prompts("train"))
     held_out = ExactEvaluator(ref, tokenizer, world.prompts("held_out"))
-    runs = {"gt": None} if reward_model is None else {"gt": None, "rm": reward_model}
+    runs = {"gt": None} if reward_model is None else {"rm": reward_model}
     metrics, figures, policy = {}, {}, None
     for name, scorer in runs.items():
         config = PPOConfig(steps=4, eval_every=2, progress=False) if quick else PPOConfig(

@@ -224,7 +224,8 @@ md("""
 
 The article this tutorial follows describes a policy that drifts, say towards hedging or towards a
 wrong city, and is pulled back. We stage it: a few supervised steps push the policy towards
-*"The capital of France is Berlin."* and towards hedging. Then PPO runs from there. Both forces pull it
+*"The capital of France is Berlin."* and towards hedging. Then PPO runs from there, on all the training
+prompts (what it learns about answering the other countries helps France too). Both forces pull it
 back: Berlin earns -1 and the hedge 0 while Paris earns +1, and every token that the drifted policy
 says more often than the SFT model costs KL.
 """)
@@ -238,7 +239,7 @@ optimizer = torch.optim.Adam(drifted.parameters(), lr=3e-3)
 for _ in range(DRIFT_STEPS):
     loss = sft_loss(token_logprobs(drifted, push["input_ids"], push["attention_mask"]), push["response_mask"])
     optimizer.zero_grad(); loss.backward(); optimizer.step()
-config = PPOConfig(steps=STEPS_BACK, eval_every=5, progress=False)
+config = PPOConfig(steps=STEPS_BACK, eval_every=10, progress=False)
 _, back = train_ppo(drifted, ref_model, tokenizer, train_prompts, config, evaluator=evaluator,
                     callback=answer_tracker(tokenizer))
 plot_probability_curves(back, {k: k for k in ["P(Paris)", "P(Berlin)", "P(hedge)"]},
@@ -257,8 +258,10 @@ md("""
 
 Small beta: the policy may move far from the SFT model to collect reward. Large beta: it stays close.
 Dashed: the exact optimum `pi*` at each beta (its true reward and its KL to `pi_ref`), which PPO
-approaches (these runs are short, 16 answers a step; `benchmarks/ppo.py` runs 1000 steps of 32 and
-gets within a few percent of `pi*`).
+approaches (these runs are short, 60 steps of 16 answers; `benchmarks/ppo.py` runs 1000 steps of 32).
+In a short run the KL penalty has little time to act, so the KLs differ less than the optimum's. At
+beta = 3 the optimum barely leaves `pi_ref`, and 60 steps of PPO already overshoot it: its attainment is
+*negative*, a reminder that at a large beta, moving is itself the cost.
 """)
 code("""
 betas = SWEEP_BETAS
@@ -280,7 +283,8 @@ code("""
 print({name: [round(v, 3) for v in values] for name, values in measured.items()})
 # the lesson: a larger beta keeps the policy closer to the SFT model, at the price of less reward
 assert measured["KL"][0] > measured["KL"][-1] and measured["true reward"][0] > measured["true reward"][-1]
-assert all(a > 0.2 for a in measured["attainment"])   # every run moved towards its own optimum
+assert all(a > 0.2 for a in measured["attainment"][:2])  # the small-beta runs moved towards their optimum
+assert measured["attainment"][-1] < 0   # beta = 3: the optimum hardly moves, and a short run overshoots it
 """)
 
 md("""
@@ -308,10 +312,12 @@ plot_reward_histories(runs, ["objective/scores", "exact/true_reward", "exact/kl"
                       title="learned reward model: score (what PPO sees) vs true reward vs KL");
 """)
 md("""
-PPO sees only the left panel: by the reward model's lights both runs improve. Without the penalty
-the true reward (middle) peaks and then falls while the KL (right) keeps climbing: the policy has
-found answers that `r_phi` over-rates. With the penalty the policy can stray too for a while, but
-every step away from the SFT model costs, and it is pulled back.
+PPO sees only the left panel: by the reward model's lights both runs improve. Without the penalty the
+policy lurches: within a few steps it is far from the SFT model (right) and its true reward (middle) has
+fallen *below the SFT model's*: it found answers that `r_phi` over-rates. It may stumble back (each PPO
+step is clipped, and `r_phi`'s favourites change as the critic and the samples change), but nothing
+holds it near the answers `r_phi` was trained on. With the penalty, every step away from the SFT model
+costs: the KL stays bounded and the true reward never falls below where it started.
 """)
 code("""
 for name, h in runs.items():
@@ -320,12 +326,12 @@ for name, h in runs.items():
           + "  |  KL " + " ".join(f"{x['exact/kl']:.2f}" for x in exact))
 free = [x for x in runs["beta = 0.0"] if "exact/true_reward" in x]
 kept = [x for x in runs["beta = 0.1"] if "exact/true_reward" in x]
-peak = max(x["exact/true_reward"] for x in free)
-# the lesson, asserted: without the penalty the true reward rose, then fell while the KL kept growing ...
-assert peak > free[0]["exact/true_reward"] + 0.1 and free[-1]["exact/true_reward"] < peak - 0.15
-assert free[-1]["exact/kl"] > 2 * free[1]["exact/kl"]
-# ... and the run with the penalty ends with the better true reward
-assert kept[-1]["exact/true_reward"] > free[-1]["exact/true_reward"] + 0.1
+start = free[0]["exact/true_reward"]   # the SFT model's
+# the lesson, asserted: without the penalty the policy strayed far and, on the way, got worse than SFT ...
+assert min(x["exact/true_reward"] for x in free) < start - 0.3
+assert max(x["exact/kl"] for x in free) > 2 * max(x["exact/kl"] for x in kept)
+# ... with the penalty it never did
+assert min(x["exact/true_reward"] for x in kept) > start - 0.05
 """)
 
 md("""
@@ -365,7 +371,7 @@ md("""
 """)
 
 PARAMS = {
-    "STEPS_MAIN": "60", "DRIFT_STEPS": "15", "STEPS_BACK": "30", "SWEEP_BETAS": "[0.03, 0.3, 1.0]",
-    "STEPS_SWEEP": "30", "STEPS_RM": "40",
+    "STEPS_MAIN": "60", "DRIFT_STEPS": "15", "STEPS_BACK": "100", "SWEEP_BETAS": "[0.03, 0.3, 3.0]",
+    "STEPS_SWEEP": "60", "STEPS_RM": "40",
 }
 write("03_ppo_with_kl.ipynb", PARAMS)
