@@ -9,8 +9,8 @@ reference, and PPO-GT, with the probability each moves onto responses no pair co
     python benchmarks/frontier.py                       # full sweep (about 30 min on 2 cores)
     python benchmarks/frontier.py --betas 0.1 0.5 --seeds 0
 
-Writes ``benchmarks/results/frontier.json`` and ``.md``; with ``--notebook-cache`` also the cache
-that notebook 05 reads (``notebooks/data/frontier.json``).
+Writes ``benchmarks/results/frontier.json``, ``.md`` and ``.png`` (the README's figure); with
+``--notebook-cache`` also the cache that notebook 05 reads (``notebooks/data/frontier.json``).
 """
 
 from __future__ import annotations
@@ -161,6 +161,21 @@ def summarise(result: dict) -> str:
     return "\n".join(lines)
 
 
+def save_figure(result: dict, path: Path) -> None:
+    """The sweep's points on the exact optimal curve (the README's figure)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from minirlhf.plots import plot_frontier
+
+    points = {}
+    for run in result["runs"]:
+        points.setdefault(run["method"], []).append((run["kl"], run["true_reward"]))
+    fig = plot_frontier(result["curve"], points,
+                        title="Training prompts: true reward vs KL(pi || pi_ref) over a beta sweep")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--betas", type=float, nargs="+", default=[0.03, 0.1, 0.3, 1.0])
@@ -188,6 +203,7 @@ def main() -> None:
     (out / "frontier.json").write_text(json.dumps(result, indent=1))
     table = summarise(result)
     (out / "frontier.md").write_text(table + "\n")
+    save_figure(result, out / "frontier.png")
     print(table)
     if args.notebook_cache:
         cache = ROOT / "notebooks" / "data"
