@@ -17,21 +17,12 @@ import matplotlib
 matplotlib.use("Agg")  # the CLI only writes files
 
 
-def _save_figure(fig, outdir: Path, name: str) -> str:
-    import matplotlib.pyplot as plt
-
-    path = outdir / name
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path.name
-
-
 def sft_stage(outdir: Path, seed: int = 0, quick: bool = False) -> dict:
     """Train the SFT base model from scratch, save it and its figures; return the metrics."""
     from minirlhf import world
     from minirlhf.models import save_model
     from minirlhf.optimum import ExactEvaluator, answer_kind_probs
-    from minirlhf.plots import plot_answer_kinds, plot_history
+    from minirlhf.plots import plot_answer_kinds, plot_history, save_figures
     from minirlhf.sft import SFTConfig, train_base_model
 
     config = SFTConfig(seed=seed, steps=60 if quick else SFTConfig.steps)
@@ -41,12 +32,11 @@ def sft_stage(outdir: Path, seed: int = 0, quick: bool = False) -> dict:
     save_model(model, tokenizer, outdir / "sft-model")
     countries = [c for c, _ in world.COUNTRIES]
     kinds = answer_kind_probs(model, tokenizer, [world.make_prompt(c) for c in countries])
-    figures = [
-        _save_figure(plot_history(history, ["loss"], title="SFT loss (response tokens)"),
-                     outdir, "sft_loss.png"),
-        _save_figure(plot_answer_kinds(kinds, countries, "SFT model: exact answer distribution"),
-                     outdir, "sft_answer_distribution.png"),
-    ]
+    figures = save_figures({
+        "sft_loss.png": plot_history(history, ["loss"], title="SFT loss (response tokens)"),
+        "sft_answer_distribution.png": plot_answer_kinds(kinds, countries,
+                                                         "SFT model: exact answer distribution"),
+    }, outdir)
     france = world.COUNTRIES.index(("France", "Paris"))
     evaluator = ExactEvaluator(model, tokenizer, world.prompts("train"))
     return {

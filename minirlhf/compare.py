@@ -18,7 +18,6 @@ responses and pays KL on each, so it does not. :func:`unseen_mass` puts that eff
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import torch
 from datasets import Dataset
@@ -174,9 +173,8 @@ def demo_stage(outdir, policies: dict, seconds: dict, beta: float) -> dict:
     Writes ``comparison_france.png`` (pi_ref, pi*, and each policy over the France answers) and
     ``comparison_frontier.png``; returns the table rows and its Markdown.
     """
-    import matplotlib.pyplot as plt
 
-    from minirlhf.plots import plot_distributions, plot_frontier
+    from minirlhf.plots import plot_distributions, plot_frontier, save_figures
     from minirlhf.sft import load_base_model
 
     ref, tokenizer = load_base_model()
@@ -192,8 +190,5 @@ def demo_stage(outdir, policies: dict, seconds: dict, beta: float) -> dict:
         "comparison_frontier.png": plot_frontier(frontier_curve(train), points,
                                                  title=f"Training prompts, beta = {beta}"),
     }
-    for name, fig in figures.items():
-        fig.savefig(Path(outdir) / name, dpi=100, bbox_inches="tight")
-        plt.close(fig)
     return {"beta": beta, "table": rows, "table_markdown": markdown_table(rows),
-            "figures": sorted(figures)}
+            "figures": save_figures(figures, outdir)}

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from minirlhf.logprobs import encode_prompt_response, sequence_logprobs, to_device
 from minirlhf.models import fused_gelu
 from minirlhf.sft import warmup_cosine
-from minirlhf.utils import check_finite_loss, check_positive, seed_everything
+from minirlhf.utils import check_finite_loss, check_positive, json_safe, seed_everything
 
 
 def _log_ratio_margin(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps):
@@ -447,10 +447,8 @@ def demo_stage(outdir, preferences, quick: bool = False) -> dict:
 
     ``quick``: a smoke run of a few seconds (two on-policy rounds); its numbers mean little.
     """
-    import math
     from pathlib import Path
 
-    import matplotlib.pyplot as plt
 
     from minirlhf import plots, world
     from minirlhf.logprobs import token_log_ratios
@@ -485,10 +483,7 @@ def demo_stage(outdir, preferences, quick: bool = False) -> dict:
                       "exact/true_reward", "exact/kl"], title="DPO (on-policy rounds)"),
         "dpo_token_log_ratios.png": plots.plot_token_log_ratios(rows),
     }
-    for name, fig in figures.items():
-        fig.savefig(outdir / name, dpi=100, bbox_inches="tight")
-        plt.close(fig)
-    metrics["dpo/figures"] = sorted(figures)
-    metrics = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+    metrics["dpo/figures"] = plots.save_figures(figures, outdir)
+    metrics = json_safe(metrics)
     metrics["policy"] = policy
     return metrics

@@ -410,3 +410,14 @@ def plot_method_beta_sweep(betas: list[float], measured: dict, optimum: dict | N
     fig.suptitle(title or f"{method} across beta", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def save_figures(figures: dict, outdir) -> list[str]:
+    """Save each figure of ``figures`` (file name -> figure) into ``outdir`` as a 100-dpi PNG and
+    close it (an open figure keeps its memory); return the sorted file names."""
+    from pathlib import Path
+
+    for name, fig in figures.items():
+        fig.savefig(Path(outdir) / name, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+    return sorted(figures)

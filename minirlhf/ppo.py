@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 from minirlhf import world
 from minirlhf.logprobs import generate, position_ids_from_mask, token_log_ratios, token_logprobs
 from minirlhf.models import fused_gelu
-from minirlhf.utils import check_finite_loss, check_positive, seed_everything
+from minirlhf.utils import check_finite_loss, check_positive, json_safe, seed_everything
 
 # ----------------------------------------------------------------------------------------------
 # Pure functions of tensors (unit-tested against hand-computed numbers)
@@ -637,10 +637,8 @@ def demo_stage(outdir, reward_model=None, quick: bool = False) -> dict:
 
     ``quick``: a smoke run of a few seconds (few steps); its numbers mean little.
     """
-    import math
     from pathlib import Path
 
-    import matplotlib.pyplot as plt
 
     from minirlhf import plots
     from minirlhf.optimum import ExactEvaluator
@@ -678,10 +676,7 @@ def demo_stage(outdir, reward_model=None, quick: bool = False) -> dict:
                               world.make_response("France", "correct"))
         figures[f"ppo_{name}_token_kl.png"] = plots.plot_token_kl(tokens, [kl])
     metrics["beta"] = PPOConfig().beta
-    for name, fig in figures.items():
-        fig.savefig(outdir / name, dpi=100, bbox_inches="tight")
-        plt.close(fig)
-    metrics["ppo/figures"] = sorted(figures)
-    metrics = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+    metrics["ppo/figures"] = plots.save_figures(figures, outdir)
+    metrics = json_safe(metrics)
     metrics["policy"] = policy
     return metrics

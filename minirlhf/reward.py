@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from minirlhf.utils import (
     check_checkpoint_dir,
     check_finite_loss,
     check_positive,
+    json_safe,
     save_atomically,
     seed_everything,
 )
@@ -614,7 +614,6 @@ def demo_stage(outdir: Path, quick: bool = False) -> dict:
 
     ``quick``: a smoke run of a few seconds (few pairs, few steps); its numbers mean little.
     """
-    import matplotlib.pyplot as plt
 
     from minirlhf import plots
     from minirlhf.preferences import collect_preferences
@@ -648,10 +647,7 @@ def demo_stage(outdir: Path, quick: bool = False) -> dict:
             margin_calibration(reward_model, tokenizer, data["test"])),
         "preference_pairs.png": plots.plot_preference_pairs(data["train"]),
     }
-    for name, fig in figures.items():
-        fig.savefig(outdir / name, dpi=100, bbox_inches="tight")
-        plt.close(fig)
-    metrics["reward/figures"] = sorted(figures)
-    metrics = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+    metrics["reward/figures"] = plots.save_figures(figures, outdir)
+    metrics = json_safe(metrics)
     metrics.update({"reward_model": reward_model, "tokenizer": tokenizer, "preferences": data})
     return metrics

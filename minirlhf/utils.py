@@ -99,3 +99,8 @@ def no_transformers_progress_bars():
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+def json_safe(metrics: dict) -> dict:
+    """``metrics`` with every NaN or infinite float replaced by None: JSON has no NaN."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
