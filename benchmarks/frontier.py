@@ -197,7 +197,7 @@ def main() -> None:
         result["offpolicy"] = offpolicy_experiment(args.offpolicy_beta, args.seeds[0], kept["PPO-GT"])
     result["command"] = "python benchmarks/frontier.py " + " ".join(
         f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-        for k, v in vars(args).items() if k != "notebook_cache")
+        for k, v in vars(args).items() if k != "notebook_cache" and v is not None)
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "frontier.json").write_text(json.dumps(result, indent=1))

@@ -63,12 +63,12 @@ The table is the cached sweep at beta = 0.1; the DPO run is repeated live below,
 """)
 code("""
 rows = [r for r in cache["runs"] if r["beta"] == BETA]
-table = ["| method | attainment (train) | attainment (held-out) | KL | true reward | coverage | seconds |",
+table = ["| method | attainment (train) | attainment (held-out) | KL | true reward | coverage | seconds* |",
          "|---|---|---|---|---|---|---|"]
 for r in rows:
     table.append(f"| {r['method']} | {r['attainment']:.3f} | {r['attainment_held_out']:.3f} | {r['kl']:.3f} "
                  f"| {r['true_reward']:.3f} | {r['coverage']:.3f} | {r['seconds']:.0f} |")
-display(Markdown("\\n".join(table)))
+display(Markdown("\\n".join(table) + "\\n\\n*wall time in the benchmark run, which shared 2 cores with others"))
 """)
 code("""
 preferences = default_preferences(progress=False)["train"]   # the pairs the sweep's DPO used
@@ -123,14 +123,17 @@ for run in cache["runs"]:
           f"(optimum at that KL {optimal_reward_at_kl(curve, run['kl']):.3f})  efficiency {run['efficiency_now']:.3f}")
 """)
 md("""
-**Checked:** PPO-GT and DPO sit on the optimal curve (efficiency at least 0.95) at every beta of the
-sweep. PPO-RM does not: the smaller the beta, the further PPO may move to please `r_phi`, and the more
+**Checked:** DPO sits on the optimal curve (efficiency at least 0.95) at every beta of the sweep, and
+PPO-GT does up to beta = 0.3; at beta = 1 the optimum hardly leaves `pi_ref`, and 1000 PPO steps at the
+default learning rate overshoot it a little (efficiency about 0.9). PPO-RM does not: the smaller the beta, the further PPO may move to please `r_phi`, and the more
 of that movement goes into `r_phi`'s errors instead of into true reward: *reward-model over-optimisation*
 (Gao et al. 2022), drawn against the exact ceiling.
 """)
 code("""
-for method in ("PPO-GT", "DPO"):
-    assert all(run["efficiency_now"] >= 0.95 for run in cache["runs"] if run["method"] == method), method
+assert all(run["efficiency_now"] >= 0.95 for run in cache["runs"] if run["method"] == "DPO")
+gt_runs = [run for run in cache["runs"] if run["method"] == "PPO-GT"]
+assert all(run["efficiency_now"] >= 0.95 for run in gt_runs if run["beta"] <= 0.3)
+assert all(run["efficiency_now"] >= 0.9 for run in gt_runs)
 rm_runs = sorted((run for run in cache["runs"] if run["method"] == "PPO-RM"), key=lambda run: run["beta"])
 assert rm_runs[0]["efficiency_now"] < min(run["efficiency_now"] for run in cache["runs"]
                                           if run["method"] == "PPO-GT")
@@ -207,8 +210,8 @@ code('''
 gt, rm, dpo = by_method["PPO-GT"], by_method["PPO-RM"], by_method["DPO"]
 display(Markdown(f"""
 * **Given a reward you can trust, PPO is the most direct route to the optimum** (attainment
-  {gt['attainment']:.3f} at beta {BETA}), and it stays on the optimal reward-KL curve at every beta. It is
-  also the slowest: {gt['seconds']:.0f} s here, against {dpo['seconds']:.0f} s for DPO.
+  {gt['attainment']:.3f} at beta {BETA}), and it stays on or near the optimal reward-KL curve at every beta.
+  It is also the slowest: {gt['seconds']:.0f} s in the benchmark run, against {dpo['seconds']:.0f} s for DPO.
 * **With a learned reward model, PPO is only as good as that model where the policy goes** (attainment
   {rm['attainment']:.3f}): the reward model was trained on the SFT model's answers, and PPO wanders to
   answers it never saw. The smaller beta, the worse.
