@@ -458,7 +458,7 @@ def demo_stage(outdir, preferences, quick: bool = False) -> dict:
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     ref, tokenizer = load_base_model()
-    config = DPOConfig(progress=False, **({"on_policy_rounds": 2, "eval_every": 1} if quick else {}))
+    config = DPOConfig(progress=not quick, **({"on_policy_rounds": 2, "eval_every": 1} if quick else {}))
     start = time.perf_counter()
     policy, history = train_dpo(copy.deepcopy(ref), ref, tokenizer, preferences["train"], config,
                                 evaluator=ExactEvaluator(ref, tokenizer, world.prompts("train")),

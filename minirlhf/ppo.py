@@ -653,7 +653,7 @@ def demo_stage(outdir, reward_model=None, quick: bool = False) -> dict:
     metrics, figures, policy = {}, {}, None
     for name, scorer in runs.items():
         config = PPOConfig(steps=4, eval_every=2, progress=False) if quick else PPOConfig(
-            steps=300, eval_every=25, progress=False)
+            steps=300, eval_every=25)  # with a progress bar
         start = time.perf_counter()
         policy, history = train_ppo(copy.deepcopy(ref), ref, tokenizer, world.prompts("train"), config,
                                     reward_model=scorer, evaluator=evaluator, eval_prompts=held_out,

@@ -631,7 +631,7 @@ def demo_stage(outdir: Path, quick: bool = False) -> dict:
                                      RewardConfig(steps=20, eval_every=10, progress=False),
                                      eval_data=data["test"])
     else:
-        reward_model, tokenizer, data, history = train_default_reward_model(progress=False)
+        reward_model, tokenizer, data, history = train_default_reward_model()  # with progress bars
     metrics = {"reward/train_seconds": history[-1]["time"],
                "reward/stage_seconds": time.perf_counter() - start,
                "reward/n_train_pairs": len(data["train"])}
