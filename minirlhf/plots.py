@@ -281,15 +281,15 @@ def plot_token_kl(tokens: list[str], kl: list[list[float]], labels: list[str] | 
 
 
 def plot_beta_sweep(betas: list[float], measured: dict, optimum: dict | None = None,
-                    title: str = "PPO across beta"):
-    """Final figures of PPO runs against beta (log x axis), one panel per metric.
+                    method: str = "PPO", title: str = ""):
+    """Final figures of one method's runs against beta (log x axis), one panel per metric.
 
     ``measured`` maps a metric name (e.g. ``"true reward"``, ``"KL"``) to one value per beta;
     ``optimum`` the same metric for the exact optimum pi* (drawn dashed), if given.
     """
     fig, axes = plt.subplots(1, len(measured), figsize=(3.0 * len(measured), 2.5), squeeze=False)
     for ax, (name, values) in zip(axes.flat, measured.items()):
-        ax.plot(betas, values, "o-", label="PPO")
+        ax.plot(betas, values, "o-", label=method)
         if optimum and name in optimum:
             ax.plot(betas, optimum[name], "k--", lw=1, label="exact pi*")
         ax.set_xscale("log")
@@ -297,7 +297,7 @@ def plot_beta_sweep(betas: list[float], measured: dict, optimum: dict | None = N
         ax.set_title(name, fontsize=9)
         ax.tick_params(labelsize=7)
     axes.flat[0].legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title or f"{method} across beta", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -389,25 +389,6 @@ def plot_token_log_ratios(rows: list[tuple[str, list[str], list[float]]],
     ax.set_yticks(range(len(rows)), [label for label, _, _ in rows], fontsize=7)
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, shrink=0.8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_method_beta_sweep(betas: list[float], measured: dict, optimum: dict | None = None,
-                           method: str = "DPO", title: str = ""):
-    """Final figures of one method's runs against beta (log x axis), one panel per metric, with the
-    exact optimum pi* dashed. ``measured`` and ``optimum`` map a metric name to one value per beta."""
-    fig, axes = plt.subplots(1, len(measured), figsize=(3.0 * len(measured), 2.5), squeeze=False)
-    for ax, (name, values) in zip(axes.flat, measured.items()):
-        ax.plot(betas, values, "o-", label=method)
-        if optimum and name in optimum:
-            ax.plot(betas, optimum[name], "k--", lw=1, label="exact pi*")
-        ax.set_xscale("log")
-        ax.set_xlabel("beta", fontsize=8)
-        ax.set_title(name, fontsize=9)
-        ax.tick_params(labelsize=7)
-    axes.flat[0].legend(fontsize=7)
-    fig.suptitle(title or f"{method} across beta", fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -42,7 +42,7 @@ from minirlhf import world
 from minirlhf.dpo import DPOConfig, dpo_loss, implicit_reward, train_dpo
 from minirlhf.logprobs import response_logprobs, token_log_ratios
 from minirlhf.optimum import ExactEvaluator, answer_kind_probs, optimal_value, with_outside
-from minirlhf.plots import (plot_history, plot_method_beta_sweep, plot_runs, plot_distributions,
+from minirlhf.plots import (plot_beta_sweep, plot_history, plot_runs, plot_distributions,
                             plot_token_log_ratios)
 from minirlhf.preferences import default_preferences
 from minirlhf.sft import load_base_model
@@ -319,7 +319,7 @@ for beta in betas:
     for name, key in (("true reward", "true_reward"), ("KL", "kl"), ("attainment", "attainment")):
         measured[name].append(report[key])
         optimum[name].append(star[key])
-fig = plot_method_beta_sweep(betas, measured, optimum, title="On-policy DPO (15 rounds) across beta")
+fig = plot_beta_sweep(betas, measured, optimum, method="DPO", title="On-policy DPO (15 rounds) across beta")
 print({k: [round(v, 3) for v in vals] for k, vals in measured.items()})
 """)
 code("""
