@@ -30,7 +30,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -42,10 +41,11 @@ sys.path.insert(0, str(REPO))  # for minirlhf.preferences only: the data (minirl
 
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
-from transformers import (AutoModelForCausalLM, PreTrainedTokenizerFast, PrinterCallback,  # noqa: E402
-                          TrainerCallback)
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, PrinterCallback  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 from trl import DPOConfig, DPOTrainer  # noqa: E402
+
+from trl_timer import StepTimer  # noqa: E402  (benchmarks/, beside this script)
 
 from minirlhf.preferences import default_preferences  # noqa: E402
 
@@ -53,22 +53,6 @@ CHECKPOINT = REPO / "minirlhf" / "checkpoints" / "sft-tiny-gpt"
 BATCH_SIZE = 16
 WARMUP = 5
 
-
-class StepTimer(TrainerCallback):
-    """Wall-clock time between consecutive optimizer steps."""
-
-    def __init__(self):
-        self.stamps = []
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.stamps = [time.perf_counter()]
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.stamps.append(time.perf_counter())
-
-    @property
-    def seconds(self) -> list[float]:
-        return [b - a for a, b in zip(self.stamps, self.stamps[1:])]
 
 
 SETUPS = {"defaults": {},  # TRL's: reference forward every step, gradient checkpointing on

@@ -23,7 +23,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -37,26 +36,15 @@ sys.path.insert(0, str(REPO))  # for minirlhf.world only (pure Python): the prom
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification,  # noqa: E402
-                          PreTrainedTokenizerFast, TrainerCallback)
+                          PreTrainedTokenizerFast)
 from trl.experimental.ppo import PPOConfig, PPOTrainer  # noqa: E402
+
+from trl_timer import StepTimer  # noqa: E402  (benchmarks/, beside this script)
 
 from minirlhf import world  # noqa: E402
 
 CHECKPOINT = REPO / "minirlhf" / "checkpoints" / "sft-tiny-gpt"
 
-
-class UpdateTimer(TrainerCallback):
-    """Wall-clock time between consecutive PPO updates."""
-
-    def __init__(self):
-        self.stamps = [time.perf_counter()]
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.stamps.append(time.perf_counter())
-
-    @property
-    def seconds(self) -> list[float]:
-        return [b - a for a, b in zip(self.stamps, self.stamps[1:])]
 
 
 def main():
@@ -93,9 +81,8 @@ def main():
         trainer = PPOTrainer(args=config, processing_class=tokenizer, model=policy, ref_model=ref_policy,
                              reward_model=reward_model, value_model=value_model, train_dataset=train,
                              eval_dataset=evaluation)
-        timer = UpdateTimer()
+        timer = StepTimer()
         trainer.add_callback(timer)
-        timer.stamps = [time.perf_counter()]
         trainer.train()
     seconds = timer.seconds[1:]  # the first update warms up
     print(json.dumps({"trl_version": __import__("trl").__version__, "seconds_per_update": seconds}))
