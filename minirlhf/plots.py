@@ -154,26 +154,6 @@ def plot_preference_pairs(data, title: str = "Which kind of answer the rater pre
     return fig
 
 
-def plot_reward_histories(histories: dict, keys: list[str], title: str = ""):
-    """Several training runs on shared axes: one panel per metric in ``keys``, one line per run.
-
-    ``histories`` maps a run's name (e.g. ``"frozen backbone"``) to its list-of-dicts history.
-    """
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.6), squeeze=False)
-    for ax, key in zip(axes.flat, keys):
-        for name, history in histories.items():
-            points = [(h["step"], h[key]) for h in history if key in h]
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=name)
-        ax.set_title(key, fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
-        ax.tick_params(labelsize=7)
-    axes.flat[0].legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
 # --- PPO with a KL penalty (issue 4) -------------------------------------------------------------
 
 def plot_ppo_loop():
@@ -345,7 +325,7 @@ def plot_margin_calibration(calibration: dict, title: str = "Learned vs true mar
 # --- DPO (notebook 04, minirlhf.dpo.demo_stage) -----------------------------------------------
 
 def plot_runs(histories: dict, keys: list[str], title: str = "", x: str = "step", hlines: dict | None = None):
-    """Several runs side by side: one panel per metric in ``keys``, one line per run.
+    """Several runs on shared axes (notebooks 02-04): one panel per metric in ``keys``, one line per run.
 
     ``histories`` maps a run's label to its history (a list of dicts); ``hlines`` maps a metric to
     a reference value drawn dashed (e.g. the exact optimum).

@@ -241,7 +241,7 @@ for name, kwargs in {"frozen backbone": {"freeze_backbone": True}, "full fine-tu
     model = RewardModel.from_base(sft_model, **kwargs)
     runs[name] = (model, train_reward_model(model, tokenizer, data["train"], RewardConfig(progress=False),
                                             eval_data=data["test"]))
-fig = plots.plot_reward_histories({name: h for name, (_, h) in runs.items()},
+fig = plots.plot_runs({name: h for name, (_, h) in runs.items()},
                                   ["loss", "eval/accuracy", "eval/margin"])
 rows = {}
 for name, (model, h) in runs.items():

@@ -40,7 +40,7 @@ from minirlhf import world
 from minirlhf.logprobs import encode_prompt_response, response_logprobs, token_log_ratios, token_logprobs
 from minirlhf.optimum import ExactEvaluator, kl_divergence, optimal_policy, with_outside
 from minirlhf.plots import (plot_beta_sweep, plot_clipped_objective, plot_history, plot_ppo_loop,
-                            plot_probability_curves, plot_reward_histories, plot_token_kl)
+                            plot_probability_curves, plot_runs, plot_token_kl)
 from minirlhf.ppo import (AdaptiveKLController, Critic, PPOConfig, answer_tracker, gae,
                           per_token_rewards, ppo_policy_loss, ppo_value_loss, rollout, score_rollouts,
                           train_ppo, whiten)
@@ -308,7 +308,7 @@ for b in (0.0, 0.1):
     config = PPOConfig(beta=b, steps=STEPS_RM, rollouts_per_step=16, eval_every=10, progress=False)
     _, runs[f"beta = {b}"] = train_ppo(copy.deepcopy(ref_model), ref_model, tokenizer, train_prompts, config,
                                        reward_model=reward_model, evaluator=evaluator)
-plot_reward_histories(runs, ["objective/scores", "exact/true_reward", "exact/kl"],
+plot_runs(runs, ["objective/scores", "exact/true_reward", "exact/kl"],
                       title="learned reward model: score (what PPO sees) vs true reward vs KL");
 """)
 md("""
