@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from minirlhf import world
-from minirlhf.dpo import DPOConfig, dpo_loss, encode_pairs, pair_logps, reference_logps, train_dpo
+from minirlhf.dpo import DPOConfig, dpo_step, encode_pairs, reference_logps, train_dpo
 from minirlhf.models import fused_gelu
 from minirlhf.optimum import ExactEvaluator
 from minirlhf.preferences import default_preferences
@@ -46,25 +46,21 @@ def step_seconds(ref, tokenizer, data, batch_size: int = 16, repeats: int = 30) 
 
 def step_times(ref, tokenizer, data, batch_size: int = 16, repeats: int = 30) -> list[float]:
     """Wall times of ``repeats`` DPO steps on ``batch_size`` pairs, the first 5 (warm-up) dropped.
-    The step is :func:`minirlhf.dpo.train_dpo`'s: fused AdamW, GPT-2's GELU as one kernel."""
+    The step is :func:`minirlhf.dpo.train_dpo`'s (:func:`minirlhf.dpo.dpo_step`, fused AdamW,
+    GPT-2's GELU as one kernel), metrics included."""
     policy = copy.deepcopy(ref)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-4, fused=True)
     encoded = encode_pairs(tokenizer, data)
     ref_chosen, ref_rejected = reference_logps(ref, encoded).chunk(2)
     n = len(data)
     generator = torch.Generator().manual_seed(0)
+    config = DPOConfig(beta=0.1, learning_rate=1e-4, progress=False)
     times = []
     with fused_gelu(policy):
-        for _ in range(repeats):
+        for step in range(repeats):
             idx = torch.randint(n, (batch_size,), generator=generator)
             start = time.perf_counter()
-            rows = {k: v[torch.cat([idx, idx + n])] for k, v in encoded.items()}
-            chosen, rejected = pair_logps(policy, rows)
-            loss = dpo_loss(chosen, rejected, ref_chosen[idx], ref_rejected[idx], 0.1).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-            optimizer.step()
+            dpo_step(policy, optimizer, encoded, idx, ref_chosen[idx], ref_rejected[idx], config, 1e-4, step)
             times.append(time.perf_counter() - start)
     return times[5:]  # the first steps warm up
 

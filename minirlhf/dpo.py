@@ -324,6 +324,27 @@ def on_policy_pairs(policy, tokenizer, prompts: list[str], pairs_per_prompt: int
     return Dataset.from_list(rows)
 
 
+def dpo_step(policy, optimizer, encoded: dict[str, torch.Tensor], idx: torch.Tensor,
+             ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, config: DPOConfig, lr: float,
+             step: int = 0) -> dict[str, float]:
+    """One optimiser step on the pairs ``idx`` (shape (B,)) of ``encoded`` (made by
+    :func:`encode_pairs`, N pairs: rows ``idx`` and ``idx + N``, chosen and rejected in one forward
+    pass). ``ref_chosen``, ``ref_rejected``: their reference log-probs, shape (B,). Returns the loss
+    and the metrics of :func:`dpo_metrics`."""
+    n_pairs = encoded["input_ids"].shape[0] // 2
+    rows = {k: v[torch.cat([idx, idx + n_pairs])] for k, v in encoded.items()}
+    chosen, rejected = pair_logps(policy, rows)
+    loss = config.loss(chosen, rejected, ref_chosen, ref_rejected).mean()
+    check_finite_loss(loss, step)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.step()
+    return {"loss": loss.item(), **dpo_metrics(chosen, rejected, ref_chosen, ref_rejected, config.beta)}
+
+
 def learning_rate(config: DPOConfig, step: int, round_: int) -> float:
     """Linear warm-up over the first ``warmup_steps`` steps, then a cosine decay *round by round*:
     an on-policy round has as many steps as it has distinct pairs, unknown in advance."""
@@ -403,22 +424,10 @@ def train_dpo(policy, ref_model, tokenizer, train_data, config: DPOConfig | None
                 order = torch.randperm(n_pairs, generator=generator).to(device)
                 batches = order.split(config.batch_size)
                 for i, idx in enumerate(batches):
-                    rows = {k: v[torch.cat([idx, idx + n_pairs])] for k, v in encoded.items()}
-                    chosen, rejected = pair_logps(policy, rows)
-                    ref_chosen, ref_rejected = ref_chosen_all[idx], ref_rejected_all[idx]
-                    loss = config.loss(chosen, rejected, ref_chosen, ref_rejected).mean()
-                    check_finite_loss(loss, step)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
                     lr = learning_rate(config, step, round_)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-                    optimizer.step()
+                    pending.append(dpo_step(policy, optimizer, encoded, idx, ref_chosen_all[idx],
+                                            ref_rejected_all[idx], config, lr, step))
                     step += 1
-
-                    pending.append({"loss": loss.item(),
-                                    **dpo_metrics(chosen, rejected, ref_chosen, ref_rejected, config.beta)})
                     last = round_ == n_rounds - 1 and epoch == config.epochs - 1 and i == len(batches) - 1
                     if step % config.log_every == 0 or step % config.eval_every == 0 or last:
                         record = {"step": step, "round": round_, "epoch": epoch + (i + 1) / len(batches),
