@@ -12,28 +12,41 @@ from datasets import Dataset
 from minirlhf import world
 
 
-def sft_corpus(examples_per_country: int = 40, seed: int = 0) -> Dataset:
-    """The SFT corpus: for every country, ``examples_per_country`` answers in the exact mix
-    :data:`minirlhf.world.STYLE_MIX` (60% correct, 25% wrong city, 15% hedge by default).
+def style_counts(n_wrong: int) -> dict[str, int]:
+    """How many answers of each style a country gets when it has ``n_wrong`` wrong ones, so that
+    the three styles follow :data:`minirlhf.world.STYLE_MIX` (``n_wrong`` = 25% of the total)."""
+    total = round(n_wrong / world.STYLE_MIX["wrong"])
+    n_hedge = round(world.STYLE_MIX["hedge"] * total)
+    return {"correct": total - n_wrong - n_hedge, "wrong": n_wrong, "hedge": n_hedge}
 
-    The counts per country are exact (not sampled), so the model that fits this corpus best says
-    Paris for France with probability 0.60; the wrong cities are drawn with ``seed``.
-    Columns: ``prompt``, ``response``, ``style``, ``country`` (all strings).
+
+def sft_corpus(wrong_per_city: int = 2, seed: int = 0) -> Dataset:
+    """The SFT corpus: for every country, answers in the mix :data:`minirlhf.world.STYLE_MIX`
+    (60% correct, 25% wrong city, 15% hedge).
+
+    The counts are exact, not sampled: each city of :func:`minirlhf.world.wrong_cities` is the
+    wrong answer ``wrong_per_city`` times, and the correct and hedging answers fill the mix
+    around them (152 answers for a training country, 184 for a held-out one, by default). So the
+    model that fits this corpus best says Paris for France with probability 0.60, and when it is
+    wrong, any wrong city equally often. Why balanced: when each country had only 10 wrong
+    answers drawn at random, the model learnt *which* wrong cities each country had, errors that
+    alignment on the training countries could unlearn only country by country; errors that are
+    the same for every country are unlearnt once, for all countries, held-out ones included.
+
+    ``seed`` shuffles the rows. Columns: ``prompt``, ``response``, ``style``, ``country``.
     """
-    if examples_per_country < 1:
-        raise ValueError(f"examples_per_country must be >= 1, got {examples_per_country}.")
-    rng = random.Random(seed)
-    n_correct = round(world.STYLE_MIX["correct"] * examples_per_country)
-    n_hedge = round(world.STYLE_MIX["hedge"] * examples_per_country)
-    n_wrong = examples_per_country - n_correct - n_hedge
+    if not (isinstance(wrong_per_city, int) and wrong_per_city >= 1):
+        raise ValueError(f"wrong_per_city must be an integer >= 1, got {wrong_per_city!r}.")
     rows = []
-    for country, capital in world.COUNTRIES:
+    for country, _ in world.COUNTRIES:
         prompt = world.make_prompt(country)
-        others = [c for c in world.CITIES if c != capital]
-        styles = ["correct"] * n_correct + ["wrong"] * n_wrong + ["hedge"] * n_hedge
-        for style in styles:
-            city = rng.choice(others) if style == "wrong" else None
-            rows.append({"prompt": prompt, "response": world.make_response(country, style, city),
-                         "style": style, "country": country})
-    rng.shuffle(rows)
+        wrong = world.wrong_cities(country) * wrong_per_city
+        counts = style_counts(len(wrong))
+        answers = ([world.make_response(country, "correct")] * counts["correct"]
+                   + [world.make_response(country, "wrong", city) for city in wrong]
+                   + [world.make_response(country, "hedge")] * counts["hedge"])
+        styles = ["correct"] * counts["correct"] + ["wrong"] * len(wrong) + ["hedge"] * counts["hedge"]
+        rows += [{"prompt": prompt, "response": answer, "style": style, "country": country}
+                 for answer, style in zip(answers, styles)]
+    random.Random(seed).shuffle(rows)
     return Dataset.from_list(rows)

@@ -4,10 +4,12 @@ Everything in minirlhf happens in one small, fully known world, so that every nu
 tutorial shows can be checked against the truth:
 
 * a fixed table of countries and their capitals (:data:`COUNTRIES`), split into training and
-  held-out countries;
+  held-out countries (alignment never sees a held-out country or its capital, see
+  :func:`wrong_cities`);
 * one prompt format, ``Q: What is the capital of France? A:``;
 * three response styles, mixed at fixed rates in the SFT corpus: concise and correct
-  (``The capital of France is Paris.``), concise with a wrong city (``... is Berlin.``), and
+  (``The capital of France is Paris.``), concise with a wrong city (``... is Berlin.``, any of
+  :func:`wrong_cities` equally often), and
   hedging (``There are several capitals, but Paris is the official capital.``);
 * a ground-truth reward :func:`true_reward` defined on *any* string: it stands in for the human;
 * a simulated Bradley-Terry rater :class:`SimulatedRater`;
@@ -125,12 +127,25 @@ def make_response(country: str, style: str, city: str | None = None) -> str:
     raise ValueError(f"style must be one of {STYLES}, got {style!r}.")
 
 
+def wrong_cities(country: str) -> list[str]:
+    """The capitals that the SFT corpus names as *wrong* answers for ``country``.
+
+    For a training country, the other *training* capitals; for a held-out country, every other
+    capital. So the answers to training prompts never mention a held-out capital, and alignment
+    on the training prompts never meets one: the held-out countries measure what carries over,
+    not interference. (When held-out capitals were also wrong answers for training prompts, PPO
+    and DPO pushed them down everywhere, and held-out countries ended up worse than before.)
+    """
+    capital = CAPITAL_OF[check_country(country)]
+    pool = CITIES if country in HELD_OUT_COUNTRIES else [CAPITAL_OF[c] for c in TRAIN_COUNTRIES]
+    return [city for city in pool if city != capital]
+
+
 def sample_response(country: str, rng: random.Random) -> tuple[str, str]:
-    """Sample ``(style, response)`` for ``country`` with the corpus mix :data:`STYLE_MIX`."""
+    """Sample ``(style, response)`` for ``country`` with the corpus mix :data:`STYLE_MIX`; a wrong
+    answer names one of :func:`wrong_cities`."""
     style = rng.choices(STYLES, weights=[STYLE_MIX[s] for s in STYLES])[0]
-    city = None
-    if style == "wrong":
-        city = rng.choice([c for c in CITIES if c != CAPITAL_OF[country]])
+    city = rng.choice(wrong_cities(country)) if style == "wrong" else None
     return style, make_response(country, style, city)
 
 

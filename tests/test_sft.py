@@ -1,6 +1,7 @@
 """SFT: the masked loss, that training improves it, and that the base model mirrors the corpus."""
 
 import copy
+from collections import Counter
 
 import pytest
 import torch
@@ -55,7 +56,7 @@ def test_warmup_then_cosine():
 
 def test_short_sft_lowers_the_loss_and_prefers_the_corpus_answers(tiny):
     model, tokenizer = tiny
-    history = train_sft(model, tokenizer, sft_corpus(examples_per_country=20),
+    history = train_sft(model, tokenizer, sft_corpus(wrong_per_city=1),
                         SFTConfig(steps=300, learning_rate=5e-3, progress=False, log_every=10))
     assert history[-1]["loss"] < 0.3 * history[0]["loss"]
     kinds = answer_kind_probs(model, tokenizer, world.prompts("all"))
@@ -79,9 +80,30 @@ def test_shipped_base_model_mirrors_the_corpus_mix(base):
 def test_sft_is_repeatable_with_the_same_seed(tiny):
     model, tokenizer = tiny
     twin = copy.deepcopy(model)
-    data = sft_corpus(examples_per_country=5)
+    data = sft_corpus(wrong_per_city=1)
     config = SFTConfig(steps=5, progress=False)
     train_sft(model, tokenizer, data, config)
     train_sft(twin, tokenizer, data, config)
     for a, b in zip(model.parameters(), twin.parameters()):
         assert torch.equal(a, b)
+
+
+def test_corpus_is_balanced_and_keeps_held_out_capitals_out_of_training_answers():
+    corpus = sft_corpus(wrong_per_city=2)
+    held_out_capitals = {world.CAPITAL_OF[c] for c in world.HELD_OUT_COUNTRIES}
+    for country in ("France", "Cuba"):
+        rows = corpus.filter(lambda row: row["country"] == country)
+        styles = Counter(rows["style"])
+        assert styles["wrong"] / len(rows) == pytest.approx(world.STYLE_MIX["wrong"], abs=0.005)
+        assert styles["correct"] / len(rows) == pytest.approx(world.STYLE_MIX["correct"], abs=0.01)
+        wrong = Counter(r.split()[-1].rstrip(".") for r, s in zip(rows["response"], rows["style"])
+                        if s == "wrong")
+        # every eligible wrong city exactly twice: errors that do not depend on the country
+        assert wrong == Counter({city: 2 for city in world.wrong_cities(country)})
+    training_answers = corpus.filter(lambda row: row["country"] in world.TRAIN_COUNTRIES)["response"]
+    assert not any(city in answer for answer in training_answers for city in held_out_capitals)
+
+
+def test_corpus_refuses_a_bad_wrong_per_city():
+    with pytest.raises(ValueError, match="wrong_per_city"):
+        sft_corpus(wrong_per_city=0)
