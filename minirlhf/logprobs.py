@@ -94,8 +94,9 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     entropy of each next-token distribution, aligned the same way, shape (B, T).
     """
     _check_fits(model, input_ids.shape[1])
+    # use_cache=False: teacher forcing reads every position at once, so no KV cache to build
     logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                   position_ids=position_ids_from_mask(attention_mask)).logits
+                   position_ids=position_ids_from_mask(attention_mask), use_cache=False).logits
     logits = logits[:, :-1].float() / temperature  # logits at t predict token t + 1
     targets = input_ids[:, 1:].unsqueeze(-1)
     # log softmax at the target only: logit[target] - logsumexp(logits), cheap on large vocabularies

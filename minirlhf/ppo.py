@@ -256,7 +256,8 @@ class Critic(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Values V(x, y_<t) of shape (B, T) for ids and mask of shape (B, T); ``out[:, 0] = 0``."""
         hidden = self.trunk(input_ids=input_ids, attention_mask=attention_mask,
-                            position_ids=position_ids_from_mask(attention_mask)).last_hidden_state
+                            position_ids=position_ids_from_mask(attention_mask),
+                            use_cache=False).last_hidden_state  # one pass, no KV cache needed
         values = self.head(hidden[:, :-1]).squeeze(-1).float()
         return nn.functional.pad(values, (1, 0))
 

@@ -200,7 +200,8 @@ class RewardModel(torch.nn.Module):
         the last non-pad token of each row (left or right padding alike).
         """
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
-                               position_ids=position_ids_from_mask(attention_mask)).last_hidden_state
+                               position_ids=position_ids_from_mask(attention_mask),
+                               use_cache=False).last_hidden_state  # one pass, no KV cache needed
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         last = hidden[rows, last_token_index(attention_mask)]  # (B, H)
         raw = self.head(last.float()).squeeze(-1)  # (B,)

@@ -98,7 +98,9 @@ for text in sample["responses"]:
 md("""
 ## 4. Supervised fine-tuning
 
-The corpus has 40 answers per country in the exact 60 / 25 / 15 mix. SFT minimises the negative
+The corpus has 152 answers per training country (184 per held-out one) in the exact 60 / 25 / 15 mix; the
+wrong answers name every other capital equally often (for a training country, every other *training*
+capital: the held-out capitals stay out of everything alignment will see). SFT minimises the negative
 log-likelihood of the **response** tokens (and the `<eos>`), given the prompt:
 
 $$\\mathcal{L}_{\\text{SFT}} = -\\frac{1}{N}\\sum_{b,t} m_{b,t}\\,\\log \\pi_\\theta(y_{b,t} \\mid x_b, y_{b,<t})$$

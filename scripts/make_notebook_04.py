@@ -227,7 +227,8 @@ print({k: round(v, 3) for k, v in final.items() if k.startswith("exact")})
 md("""
 **Checked:** on-policy DPO gets close to the exact optimum on the training prompts and keeps almost
 all the probability on well-formed answers (less than the SFT model leaked). On the four held-out
-countries it helps much less: every pair it saw names their capitals only as *wrong* answers.
+countries, which it never saw, it helps too, but less: it learnt to drop the hedge everywhere, and
+to name fewer wrong cities, but it can only partly transfer the second lesson to countries it never saw.
 """)
 code("""
 assert final["exact/attainment"] > 0.9, final["exact/attainment"]
