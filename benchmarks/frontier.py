@@ -38,18 +38,21 @@ ROOT = Path(__file__).resolve().parents[1]
 PPO_STEPS = None  # None: PPOConfig's default; --ppo-steps sets it for a smoke run
 
 
-def train_method(method: str, beta: float, seed: int, ref, tokenizer, reward_model, preferences):
-    """Train one method from the base model; return (policy, wall seconds)."""
+def train_method(method: str, beta: float, seed: int, ref, tokenizer, reward_model, reward_data,
+                 preferences):
+    """Train one method from the base model; return (policy, wall seconds). PPO-RM gets the rater
+    too, which refreshes its reward model on the policy's answers (PPOConfig's default)."""
     policy = copy.deepcopy(ref)
     start = time.perf_counter()
     if method == "DPO":
         train_dpo(policy, ref, tokenizer, preferences,
                   DPOConfig(beta=beta, seed=seed, progress=False))
     else:
-        rm = reward_model if method == "PPO-RM" else None
         config = PPOConfig(beta=beta, seed=seed, progress=False, eval_every=0)
         config.steps = PPO_STEPS or config.steps
-        train_ppo(policy, ref, tokenizer, world.prompts("train"), config, reward_model=rm)
+        learned = ({"reward_model": reward_model, "reward_data": reward_data,
+                    "rater": world.SimulatedRater(seed=seed)} if method == "PPO-RM" else {})
+        train_ppo(policy, ref, tokenizer, world.prompts("train"), config, **learned)
     return policy, time.perf_counter() - start
 
 
@@ -60,7 +63,7 @@ def sweep(betas, seeds, methods, keep_beta: float) -> tuple[dict, dict]:
     ref, tokenizer = load_base_model()
     evaluator = ExactEvaluator(ref, tokenizer, world.prompts("train"))
     held_out = ExactEvaluator(ref, tokenizer, world.prompts("held_out"))
-    reward_model, _, _, _ = train_default_reward_model(seed=0, progress=False)
+    reward_model, _, reward_data, _ = train_default_reward_model(seed=0, progress=False)
     preferences = default_preferences(progress=False)["train"]
     curve = frontier_curve(evaluator)
     runs, kept = [], {}
@@ -68,7 +71,7 @@ def sweep(betas, seeds, methods, keep_beta: float) -> tuple[dict, dict]:
         for method in methods:
             for seed in seeds:
                 policy, seconds = train_method(method, beta, seed, ref, tokenizer, reward_model,
-                                               preferences)
+                                               reward_data["train"], preferences)
                 report = evaluator.evaluate(policy, beta)
                 runs.append({"method": method, "beta": beta, "seed": seed, "seconds": seconds,
                              "kl": report["kl"], "true_reward": report["true_reward"],

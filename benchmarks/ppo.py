@@ -3,7 +3,9 @@
 * **attainment**: exact attainment (``minirlhf.optimum``, true reward) of the trained policy on the
   training prompts and on the held-out prompts, at beta = 0.1 and 0.5, for PPO-GT (score = true
   reward) and PPO with the learned reward model (``minirlhf.reward.train_default_reward_model``),
-  each with the default :class:`~minirlhf.ppo.PPOConfig`; medians over seeds.
+  each with the default :class:`~minirlhf.ppo.PPOConfig`; medians over seeds. Mode ``rm`` gives
+  PPO the simulated rater too, so that the reward model is refreshed on the policy's answers every
+  ``reward_refresh_every`` steps; ``rm_fixed`` keeps the reward model as trained.
 * **ceiling**: a reference point for the held-out numbers: supervised fine-tuning on the *correct*
   answers of the training countries only, then the same held-out measurement. It shows how much
   of what is learned on training countries carries over to unseen ones in this tiny model.
@@ -58,11 +60,11 @@ def attainment(modes: list[str], betas: list[float], seeds: list[int], steps: in
     reward_model = None
     results = {}
     for mode in modes:
-        if mode == "rm" and reward_model is None:
+        if mode.startswith("rm") and reward_model is None:
             from minirlhf.reward import train_default_reward_model
 
             start = time.perf_counter()
-            reward_model, _, _, _ = train_default_reward_model(seed=0, progress=False)
+            reward_model, _, reward_data, _ = train_default_reward_model(seed=0, progress=False)
             print(f"learned reward model trained in {time.perf_counter() - start:.0f} s", flush=True)
         for beta in betas:
             runs = []
@@ -71,9 +73,13 @@ def attainment(modes: list[str], betas: list[float], seeds: list[int], steps: in
                 config.steps = steps or config.steps
                 config.eval_every = config.steps
                 start = time.perf_counter()
+                # "rm": the reward model refreshed on the policy's answers (the default with a
+                # rater); "rm_fixed": the reward model as trained, never corrected
+                refresh = {"rater": world.SimulatedRater(seed=seed), "reward_data": reward_data["train"]}
                 _, history = train_ppo(copy.deepcopy(ref), ref, tokenizer, world.prompts("train"), config,
-                                       reward_model=reward_model if mode == "rm" else None,
-                                       evaluator=evaluators["train"], eval_prompts=evaluators["held_out"])
+                                       reward_model=reward_model if mode != "gt" else None,
+                                       evaluator=evaluators["train"], eval_prompts=evaluators["held_out"],
+                                       **(refresh if mode == "rm" else {}))
                 last = history[-1]
                 runs.append({"seed": seed, "train": last["exact/attainment"],
                              "held_out": last["exact_held_out/attainment"],
@@ -155,7 +161,8 @@ def timing(trl_python: str | None, rounds: int = 3) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=["attainment", "ceiling", "timing"], action="append")
-    parser.add_argument("--modes", default="gt,rm", help="gt (true reward), rm (learned reward model)")
+    parser.add_argument("--modes", default="gt,rm", help="gt (true reward), rm (learned reward model, "
+                        "refreshed by the rater every reward_refresh_every steps), rm_fixed (never refreshed)")
     parser.add_argument("--betas", default="0.1,0.5")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--steps", type=int, default=None, help="PPO steps (default: PPOConfig's)")

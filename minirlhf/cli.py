@@ -71,7 +71,7 @@ def demo(outdir: Path, seed: int = 0, quick: bool = False) -> Path:
     seconds, policies = {}, {}
     print("== Stage 3/5: PPO with a KL penalty ==", flush=True)
     start = time.perf_counter()
-    stage = ppo.demo_stage(outdir, reward_model=reward_model, quick=quick)
+    stage = ppo.demo_stage(outdir, reward_model=reward_model, quick=quick, reward_data=preferences["train"])
     policies["PPO"], seconds["PPO"] = stage.pop("policy"), time.perf_counter() - start
     metrics["ppo"] = stage
     print("== Stage 4/5: DPO on the same preferences ==", flush=True)

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from minirlhf.logprobs import encode_prompt_response, sequence_logprobs, to_device
 from minirlhf.models import fused_gelu
+from minirlhf.preferences import on_policy_pairs
 from minirlhf.sft import warmup_cosine
 from minirlhf.utils import check_finite_loss, check_positive, json_safe, seed_everything
 
@@ -295,33 +296,6 @@ def _exact_metrics(evaluators: dict, policy, beta: float) -> dict[str, float]:
 def unique_prompts(data) -> list[str]:
     """The distinct prompts of ``data``, in order of first appearance."""
     return list(dict.fromkeys(data["prompt"]))
-
-
-def on_policy_pairs(policy, tokenizer, prompts: list[str], pairs_per_prompt: int, rater, seed: int,
-                    temperature: float = 1.0):
-    """Fresh preference pairs sampled from the *current* policy, labelled by ``rater``.
-
-    This is where on-policy DPO gets its data: the answers the policy gives now, including the
-    malformed ones it starts to drift towards, are judged and can be pushed down. Each prompt gets
-    ``pairs_per_prompt`` pairs of two independent samples; pairs of identical answers carry no
-    preference and are dropped (so a sharper policy yields fewer pairs). Returns a Dataset with
-    ``prompt``, ``chosen``, ``rejected``.
-    """
-    from datasets import Dataset
-
-    from minirlhf.logprobs import generate
-
-    policy.eval()
-    generator = seed_everything(seed)
-    batch = [p for p in prompts for _ in range(pairs_per_prompt)]
-    first = generate(policy, tokenizer, batch, temperature=temperature, generator=generator)["responses"]
-    second = generate(policy, tokenizer, batch, temperature=temperature, generator=generator)["responses"]
-    rows = []
-    for prompt, y1, y2 in zip(batch, first, second):
-        if y1 != y2:
-            chosen, rejected = (y1, y2) if rater.prefers_first(prompt, y1, y2) else (y2, y1)
-            rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
-    return Dataset.from_list(rows)
 
 
 def dpo_step(policy, optimizer, encoded: dict[str, torch.Tensor], idx: torch.Tensor,

@@ -9,6 +9,8 @@ Read this file top to bottom; it is the whole algorithm. One PPO *step* is::
     3. advantages  GAE over the response tokens, returns = advantages + values (whitening optional)
     4. update      a few epochs over shuffled minibatches of the clipped surrogate and value losses
     5. beta        fixed, or adapted towards a target KL (Ziegler et al. 2019)
+    6. refresh     (optional, with a learned reward model and a rater) every few steps the rater
+                   judges pairs of the policy's own answers and the reward model learns from them
 
 The score comes from the learned reward model r_phi (classic RLHF) or, with ``reward_model=None``,
 from the toy world's ground-truth :func:`minirlhf.world.true_reward` ("PPO-GT"): the same
@@ -308,6 +310,14 @@ class PPOConfig:
     """Length cap of a response (the longest valid answer is 13 tokens with its EOS)."""
     missing_eos_penalty: float | None = None
     """If set, subtract this from the score of a response cut at ``max_new_tokens`` without EOS."""
+    reward_refresh_every: int = 50
+    """Only with a learned reward model *and* a ``rater`` given to :func:`train_ppo`: every this
+    many steps the rater judges fresh pairs of the policy's own answers and the reward model trains
+    further on them ("iterated" or online RLHF, Bai et al. 2022). A fixed reward model is right
+    only near the answers its pairs showed; the policy soon finds answers it overrates, and with
+    nobody to correct it, heads there. 0 never refreshes."""
+    refresh_pairs_per_prompt: int = 8
+    """Pairs sampled per training prompt at each refresh (pairs of identical answers are dropped)."""
     learning_rate: float = 3e-4
     """Peak Adam learning rate of the policy (linear warm-up, then linear decay to 0 at the last
     step). At 5e-4 some runs collapsed (one bad batch pushed the policy into gibberish)."""
@@ -342,7 +352,9 @@ class PPOConfig:
         check_positive("vf_coef", self.vf_coef, allow_zero=True)
         check_positive("critic_lr_scale", self.critic_lr_scale)
         check_positive("adam_eps", self.adam_eps)
-        for name in ("epochs", "minibatches", "rollouts_per_step", "max_new_tokens", "steps"):
+        check_positive("reward_refresh_every", self.reward_refresh_every, allow_zero=True)
+        for name in ("epochs", "minibatches", "rollouts_per_step", "max_new_tokens", "steps",
+                     "refresh_pairs_per_prompt"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
@@ -431,6 +443,40 @@ def ppo_update(policy, critic, optimizer, batch: dict, advantages: torch.Tensor,
     return {key: torch.stack([s[key] for s in stats]).mean().item() for key in stats[0]}
 
 
+# How the reward model trains at a refresh: briefly and gently, so that its scores (and with them
+# the critic's targets) move a little at each refresh instead of jumping; on the sampled pairs at a
+# temperature above 1, as DPO's on-policy rounds do, so that rare answers are judged too.
+REFRESH_REWARD_CONFIG = {"steps": 30, "learning_rate": 1e-3, "head_learning_rate": 3e-3, "warmup_steps": 5}
+REFRESH_TEMPERATURE = 1.3
+
+
+def refresh_reward_model(reward_model, policy, tokenizer, prompts: list[str], rater, seen,
+                         config: PPOConfig, step: int):
+    """6. Iterated RLHF: ``rater`` judges pairs of the policy's current answers to ``prompts``,
+    and ``reward_model`` trains further (in place) on every pair so far (``seen``, a Dataset or
+    None, plus the fresh ones).
+
+    Returns ``(seen, metrics)``: the grown data, and ``reward_model/refresh_pairs`` and
+    ``reward_model/refresh_accuracy``: how often the reward model agreed with the rater on the
+    fresh pairs *before* learning from them. Low agreement means the policy had found answers
+    that the reward model scores wrongly.
+    """
+    from datasets import concatenate_datasets
+
+    from minirlhf.preferences import on_policy_pairs
+    from minirlhf.reward import RewardConfig, evaluate_reward_model, train_reward_model
+
+    fresh = on_policy_pairs(policy, tokenizer, prompts, config.refresh_pairs_per_prompt, rater,
+                            seed=config.seed + step, temperature=REFRESH_TEMPERATURE)
+    if len(fresh) == 0:  # the policy gives one answer per prompt: nothing to compare
+        return seen, {"reward_model/refresh_pairs": 0}
+    agreement = evaluate_reward_model(reward_model, tokenizer, fresh)["accuracy"]
+    seen = fresh if seen is None else concatenate_datasets([seen, fresh])
+    train_reward_model(reward_model, tokenizer, seen,
+                       RewardConfig(seed=config.seed + step, progress=False, **REFRESH_REWARD_CONFIG))
+    return seen, {"reward_model/refresh_pairs": len(fresh), "reward_model/refresh_accuracy": agreement}
+
+
 # ----------------------------------------------------------------------------------------------
 # The training loop
 # ----------------------------------------------------------------------------------------------
@@ -470,7 +516,7 @@ def _exact_metrics(evaluator, policy, beta: float, prefix: str) -> dict[str, flo
 
 def train_ppo(policy, ref_model, tokenizer, prompts: list[str], config: PPOConfig | None = None,
               reward_model=None, evaluator=None, eval_prompts=None,
-              callback: Callable | None = None):
+              callback: Callable | None = None, rater=None, reward_data=None):
     """Train ``policy`` (a causal LM, in place) with PPO and a KL penalty to ``ref_model``.
 
     * ``prompts``: the training prompts; each step draws ``rollouts_per_step`` of them at random.
@@ -483,6 +529,11 @@ def train_ppo(policy, ref_model, tokenizer, prompts: list[str], config: PPOConfi
       ``exact_held_out/``, at ``config.beta``.
     * ``callback(step, policy) -> dict | None``: called at evaluation steps; what it returns is
       added to that step's metrics (e.g. P("Paris") for a plot).
+    * ``rater`` (e.g. :class:`minirlhf.world.SimulatedRater`): with a learned reward model, refresh
+      it every ``config.reward_refresh_every`` steps (:func:`refresh_reward_model`). A copy is
+      refreshed; the caller's reward model stays as it was. ``reward_data``: the pairs it was
+      trained on, which each refresh trains on again beside the new ones, so that it keeps what
+      they taught.
 
     Returns ``(policy, history)``: ``history`` is a list of one metrics dict per PPO step
     (``step`` = 1, 2, ...; names as in TRL: ``objective/kl``, ``objective/scores``,
@@ -495,6 +546,15 @@ def train_ppo(policy, ref_model, tokenizer, prompts: list[str], config: PPOConfi
         raise ValueError("No prompts to train on: pass e.g. minirlhf.world.prompts('train').")
     if reward_model is not None:
         check_reward_model(reward_model, tokenizer)
+    if rater is not None and reward_model is None:
+        raise ValueError("A rater refreshes a learned reward model, and PPO-GT (reward_model=None) "
+                         "has none: pass a reward model, or no rater.")
+    refreshing = rater is not None and config.reward_refresh_every > 0
+    seen = None
+    if refreshing:
+        reward_model = copy.deepcopy(reward_model)  # refresh a copy: the caller's stays as it was
+        if reward_data is not None:
+            seen = reward_data.select_columns(["prompt", "chosen", "rejected"])
     from minirlhf.models import check_tokenizer_matches
     from minirlhf.optimum import ExactEvaluator
 
@@ -575,6 +635,11 @@ def train_ppo(policy, ref_model, tokenizer, prompts: list[str], config: PPOConfi
                       "time/step": time.perf_counter() - step_start}
             if kl_controller is not None:
                 beta = kl_controller.update(record["objective/kl"], config.rollouts_per_step)
+            # 6. (optional) the rater judges the policy's current answers; the reward model learns
+            if refreshing and step % config.reward_refresh_every == 0:
+                seen, refresh_metrics = refresh_reward_model(
+                    reward_model, policy, tokenizer, list(dict.fromkeys(prompts)), rater, seen, config, step)
+                record.update(refresh_metrics)
             if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
                 record.update(evaluate(step))
             record["time"] = time.perf_counter() - start
@@ -629,9 +694,11 @@ def answer_tracker(tokenizer, country: str = "France", wrong_city: str = "Berlin
     return track
 
 
-def demo_stage(outdir, reward_model=None, quick: bool = False) -> dict:
+def demo_stage(outdir, reward_model=None, quick: bool = False, reward_data=None) -> dict:
     """The PPO stage of ``minirlhf demo``: PPO scored by ``reward_model`` (classic RLHF), or by the
-    true reward when it is None (PPO-GT), from the shipped SFT model at the default config
+    true reward when it is None (PPO-GT). With ``reward_data`` (the reward model's training pairs)
+    the simulated rater refreshes the reward model as PPO goes (:func:`refresh_reward_model`).
+    From the shipped SFT model at the default config
     (beta = 0.1) but 300 steps (about a minute on 2 cores; ``benchmarks/ppo.py`` runs the full
     1000, and both scores). Writes PNG figures into ``outdir`` and returns JSON-able metrics, plus
     the trained policy under ``policy``.
@@ -656,9 +723,11 @@ def demo_stage(outdir, reward_model=None, quick: bool = False) -> dict:
         config = PPOConfig(steps=4, eval_every=2, progress=False) if quick else PPOConfig(
             steps=300, eval_every=25)  # with a progress bar
         start = time.perf_counter()
+        refresh = ({"rater": world.SimulatedRater(seed=config.seed), "reward_data": reward_data}
+                   if scorer is not None and reward_data is not None else {})
         policy, history = train_ppo(copy.deepcopy(ref), ref, tokenizer, world.prompts("train"), config,
                                     reward_model=scorer, evaluator=evaluator, eval_prompts=held_out,
-                                    callback=answer_tracker(tokenizer))
+                                    callback=answer_tracker(tokenizer), **refresh)
         last = history[-1]
         label = "PPO-GT (true reward)" if name == "gt" else "PPO (learned reward model)"
         metrics.update({f"ppo_{name}/{key}": last[f"exact/{key}"]

@@ -114,6 +114,30 @@ def collect_preferences(model, tokenizer, prompts: list[str], pairs_per_prompt: 
     return label_pairs(pairs, rater)
 
 
+def on_policy_pairs(policy, tokenizer, prompts: list[str], pairs_per_prompt: int, rater, seed: int,
+                    temperature: float = 1.0):
+    """Fresh preference pairs sampled from the *current* policy, labelled by ``rater``.
+
+    This is where on-policy DPO, and PPO's reward-model refreshes, get their data: the answers the
+    policy gives now, including the malformed ones it starts to drift towards, are judged, so
+    that they can be pushed down (DPO) or scored right (the reward model). Each prompt gets
+    ``pairs_per_prompt`` pairs of two independent samples; pairs of identical answers carry no
+    preference and are dropped (so a sharper policy yields fewer pairs). Returns a Dataset with
+    ``prompt``, ``chosen``, ``rejected``.
+    """
+    policy.eval()
+    generator = seed_everything(seed)
+    batch = [p for p in prompts for _ in range(pairs_per_prompt)]
+    first = generate(policy, tokenizer, batch, temperature=temperature, generator=generator)["responses"]
+    second = generate(policy, tokenizer, batch, temperature=temperature, generator=generator)["responses"]
+    rows = []
+    for prompt, y1, y2 in zip(batch, first, second):
+        if y1 != y2:
+            chosen, rejected = (y1, y2) if rater.prefers_first(prompt, y1, y2) else (y2, y1)
+            rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+    return Dataset.from_list(rows)
+
+
 @functools.lru_cache(maxsize=8)
 def _default_preferences_of_base_model(pairs_per_prompt: int, seed: int,
                                        test_fraction: float) -> DatasetDict:

@@ -283,6 +283,25 @@ def test_learned_reward_model_run(base):
     assert history[-1]["objective/scores"] == 0.0  # zero-initialised head: every score is 0
 
 
+def test_refresh_teaches_a_copy_of_the_reward_model_from_the_policys_answers(base):
+    model, tokenizer = base
+    from minirlhf.reward import RewardModel
+
+    reward_model = RewardModel.from_base(model, attention_only=True)
+    before = {k: v.clone() for k, v in reward_model.state_dict().items()}
+    config = PPOConfig(steps=2, rollouts_per_step=8, eval_every=0, reward_refresh_every=1,
+                       refresh_pairs_per_prompt=4, progress=False)
+    _, history = train_ppo(copy.deepcopy(model), model, tokenizer, world.prompts("train")[:3], config,
+                           reward_model=reward_model, rater=world.SimulatedRater(seed=0))
+    for record in history:  # a refresh after every step, with pairs the rater judged
+        assert record["reward_model/refresh_pairs"] > 0
+    # before the first refresh the zero head scores every answer 0: each pair a tie (half right);
+    # after it, PPO scores with the refreshed copy, and the caller's reward model is untouched
+    assert history[0]["reward_model/refresh_accuracy"] == 0.5
+    assert history[0]["objective/scores"] == 0.0 and history[1]["objective/scores"] != 0.0
+    assert all(torch.equal(before[k], v) for k, v in reward_model.state_dict().items())
+
+
 # ------------------------------------------------------------------------------------------------
 # Bad input
 # ------------------------------------------------------------------------------------------------
@@ -299,6 +318,11 @@ def test_bad_input_is_refused(base):
         PPOConfig(rollouts_per_step=30, minibatches=4)
     with pytest.raises(ValueError, match="No prompts"):
         train_ppo(model, model, tokenizer, [], PPOConfig(progress=False))
+    with pytest.raises(ValueError, match="PPO-GT"):  # a rater with nothing to refresh
+        train_ppo(model, model, tokenizer, world.prompts("train"), PPOConfig(progress=False),
+                  rater=world.SimulatedRater())
+    with pytest.raises(ValueError, match="reward_refresh_every must be"):
+        PPOConfig(reward_refresh_every=-1)
     # a reward model that reads the ids with another vocabulary
     reward_model = RewardModel.from_base(model)
     reward_model.tokenizer = build_tokenizer(words=list(reversed(world.all_words())))
