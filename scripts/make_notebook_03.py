@@ -25,7 +25,7 @@ We will:
 3. run PPO with the library, on the true reward ("PPO-GT"), and watch P("Paris") vs P("Berlin"),
 4. knock the policy off course and watch PPO pull it back,
 5. sweep beta against the exact optimum,
-6. set beta = 0 against a learned reward model (over-optimisation),
+6. set beta = 0 against a learned reward model (over-optimisation), and refresh the reward model,
 7. look at the KL of one answer, token by token.
 
 Runs in about a minute on a 2-core laptop CPU (short runs: the benchmark `benchmarks/ppo.py` runs
@@ -259,9 +259,9 @@ md("""
 Small beta: the policy may move far from the SFT model to collect reward. Large beta: it stays close.
 Dashed: the exact optimum `pi*` at each beta (its true reward and its KL to `pi_ref`), which PPO
 approaches (these runs are short, 60 steps of 16 answers; `benchmarks/ppo.py` runs 1000 steps of 32).
-In a short run the KL penalty has little time to act, so the KLs differ less than the optimum's. At
-beta = 3 the optimum barely leaves `pi_ref`, and 60 steps of PPO already overshoot it: its attainment is
-*negative*, a reminder that at a large beta, moving is itself the cost.
+In a short run the KL penalty has little time to act, so at small beta the KLs differ less than the
+optimum's. At beta = 3 the optimum barely leaves `pi_ref`, and neither does PPO: at a large beta,
+moving is itself the cost.
 """)
 code("""
 betas = SWEEP_BETAS
@@ -283,55 +283,65 @@ code("""
 print({name: [round(v, 3) for v in values] for name, values in measured.items()})
 # the lesson: a larger beta keeps the policy closer to the SFT model, at the price of less reward
 assert measured["KL"][0] > measured["KL"][-1] and measured["true reward"][0] > measured["true reward"][-1]
-assert all(a > 0.2 for a in measured["attainment"][:2])  # the small-beta runs moved towards their optimum
-assert measured["attainment"][-1] < 0   # beta = 3: the optimum hardly moves, and a short run overshoots it
+assert all(a > 0.2 for a in measured["attainment"])   # every run moved towards its own optimum
+assert measured["KL"][-1] < 0.25 * measured["KL"][0]   # beta = 3: it hardly left the SFT model
 """)
 
 md("""
-## 10. beta = 0 against a learned reward model: over-optimisation
+## 10. A learned reward model: over-optimisation, and the cure
 
 Classic RLHF scores answers with a *learned* reward model `r_phi`, fitted to preference pairs
 (notebook 02). It is right on average, but not everywhere, and it has never seen most of the
 strings a drifting policy can write. To keep this notebook fast we train a small one (16 pairs per
-prompt, 100 steps; notebook 02 trains the full one); its mistakes are easy to find. Without a KL
-penalty PPO chases `r_phi` wherever it leads; with the penalty it stays near the answers the SFT
-model gives, where `r_phi` was trained.
+prompt, 100 steps; notebook 02 trains the full one); its mistakes are easy to find. Three runs:
+
+* **beta = 0**: PPO chases `r_phi` wherever it leads;
+* **beta = 0.1**: every step away from the SFT model costs;
+* **beta = 0, reward model refreshed**: every 10 steps the rater judges pairs of the policy's *current*
+  answers, and the reward model learns from them (`train_ppo(..., rater=..., reward_data=...)`: iterated
+  RLHF, as in Anthropic's 2022 assistant). Wherever the policy goes, `r_phi` is corrected there.
 """)
 code("""
 from minirlhf.reward import RewardConfig, train_default_reward_model
 
-reward_model, _, _, rm_history = train_default_reward_model(
+reward_model, _, rm_data, rm_history = train_default_reward_model(
     seed=0, progress=False, pairs_per_prompt=16, config=RewardConfig(steps=100, progress=False))
 print(f"reward model: held-out pair accuracy {rm_history[-1]['eval/accuracy']:.2f}")
+ask_again = {"rater": world.SimulatedRater(seed=0), "reward_data": rm_data["train"]}
+settings = {"beta = 0": (0.0, {}), "beta = 0.1": (0.1, {}), "beta = 0, reward model refreshed": (0.0, ask_again)}
 runs = {}
-for b in (0.0, 0.1):
-    config = PPOConfig(beta=b, steps=STEPS_RM, rollouts_per_step=16, eval_every=10, progress=False)
-    _, runs[f"beta = {b}"] = train_ppo(copy.deepcopy(ref_model), ref_model, tokenizer, train_prompts, config,
-                                       reward_model=reward_model, evaluator=evaluator)
+for name, (b, refresh) in settings.items():
+    config = PPOConfig(beta=b, steps=STEPS_RM, rollouts_per_step=16, eval_every=10, reward_refresh_every=10,
+                       progress=False)
+    _, runs[name] = train_ppo(copy.deepcopy(ref_model), ref_model, tokenizer, train_prompts, config,
+                              reward_model=reward_model, evaluator=evaluator, **refresh)
 plot_runs(runs, ["objective/scores", "exact/true_reward", "exact/kl"],
-                      title="learned reward model: score (what PPO sees) vs true reward vs KL");
+          title="learned reward model: score (what PPO sees) vs true reward vs KL");
 """)
 md("""
-PPO sees only the left panel: by the reward model's lights both runs improve. Without the penalty the
-policy lurches: within a few steps it is far from the SFT model (right) and its true reward (middle) has
-fallen *below the SFT model's*: it found answers that `r_phi` over-rates. It may stumble back (each PPO
-step is clipped, and `r_phi`'s favourites change as the critic and the samples change), but nothing
-holds it near the answers `r_phi` was trained on. With the penalty, every step away from the SFT model
-costs: the KL stays bounded and the true reward never falls below where it started.
+PPO sees only the left panel: by the reward model's lights every run improves. Without the penalty the
+policy lurches: within a few dozen steps it is far from the SFT model (right) and its true reward (middle)
+has fallen *below the SFT model's*: it found answers that `r_phi` over-rates. The penalty slows the drift
+(a smaller KL), but it cannot tell `r_phi`'s errors from its truths: given time, the policy still finds
+them. Asking the rater again does: the answers the policy drifts to are judged, `r_phi` learns that
+they are bad, and the policy turns back. In the log, `reward_model/refresh_accuracy` is how often `r_phi`
+agreed with the rater on the fresh pairs *before* learning from them.
 """)
 code("""
-for name, h in runs.items():
-    exact = [x for x in h if "exact/true_reward" in x]
-    print(f"{name}: true reward " + " ".join(f"{x['exact/true_reward']:+.2f}" for x in exact)
-          + "  |  KL " + " ".join(f"{x['exact/kl']:.2f}" for x in exact))
-free = [x for x in runs["beta = 0.0"] if "exact/true_reward" in x]
-kept = [x for x in runs["beta = 0.1"] if "exact/true_reward" in x]
+exact = {name: [x for x in h if "exact/true_reward" in x] for name, h in runs.items()}
+for name, points in exact.items():
+    print(f"{name:34s} true reward " + " ".join(f"{x['exact/true_reward']:+.2f}" for x in points)
+          + "  |  KL " + " ".join(f"{x['exact/kl']:.2f}" for x in points))
+print("refresh accuracy:", [round(x["reward_model/refresh_accuracy"], 2) for x in runs["beta = 0, reward model refreshed"]
+                            if "reward_model/refresh_accuracy" in x])
+free, kept, refreshed = exact["beta = 0"], exact["beta = 0.1"], exact["beta = 0, reward model refreshed"]
 start = free[0]["exact/true_reward"]   # the SFT model's
-# the lesson, asserted: without the penalty the policy strayed far and, on the way, got worse than SFT ...
+# the lesson, asserted: with a fixed reward model and no penalty, the policy strayed far and got worse than SFT
 assert min(x["exact/true_reward"] for x in free) < start - 0.3
-assert max(x["exact/kl"] for x in free) > 2 * max(x["exact/kl"] for x in kept)
-# ... with the penalty it never did
-assert min(x["exact/true_reward"] for x in kept) > start - 0.05
+assert max(x["exact/kl"] for x in kept) < max(x["exact/kl"] for x in free)      # the penalty slows the drift
+# ... with the reward model refreshed, it never fell below the SFT model and stayed near it
+assert min(x["exact/true_reward"] for x in refreshed) > start - 0.05
+assert max(x["exact/kl"] for x in free) > 2 * max(x["exact/kl"] for x in refreshed)
 """)
 
 md("""
@@ -365,9 +375,9 @@ md("""
   gets most of the way to the exact optimum `pi*` in a few dozen steps.
 * Pushed off course, it is pulled back by the reward and by the KL.
 * beta trades reward for closeness to the SFT model, as the exact optimum predicts.
-* Against a learned reward model with no KL penalty, the policy chases the reward model's score: the
-  true reward first rises, then falls while the KL keeps growing (over-optimisation). With the
-  penalty the policy stays nearer the SFT model and keeps more of the true reward.
+* Against a fixed learned reward model with no KL penalty, the policy chases the reward model's score:
+  the true reward first rises, then falls while the KL keeps growing (over-optimisation). The penalty
+  slows this down; refreshing the reward model on the policy's own answers stops it.
 """)
 
 PARAMS = {
