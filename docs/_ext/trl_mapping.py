@@ -81,8 +81,10 @@ MAPPING = {
             "temperature": ("temperature", "TRL's default is 0.7."),
             "max_new_tokens": ("response_length", ""),
             "missing_eos_penalty": ("missing_eos_penalty", ""),
+            "reward_refresh_every": (None, ("TRL's PPO keeps its reward model fixed; to refresh it, label "
+                                            "the policy's samples and retrain between `train()` calls.")),
+            "refresh_pairs_per_prompt": (None, "see `reward_refresh_every`."),
             "learning_rate": ("learning_rate", "TRL's default schedule is also a linear decay."),
-            "freeze_embeddings": (None, "freeze them yourself (`requires_grad_(False)`) before training."),
             "critic_lr_scale": (None, ("TRL's critic (`value_model`) shares the policy's `learning_rate`; "
                                        "give it its own with a custom optimizer (`optimizers=...`).")),
             "adam_eps": ("adam_epsilon", ""),
