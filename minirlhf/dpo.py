@@ -162,9 +162,10 @@ class DPOConfig:
     """Peak learning rate of AdamW. Far above TRL's 1e-6 (a tiny model needs it), and still well
     inside the safe range *because* each step uses fresh on-policy pairs; offline, much lower rates
     already collapse."""
-    on_policy_rounds: int = 40
+    on_policy_rounds: int = 60
     """Rounds of fresh pairs sampled from the current policy after the offline round (0: offline DPO
-    only). Offline pairs never show the malformed answers the policy drifts to; fresh pairs do."""
+    only). Offline pairs never show the malformed answers the policy drifts to; fresh pairs do.
+    (On the toy world, 3 seeds: 40 rounds reached attainment 0.945-0.957, 60 rounds 0.963-0.975.)"""
     pairs_per_prompt: int = 16
     """Pairs drawn per prompt in each on-policy round (pairs of identical answers are dropped)."""
     temperature: float = 1.3

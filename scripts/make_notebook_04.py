@@ -210,7 +210,7 @@ Every curve a DPO user watches looks healthy: the loss falls, the margins grow, 
 the best the rater's noise allows. And the true reward collapses, because the *coverage*, the
 probability the policy gives to any well-formed answer, falls towards zero.
 
-**Now the defaults**: one step on the same collected pairs, then 40 rounds in which fresh pairs are
+**Now the defaults**: one step on the same collected pairs, then 60 rounds in which fresh pairs are
 sampled from the current policy (at temperature 1.3), labelled by the same rater, and used for one
 step each. Same loss, same beta; only the data change.
 """)
