@@ -7,7 +7,7 @@ from datasets import Dataset, DatasetDict
 
 from minirlhf import world
 from minirlhf.preferences import (bayes_optimal_accuracy, collect_preferences, default_preferences,
-                                  label_pairs, load_preferences, sample_response_pairs)
+                                  label_pairs, load_preferences, on_policy_pairs, sample_response_pairs)
 from minirlhf.widgets import LabelingPanel, LabelingSession
 
 FRANCE = world.make_prompt("France")
@@ -53,6 +53,23 @@ def test_label_pairs_follows_a_nearly_perfect_rater():
     pairs = [(FRANCE, BERLIN, PARIS), (FRANCE, PARIS, HEDGE)] * 10
     data = label_pairs(pairs, world.SimulatedRater(tau=0.01, seed=0))
     assert all(c > r for c, r in zip(data["chosen_reward"], data["rejected_reward"]))
+
+
+def test_on_policy_pairs_are_distinct_answers_judged_by_the_rater(base):
+    model, tokenizer = base
+    prompts = world.prompts("train")[:3]
+    sharp_rater = world.SimulatedRater(tau=0.01, seed=0)  # prefers the truly better answer
+    data = on_policy_pairs(model, tokenizer, prompts, pairs_per_prompt=6, rater=sharp_rater, seed=0)
+    assert data.column_names == ["prompt", "chosen", "rejected"]
+    assert 0 < len(data) <= 3 * 6          # identical pairs are dropped, never more than asked
+    assert set(data["prompt"]) <= set(prompts)
+    for row in data:
+        assert row["chosen"] != row["rejected"]
+        assert (world.true_reward(row["prompt"], row["chosen"])
+                >= world.true_reward(row["prompt"], row["rejected"]))
+    again = on_policy_pairs(model, tokenizer, prompts, pairs_per_prompt=6,
+                            rater=world.SimulatedRater(tau=0.01, seed=0), seed=0)
+    assert again["chosen"] == data["chosen"]  # seeded: the same pairs again
 
 
 def test_bayes_optimal_accuracy_hand_computed():
