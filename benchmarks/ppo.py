@@ -75,11 +75,12 @@ def attainment(modes: list[str], betas: list[float], seeds: list[int], steps: in
                 start = time.perf_counter()
                 # "rm": the reward model refreshed on the policy's answers (the default with a
                 # rater); "rm_fixed": the reward model as trained, never corrected
-                refresh = {"rater": world.SimulatedRater(seed=seed), "reward_data": reward_data["train"]}
+                refresh = ({"rater": world.SimulatedRater(seed=seed), "reward_data": reward_data["train"]}
+                           if mode == "rm" else {})
                 _, history = train_ppo(copy.deepcopy(ref), ref, tokenizer, world.prompts("train"), config,
                                        reward_model=reward_model if mode != "gt" else None,
                                        evaluator=evaluators["train"], eval_prompts=evaluators["held_out"],
-                                       **(refresh if mode == "rm" else {}))
+                                       **refresh)
                 last = history[-1]
                 runs.append({"seed": seed, "train": last["exact/attainment"],
                              "held_out": last["exact_held_out/attainment"],
