@@ -52,8 +52,10 @@ TARGETS = {  # issue 4
 TRL_REPORTED = {"train": {0.1: 0.96, 0.5: 0.91}, "held_out": "0.81-0.85", "seconds_per_update": 0.7}
 
 
-def attainment(modes: list[str], betas: list[float], seeds: list[int], steps: int | None) -> dict:
-    """Train with the default config per (mode, beta, seed); exact attainment at the end."""
+def attainment(modes: list[str], betas: list[float], seeds: list[int], steps: int | None,
+               refresh_every: int | None = None) -> dict:
+    """Train with the default config per (mode, beta, seed); exact attainment at the end.
+    ``steps`` and ``refresh_every`` (``reward_refresh_every``) override the defaults when given."""
     ref, tokenizer = load_base_model()
     evaluators = {split: ExactEvaluator(ref, tokenizer, world.prompts(split))
                   for split in ("train", "held_out")}
@@ -71,6 +73,8 @@ def attainment(modes: list[str], betas: list[float], seeds: list[int], steps: in
             for seed in seeds:
                 config = PPOConfig(beta=beta, seed=seed, progress=False)
                 config.steps = steps or config.steps
+                if refresh_every is not None:
+                    config.reward_refresh_every = refresh_every
                 config.eval_every = config.steps
                 start = time.perf_counter()
                 # "rm": the reward model refreshed on the policy's answers (the default with a
@@ -167,6 +171,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--betas", default="0.1,0.5")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--steps", type=int, default=None, help="PPO steps (default: PPOConfig's)")
+    parser.add_argument("--refresh-every", type=int, default=None,
+                        help="reward_refresh_every of mode rm (default: PPOConfig's)")
     parser.add_argument("--trl-python", default=None, help="python of a venv with trl==1.12")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--threads", type=int, default=1,
@@ -178,7 +184,8 @@ def main(argv=None) -> dict:
     results = {"targets": {str(k): v for k, v in TARGETS.items()}, "trl_reported": TRL_REPORTED}
     if "attainment" in parts:
         results["attainment"] = attainment(args.modes.split(","), betas,
-                                           [int(s) for s in args.seeds.split(",")], args.steps)
+                                           [int(s) for s in args.seeds.split(",")], args.steps,
+                                           args.refresh_every)
     if "ceiling" in parts:
         results["ceiling"] = ceiling(betas)
     if "timing" in parts:
