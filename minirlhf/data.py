@@ -42,11 +42,9 @@ def sft_corpus(wrong_per_city: int = 2, seed: int = 0) -> Dataset:
         prompt = world.make_prompt(country)
         wrong = world.wrong_cities(country) * wrong_per_city
         counts = style_counts(len(wrong))
-        answers = ([world.make_response(country, "correct")] * counts["correct"]
-                   + [world.make_response(country, "wrong", city) for city in wrong]
-                   + [world.make_response(country, "hedge")] * counts["hedge"])
-        styles = ["correct"] * counts["correct"] + ["wrong"] * len(wrong) + ["hedge"] * counts["hedge"]
-        rows += [{"prompt": prompt, "response": answer, "style": style, "country": country}
-                 for answer, style in zip(answers, styles)]
+        answers = ([("correct", None)] * counts["correct"] + [("wrong", city) for city in wrong]
+                   + [("hedge", None)] * counts["hedge"])  # (style, city) of each answer
+        rows += [{"prompt": prompt, "response": world.make_response(country, style, city),
+                  "style": style, "country": country} for style, city in answers]
     random.Random(seed).shuffle(rows)
     return Dataset.from_list(rows)

@@ -433,7 +433,6 @@ def demo_stage(outdir, preferences, quick: bool = False) -> dict:
     """
     from pathlib import Path
 
-
     from minirlhf import plots, world
     from minirlhf.logprobs import token_log_ratios
     from minirlhf.optimum import ExactEvaluator

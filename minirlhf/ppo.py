@@ -707,7 +707,6 @@ def demo_stage(outdir, reward_model=None, quick: bool = False, reward_data=None)
     """
     from pathlib import Path
 
-
     from minirlhf import plots
     from minirlhf.optimum import ExactEvaluator
     from minirlhf.sft import load_base_model
