@@ -310,17 +310,24 @@ class PPOConfig:
     """Length cap of a response (the longest valid answer is 13 tokens with its EOS)."""
     missing_eos_penalty: float | None = None
     """If set, subtract this from the score of a response cut at ``max_new_tokens`` without EOS."""
-    reward_refresh_every: int = 50
+    reward_refresh_every: int = 25
     """Only with a learned reward model *and* a ``rater`` given to :func:`train_ppo`: every this
     many steps the rater judges fresh pairs of the policy's own answers and the reward model trains
     further on them ("iterated" or online RLHF, Bai et al. 2022). A fixed reward model is right
     only near the answers its pairs showed; the policy soon finds answers it overrates, and with
-    nobody to correct it, heads there. 0 never refreshes."""
+    nobody to correct it, heads there. Every 25 steps rather than 50: PPO-RM at beta 0.1, median
+    attainment of 3 seeds 0.976 against 0.968 (``benchmarks/ppo.py``). 0 never refreshes."""
     refresh_pairs_per_prompt: int = 8
     """Pairs sampled per training prompt at each refresh (pairs of identical answers are dropped)."""
-    learning_rate: float = 3e-4
+    learning_rate: float | None = None
     """Peak Adam learning rate of the policy (linear warm-up, then linear decay to 0 at the last
-    step). At 5e-4 some runs collapsed (one bad batch pushed the policy into gibberish)."""
+    step). None picks ``min(3e-4, 5e-5 / beta)`` (:meth:`policy_learning_rate`): the larger beta,
+    the more of pi_ref's rarer answers pi* keeps (at beta 0.5, 3% hedges; at beta 1, 8%), and large
+    noisy steps wipe such an answer out within a few dozen steps. Once an answer is that rare it
+    is hardly ever sampled, so nothing brings it back. On the toy world (PPO-GT, 1000 steps, seed
+    0) a fixed 3e-4 ended at attainment 0.951 at beta 0.5 and 0.713 at beta 1 with every hedge
+    gone, against 0.967 and 0.964 with this rule. Above 3e-4 some runs collapsed (one bad batch
+    pushed the policy into gibberish)."""
     critic_lr_scale: float = 5.0
     """The critic learns at ``learning_rate * critic_lr_scale``: it starts from a zero head and
     has further to go than the policy, which should move little."""
@@ -347,8 +354,10 @@ class PPOConfig:
     def __post_init__(self):
         check_positive("beta", self.beta, allow_zero=True)
         for name in ("target_kl", "horizon", "clip_range", "clip_range_value", "temperature",
-                     "learning_rate", "max_grad_norm"):
+                     "max_grad_norm"):
             check_positive(name, getattr(self, name))
+        if self.learning_rate is not None:
+            check_positive("learning_rate", self.learning_rate)
         check_positive("vf_coef", self.vf_coef, allow_zero=True)
         check_positive("critic_lr_scale", self.critic_lr_scale)
         check_positive("adam_eps", self.adam_eps)
@@ -367,6 +376,13 @@ class PPOConfig:
             raise ValueError("The adaptive KL controller starts from beta and scales it: give beta > 0.")
         if self.eval_every < 0:
             raise ValueError(f"eval_every must be >= 0, got {self.eval_every}.")
+
+    def policy_learning_rate(self) -> float:
+        """``learning_rate``, or when it is None the default for this beta: min(3e-4, 5e-5 / beta)
+        (with the adaptive controller, for the starting beta)."""
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 3e-4 if self.beta == 0 else min(3e-4, 5e-5 / self.beta)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -576,10 +592,11 @@ def train_ppo(policy, ref_model, tokenizer, prompts: list[str], config: PPOConfi
         critic = Critic.from_reward_model(reward_model).to(device).eval()
     else:
         critic = Critic.from_model(ref_model).to(device).eval()
+    learning_rate = config.policy_learning_rate()
     optimizer = torch.optim.Adam(
         [{"params": list(policy.parameters())},
-         {"params": list(critic.parameters()), "lr": config.learning_rate * config.critic_lr_scale}],
-        lr=config.learning_rate, eps=config.adam_eps,
+         {"params": list(critic.parameters()), "lr": learning_rate * config.critic_lr_scale}],
+        lr=learning_rate, eps=config.adam_eps,
         fused=device.type in ("cpu", "cuda"))  # one kernel for all parameters: 3x faster steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, config))
     kl_controller = (AdaptiveKLController(config.beta, config.target_kl, config.horizon)

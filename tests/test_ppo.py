@@ -302,6 +302,17 @@ def test_refresh_teaches_a_copy_of_the_reward_model_from_the_policys_answers(bas
     assert all(torch.equal(before[k], v) for k, v in reward_model.state_dict().items())
 
 
+def test_default_learning_rate_shrinks_as_beta_grows():
+    # min(3e-4, 5e-5 / beta): the full rate up to beta = 1/6, then inversely proportional to beta
+    assert PPOConfig(beta=0.0).policy_learning_rate() == pytest.approx(3e-4)
+    assert PPOConfig(beta=0.1).policy_learning_rate() == pytest.approx(3e-4)
+    assert PPOConfig(beta=0.5).policy_learning_rate() == pytest.approx(1e-4)
+    assert PPOConfig(beta=1.0).policy_learning_rate() == pytest.approx(5e-5)
+    assert PPOConfig(beta=1.0, learning_rate=2e-4).policy_learning_rate() == pytest.approx(2e-4)
+    with pytest.raises(ValueError, match="learning_rate must be"):
+        PPOConfig(learning_rate=0.0)
+
+
 # ------------------------------------------------------------------------------------------------
 # Bad input
 # ------------------------------------------------------------------------------------------------
