@@ -15,7 +15,7 @@ exactly, so we can measure how close each method gets, at what KL, in what time,
 probability that its training signal never looked at.
 
 1. **One beta, three methods**: PPO-GT (scored by the true reward), PPO-RM (scored by the learned reward
-   model of notebook 02, which the rater refreshes every 50 steps on the policy's own answers, as in
+   model of notebook 02, which the rater refreshes every 25 steps on the policy's own answers, as in
    notebook 03) and DPO (on-policy rounds, the library's default), all at beta = 0.1.
 2. **The reward-KL frontier** over a sweep of betas, against the exact optimal curve: the miniature of the
    DPO paper's Figure 2 (left), with the ceiling that the paper could not draw.
@@ -216,7 +216,7 @@ display(Markdown(f"""
   It is also the slowest: {gt['seconds']:.0f} s in the benchmark run, against {dpo['seconds']:.0f} s for DPO.
 * **With a learned reward model, PPO is only as good as that model where the policy goes.** Trained once
   on the SFT model's answers, the reward model is wrong about answers it never saw, and PPO finds them
-  (notebook 03). Refreshed on the policy's own answers every 50 steps, it lets PPO reach
+  (notebook 03). Refreshed on the policy's own answers every 25 steps, it lets PPO reach
   {rm['attainment']:.3f}; at the smallest beta, where PPO moves furthest between two refreshes, it still
   falls behind.
 * **DPO needs no reward model and reaches {dpo['attainment']:.3f}**, because it learns from the rater's

@@ -84,7 +84,9 @@ MAPPING = {
             "reward_refresh_every": (None, ("TRL's PPO keeps its reward model fixed; to refresh it, label "
                                             "the policy's samples and retrain between `train()` calls.")),
             "refresh_pairs_per_prompt": (None, "see `reward_refresh_every`."),
-            "learning_rate": ("learning_rate", "TRL's default schedule is also a linear decay."),
+            "learning_rate": ("learning_rate", ("minirlhf's None means min(3e-4, 5e-5 / beta); TRL's rate "
+                                                "does not depend on its `kl_coef`. TRL's default schedule "
+                                                "is also a linear decay.")),
             "critic_lr_scale": (None, ("TRL's critic (`value_model`) shares the policy's `learning_rate`; "
                                        "give it its own with a custom optimizer (`optimizers=...`).")),
             "adam_eps": ("adam_epsilon", ""),
