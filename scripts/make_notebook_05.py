@@ -124,21 +124,21 @@ for run in cache["runs"]:
           f"(optimum at that KL {optimal_reward_at_kl(curve, run['kl']):.3f})  efficiency {run['efficiency_now']:.3f}")
 """)
 md("""
-**Checked:** DPO sits on the optimal curve (efficiency at least 0.95) at every beta of the sweep, and
-PPO-GT does up to beta = 0.3; at beta = 1 the optimum hardly leaves `pi_ref`, and 1000 PPO steps at the
-default learning rate overshoot it a little (efficiency about 0.9). PPO-RM is close to PPO-GT at beta = 0.1
-and 0.3, but not at the smallest beta: the smaller the beta, the further PPO may move to please `r_phi`
-between two refreshes, and the more of that movement goes into `r_phi`'s errors instead of into true
-reward: *reward-model over-optimisation* (Gao et al. 2022), drawn against the exact ceiling.
+**Checked:** DPO and PPO-GT sit on the optimal curve (efficiency at least 0.95) at every beta of the
+sweep. At beta = 1 that took PPO's default learning rate shrinking with beta (`min(3e-4, 5e-5 / beta)`):
+there `pi*` keeps 8% hedging answers, and with the full 3e-4 PPO's noisy steps wiped them out within a few
+dozen steps, never to be sampled again (efficiency 0.90). PPO-RM trails PPO-GT at every beta: between two
+refreshes it follows `r_phi` wherever `r_phi` is wrong, and that movement buys KL but no true reward:
+*reward-model over-optimisation* (Gao et al. 2022), drawn against the exact ceiling. The refreshes keep
+the loss small (within the 10% that the comparison allows a learned reward model); with a reward model
+that is never refreshed, PPO ends below the SFT model (notebook 03).
 """)
 code("""
 assert all(run["efficiency_now"] >= 0.95 for run in cache["runs"] if run["method"] == "DPO")
-gt_runs = [run for run in cache["runs"] if run["method"] == "PPO-GT"]
-assert all(run["efficiency_now"] >= 0.95 for run in gt_runs if run["beta"] <= 0.3)
-assert all(run["efficiency_now"] >= 0.9 for run in gt_runs)
-rm_runs = sorted((run for run in cache["runs"] if run["method"] == "PPO-RM"), key=lambda run: run["beta"])
-assert rm_runs[0]["efficiency_now"] < min(run["efficiency_now"] for run in cache["runs"]
-                                          if run["method"] == "PPO-GT")
+gt_efficiency = {run["beta"]: run["efficiency_now"] for run in cache["runs"] if run["method"] == "PPO-GT"}
+rm_efficiency = {run["beta"]: run["efficiency_now"] for run in cache["runs"] if run["method"] == "PPO-RM"}
+assert all(e >= 0.95 for e in gt_efficiency.values())
+assert all(0.9 <= rm_efficiency[b] < gt_efficiency[b] for b in rm_efficiency)   # close, but behind
 """)
 md("""
 ## 3. Off-policy preference data
@@ -217,8 +217,7 @@ display(Markdown(f"""
 * **With a learned reward model, PPO is only as good as that model where the policy goes.** Trained once
   on the SFT model's answers, the reward model is wrong about answers it never saw, and PPO finds them
   (notebook 03). Refreshed on the policy's own answers every 25 steps, it lets PPO reach
-  {rm['attainment']:.3f}; at the smallest beta, where PPO moves furthest between two refreshes, it still
-  falls behind.
+  {rm['attainment']:.3f}, a little behind PPO-GT at every beta of the sweep.
 * **DPO needs no reward model and reaches {dpo['attainment']:.3f}**, because it learns from the rater's
   choices directly. But it only sees the answers in its pairs: offline, on pairs that the policy would not
   produce, it pushed {mass[off]['outside']:.0%} of the probability onto malformed text that no pair showed
