@@ -258,7 +258,7 @@ md("""
 
 Small beta: the policy may move far from the SFT model to collect reward. Large beta: it stays close.
 Dashed: the exact optimum `pi*` at each beta (its true reward and its KL to `pi_ref`), which PPO
-approaches (these runs are short, 60 steps of 16 answers; `benchmarks/ppo.py` runs 1000 steps of 32).
+approaches (these runs are short, 40 steps of 16 answers; `benchmarks/ppo.py` runs 1000 steps of 32).
 In a short run the KL penalty has little time to act, so at small beta the KLs differ less than the
 optimum's. At beta = 3 the optimum barely leaves `pi_ref`, and neither does PPO: at a large beta,
 moving is itself the cost.
@@ -381,7 +381,7 @@ md("""
 """)
 
 PARAMS = {
-    "STEPS_MAIN": "60", "DRIFT_STEPS": "15", "STEPS_BACK": "100", "SWEEP_BETAS": "[0.03, 0.3, 3.0]",
-    "STEPS_SWEEP": "60", "STEPS_RM": "40",
+    "STEPS_MAIN": "60", "DRIFT_STEPS": "15", "STEPS_BACK": "70", "SWEEP_BETAS": "[0.03, 0.3, 3.0]",
+    "STEPS_SWEEP": "40", "STEPS_RM": "40",
 }
 write("03_ppo_with_kl.ipynb", PARAMS)
