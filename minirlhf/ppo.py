@@ -328,9 +328,9 @@ class PPOConfig:
     the more of pi_ref's rarer answers pi* keeps (at beta 0.5, 3% hedges; at beta 1, 8%), and large
     noisy steps wipe such an answer out within a few dozen steps. Once an answer is that rare it
     is hardly ever sampled, so nothing brings it back. On the toy world (PPO-GT, 1000 steps, seed
-    0) a fixed 3e-4 ended at attainment 0.951 at beta 0.5 and 0.713 at beta 1 with every hedge
-    gone, against 0.967 and 0.964 with this rule. Above 3e-4 some runs collapsed (one bad batch
-    pushed the policy into gibberish)."""
+    0) a fixed 3e-4 ended at attainment 0.951 at beta 0.5 (no hedge left) and 0.713 at beta 1,
+    against 0.967 and 0.962 with this rule (``benchmarks/ppo.py``, ``benchmarks/frontier.py``).
+    Above 3e-4 some runs collapsed (one bad batch pushed the policy into gibberish)."""
     critic_lr_scale: float = 5.0
     """The critic learns at ``learning_rate * critic_lr_scale``: it starts from a zero head and
     has further to go than the policy, which should move little."""
