@@ -311,8 +311,8 @@ ask_again = {"rater": world.SimulatedRater(seed=0), "reward_data": rm_data["trai
 settings = {"beta = 0": (0.0, {}), "beta = 0.1": (0.1, {}), "beta = 0, reward model refreshed": (0.0, ask_again)}
 runs = {}
 for name, (b, refresh) in settings.items():
-    config = PPOConfig(beta=b, steps=STEPS_RM, rollouts_per_step=16, eval_every=10, reward_refresh_every=10,
-                       progress=False)
+    config = PPOConfig(beta=b, steps=STEPS_RM, rollouts_per_step=16, eval_every=10, progress=False,
+                       reward_refresh_every=10)   # acts only in the run that is given a rater
     _, runs[name] = train_ppo(copy.deepcopy(ref_model), ref_model, tokenizer, train_prompts, config,
                               reward_model=reward_model, evaluator=evaluator, **refresh)
 plot_runs(runs, ["objective/scores", "exact/true_reward", "exact/kl"],
