@@ -549,7 +549,8 @@ def train_ppo(policy, ref_model, tokenizer, prompts: list[str], config: PPOConfi
     * ``callback(step, policy) -> dict | None``: called at evaluation steps; what it returns is
       added to that step's metrics (e.g. P("Paris") for a plot).
     * ``rater`` (e.g. :class:`minirlhf.world.SimulatedRater`): with a learned reward model, refresh
-      it every ``config.reward_refresh_every`` steps (:func:`refresh_reward_model`). A copy is
+      it every ``config.reward_refresh_every`` steps, but not after the last one
+      (:func:`refresh_reward_model`). A copy is
       refreshed; the caller's reward model stays as it was. ``reward_data``: the pairs it was
       trained on, which each refresh trains on again beside the new ones, so that it keeps what
       they taught.
@@ -656,7 +657,8 @@ def train_ppo(policy, ref_model, tokenizer, prompts: list[str], config: PPOConfi
             if kl_controller is not None:
                 beta = kl_controller.update(record["objective/kl"], config.rollouts_per_step)
             # 6. (optional) the rater judges the policy's current answers; the reward model learns
-            if refreshing and step % config.reward_refresh_every == 0:
+            #    (not after the last step: no PPO step would use what it learned)
+            if refreshing and step % config.reward_refresh_every == 0 and step < config.steps:
                 seen, refresh_metrics = refresh_reward_model(
                     reward_model, policy, tokenizer, list(dict.fromkeys(prompts)), rater, seen, config, step)
                 record.update(refresh_metrics)

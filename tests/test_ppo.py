@@ -289,12 +289,13 @@ def test_refresh_teaches_a_copy_of_the_reward_model_from_the_policys_answers(bas
 
     reward_model = RewardModel.from_base(model, attention_only=True)
     before = {k: v.clone() for k, v in reward_model.state_dict().items()}
-    config = PPOConfig(steps=2, rollouts_per_step=8, eval_every=0, reward_refresh_every=1,
+    config = PPOConfig(steps=3, rollouts_per_step=8, eval_every=0, reward_refresh_every=1,
                        refresh_pairs_per_prompt=4, progress=False)
     _, history = train_ppo(copy.deepcopy(model), model, tokenizer, world.prompts("train")[:3], config,
                            reward_model=reward_model, rater=world.SimulatedRater(seed=0))
-    for record in history:  # a refresh after every step, with pairs the rater judged
+    for record in history[:-1]:  # a refresh after every step, with pairs the rater judged ...
         assert record["reward_model/refresh_pairs"] > 0
+    assert "reward_model/refresh_pairs" not in history[-1]  # ... but the last: no step would use it
     # before the first refresh the zero head scores every answer 0: each pair a tie (half right);
     # after it, PPO scores with the refreshed copy, and the caller's reward model is untouched
     assert history[0]["reward_model/refresh_accuracy"] == 0.5
