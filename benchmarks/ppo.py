@@ -53,10 +53,11 @@ TRL_REPORTED = {"train": {0.1: 0.96, 0.5: 0.91}, "held_out": "0.81-0.85", "secon
 
 
 def attainment(modes: list[str], betas: list[float], seeds: list[int], steps: int | None,
-               refresh_every: int | None = None, rollouts: int | None = None) -> dict:
+               refresh_every: int | None = None, rollouts: int | None = None,
+               learning_rate: float | None = None) -> dict:
     """Train with the default config per (mode, beta, seed); exact attainment at the end.
-    ``steps``, ``refresh_every`` (``reward_refresh_every``) and ``rollouts``
-    (``rollouts_per_step``) override the defaults when given."""
+    ``steps``, ``refresh_every`` (``reward_refresh_every``), ``rollouts``
+    (``rollouts_per_step``) and ``learning_rate`` override the defaults when given."""
     ref, tokenizer = load_base_model()
     evaluators = {split: ExactEvaluator(ref, tokenizer, world.prompts(split))
                   for split in ("train", "held_out")}
@@ -72,7 +73,7 @@ def attainment(modes: list[str], betas: list[float], seeds: list[int], steps: in
         for beta in betas:
             runs = []
             for seed in seeds:
-                config = PPOConfig(beta=beta, seed=seed, progress=False)
+                config = PPOConfig(beta=beta, seed=seed, progress=False, learning_rate=learning_rate)
                 config.steps = steps or config.steps
                 if refresh_every is not None:
                     config.reward_refresh_every = refresh_every
@@ -101,7 +102,8 @@ def attainment(modes: list[str], betas: list[float], seeds: list[int], steps: in
             results[f"{mode}/beta={beta}"] = {
                 "median_train": statistics.median(r["train"] for r in runs),
                 "median_held_out": statistics.median(r["held_out"] for r in runs),
-                "steps": config.steps, "rollouts_per_step": config.rollouts_per_step, "runs": runs}
+                "steps": config.steps, "rollouts_per_step": config.rollouts_per_step,
+                "learning_rate": config.policy_learning_rate(), "runs": runs}
     return results
 
 
@@ -178,6 +180,8 @@ def main(argv=None) -> dict:
                         help="reward_refresh_every of mode rm (default: PPOConfig's)")
     parser.add_argument("--rollouts", type=int, default=None,
                         help="rollouts_per_step (default: PPOConfig's, 32)")
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="the policy's learning rate (default: PPOConfig's, min(3e-4, 5e-5 / beta))")
     parser.add_argument("--trl-python", default=None, help="python of a venv with trl==1.12")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--threads", type=int, default=1,
@@ -190,7 +194,7 @@ def main(argv=None) -> dict:
     if "attainment" in parts:
         results["attainment"] = attainment(args.modes.split(","), betas,
                                            [int(s) for s in args.seeds.split(",")], args.steps,
-                                           args.refresh_every, args.rollouts)
+                                           args.refresh_every, args.rollouts, args.learning_rate)
     if "ceiling" in parts:
         results["ceiling"] = ceiling(betas)
     if "timing" in parts:
