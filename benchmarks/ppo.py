@@ -54,10 +54,11 @@ TRL_REPORTED = {"train": {0.1: 0.96, 0.5: 0.91}, "held_out": "0.81-0.85", "secon
 
 def attainment(modes: list[str], betas: list[float], seeds: list[int], steps: int | None,
                refresh_every: int | None = None, rollouts: int | None = None,
-               learning_rate: float | None = None) -> dict:
+               learning_rate: float | None = None, freeze_embeddings: bool = False) -> dict:
     """Train with the default config per (mode, beta, seed); exact attainment at the end.
     ``steps``, ``refresh_every`` (``reward_refresh_every``), ``rollouts``
-    (``rollouts_per_step``) and ``learning_rate`` override the defaults when given."""
+    (``rollouts_per_step``) and ``learning_rate`` override the defaults when given. With
+    ``freeze_embeddings`` the policy's token embeddings (tied to its output layer) are not trained."""
     ref, tokenizer = load_base_model()
     evaluators = {split: ExactEvaluator(ref, tokenizer, world.prompts(split))
                   for split in ("train", "held_out")}
@@ -85,7 +86,10 @@ def attainment(modes: list[str], betas: list[float], seeds: list[int], steps: in
                 # rater); "rm_fixed": the reward model as trained, never corrected
                 refresh = ({"rater": world.SimulatedRater(seed=seed), "reward_data": reward_data["train"]}
                            if mode == "rm" else {})
-                _, history = train_ppo(copy.deepcopy(ref), ref, tokenizer, world.prompts("train"), config,
+                policy = copy.deepcopy(ref)
+                if freeze_embeddings:  # train_ppo's optimiser skips parameters that get no gradient
+                    policy.get_input_embeddings().weight.requires_grad_(False)
+                _, history = train_ppo(policy, ref, tokenizer, world.prompts("train"), config,
                                        reward_model=reward_model if mode != "gt" else None,
                                        evaluator=evaluators["train"], eval_prompts=evaluators["held_out"],
                                        **refresh)
@@ -103,7 +107,8 @@ def attainment(modes: list[str], betas: list[float], seeds: list[int], steps: in
                 "median_train": statistics.median(r["train"] for r in runs),
                 "median_held_out": statistics.median(r["held_out"] for r in runs),
                 "steps": config.steps, "rollouts_per_step": config.rollouts_per_step,
-                "learning_rate": config.policy_learning_rate(), "runs": runs}
+                "learning_rate": config.policy_learning_rate(), "freeze_embeddings": freeze_embeddings,
+                "runs": runs}
     return results
 
 
@@ -182,6 +187,8 @@ def main(argv=None) -> dict:
                         help="rollouts_per_step (default: PPOConfig's, 32)")
     parser.add_argument("--learning-rate", type=float, default=None,
                         help="the policy's learning rate (default: PPOConfig's, min(3e-4, 5e-5 / beta))")
+    parser.add_argument("--freeze-embeddings", action="store_true",
+                        help="do not train the policy's token embeddings (tied to its output layer)")
     parser.add_argument("--trl-python", default=None, help="python of a venv with trl==1.12")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--threads", type=int, default=1,
@@ -194,7 +201,8 @@ def main(argv=None) -> dict:
     if "attainment" in parts:
         results["attainment"] = attainment(args.modes.split(","), betas,
                                            [int(s) for s in args.seeds.split(",")], args.steps,
-                                           args.refresh_every, args.rollouts, args.learning_rate)
+                                           args.refresh_every, args.rollouts, args.learning_rate,
+                                           args.freeze_embeddings)
     if "ceiling" in parts:
         results["ceiling"] = ceiling(betas)
     if "timing" in parts:
