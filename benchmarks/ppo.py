@@ -54,11 +54,14 @@ TRL_REPORTED = {"train": {0.1: 0.96, 0.5: 0.91}, "held_out": "0.81-0.85", "secon
 
 def attainment(modes: list[str], betas: list[float], seeds: list[int], steps: int | None,
                refresh_every: int | None = None, rollouts: int | None = None,
-               learning_rate: float | None = None, freeze_embeddings: bool = False) -> dict:
+               learning_rate: float | None = None, freeze_embeddings: bool = False,
+               embedding_lr_scale: float | None = None) -> dict:
     """Train with the default config per (mode, beta, seed); exact attainment at the end.
     ``steps``, ``refresh_every`` (``reward_refresh_every``), ``rollouts``
     (``rollouts_per_step``) and ``learning_rate`` override the defaults when given. With
-    ``freeze_embeddings`` the policy's token embeddings (tied to its output layer) are not trained."""
+    ``freeze_embeddings`` the policy's token embeddings (tied to its output layer) get no gradient
+    at all (``requires_grad`` off: they are left out of the clipped norm too);
+    ``embedding_lr_scale`` sets ``PPOConfig.embedding_lr_scale``."""
     ref, tokenizer = load_base_model()
     evaluators = {split: ExactEvaluator(ref, tokenizer, world.prompts(split))
                   for split in ("train", "held_out")}
@@ -75,6 +78,8 @@ def attainment(modes: list[str], betas: list[float], seeds: list[int], steps: in
             runs = []
             for seed in seeds:
                 config = PPOConfig(beta=beta, seed=seed, progress=False, learning_rate=learning_rate)
+                if embedding_lr_scale is not None:
+                    config.embedding_lr_scale = embedding_lr_scale
                 config.steps = steps or config.steps
                 if refresh_every is not None:
                     config.reward_refresh_every = refresh_every
@@ -108,6 +113,7 @@ def attainment(modes: list[str], betas: list[float], seeds: list[int], steps: in
                 "median_held_out": statistics.median(r["held_out"] for r in runs),
                 "steps": config.steps, "rollouts_per_step": config.rollouts_per_step,
                 "learning_rate": config.policy_learning_rate(), "freeze_embeddings": freeze_embeddings,
+                "embedding_lr_scale": config.embedding_lr_scale,
                 "runs": runs}
     return results
 
@@ -189,6 +195,8 @@ def main(argv=None) -> dict:
                         help="the policy's learning rate (default: PPOConfig's, min(3e-4, 5e-5 / beta))")
     parser.add_argument("--freeze-embeddings", action="store_true",
                         help="do not train the policy's token embeddings (tied to its output layer)")
+    parser.add_argument("--embedding-lr-scale", type=float, default=None,
+                        help="PPOConfig.embedding_lr_scale (default: PPOConfig's, 1)")
     parser.add_argument("--trl-python", default=None, help="python of a venv with trl==1.12")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--threads", type=int, default=1,
@@ -202,7 +210,7 @@ def main(argv=None) -> dict:
         results["attainment"] = attainment(args.modes.split(","), betas,
                                            [int(s) for s in args.seeds.split(",")], args.steps,
                                            args.refresh_every, args.rollouts, args.learning_rate,
-                                           args.freeze_embeddings)
+                                           args.freeze_embeddings, args.embedding_lr_scale)
     if "ceiling" in parts:
         results["ceiling"] = ceiling(betas)
     if "timing" in parts:

@@ -333,6 +333,15 @@ class PPOConfig:
     0) a fixed 3e-4 ended at attainment 0.951 at beta 0.5 (no hedge left) and 0.713 at beta 1,
     against 0.967 and 0.962 with this rule (``benchmarks/ppo.py``, ``benchmarks/frontier.py``).
     Above 3e-4 some runs collapsed (one bad batch pushed the policy into gibberish)."""
+    embedding_lr_scale: float = 1.0
+    """The policy's token embeddings learn at ``learning_rate * embedding_lr_scale`` (0 freezes
+    them). GPT-2 ties them to its output layer, and there every step lowers, through the softmax,
+    the words the policy was not sampling, among them words the training prompts never show: on the
+    toy world, the held-out countries' names after "The capital of". Those prompts then get answers
+    about a training country ("... of Cuba? A: The capital of Poland is Warsaw."). A smaller scale
+    trades training-prompt attainment for held-out attainment: PPO-GT at beta 0.1, seed 0, 1000
+    steps: 0.979 / 0.746 (training / held-out) at 1, 0.972 / 0.905 at 0.3, 0.963 / 0.911 at 0.1,
+    0.933 / 0.893 at 0 (``benchmarks/ppo.py --embedding-lr-scale``)."""
     critic_lr_scale: float = 5.0
     """The critic learns at ``learning_rate * critic_lr_scale``: it starts from a zero head and
     has further to go than the policy, which should move little."""
@@ -365,6 +374,7 @@ class PPOConfig:
             check_positive("learning_rate", self.learning_rate)
         check_positive("vf_coef", self.vf_coef, allow_zero=True)
         check_positive("critic_lr_scale", self.critic_lr_scale)
+        check_positive("embedding_lr_scale", self.embedding_lr_scale, allow_zero=True)
         check_positive("adam_eps", self.adam_eps)
         check_positive("reward_refresh_every", self.reward_refresh_every, allow_zero=True)
         for name in ("epochs", "minibatches", "rollouts_per_step", "max_new_tokens", "steps",
@@ -599,8 +609,10 @@ def train_ppo(policy, ref_model, tokenizer, prompts: list[str], config: PPOConfi
     else:
         critic = Critic.from_model(ref_model).to(device).eval()
     learning_rate = config.policy_learning_rate()
+    embeddings = policy.get_input_embeddings().weight  # GPT-2's output layer too (tied)
     optimizer = torch.optim.Adam(
-        [{"params": list(policy.parameters())},
+        [{"params": [p for p in policy.parameters() if p is not embeddings]},
+         {"params": [embeddings], "lr": learning_rate * config.embedding_lr_scale},
          {"params": list(critic.parameters()), "lr": learning_rate * config.critic_lr_scale}],
         lr=learning_rate, eps=config.adam_eps,
         fused=device.type in ("cpu", "cuda"))  # one kernel for all parameters: 3x faster steps

@@ -303,6 +303,18 @@ def test_refresh_teaches_a_copy_of_the_reward_model_from_the_policys_answers(bas
     assert all(torch.equal(before[k], v) for k, v in reward_model.state_dict().items())
 
 
+def test_embedding_lr_scale_zero_freezes_the_token_embeddings_only(base):
+    model, tokenizer = base
+    config = PPOConfig(steps=2, rollouts_per_step=8, eval_every=0, embedding_lr_scale=0.0, progress=False)
+    policy, _ = train_ppo(copy.deepcopy(model), model, tokenizer, world.prompts("train")[:3], config)
+    # GPT-2's output layer is the same matrix, so it stays put too; the transformer blocks move
+    assert torch.equal(policy.get_input_embeddings().weight, model.get_input_embeddings().weight)
+    assert torch.equal(policy.get_output_embeddings().weight, model.get_output_embeddings().weight)
+    assert not torch.equal(policy.transformer.h[0].mlp.c_fc.weight, model.transformer.h[0].mlp.c_fc.weight)
+    with pytest.raises(ValueError, match="embedding_lr_scale must be"):
+        PPOConfig(embedding_lr_scale=-1.0)
+
+
 def test_default_learning_rate_shrinks_as_beta_grows():
     # min(3e-4, 5e-5 / beta): the full rate up to beta = 1/6, then inversely proportional to beta
     assert PPOConfig(beta=0.0).policy_learning_rate() == pytest.approx(3e-4)

@@ -87,6 +87,8 @@ MAPPING = {
             "learning_rate": ("learning_rate", ("minirlhf's None means min(3e-4, 5e-5 / beta); TRL's rate "
                                                 "does not depend on its `kl_coef`. TRL's default schedule "
                                                 "is also a linear decay.")),
+            "embedding_lr_scale": (None, ("TRL trains every parameter at one rate; for another rate on the "
+                                          "embeddings pass a custom optimizer (`optimizers=...`).")),
             "critic_lr_scale": (None, ("TRL's critic (`value_model`) shares the policy's `learning_rate`; "
                                        "give it its own with a custom optimizer (`optimizers=...`).")),
             "adam_eps": ("adam_epsilon", ""),
