@@ -339,9 +339,10 @@ class PPOConfig:
     the words the policy was not sampling, among them words the training prompts never show: on the
     toy world, the held-out countries' names after "The capital of". Those prompts then get answers
     about a training country ("... of Cuba? A: The capital of Poland is Warsaw."). A smaller scale
-    trades training-prompt attainment for held-out attainment: PPO-GT at beta 0.1, seed 0, 1000
-    steps: 0.979 / 0.746 (training / held-out) at 1, 0.972 / 0.905 at 0.3, 0.963 / 0.911 at 0.1,
-    0.933 / 0.893 at 0 (``benchmarks/ppo.py --embedding-lr-scale``)."""
+    trades training-prompt attainment for held-out attainment. PPO-GT at beta 0.1, 1000 steps,
+    medians of 3 seeds (training / held-out): 0.980 / 0.746 at 1, 0.970 / 0.826 at 0.3 (one seed
+    0.358), 0.963 / 0.891 at 0.1 (every seed 0.887 or more), 0.928 / 0.893 with the embeddings
+    frozen (``benchmarks/ppo.py --embedding-lr-scale``, ``--freeze-embeddings``)."""
     critic_lr_scale: float = 5.0
     """The critic learns at ``learning_rate * critic_lr_scale``: it starts from a zero head and
     has further to go than the policy, which should move little."""
