@@ -95,10 +95,13 @@ def timing(ref, tokenizer, trl_python: str | None, rounds: int = 3, repeats: int
     return out
 
 
-def run(seed: int, beta: float, offline: bool, ref, tokenizer, evaluators) -> dict:
-    """One DPO run with the defaults (or offline only); exact figures at the end."""
+def run(seed: int, beta: float, offline: bool, ref, tokenizer, evaluators,
+        embedding_lr_scale: float = 1.0) -> dict:
+    """One DPO run with the defaults (or offline only; or another ``embedding_lr_scale``); exact
+    figures at the end."""
     data = default_preferences(seed=seed, progress=False)["train"]
-    config = DPOConfig(beta=beta, seed=seed, progress=False, **({"on_policy_rounds": 0} if offline else {}))
+    config = DPOConfig(beta=beta, seed=seed, progress=False, embedding_lr_scale=embedding_lr_scale,
+                       **({"on_policy_rounds": 0} if offline else {}))
     start = time.perf_counter()
     policy, history = train_dpo(copy.deepcopy(ref), ref, tokenizer, data, config)
     seconds = time.perf_counter() - start
@@ -118,6 +121,8 @@ def main(argv=None):
     parser.add_argument("--betas", type=float, nargs="+", default=[0.1, 0.5])
     parser.add_argument("--offline", action="store_true", help="also run offline-only DPO")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--embedding-lr-scale", type=float, default=1.0,
+                        help="DPOConfig.embedding_lr_scale of the attainment runs (default 1)")
     parser.add_argument("--json", help="write the rows and the summary to this file")
     parser.add_argument("--trl-python", help="python of a venv with trl==1.16: also time TRL's DPOTrainer")
     parser.add_argument("--only-timing", action="store_true", help="skip the attainment runs")
@@ -141,7 +146,7 @@ def main(argv=None):
     for beta in args.betas:
         for seed in args.seeds:
             for offline in ([False, True] if args.offline else [False]):
-                rows.append(run(seed, beta, offline, ref, tokenizer, evaluators))
+                rows.append(run(seed, beta, offline, ref, tokenizer, evaluators, args.embedding_lr_scale))
                 print(json.dumps(rows[-1]), flush=True)
     summary = []
     for method in dict.fromkeys(r["method"] for r in rows):

@@ -188,6 +188,12 @@ class DPOConfig:
     """AdamW's epsilon (TRL/transformers name)."""
     max_grad_norm: float = 1.0
     """Clip the gradient norm to this value."""
+    embedding_lr_scale: float = 1.0
+    """The policy's token embeddings (GPT-2's output layer too: the matrix is tied) learn at
+    ``learning_rate * embedding_lr_scale``; 0 freezes them. As in PPO
+    (:attr:`minirlhf.ppo.PPOConfig.embedding_lr_scale`), the output layer otherwise lowers the
+    names that no pair shows, held-out countries' included; a smaller scale keeps them, at a cost on
+    the training prompts (``benchmarks/dpo.py --embedding-lr-scale``)."""
     seed: int = 0
     """Seed of the order of the pairs, of the on-policy samples and of the default rater."""
     log_every: int = 1
@@ -212,6 +218,7 @@ class DPOConfig:
         check_positive("warmup_steps", self.warmup_steps, allow_zero=True)
         check_positive("weight_decay", self.weight_decay, allow_zero=True)
         check_positive("max_grad_norm", self.max_grad_norm)
+        check_positive("embedding_lr_scale", self.embedding_lr_scale, allow_zero=True)
 
     def loss(self, policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps):
         """The per-pair loss this config selects. Shapes (B,) -> (B,)."""
@@ -315,7 +322,7 @@ def dpo_step(policy, optimizer, encoded: dict[str, torch.Tensor], idx: torch.Ten
     loss.backward()
     torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)  # the embeddings' group has its own multiplier
     optimizer.step()
     return {"loss": loss.item(), **dpo_metrics(chosen, rejected, ref_chosen, ref_rejected, config.beta)}
 
@@ -373,7 +380,10 @@ def train_dpo(policy, ref_model, tokenizer, train_data, config: DPOConfig | None
     ref_model.eval()
     policy.eval()  # no dropout: the log-probs must match the reference's at step 0
     n_rounds = config.on_policy_rounds + 1
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.learning_rate,
+    embeddings = policy.get_input_embeddings().weight
+    groups = [{"params": [p for p in policy.parameters() if p is not embeddings]},
+              {"params": [embeddings], "lr_scale": config.embedding_lr_scale}]
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate,
                                   weight_decay=config.weight_decay, eps=config.adam_epsilon,
                                   betas=(0.9, config.adam_beta2),
                                   fused=device.type in ("cpu", "cuda"))  # one kernel for all parameters

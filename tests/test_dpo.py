@@ -189,6 +189,18 @@ def test_short_offline_run_raises_accuracy_and_lowers_loss(base):
     assert metrics["rewards/accuracies"] == 1.0 and metrics["rewards/margins"] > 0
 
 
+def test_embedding_lr_scale_zero_freezes_the_token_embeddings_only(base):
+    model, tok = base
+    config = DPOConfig(beta=0.1, learning_rate=1e-3, epochs=2, batch_size=4, on_policy_rounds=0,
+                       embedding_lr_scale=0.0, progress=False)
+    policy, _ = train_dpo(copy.deepcopy(model), model, tok, clean_pairs(), config)
+    # the embedding matrix (GPT-2's output layer too) stays put; the transformer blocks move
+    assert torch.equal(policy.get_input_embeddings().weight, model.get_input_embeddings().weight)
+    assert not torch.equal(policy.transformer.h[0].mlp.c_fc.weight, model.transformer.h[0].mlp.c_fc.weight)
+    with pytest.raises(ValueError, match="embedding_lr_scale must be"):
+        DPOConfig(embedding_lr_scale=-0.5)
+
+
 def test_on_policy_round_and_exact_metrics(base):
     from minirlhf.optimum import ExactEvaluator
 

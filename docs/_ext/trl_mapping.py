@@ -12,6 +12,8 @@ subclasses of ``transformers.TrainingArguments``), and for PPO ``trl.experimenta
 _PROGRESS = ("disable_tqdm", "inverted: `disable_tqdm=not progress`.")
 _SEED = ("seed", "")
 _CLIP = ("max_grad_norm", "TRL's default is also 1.0.")
+_EMBEDDING_LR = (None, ("TRL trains every parameter at one rate; for another rate on the embeddings pass "
+                        "a custom optimizer (`optimizers=...`)."))
 
 MAPPING = {
     "minirlhf.sft.SFTConfig": {
@@ -87,8 +89,7 @@ MAPPING = {
             "learning_rate": ("learning_rate", ("minirlhf's None means min(3e-4, 5e-5 / beta); TRL's rate "
                                                 "does not depend on its `kl_coef`. TRL's default schedule "
                                                 "is also a linear decay.")),
-            "embedding_lr_scale": (None, ("TRL trains every parameter at one rate; for another rate on the "
-                                          "embeddings pass a custom optimizer (`optimizers=...`).")),
+            "embedding_lr_scale": _EMBEDDING_LR,
             "critic_lr_scale": (None, ("TRL's critic (`value_model`) shares the policy's `learning_rate`; "
                                        "give it its own with a custom optimizer (`optimizers=...`).")),
             "adam_eps": ("adam_epsilon", ""),
@@ -118,6 +119,7 @@ MAPPING = {
             "adam_beta2": ("adam_beta2", ""),
             "adam_epsilon": ("adam_epsilon", ""),
             "max_grad_norm": _CLIP,
+            "embedding_lr_scale": _EMBEDDING_LR,
             "pair_with_reference": (None, ("TRL's online DPO samples both answers of a pair from the current "
                                            "policy.")),
             "on_policy_rounds": (None, ("`DPOTrainer` learns from a fixed data set; for fresh pairs from the "
