@@ -96,16 +96,21 @@ def timing(ref, tokenizer, trl_python: str | None, rounds: int = 3, repeats: int
 
 
 def run(seed: int, beta: float, offline: bool, ref, tokenizer, evaluators,
-        embedding_lr_scale: float = 1.0) -> dict:
-    """One DPO run with the defaults (or offline only; or another ``embedding_lr_scale``); exact
-    figures at the end."""
+        embedding_lr_scale: float = 1.0, rounds: int | None = None) -> dict:
+    """One DPO run with the defaults (or offline only; or another ``embedding_lr_scale`` or number
+    of on-policy ``rounds``); exact figures at the end."""
     data = default_preferences(seed=seed, progress=False)["train"]
     config = DPOConfig(beta=beta, seed=seed, progress=False, embedding_lr_scale=embedding_lr_scale,
-                       **({"on_policy_rounds": 0} if offline else {}))
+                       **({"on_policy_rounds": 0} if offline else
+                          {"on_policy_rounds": rounds} if rounds is not None else {}))
     start = time.perf_counter()
     policy, history = train_dpo(copy.deepcopy(ref), ref, tokenizer, data, config)
     seconds = time.perf_counter() - start
-    row = {"method": "DPO offline" if offline else "DPO (defaults)", "seed": seed, "beta": beta,
+    changed = ", ".join(f"{name}={value}" for name, value in (("embedding_lr_scale", embedding_lr_scale),
+                                                                  ("on_policy_rounds", rounds))
+                        if value is not None and value != getattr(DPOConfig, name))
+    method = "DPO offline" if offline else f"DPO ({changed or 'defaults'})"
+    row = {"method": method, "seed": seed, "beta": beta,
            "steps": history[-1]["step"], "seconds": round(seconds, 1)}
     for split, evaluator in evaluators.items():
         report = evaluator.evaluate(policy, beta)
@@ -123,6 +128,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--embedding-lr-scale", type=float, default=1.0,
                         help="DPOConfig.embedding_lr_scale of the attainment runs (default 1)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="DPOConfig.on_policy_rounds of the attainment runs (default: DPOConfig's, 60)")
     parser.add_argument("--json", help="write the rows and the summary to this file")
     parser.add_argument("--trl-python", help="python of a venv with trl==1.16: also time TRL's DPOTrainer")
     parser.add_argument("--only-timing", action="store_true", help="skip the attainment runs")
@@ -146,7 +153,8 @@ def main(argv=None):
     for beta in args.betas:
         for seed in args.seeds:
             for offline in ([False, True] if args.offline else [False]):
-                rows.append(run(seed, beta, offline, ref, tokenizer, evaluators, args.embedding_lr_scale))
+                rows.append(run(seed, beta, offline, ref, tokenizer, evaluators, args.embedding_lr_scale,
+                                args.rounds))
                 print(json.dumps(rows[-1]), flush=True)
     summary = []
     for method in dict.fromkeys(r["method"] for r in rows):

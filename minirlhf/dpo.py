@@ -193,7 +193,10 @@ class DPOConfig:
     ``learning_rate * embedding_lr_scale``; 0 freezes them. As in PPO
     (:attr:`minirlhf.ppo.PPOConfig.embedding_lr_scale`), the output layer otherwise lowers the
     names that no pair shows, held-out countries' included; a smaller scale keeps them, at a cost on
-    the training prompts (``benchmarks/dpo.py --embedding-lr-scale``)."""
+    the training prompts that more on-policy rounds win back: with 0.2 and 100 rounds, medians of 3
+    seeds, training / held-out attainment 0.949 / 0.874 at beta 0.1 and 0.970 / 0.859 at beta 0.5
+    (defaults: 0.974 / 0.720 and 0.965 / 0.592; ``benchmarks/dpo.py --embedding-lr-scale 0.2
+    --rounds 100``)."""
     seed: int = 0
     """Seed of the order of the pairs, of the on-policy samples and of the default rater."""
     log_every: int = 1
