@@ -96,19 +96,17 @@ def timing(ref, tokenizer, trl_python: str | None, rounds: int = 3, repeats: int
 
 
 def run(seed: int, beta: float, offline: bool, ref, tokenizer, evaluators,
-        embedding_lr_scale: float = 1.0, rounds: int | None = None) -> dict:
-    """One DPO run with the defaults (or offline only; or another ``embedding_lr_scale`` or number
-    of on-policy ``rounds``); exact figures at the end."""
+        overrides: dict | None = None) -> dict:
+    """One DPO run with the defaults, except the :class:`DPOConfig` fields in ``overrides`` (and
+    no on-policy rounds when ``offline``); exact figures at the end."""
+    overrides = overrides or {}
     data = default_preferences(seed=seed, progress=False)["train"]
-    config = DPOConfig(beta=beta, seed=seed, progress=False, embedding_lr_scale=embedding_lr_scale,
-                       **({"on_policy_rounds": 0} if offline else
-                          {"on_policy_rounds": rounds} if rounds is not None else {}))
+    config = DPOConfig(beta=beta, seed=seed, progress=False,
+                       **{**overrides, **({"on_policy_rounds": 0} if offline else {})})
     start = time.perf_counter()
     policy, history = train_dpo(copy.deepcopy(ref), ref, tokenizer, data, config)
     seconds = time.perf_counter() - start
-    changed = ", ".join(f"{name}={value}" for name, value in (("embedding_lr_scale", embedding_lr_scale),
-                                                                  ("on_policy_rounds", rounds))
-                        if value is not None and value != getattr(DPOConfig, name))
+    changed = ", ".join(f"{name}={value}" for name, value in overrides.items())
     method = "DPO offline" if offline else f"DPO ({changed or 'defaults'})"
     row = {"method": method, "seed": seed, "beta": beta,
            "steps": history[-1]["step"], "seconds": round(seconds, 1)}
@@ -126,8 +124,8 @@ def main(argv=None):
     parser.add_argument("--betas", type=float, nargs="+", default=[0.1, 0.5])
     parser.add_argument("--offline", action="store_true", help="also run offline-only DPO")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--embedding-lr-scale", type=float, default=1.0,
-                        help="DPOConfig.embedding_lr_scale of the attainment runs (default 1)")
+    parser.add_argument("--embedding-lr-scale", type=float, default=None,
+                        help="DPOConfig.embedding_lr_scale of the attainment runs (default: DPOConfig's, 1)")
     parser.add_argument("--rounds", type=int, default=None,
                         help="DPOConfig.on_policy_rounds of the attainment runs (default: DPOConfig's, 60)")
     parser.add_argument("--json", help="write the rows and the summary to this file")
@@ -150,11 +148,12 @@ def main(argv=None):
     evaluators = {"train": ExactEvaluator(ref, tokenizer, world.prompts("train")),
                   "held_out": ExactEvaluator(ref, tokenizer, world.prompts("held_out"))}
     rows = []
+    overrides = {name: value for name, value in (("embedding_lr_scale", args.embedding_lr_scale),
+                                                  ("on_policy_rounds", args.rounds)) if value is not None}
     for beta in args.betas:
         for seed in args.seeds:
             for offline in ([False, True] if args.offline else [False]):
-                rows.append(run(seed, beta, offline, ref, tokenizer, evaluators, args.embedding_lr_scale,
-                                args.rounds))
+                rows.append(run(seed, beta, offline, ref, tokenizer, evaluators, overrides))
                 print(json.dumps(rows[-1]), flush=True)
     summary = []
     for method in dict.fromkeys(r["method"] for r in rows):

@@ -52,16 +52,12 @@ TARGETS = {  # issue 4
 TRL_REPORTED = {"train": {0.1: 0.96, 0.5: 0.91}, "held_out": "0.81-0.85", "seconds_per_update": 0.7}
 
 
-def attainment(modes: list[str], betas: list[float], seeds: list[int], steps: int | None,
-               refresh_every: int | None = None, rollouts: int | None = None,
-               learning_rate: float | None = None, freeze_embeddings: bool = False,
-               embedding_lr_scale: float | None = None) -> dict:
-    """Train with the default config per (mode, beta, seed); exact attainment at the end.
-    ``steps``, ``refresh_every`` (``reward_refresh_every``), ``rollouts``
-    (``rollouts_per_step``) and ``learning_rate`` override the defaults when given. With
-    ``freeze_embeddings`` the policy's token embeddings (tied to its output layer) get no gradient
-    at all (``requires_grad`` off: they are left out of the clipped norm too);
-    ``embedding_lr_scale`` sets ``PPOConfig.embedding_lr_scale``."""
+def attainment(modes: list[str], betas: list[float], seeds: list[int], overrides: dict | None = None,
+               freeze_embeddings: bool = False) -> dict:
+    """Train with the default config per (mode, beta, seed), except the :class:`PPOConfig` fields
+    in ``overrides``; exact attainment at the end. With ``freeze_embeddings`` the policy's token
+    embeddings (tied to its output layer) get no gradient at all (``requires_grad`` off: they are
+    left out of the clipped norm too, unlike ``embedding_lr_scale=0``)."""
     ref, tokenizer = load_base_model()
     evaluators = {split: ExactEvaluator(ref, tokenizer, world.prompts(split))
                   for split in ("train", "held_out")}
@@ -77,14 +73,7 @@ def attainment(modes: list[str], betas: list[float], seeds: list[int], steps: in
         for beta in betas:
             runs = []
             for seed in seeds:
-                config = PPOConfig(beta=beta, seed=seed, progress=False, learning_rate=learning_rate)
-                if embedding_lr_scale is not None:
-                    config.embedding_lr_scale = embedding_lr_scale
-                config.steps = steps or config.steps
-                if refresh_every is not None:
-                    config.reward_refresh_every = refresh_every
-                if rollouts is not None:
-                    config.rollouts_per_step = rollouts
+                config = PPOConfig(beta=beta, seed=seed, progress=False, **(overrides or {}))
                 config.eval_every = config.steps
                 start = time.perf_counter()
                 # "rm": the reward model refreshed on the policy's answers (the default with a
@@ -207,10 +196,13 @@ def main(argv=None) -> dict:
     betas = [float(b) for b in args.betas.split(",")]
     results = {"targets": {str(k): v for k, v in TARGETS.items()}, "trl_reported": TRL_REPORTED}
     if "attainment" in parts:
+        overrides = {name: value for name, value in (
+            ("steps", args.steps), ("reward_refresh_every", args.refresh_every),
+            ("rollouts_per_step", args.rollouts), ("learning_rate", args.learning_rate),
+            ("embedding_lr_scale", args.embedding_lr_scale)) if value is not None}
         results["attainment"] = attainment(args.modes.split(","), betas,
-                                           [int(s) for s in args.seeds.split(",")], args.steps,
-                                           args.refresh_every, args.rollouts, args.learning_rate,
-                                           args.freeze_embeddings, args.embedding_lr_scale)
+                                           [int(s) for s in args.seeds.split(",")], overrides,
+                                           args.freeze_embeddings)
     if "ceiling" in parts:
         results["ceiling"] = ceiling(betas)
     if "timing" in parts:

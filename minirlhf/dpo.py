@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from minirlhf.logprobs import encode_prompt_response, sequence_logprobs, to_device
-from minirlhf.models import fused_gelu
+from minirlhf.models import embedding_param_groups, fused_gelu
 from minirlhf.preferences import on_policy_pairs
 from minirlhf.sft import warmup_cosine
 from minirlhf.utils import check_finite_loss, check_positive, json_safe, seed_everything
@@ -383,9 +383,7 @@ def train_dpo(policy, ref_model, tokenizer, train_data, config: DPOConfig | None
     ref_model.eval()
     policy.eval()  # no dropout: the log-probs must match the reference's at step 0
     n_rounds = config.on_policy_rounds + 1
-    embeddings = policy.get_input_embeddings().weight
-    groups = [{"params": [p for p in policy.parameters() if p is not embeddings]},
-              {"params": [embeddings], "lr_scale": config.embedding_lr_scale}]
+    groups = embedding_param_groups(policy, config.learning_rate, config.embedding_lr_scale)
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate,
                                   weight_decay=config.weight_decay, eps=config.adam_epsilon,
                                   betas=(0.9, config.adam_beta2),

@@ -87,6 +87,18 @@ def load_model(path: str | Path, device=None) -> tuple[GPT2LMHeadModel, PreTrain
     return model, tokenizer
 
 
+def embedding_param_groups(model, learning_rate: float, embedding_lr_scale: float) -> list[dict]:
+    """Two optimiser parameter groups for ``model``: its token-embedding matrix (GPT-2's output
+    layer too: the matrix is tied) at ``learning_rate * embedding_lr_scale``, everything else at
+    ``learning_rate``. Each group also keeps its multiplier as ``lr_scale``, for training loops
+    that set the rate of every group by hand at each step."""
+    embeddings = model.get_input_embeddings().weight
+    return [{"params": [p for p in model.parameters() if p is not embeddings],
+             "lr": learning_rate, "lr_scale": 1.0},
+            {"params": [embeddings], "lr": learning_rate * embedding_lr_scale,
+             "lr_scale": embedding_lr_scale}]
+
+
 @contextlib.contextmanager
 def fused_gelu(*models):
     """Run GPT-2's ``gelu_new`` activation as PyTorch's one-kernel ``GELU(approximate="tanh")``.

@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 from minirlhf import world
 from minirlhf.logprobs import generate, position_ids_from_mask, token_log_ratios, token_logprobs
-from minirlhf.models import fused_gelu
+from minirlhf.models import embedding_param_groups, fused_gelu
 from minirlhf.utils import check_finite_loss, check_positive, json_safe, seed_everything
 
 # ----------------------------------------------------------------------------------------------
@@ -610,11 +610,9 @@ def train_ppo(policy, ref_model, tokenizer, prompts: list[str], config: PPOConfi
     else:
         critic = Critic.from_model(ref_model).to(device).eval()
     learning_rate = config.policy_learning_rate()
-    embeddings = policy.get_input_embeddings().weight  # GPT-2's output layer too (tied)
     optimizer = torch.optim.Adam(
-        [{"params": [p for p in policy.parameters() if p is not embeddings]},
-         {"params": [embeddings], "lr": learning_rate * config.embedding_lr_scale},
-         {"params": list(critic.parameters()), "lr": learning_rate * config.critic_lr_scale}],
+        embedding_param_groups(policy, learning_rate, config.embedding_lr_scale)
+        + [{"params": list(critic.parameters()), "lr": learning_rate * config.critic_lr_scale}],
         lr=learning_rate, eps=config.adam_eps,
         fused=device.type in ("cpu", "cuda"))  # one kernel for all parameters: 3x faster steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, config))
