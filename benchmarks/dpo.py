@@ -125,9 +125,9 @@ def main(argv=None):
     parser.add_argument("--offline", action="store_true", help="also run offline-only DPO")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--embedding-lr-scale", type=float, default=None,
-                        help="DPOConfig.embedding_lr_scale of the attainment runs (default: DPOConfig's, 1)")
+                        help="DPOConfig.embedding_lr_scale of the attainment runs (default: DPOConfig's)")
     parser.add_argument("--rounds", type=int, default=None,
-                        help="DPOConfig.on_policy_rounds of the attainment runs (default: DPOConfig's, 60)")
+                        help="DPOConfig.on_policy_rounds of the attainment runs (default: DPOConfig's)")
     parser.add_argument("--json", help="write the rows and the summary to this file")
     parser.add_argument("--trl-python", help="python of a venv with trl==1.16: also time TRL's DPOTrainer")
     parser.add_argument("--only-timing", action="store_true", help="skip the attainment runs")

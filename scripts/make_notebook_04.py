@@ -210,9 +210,11 @@ Every curve a DPO user watches looks healthy: the loss falls, the margins grow, 
 the best the rater's noise allows. And the true reward collapses, because the *coverage*, the
 probability the policy gives to any well-formed answer, falls towards zero.
 
-**Now the defaults**: one step on the same collected pairs, then 60 rounds in which fresh pairs are
+**Now the defaults**: one step on the same collected pairs, then 100 rounds in which fresh pairs are
 sampled from the current policy (at temperature 1.3), labelled by the same rater, and used for one
-step each. Same loss, same beta; only the data change.
+step each. Same loss, same beta; only the data change. (One more default, for the held-out countries
+below: the token embeddings, which GPT-2 ties to its output layer, learn at a fifth of the rate,
+`embedding_lr_scale=0.2`.)
 """)
 code("""
 config = DPOConfig(beta=BETA, progress=False)
@@ -229,6 +231,11 @@ md("""
 all the probability on well-formed answers (less than the SFT model leaked). On the four held-out
 countries, which it never saw, it helps too, but less: it learnt to drop the hedge everywhere, and
 to name fewer wrong cities, but it can only partly transfer the second lesson to countries it never saw.
+Why the slow output layer matters: every step raises a training country's city after "The capital
+of ... is" and, through the softmax of the output layer, lowers every other word there, the held-out
+countries' names included. Trained at the full rate (`embedding_lr_scale=1`), the policy starts to
+answer a held-out question about a training country, and its held-out attainment drops to about 0.7
+(`benchmarks/dpo.py`).
 """)
 code("""
 assert final["exact/attainment"] > 0.9, final["exact/attainment"]
@@ -294,7 +301,7 @@ high, mid = offline["offline, lr 0.01"], offline["offline, lr 0.001"]
 assert high[-1]["exact/coverage"] < 0.05                        # lr 1e-2: every valid answer lost its mass
 assert steps_to_collapse(high) < steps_to_collapse(mid)         # higher rate, sooner collapse
 small_beta = offline["offline, lr 0.001, beta 0.01"]
-assert small_beta[-1]["exact/coverage"] < min(0.01, mid[-1]["exact/coverage"])  # smaller beta: collapses further
+assert small_beta[-1]["exact/coverage"] < min(0.1, mid[-1]["exact/coverage"] / 3)  # smaller beta: collapses further
 """)
 md("""
 On-policy rounds widen the safe range a lot: the default rate (2e-3) is twice the rate at which offline
@@ -306,25 +313,26 @@ md(r"""
 ## 6. A beta sweep against the exact optimum
 
 Each beta has its own optimum $\pi^*_\beta$: small beta, far from the reference (more reward, more
-KL); large beta, close to it. Shorter on-policy runs (15 rounds) to keep the notebook quick.
+KL); large beta, close to it. Shorter on-policy runs (20 rounds instead of 100) keep the notebook
+quick, so each beta gets most of the way, not all of it.
 """)
 code("""
-betas = [0.05, 0.1, 0.3, 1.0]
+betas = [0.05, 0.3, 1.0]
 measured = {"true reward": [], "KL": [], "attainment": []}
 optimum = {"true reward": [], "KL": [], "attainment": []}
 for beta in betas:
-    config = DPOConfig(beta=beta, on_policy_rounds=15, progress=False)
+    config = DPOConfig(beta=beta, on_policy_rounds=20, progress=False)
     p, _ = train_dpo(copy.deepcopy(ref_model), ref_model, tokenizer, preferences["train"], config)
     report = evaluator.evaluate(p, beta)
     star = evaluator.evaluate_probs(evaluator.optimum(beta)[:, :-1], beta)
     for name, key in (("true reward", "true_reward"), ("KL", "kl"), ("attainment", "attainment")):
         measured[name].append(report[key])
         optimum[name].append(star[key])
-fig = plot_beta_sweep(betas, measured, optimum, method="DPO", title="On-policy DPO (15 rounds) across beta")
+fig = plot_beta_sweep(betas, measured, optimum, method="DPO", title="On-policy DPO (20 rounds) across beta")
 print({k: [round(v, 3) for v in vals] for k, vals in measured.items()})
 """)
 code("""
-assert all(a > 0.7 for a in measured["attainment"])              # near the optimum at every beta
+assert all(a > 0.7 for a in measured["attainment"])              # most of the way at every beta
 assert measured["KL"][0] > measured["KL"][-1]                    # smaller beta, further from pi_ref
 assert measured["true reward"][0] > measured["true reward"][-1]  # ... and more reward, like pi*
 """)
