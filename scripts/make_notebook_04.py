@@ -234,8 +234,8 @@ to name fewer wrong cities, but it can only partly transfer the second lesson to
 Why the slow output layer matters: every step raises a training country's city after "The capital
 of ... is" and, through the softmax of the output layer, lowers every other word there, the held-out
 countries' names included. Trained at the full rate (`embedding_lr_scale=1`), the policy starts to
-answer a held-out question about a training country, and its held-out attainment drops to about 0.7
-(`benchmarks/dpo.py`).
+answer a held-out question about a training country, and its held-out attainment drops to 0.72
+(0.59 at beta 0.5; `benchmarks/dpo.py`, medians of 3 seeds).
 """)
 code("""
 assert final["exact/attainment"] > 0.9, final["exact/attainment"]
