@@ -339,12 +339,11 @@ class PPOConfig:
     the words the policy was not sampling, among them words the training prompts never show: on the
     toy world, the held-out countries' names after "The capital of". Those prompts then get answers
     about a training country ("... of Cuba? A: The capital of Poland is Warsaw."). A smaller scale
-    trades training-prompt attainment for held-out attainment. PPO-GT at beta 0.1, 1000 steps,
-    medians of 3 seeds (training / held-out): 0.980 / 0.746 at 1, 0.970 / 0.826 at 0.3 (one seed
-    0.358), 0.963 / 0.891 at 0.1 (every seed 0.887 or more), 0.928 / 0.893 with the embeddings
-    frozen (``benchmarks/ppo.py --embedding-lr-scale``, ``--freeze-embeddings``). With the learned
-    reward model at 0.1: 0.952 / 0.862 (beta 0.1) and 0.931 / 0.907 (beta 0.5), against 0.976 /
-    0.386 and 0.940 / 0.615 at 1. Not the default: no scale keeps the training prompts' 0.98."""
+    trades training-prompt attainment for held-out attainment: PPO-GT at beta 0.1 (medians of 3
+    seeds, training / held-out) 0.980 / 0.746 at 1, 0.963 / 0.891 at 0.1; with the learned reward
+    model 0.976 / 0.386 at 1, 0.952 / 0.862 at 0.1. Not the default, because no scale keeps the
+    training prompts' 0.98; more settings in the README's "Measured" table
+    (``benchmarks/ppo.py --embedding-lr-scale``)."""
     critic_lr_scale: float = 5.0
     """The critic learns at ``learning_rate * critic_lr_scale``: it starts from a zero head and
     has further to go than the policy, which should move little."""
