@@ -33,7 +33,7 @@ from minirlhf.logprobs import encode_prompt_response, sequence_logprobs, to_devi
 from minirlhf.models import embedding_param_groups, fused_gelu
 from minirlhf.preferences import on_policy_pairs
 from minirlhf.sft import warmup_cosine
-from minirlhf.utils import check_finite_loss, check_positive, json_safe, seed_everything
+from minirlhf.utils import check_finite_loss, check_positive, clip_grad_norm, json_safe, seed_everything
 
 
 def _log_ratio_margin(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps):
@@ -322,7 +322,7 @@ def dpo_step(policy, optimizer, encoded: dict[str, torch.Tensor], idx: torch.Ten
     check_finite_loss(loss, step)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+    clip_grad_norm(optimizer, config.max_grad_norm)
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)  # the embeddings' group has its own multiplier
     optimizer.step()

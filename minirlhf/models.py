@@ -91,12 +91,17 @@ def embedding_param_groups(model, learning_rate: float, embedding_lr_scale: floa
     """Two optimiser parameter groups for ``model``: its token-embedding matrix (GPT-2's output
     layer too: the matrix is tied) at ``learning_rate * embedding_lr_scale``, everything else at
     ``learning_rate``. Each group also keeps its multiplier as ``lr_scale``, for training loops
-    that set the rate of every group by hand at each step."""
+    that set the rate of every group by hand at each step.
+
+    The embeddings' group comes first: GPT-2's embedding matrix is its first parameter, so the
+    groups list the parameters in the model's own order, and a gradient norm taken over them
+    (:func:`minirlhf.utils.clip_grad_norm`) adds up in the same order as over ``model.parameters()``.
+    """
     embeddings = model.get_input_embeddings().weight
-    return [{"params": [p for p in model.parameters() if p is not embeddings],
-             "lr": learning_rate, "lr_scale": 1.0},
-            {"params": [embeddings], "lr": learning_rate * embedding_lr_scale,
-             "lr_scale": embedding_lr_scale}]
+    return [{"params": [embeddings], "lr": learning_rate * embedding_lr_scale,
+             "lr_scale": embedding_lr_scale},
+            {"params": [p for p in model.parameters() if p is not embeddings],
+             "lr": learning_rate, "lr_scale": 1.0}]
 
 
 @contextlib.contextmanager

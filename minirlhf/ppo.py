@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 from minirlhf import world
 from minirlhf.logprobs import generate, position_ids_from_mask, token_log_ratios, token_logprobs
 from minirlhf.models import embedding_param_groups, fused_gelu
-from minirlhf.utils import check_finite_loss, check_positive, json_safe, seed_everything
+from minirlhf.utils import check_finite_loss, check_positive, clip_grad_norm, json_safe, seed_everything
 
 # ----------------------------------------------------------------------------------------------
 # Pure functions of tensors (unit-tested against hand-computed numbers)
@@ -470,7 +470,7 @@ def ppo_update(policy, critic, optimizer, batch: dict, advantages: torch.Tensor,
             check_finite_loss(loss, len(stats))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_([*policy.parameters(), *critic.parameters()], config.max_grad_norm)
+            clip_grad_norm(optimizer, config.max_grad_norm)  # the policy's and the critic's
             optimizer.step()
             stats.append({**policy_stats, **value_stats})
     return {key: torch.stack([s[key] for s in stats]).mean().item() for key in stats[0]}

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from minirlhf.logprobs import encode_prompt_response, to_device, token_logprobs
-from minirlhf.utils import check_finite_loss, check_positive, seed_everything
+from minirlhf.utils import check_finite_loss, check_positive, clip_grad_norm, seed_everything
 
 
 @dataclass
@@ -97,7 +97,7 @@ def train_sft(model, tokenizer, dataset, config: SFTConfig | None = None) -> lis
         check_finite_loss(loss, step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        clip_grad_norm(optimizer, 1.0)
         optimizer.step()
         scheduler.step()
         if step % config.log_every == 0 or step == config.steps - 1:

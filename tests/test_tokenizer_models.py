@@ -51,3 +51,27 @@ def test_tiny_gpt_size():
     model, _ = build_tiny_gpt()
     n_params = sum(p.numel() for p in model.parameters())
     assert 50_000 < n_params < 200_000
+
+
+def test_clip_grad_norm_over_the_optimizers_groups_matches_torch_on_the_model():
+    """The trainers clip over the optimizer's parameter lists (cheaper than model.parameters());
+    with the embedding/rest groups the result is bitwise torch's clipping over the whole model."""
+    from minirlhf.models import embedding_param_groups
+    from minirlhf.utils import clip_grad_norm
+
+    model, tokenizer = build_tiny_gpt(seed=0)
+    ids = torch.tensor([tokenizer("Q: What is the capital of France? A:")["input_ids"]])
+    model(ids, labels=ids).loss.mul(100).backward()  # large gradients: clipping is active
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    optimizer = torch.optim.AdamW(embedding_param_groups(model, 1e-3, 0.1))
+    norm = clip_grad_norm(optimizer, 0.5)
+    clipped = {n: p.grad.clone() for n, p in model.named_parameters()}
+    for n, p in model.named_parameters():
+        p.grad = grads[n].clone()
+    expected_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+    assert norm.item() > 0.5  # it did clip
+    assert torch.equal(norm, expected_norm)
+    for n, p in model.named_parameters():
+        assert torch.equal(clipped[n], p.grad), n
+    total = torch.linalg.vector_norm(torch.stack([g.norm() for g in clipped.values()]))
+    assert total.item() == pytest.approx(0.5, rel=1e-4)
