@@ -40,9 +40,14 @@ def _check_fits(model, length: int) -> None:
 
 
 def _encode_texts(tokenizer, texts: list[str], what: str) -> list[list[int]]:
-    """Token ids of each text; refuse empty prompts and words the tokenizer does not know."""
-    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-    for text, row in zip(texts, ids):
+    """Token ids of each text; refuse empty prompts and words the tokenizer does not know.
+
+    Each distinct text is tokenised (and checked) once: a batch repeats the same prompts many
+    times (16 samples per prompt, say), and tokenising is a large part of a small model's step.
+    """
+    distinct = list(dict.fromkeys(texts))
+    ids_of = dict(zip(distinct, tokenizer(distinct, add_special_tokens=False)["input_ids"]))
+    for text, row in ids_of.items():
         if what == "prompt" and not row:
             raise ValueError("A prompt is empty. Give every example a non-empty prompt.")
         if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in row:
@@ -50,7 +55,7 @@ def _encode_texts(tokenizer, texts: list[str], what: str) -> list[list[int]]:
                 f"The {what} {text!r} contains words the tokenizer does not know. Use the "
                 "toy world's words (minirlhf.world.all_words()) or a tokenizer built for your data."
             )
-    return ids
+    return [ids_of[text] for text in texts]
 
 
 def encode_prompt_response(tokenizer, prompts: list[str], responses: list[str],

@@ -50,6 +50,21 @@ def test_left_padding_and_batching_do_not_change_log_probs(tiny):
     assert abs(naive.item() - correct.item()) > 1e-3
 
 
+def test_repeated_texts_encode_like_one_by_one(tiny):
+    """Each distinct text is tokenised once; the rows must not notice (nor share their lists)."""
+    _, tokenizer = tiny
+    japan, tokyo = world.make_prompt("Japan"), "The capital of Japan is Tokyo."
+    prompts, responses = [FRANCE, japan, FRANCE, FRANCE], [PARIS, tokyo, PARIS, "Berlin."]
+    batch = encode_prompt_response(tokenizer, prompts, responses)
+    for i, (prompt, response) in enumerate(zip(prompts, responses)):
+        alone = encode_prompt_response(tokenizer, [prompt], [response])
+        real = batch["attention_mask"][i].bool()
+        assert batch["input_ids"][i][real].tolist() == alone["input_ids"][0].tolist()
+    assert batch["input_ids"][0].tolist() == batch["input_ids"][2].tolist()
+    with pytest.raises(ValueError, match="does not know"):
+        encode_prompt_response(tokenizer, [FRANCE, FRANCE], [PARIS, "Paris is lovely."])
+
+
 def test_rollout_log_probs_equal_teacher_forced_log_probs(tiny):
     model, tokenizer = tiny
     rollout = generate(model, tokenizer, [FRANCE, "Q: A:"], max_new_tokens=6,
