@@ -102,7 +102,7 @@ def attainment(modes: list[str], betas: list[float], seeds: list[int], overrides
                 "median_held_out": statistics.median(r["held_out"] for r in runs),
                 "steps": config.steps, "rollouts_per_step": config.rollouts_per_step,
                 "learning_rate": config.policy_learning_rate(), "freeze_embeddings": freeze_embeddings,
-                "embedding_lr_scale": config.embedding_lr_scale,
+                "embedding_lr_scale": config.embedding_lr_scale, "frozen_blocks": config.frozen_blocks,
                 "runs": runs}
     return results
 
@@ -186,6 +186,8 @@ def main(argv=None) -> dict:
                         help="do not train the policy's token embeddings (tied to its output layer)")
     parser.add_argument("--embedding-lr-scale", type=float, default=None,
                         help="PPOConfig.embedding_lr_scale (default: PPOConfig's, 1)")
+    parser.add_argument("--frozen-blocks", type=int, default=None,
+                        help="PPOConfig.frozen_blocks: the policy's first N blocks stay as SFT left them (default 0)")
     parser.add_argument("--trl-python", default=None, help="python of a venv with trl==1.12")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--threads", type=int, default=1,
@@ -199,7 +201,8 @@ def main(argv=None) -> dict:
         overrides = {name: value for name, value in (
             ("steps", args.steps), ("reward_refresh_every", args.refresh_every),
             ("rollouts_per_step", args.rollouts), ("learning_rate", args.learning_rate),
-            ("embedding_lr_scale", args.embedding_lr_scale)) if value is not None}
+            ("embedding_lr_scale", args.embedding_lr_scale), ("frozen_blocks", args.frozen_blocks))
+            if value is not None}
         results["attainment"] = attainment(args.modes.split(","), betas,
                                            [int(s) for s in args.seeds.split(",")], overrides,
                                            args.freeze_embeddings)

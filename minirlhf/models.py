@@ -104,6 +104,41 @@ def embedding_param_groups(model, learning_rate: float, embedding_lr_scale: floa
              "lr": learning_rate, "lr_scale": 1.0}]
 
 
+def transformer_blocks(model) -> nn.ModuleList:
+    """The list of transformer blocks of a causal LM: GPT-2's ``transformer.h`` (or ``layers``,
+    as Llama-style models name it)."""
+    base = model.base_model
+    for name in ("h", "layers"):
+        blocks = getattr(base, name, None)
+        if isinstance(blocks, nn.ModuleList):
+            return blocks
+    raise ValueError(f"Cannot find the transformer blocks of a {type(model).__name__}: expected a "
+                     "GPT-2-style model (base_model.h) or one with base_model.layers.")
+
+
+@contextlib.contextmanager
+def frozen_blocks(model, n_blocks: int):
+    """Keep the first ``n_blocks`` transformer blocks of ``model`` as they are while training:
+    their parameters get no gradient (``requires_grad`` off, so no optimiser moves them and the
+    gradient norm leaves them out). On exit every parameter gets back its ``requires_grad``."""
+    if n_blocks == 0:
+        yield
+        return
+    blocks = transformer_blocks(model)
+    if not 0 < n_blocks <= len(blocks):
+        raise ValueError(f"frozen_blocks must be between 0 and the model's {len(blocks)} blocks, "
+                         f"got {n_blocks}.")
+    params = [p for block in blocks[:n_blocks] for p in block.parameters()]
+    before = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, before):
+            p.requires_grad_(flag)
+
+
 @contextlib.contextmanager
 def fused_gelu(*models):
     """Run GPT-2's ``gelu_new`` activation as PyTorch's one-kernel ``GELU(approximate="tanh")``.

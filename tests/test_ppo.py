@@ -315,6 +315,22 @@ def test_embedding_lr_scale_zero_freezes_the_token_embeddings_only(base):
         PPOConfig(embedding_lr_scale=-1.0)
 
 
+def test_frozen_blocks_keep_the_first_block_and_are_given_back(base):
+    model, tokenizer = base
+    config = PPOConfig(steps=2, rollouts_per_step=8, eval_every=0, frozen_blocks=1, progress=False)
+    policy, _ = train_ppo(copy.deepcopy(model), model, tokenizer, world.prompts("train")[:3], config)
+    frozen, trained = policy.transformer.h[0], policy.transformer.h[1]
+    for name, weight in frozen.state_dict().items():
+        assert torch.equal(weight, model.transformer.h[0].state_dict()[name]), name
+    assert not torch.equal(trained.mlp.c_fc.weight, model.transformer.h[1].mlp.c_fc.weight)
+    assert all(p.requires_grad for p in policy.parameters())  # the policy leaves trainable, as it came
+    with pytest.raises(ValueError, match="frozen_blocks must be an integer"):
+        PPOConfig(frozen_blocks=-1)
+    with pytest.raises(ValueError, match="between 0 and the model's 2 blocks"):
+        train_ppo(copy.deepcopy(model), model, tokenizer, world.prompts("train")[:3],
+                  PPOConfig(steps=1, rollouts_per_step=8, eval_every=0, frozen_blocks=3, progress=False))
+
+
 def test_default_learning_rate_shrinks_as_beta_grows():
     # min(3e-4, 5e-5 / beta): the full rate up to beta = 1/6, then inversely proportional to beta
     assert PPOConfig(beta=0.0).policy_learning_rate() == pytest.approx(3e-4)

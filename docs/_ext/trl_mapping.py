@@ -90,6 +90,9 @@ MAPPING = {
                                                 "does not depend on its `kl_coef`. TRL's default schedule "
                                                 "is also a linear decay.")),
             "embedding_lr_scale": _EMBEDDING_LR,
+            "frozen_blocks": (None, ("TRL trains every parameter it is given; to keep the first blocks "
+                                     "fixed, set `requires_grad_(False)` on their parameters before "
+                                     "building the trainer (or train a PEFT adapter on the later ones).")),
             "critic_lr_scale": (None, ("TRL's critic (`value_model`) shares the policy's `learning_rate`; "
                                        "give it its own with a custom optimizer (`optimizers=...`).")),
             "adam_eps": ("adam_epsilon", ""),
