@@ -302,13 +302,15 @@ class PPOConfig:
     """Passes over each batch of rollouts."""
     minibatches: int = 2
     """Minibatches per pass (each of ``rollouts_per_step / minibatches`` rollouts)."""
-    rollouts_per_step: int = 32
+    rollouts_per_step: int = 64
     """Responses sampled per PPO step (prompts drawn uniformly with replacement). More rollouts
-    sample the rare answers that pi* keeps more often, so they are kept: PPO-GT at beta 0.5
-    (3 seeds, ``benchmarks/ppo.py --rollouts 64``) reached median attainment 0.981 with 64 against
-    0.967 with 32, at twice the time per step. The gain needs that extra compute: 64 rollouts for
-    500 steps (as many samples as 32 for 1000) reached 0.964, and a smaller step instead (learning
-    rate 6e-5 rather than 1e-4, 32 rollouts) 0.961."""
+    sample the rare answers that pi* keeps more often, so they are kept, and each step is less
+    noisy, which lets the learning rate be larger. 64 rather than 32, at twice the time per step:
+    with the other defaults, PPO-GT at beta 0.1 (seed 0) reached attainment 0.980 on the training
+    prompts and 0.964 on the held-out ones with 64, against 0.969 and 0.888 with 32. The gain
+    needs the extra samples: with the earlier defaults, 64 rollouts for 500 steps (as many samples
+    as 32 for 1000) did no better than 32 (``benchmarks/ppo.py --rollouts``; the README's
+    "Measured" table)."""
     temperature: float = 1.0
     """Sampling temperature; the log-probs of policy and reference use the same one."""
     max_new_tokens: int = 16
@@ -326,35 +328,40 @@ class PPOConfig:
     """Pairs sampled per training prompt at each refresh (pairs of identical answers are dropped)."""
     learning_rate: float | None = None
     """Peak Adam learning rate of the policy (linear warm-up, then linear decay to 0 at the last
-    step). None picks ``min(3e-4, 5e-5 / beta)`` (:meth:`policy_learning_rate`): the larger beta,
+    step). None picks ``min(3e-4, 1e-4 / beta)`` (:meth:`policy_learning_rate`): the larger beta,
     the more of pi_ref's rarer answers pi* keeps (at beta 0.5, 3% hedges; at beta 1, 8%), and large
     noisy steps wipe such an answer out within a few dozen steps. Once an answer is that rare it
-    is hardly ever sampled, so nothing brings it back. On the toy world (PPO-GT, 1000 steps, seed
-    0) a fixed 3e-4 ended at attainment 0.951 at beta 0.5 (no hedge left) and 0.713 at beta 1,
-    against 0.967 and 0.962 with this rule (``benchmarks/ppo.py``, ``benchmarks/frontier.py``).
-    Above 3e-4 some runs collapsed (one bad batch pushed the policy into gibberish)."""
-    embedding_lr_scale: float = 1.0
+    is hardly ever sampled, so nothing brings it back. With every parameter trained and 32 rollouts
+    per step (the earlier defaults) the bound had to be ``5e-5 / beta``: a fixed 3e-4 ended at
+    attainment 0.951 at beta 0.5 (no hedge left) and 0.713 at beta 1 (PPO-GT, seed 0). With 64
+    rollouts, the first block frozen and slow embeddings, the policy moves more slowly, and at
+    beta 0.5 (seed 0) 2e-4 reached 0.982 where 1e-4 reached 0.970 (``benchmarks/ppo.py
+    --learning-rate``). Above 3e-4 some runs collapsed (one bad batch pushed the policy into
+    gibberish)."""
+    embedding_lr_scale: float = 0.1
     """The policy's token embeddings learn at ``learning_rate * embedding_lr_scale`` (0 freezes
     them). GPT-2 ties them to its output layer, and there every step lowers, through the softmax,
     the words the policy was not sampling, among them words the training prompts never show: on the
     toy world, the held-out countries' names after "The capital of". Those prompts then get answers
-    about a training country ("... of Cuba? A: The capital of Poland is Warsaw."). A smaller scale
-    trades training-prompt attainment for held-out attainment: PPO-GT at beta 0.1 (medians of 3
-    seeds, training / held-out) 0.980 / 0.746 at 1, 0.963 / 0.891 at 0.1; with the learned reward
-    model 0.976 / 0.386 at 1, 0.952 / 0.862 at 0.1. Not the default, because no scale keeps the
-    training prompts' 0.98; more settings in the README's "Measured" table
+    about a training country ("... of Cuba? A: The capital of Poland is Warsaw."). With every
+    block trained and 32 rollouts, PPO-GT at beta 0.1 (medians of 3 seeds, training / held-out)
+    reached 0.980 / 0.746 at scale 1 and 0.963 / 0.891 at 0.1: the slow output layer keeps the
+    held-out names, and the policy climbs more slowly on the training prompts, which 64 rollouts
+    per step make up for. More settings in the README's "Measured" table
     (``benchmarks/ppo.py --embedding-lr-scale``)."""
     critic_lr_scale: float = 5.0
     """The critic learns at ``learning_rate * critic_lr_scale``: it starts from a zero head and
     has further to go than the policy, which should move little."""
     adam_eps: float = 1e-8
     """Adam's epsilon."""
-    frozen_blocks: int = 0
+    frozen_blocks: int = 1
     """Keep the policy's first ``frozen_blocks`` transformer blocks as the SFT model has them (no
-    gradient) during PPO. On the toy world, with the first of the 2 blocks frozen (and
-    ``embedding_lr_scale=0.1``, 64 rollouts per step), PPO still shapes how the policy answers
-    on the training prompts but leaves much more of what the SFT model knew about the held-out
-    countries: see the README's "Measured" table. 0 (the default) trains every block."""
+    gradient) during PPO; 0 trains every block. What PPO must change is *how* the policy answers
+    (concisely, with the capital it knows), not what it knows about each country; with the first of
+    the tiny GPT's 2 blocks kept as SFT left it, what is learned on the 20 training countries
+    carries over to the 4 held-out ones much better. PPO-GT at beta 0.1 (3 seeds, with the other
+    defaults): held-out attainment 0.948 (median) against 0.895 with every block trained, and
+    0.980 against 0.976 on the training prompts (``benchmarks/ppo.py --frozen-blocks``)."""
     warmup_steps: int = 5
     """Linear warm-up steps of the learning rate."""
     max_grad_norm: float = 1.0
@@ -407,7 +414,7 @@ class PPOConfig:
         (with the adaptive controller, for the starting beta)."""
         if self.learning_rate is not None:
             return self.learning_rate
-        return 3e-4 if self.beta == 0 else min(3e-4, 5e-5 / self.beta)
+        return 3e-4 if self.beta == 0 else min(3e-4, 1e-4 / self.beta)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ We will:
 6. set beta = 0 against a learned reward model (over-optimisation), and refresh the reward model,
 7. look at the KL of one answer, token by token.
 
-Runs in about a minute on a 2-core laptop CPU (short runs: the benchmark `benchmarks/ppo.py` runs
+Runs in under a minute on a 2-core laptop CPU (short runs: the benchmark `benchmarks/ppo.py` runs
 the long ones).
 """)
 code("""
@@ -47,7 +47,7 @@ from minirlhf.ppo import (AdaptiveKLController, Critic, PPOConfig, answer_tracke
 from minirlhf.sft import load_base_model
 from minirlhf.utils import seed_everything
 
-torch.set_num_threads(1)   # the tiny model is too small to gain from more threads
+torch.set_num_threads(2)
 ref_model, tokenizer = load_base_model()   # the SFT model: the start of the policy AND the frozen reference
 train_prompts, held_out_prompts = world.prompts("train"), world.prompts("held_out")
 evaluator = ExactEvaluator(ref_model, tokenizer, train_prompts)      # exact figures on the training prompts
@@ -82,7 +82,7 @@ the policy answers with.
 code("""
 policy = copy.deepcopy(ref_model)
 critic = Critic.from_model(ref_model)
-config = PPOConfig()                     # defaults: beta = 0.1, temperature 1, 32 rollouts per step ...
+config = PPOConfig()                     # defaults: beta = 0.1, temperature 1, 64 rollouts per step ...
 prompts = train_prompts[:6]
 batch = rollout(policy, ref_model, critic, tokenizer, prompts, config, seed_everything(0))
 for prompt, response in zip(prompts, batch["responses"]):
@@ -258,7 +258,7 @@ md("""
 
 Small beta: the policy may move far from the SFT model to collect reward. Large beta: it stays close.
 Dashed: the exact optimum `pi*` at each beta (its true reward and its KL to `pi_ref`), which PPO
-approaches (these runs are short, 40 steps of 16 answers; `benchmarks/ppo.py` runs 1000 steps of 32).
+approaches (these runs are short, STEPS_SWEEP steps of 16 answers; `benchmarks/ppo.py` runs 1000 steps of 64).
 In a short run the KL penalty has little time to act, so at small beta the KLs differ less than the
 optimum's. At beta = 3 the optimum barely leaves `pi_ref`, and neither does PPO: at a large beta,
 moving is itself the cost.
@@ -288,18 +288,16 @@ assert measured["KL"][-1] < 0.25 * measured["KL"][0]   # beta = 3: it hardly lef
 """)
 
 md("""
-## 10. A learned reward model: over-optimisation, and the cure
+## 10. A learned reward model: over-optimisation
 
 Classic RLHF scores answers with a *learned* reward model `r_phi`, fitted to preference pairs
 (notebook 02). It is right on average, but not everywhere, and it has never seen most of the
 strings a drifting policy can write. To keep this notebook fast we train a small one (16 pairs per
-prompt, 100 steps; notebook 02 trains the full one); its mistakes are easy to find. Three runs:
+prompt, 100 steps; notebook 02 trains the full one); its mistakes are easy to find. Two runs against
+it, the reward model kept fixed:
 
 * **beta = 0**: PPO chases `r_phi` wherever it leads;
-* **beta = 0.1**: every step away from the SFT model costs;
-* **beta = 0, reward model refreshed**: every 10 steps the rater judges pairs of the policy's *current*
-  answers, and the reward model learns from them (`train_ppo(..., rater=..., reward_data=...)`: iterated
-  RLHF, as in Anthropic's 2022 assistant). Wherever the policy goes, `r_phi` is corrected there.
+* **beta = 0.1**: every step away from the SFT model costs.
 """)
 code("""
 from minirlhf.reward import RewardConfig, train_default_reward_model
@@ -307,41 +305,47 @@ from minirlhf.reward import RewardConfig, train_default_reward_model
 reward_model, _, rm_data, rm_history = train_default_reward_model(
     seed=0, progress=False, pairs_per_prompt=16, config=RewardConfig(steps=100, progress=False))
 print(f"reward model: held-out pair accuracy {rm_history[-1]['eval/accuracy']:.2f}")
-ask_again = {"rater": world.SimulatedRater(seed=0), "reward_data": rm_data["train"]}
-settings = {"beta = 0": (0.0, {}), "beta = 0.1": (0.1, {}), "beta = 0, reward model refreshed": (0.0, ask_again)}
 runs = {}
-for name, (b, refresh) in settings.items():
-    config = PPOConfig(beta=b, steps=STEPS_RM, rollouts_per_step=16, eval_every=10, progress=False,
-                       reward_refresh_every=10)   # acts only in the run that is given a rater
+for name, b in {"beta = 0": 0.0, "beta = 0.1": 0.1}.items():
+    config = PPOConfig(beta=b, steps=STEPS_RM, rollouts_per_step=16, eval_every=10, progress=False)
     _, runs[name] = train_ppo(copy.deepcopy(ref_model), ref_model, tokenizer, train_prompts, config,
-                              reward_model=reward_model, evaluator=evaluator, **refresh)
+                              reward_model=reward_model, evaluator=evaluator)
 plot_runs(runs, ["objective/scores", "exact/true_reward", "exact/kl"],
           title="learned reward model: score (what PPO sees) vs true reward vs KL");
 """)
 md("""
-PPO sees only the left panel: by the reward model's lights every run improves. Without the penalty the
+PPO sees only the left panel: by the reward model's lights both runs improve. Without the penalty the
 policy lurches: within a few dozen steps it is far from the SFT model (right) and its true reward (middle)
 has fallen *below the SFT model's*: it found answers that `r_phi` over-rates. The penalty slows the drift
 (a smaller KL), but it cannot tell `r_phi`'s errors from its truths: given time, the policy still finds
-them. Asking the rater again does: the answers the policy drifts to are judged, `r_phi` learns that
-they are bad, and the policy turns back. In the log, `reward_model/refresh_accuracy` is how often `r_phi`
-agreed with the rater on the fresh pairs *before* learning from them.
+them.
+
+**The cure is to ask the rater again.** Given a rater, `train_ppo(..., rater=world.SimulatedRater(),
+reward_data=rm_data["train"])` has it judge pairs of the policy's *current* answers every
+`reward_refresh_every` steps, and `r_phi` learns from them (iterated RLHF, as in Anthropic's 2022
+assistant): wherever the policy goes, `r_phi` is corrected there. It shows over long runs: in
+`benchmarks/ppo.py` (1000 steps of 32 answers, beta = 0.1, the full reward model) the policy trained
+against the fixed reward model ends *worse than the SFT model* (attainment -0.51, median of 3 seeds),
+the one whose reward model is refreshed every 25 steps at 0.976 (README, "Measured"). Runs as short and
+small as these cannot show it reliably: we tried, and over 40 steps of 16 answers the differences
+between seeds were as large as the effect. Nor does refreshing replace the penalty: at beta = 0 the
+policy can run away within ten steps, faster than the rater is asked.
 """)
 code("""
 exact = {name: [x for x in h if "exact/true_reward" in x] for name, h in runs.items()}
 for name, points in exact.items():
-    print(f"{name:34s} true reward " + " ".join(f"{x['exact/true_reward']:+.2f}" for x in points)
+    print(f"{name:12s} true reward " + " ".join(f"{x['exact/true_reward']:+.2f}" for x in points)
           + "  |  KL " + " ".join(f"{x['exact/kl']:.2f}" for x in points))
-print("refresh accuracy:", [round(x["reward_model/refresh_accuracy"], 2) for x in runs["beta = 0, reward model refreshed"]
-                            if "reward_model/refresh_accuracy" in x])
-free, kept, refreshed = exact["beta = 0"], exact["beta = 0.1"], exact["beta = 0, reward model refreshed"]
+free, kept = exact["beta = 0"], exact["beta = 0.1"]
+scores = [x["objective/scores"] for x in runs["beta = 0"] if "objective/scores" in x]
 start = free[0]["exact/true_reward"]   # the SFT model's
-# the lesson, asserted: with a fixed reward model and no penalty, the policy strayed far and got worse than SFT
+# the lesson, asserted: with a fixed reward model and no penalty, the score PPO sees rose while the
+# true reward fell far below the SFT model's, and the policy strayed far from it ...
+assert sum(scores[-5:]) / 5 > sum(scores[:5]) / 5 + 0.3
 assert min(x["exact/true_reward"] for x in free) < start - 0.3
-assert max(x["exact/kl"] for x in kept) < max(x["exact/kl"] for x in free)      # the penalty slows the drift
-# ... with the reward model refreshed, it never fell below the SFT model and stayed near it
-assert min(x["exact/true_reward"] for x in refreshed) > start - 0.05
-assert max(x["exact/kl"] for x in free) > 2 * max(x["exact/kl"] for x in refreshed)
+assert max(x["exact/kl"] for x in free) > 3
+# ... and the penalty slowed the drift
+assert max(x["exact/kl"] for x in kept) < max(x["exact/kl"] for x in free)
 """)
 
 md("""
@@ -377,11 +381,12 @@ md("""
 * beta trades reward for closeness to the SFT model, as the exact optimum predicts.
 * Against a fixed learned reward model with no KL penalty, the policy chases the reward model's score:
   the true reward first rises, then falls while the KL keeps growing (over-optimisation). The penalty
-  slows this down; refreshing the reward model on the policy's own answers stops it.
+  slows this down; what stops it is refreshing the reward model on the policy's own answers, which
+  long runs show (`benchmarks/ppo.py`).
 """)
 
 PARAMS = {
-    "STEPS_MAIN": "60", "DRIFT_STEPS": "15", "STEPS_BACK": "70", "SWEEP_BETAS": "[0.03, 0.3, 3.0]",
-    "STEPS_SWEEP": "40", "STEPS_RM": "40",
+    "STEPS_MAIN": "60", "DRIFT_STEPS": "15", "STEPS_BACK": "40", "SWEEP_BETAS": "[0.03, 0.3, 3.0]",
+    "STEPS_SWEEP": "25", "STEPS_RM": "40",
 }
 write("03_ppo_with_kl.ipynb", PARAMS)

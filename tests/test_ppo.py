@@ -310,7 +310,7 @@ def test_embedding_lr_scale_zero_freezes_the_token_embeddings_only(base):
     # GPT-2's output layer is the same matrix, so it stays put too; the transformer blocks move
     assert torch.equal(policy.get_input_embeddings().weight, model.get_input_embeddings().weight)
     assert torch.equal(policy.get_output_embeddings().weight, model.get_output_embeddings().weight)
-    assert not torch.equal(policy.transformer.h[0].mlp.c_fc.weight, model.transformer.h[0].mlp.c_fc.weight)
+    assert not torch.equal(policy.transformer.h[1].mlp.c_fc.weight, model.transformer.h[1].mlp.c_fc.weight)
     with pytest.raises(ValueError, match="embedding_lr_scale must be"):
         PPOConfig(embedding_lr_scale=-1.0)
 
@@ -324,6 +324,9 @@ def test_frozen_blocks_keep_the_first_block_and_are_given_back(base):
         assert torch.equal(weight, model.transformer.h[0].state_dict()[name]), name
     assert not torch.equal(trained.mlp.c_fc.weight, model.transformer.h[1].mlp.c_fc.weight)
     assert all(p.requires_grad for p in policy.parameters())  # the policy leaves trainable, as it came
+    config.frozen_blocks = 0  # 0 trains every block, the first one too
+    policy, _ = train_ppo(copy.deepcopy(model), model, tokenizer, world.prompts("train")[:3], config)
+    assert not torch.equal(policy.transformer.h[0].mlp.c_fc.weight, model.transformer.h[0].mlp.c_fc.weight)
     with pytest.raises(ValueError, match="frozen_blocks must be an integer"):
         PPOConfig(frozen_blocks=-1)
     with pytest.raises(ValueError, match="between 0 and the model's 2 blocks"):
@@ -332,11 +335,11 @@ def test_frozen_blocks_keep_the_first_block_and_are_given_back(base):
 
 
 def test_default_learning_rate_shrinks_as_beta_grows():
-    # min(3e-4, 5e-5 / beta): the full rate up to beta = 1/6, then inversely proportional to beta
+    # min(3e-4, 1e-4 / beta): the full rate up to beta = 1/3, then inversely proportional to beta
     assert PPOConfig(beta=0.0).policy_learning_rate() == pytest.approx(3e-4)
     assert PPOConfig(beta=0.1).policy_learning_rate() == pytest.approx(3e-4)
-    assert PPOConfig(beta=0.5).policy_learning_rate() == pytest.approx(1e-4)
-    assert PPOConfig(beta=1.0).policy_learning_rate() == pytest.approx(5e-5)
+    assert PPOConfig(beta=0.5).policy_learning_rate() == pytest.approx(2e-4)
+    assert PPOConfig(beta=1.0).policy_learning_rate() == pytest.approx(1e-4)
     assert PPOConfig(beta=1.0, learning_rate=2e-4).policy_learning_rate() == pytest.approx(2e-4)
     with pytest.raises(ValueError, match="learning_rate must be"):
         PPOConfig(learning_rate=0.0)

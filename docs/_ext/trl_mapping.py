@@ -86,7 +86,7 @@ MAPPING = {
             "reward_refresh_every": (None, ("TRL's PPO keeps its reward model fixed; to refresh it, label "
                                             "the policy's samples and retrain between `train()` calls.")),
             "refresh_pairs_per_prompt": (None, "see `reward_refresh_every`."),
-            "learning_rate": ("learning_rate", ("minirlhf's None means min(3e-4, 5e-5 / beta); TRL's rate "
+            "learning_rate": ("learning_rate", ("minirlhf's None means min(3e-4, 1e-4 / beta); TRL's rate "
                                                 "does not depend on its `kl_coef`. TRL's default schedule "
                                                 "is also a linear decay.")),
             "embedding_lr_scale": _EMBEDDING_LR,
