@@ -323,7 +323,8 @@ class PPOConfig:
     further on them ("iterated" or online RLHF, Bai et al. 2022). A fixed reward model is right
     only near the answers its pairs showed; the policy soon finds answers it overrates, and with
     nobody to correct it, heads there. Every 25 steps rather than 50: PPO-RM at beta 0.1, median
-    attainment of 3 seeds 0.976 against 0.968 (``benchmarks/ppo.py``). 0 never refreshes."""
+    attainment of 3 seeds 0.976 against 0.968 (``benchmarks/ppo.py``, with the earlier defaults:
+    every parameter trained, 32 rollouts per step). 0 never refreshes."""
     refresh_pairs_per_prompt: int = 8
     """Pairs sampled per training prompt at each refresh (pairs of identical answers are dropped)."""
     learning_rate: float | None = None

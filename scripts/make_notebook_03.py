@@ -324,9 +324,9 @@ them.
 reward_data=rm_data["train"])` has it judge pairs of the policy's *current* answers every
 `reward_refresh_every` steps, and `r_phi` learns from them (iterated RLHF, as in Anthropic's 2022
 assistant): wherever the policy goes, `r_phi` is corrected there. It shows over long runs: in
-`benchmarks/ppo.py` (1000 steps of 32 answers, beta = 0.1, the full reward model) the policy trained
-against the fixed reward model ends *worse than the SFT model* (attainment -0.51, median of 3 seeds),
-the one whose reward model is refreshed every 25 steps at 0.976 (README, "Measured"). Runs as short and
+`benchmarks/ppo.py` (1000 steps of 64 answers, beta = 0.1, the full reward model) the policy trained
+against the fixed reward model ends *no better than the SFT model* (attainment -0.01, median of 3 seeds),
+the one whose reward model is refreshed every 25 steps at 0.974 (README, "Measured"). Runs as short and
 small as these cannot show it reliably: we tried, and over 40 steps of 16 answers the differences
 between seeds were as large as the effect. Nor does refreshing replace the penalty: at beta = 0 the
 policy can run away within ten steps, faster than the rater is asked.
