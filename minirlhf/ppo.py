@@ -357,12 +357,13 @@ class PPOConfig:
     """Adam's epsilon."""
     frozen_blocks: int = 1
     """Keep the policy's first ``frozen_blocks`` transformer blocks as the SFT model has them (no
-    gradient) during PPO; 0 trains every block. What PPO must change is *how* the policy answers
-    (concisely, with the capital it knows), not what it knows about each country; with the first of
-    the tiny GPT's 2 blocks kept as SFT left it, what is learned on the 20 training countries
-    carries over to the 4 held-out ones much better. PPO-GT at beta 0.1 (3 seeds, with the other
-    defaults): held-out attainment 0.948 (median) against 0.895 with every block trained, and
-    0.980 against 0.976 on the training prompts (``benchmarks/ppo.py --frozen-blocks``)."""
+    gradient) during PPO; 0 trains every block. The idea: PPO should change *how* the policy
+    answers (concisely, with the capital it knows), not what it knows about each country. Measured,
+    with the first of the tiny GPT's 2 blocks kept as SFT left it, what is learned on the 20
+    training countries carries over to the 4 held-out ones much better. PPO-GT at beta 0.1 (3
+    seeds, with the other defaults): held-out attainment 0.948 (median) against 0.895 with every
+    block trained, and 0.980 against 0.976 on the training prompts (``benchmarks/ppo.py
+    --frozen-blocks``)."""
     warmup_steps: int = 5
     """Linear warm-up steps of the learning rate."""
     max_grad_norm: float = 1.0

@@ -96,17 +96,20 @@ and so does DPO, which never sees a reward at all, only the rater's choices. PPO
 model comes close, but trails PPO-GT: it optimises `r_phi`, and where `r_phi` is wrong (notebook 02: it
 ranks well only the answers its pairs showed), PPO follows it until the next refresh corrects `r_phi`. On the held-out countries every method gains less than on the
 training ones: what is learned about 20 countries' capitals carries over to 4 unseen ones only partly in a
-model this small (see `benchmarks/ppo.py`'s "ceiling"). DPO loses the least there because its defaults
-train the token embeddings, which GPT-2 ties to its output layer, at a fifth of the rate. At the full
-rate, PPO's default, every step lowers the words that no sample shows, the unseen countries' names among
-them (`embedding_lr_scale` in `PPOConfig` and `DPOConfig`).
+model this small (see `benchmarks/ppo.py`'s "ceiling"). Both methods' defaults protect what carries over.
+They train the token embeddings, which GPT-2 ties to its output layer, slowly (PPO at a tenth of the
+rate, DPO at a fifth): at the full rate every step lowers the words that no sample shows, the unseen
+countries' names among them, and the policy answers a held-out question about a training country
+(`embedding_lr_scale` in `PPOConfig` and `DPOConfig`). PPO also keeps the first of the two transformer
+blocks as SFT left it (`PPOConfig.frozen_blocks`): it has to change *how* the policy answers, not what it
+knows about each country, and it keeps the most on the held-out countries.
 """)
 code("""
 by_method = {r["method"]: r for r in rows}
 assert by_method["PPO-GT"]["attainment"] > 0.95 and by_method["DPO"]["attainment"] > 0.9
 assert by_method["PPO-RM"]["attainment"] < by_method["PPO-GT"]["attainment"]   # the reward model's errors cost
 assert all(r["attainment_held_out"] < r["attainment"] for r in rows)           # unseen countries: less
-assert by_method["DPO"]["attainment_held_out"] > by_method["PPO-GT"]["attainment_held_out"]  # slow output layer
+assert by_method["PPO-GT"]["attainment_held_out"] > 0.9 and by_method["DPO"]["attainment_held_out"] > 0.8
 """)
 md("""
 ## 2. The reward-KL frontier
@@ -129,9 +132,10 @@ for run in cache["runs"]:
 """)
 md("""
 **Checked:** DPO and PPO-GT sit on the optimal curve (efficiency at least 0.95) at every beta of the
-sweep. At beta = 1 that took PPO's default learning rate shrinking with beta (`min(3e-4, 5e-5 / beta)`):
-there `pi*` keeps 8% hedging answers, and with the full 3e-4 PPO's noisy steps wiped them out within a few
-dozen steps, never to be sampled again (efficiency 0.90). PPO-RM trails PPO-GT at every beta: between two
+sweep. At beta = 1 that took PPO's default learning rate shrinking with beta (`min(3e-4, 1e-4 / beta)`):
+there `pi*` keeps 8% hedging answers, and with the full 3e-4 (with every parameter trained, measured before
+the present defaults) PPO's noisy steps wiped them out within a few dozen steps, never to be sampled again
+(efficiency 0.90). PPO-RM trails PPO-GT at every beta: between two
 refreshes it follows `r_phi` wherever `r_phi` is wrong, and that movement buys KL but no true reward:
 *reward-model over-optimisation* (Gao et al. 2022), drawn against the exact ceiling. The refreshes keep
 the loss small (within the 10% that the comparison allows a learned reward model); with a reward model
