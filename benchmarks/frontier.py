@@ -6,7 +6,7 @@ and the frontier efficiency (the fraction of the optimal curve's reward gain rea
 KL). Also runs the off-policy experiment: DPO on hand-written pairs vs on pairs sampled from the
 reference, and PPO-GT, with the probability each moves onto responses no pair covers.
 
-    python benchmarks/frontier.py                       # full sweep (about 30 min on 2 cores)
+    python benchmarks/frontier.py                       # full sweep (about an hour on 2 cores)
     python benchmarks/frontier.py --betas 0.1 0.5 --seeds 0
 
 Writes ``benchmarks/results/frontier.json``, ``.md`` and ``.png`` (the README's figure); with
