@@ -259,8 +259,9 @@ md("""
 Small beta: the policy may move far from the SFT model to collect reward. Large beta: it stays close.
 Dashed: the exact optimum `pi*` at each beta (its true reward and its KL to `pi_ref`), which PPO
 approaches (these runs are short, STEPS_SWEEP steps of 16 answers; `benchmarks/ppo.py` runs 1000 steps of 64).
-In a short run the KL penalty has little time to act, so at small beta the KLs differ less than the
-optimum's. At beta = 3 the optimum barely leaves `pi_ref`, and neither does PPO: at a large beta,
+In a short run the KL penalty has little time to act: at the two smaller betas the KL is set by how far
+STEPS_SWEEP steps can go, so the two end at similar KLs (which one is larger is down to chance in runs this
+short), below the optimum's. At beta = 3 the optimum barely leaves `pi_ref`, and neither does PPO: at a large beta,
 moving is itself the cost.
 """)
 code("""
