@@ -309,8 +309,8 @@ class PPOConfig:
     with the other defaults, PPO-GT at beta 0.1 (seed 0) reached attainment 0.980 on the training
     prompts and 0.964 on the held-out ones with 64, against 0.969 and 0.888 with 32. The gain
     needs the extra samples: with the earlier defaults, 64 rollouts for 500 steps (as many samples
-    as 32 for 1000) did no better than 32 (``benchmarks/ppo.py --rollouts``; the README's
-    "Measured" table)."""
+    as 32 for 1000) did no better than 32 (``benchmarks/ppo.py --rollouts``; the README's "How
+    PPO's defaults were found")."""
     temperature: float = 1.0
     """Sampling temperature; the log-probs of policy and reference use the same one."""
     max_new_tokens: int = 16
@@ -348,7 +348,7 @@ class PPOConfig:
     block trained and 32 rollouts, PPO-GT at beta 0.1 (medians of 3 seeds, training / held-out)
     reached 0.980 / 0.746 at scale 1 and 0.963 / 0.891 at 0.1: the slow output layer keeps the
     held-out names, and the policy climbs more slowly on the training prompts, which 64 rollouts
-    per step make up for. More settings in the README's "Measured" table
+    per step make up for. More settings in the README's "How PPO's defaults were found"
     (``benchmarks/ppo.py --embedding-lr-scale``)."""
     critic_lr_scale: float = 5.0
     """The critic learns at ``learning_rate * critic_lr_scale``: it starts from a zero head and
