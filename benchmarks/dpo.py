@@ -10,10 +10,11 @@ sampled from the shipped SFT model and labelled by the Bradley-Terry rater with 
 DPO runs with ``DPOConfig(beta=beta, seed=seed)`` and nothing else changed. Attainment is exact
 (:class:`minirlhf.optimum.ExactEvaluator`) on the training prompts and on the held-out prompts
 that DPO never sees; "leak" is the probability outside the candidate set (1 - coverage).
-The step time is the median of a DPO step (one forward of chosen and rejected together,
-backward, AdamW) on 16 pairs, the batch of ``benchmarks/trl_dpo_peer.py``. With ``--trl-python``
-(the python of a venv with ``trl==1.16.0``, see that script) it alternates 3 rounds of this timing
-with TRL's DPOTrainer on the same model, pairs and batch, and reports both medians and the ratio
+The step time is the median of a DPO step (one forward of the packed pairs, prompt once and
+both answers, backward, AdamW) on 16 pairs, the batch of ``benchmarks/trl_dpo_peer.py``, with
+the defaults and with every block trained (as TRL trains them). With ``--trl-python`` (the
+python of a venv with ``trl==1.16.0``, see that script) it alternates 3 rounds of this timing
+with TRL's DPOTrainer on the same model, pairs and batch, and reports the medians and the ratios
 TRL / ours (issue 5: at least 3), for TRL with its defaults and lean (see that script).
 ``--only-timing`` skips the attainment runs.
 """
@@ -33,7 +34,7 @@ import torch
 
 from minirlhf import world
 from minirlhf.dpo import DPOConfig, dpo_step, encode_pairs, reference_logps, train_dpo
-from minirlhf.models import fused_gelu
+from minirlhf.models import frozen_blocks, fused_gelu
 from minirlhf.optimum import ExactEvaluator
 from minirlhf.preferences import default_preferences
 from minirlhf.sft import load_base_model
@@ -44,19 +45,22 @@ def step_seconds(ref, tokenizer, data, batch_size: int = 16, repeats: int = 30) 
     return statistics.median(step_times(ref, tokenizer, data, batch_size, repeats))
 
 
-def step_times(ref, tokenizer, data, batch_size: int = 16, repeats: int = 30) -> list[float]:
+def step_times(ref, tokenizer, data, batch_size: int = 16, repeats: int = 30,
+               frozen: int | None = None) -> list[float]:
     """Wall times of ``repeats`` DPO steps on ``batch_size`` pairs, the first 5 (warm-up) dropped.
-    The step is :func:`minirlhf.dpo.train_dpo`'s (:func:`minirlhf.dpo.dpo_step`, fused AdamW,
-    GPT-2's GELU as one kernel), metrics included."""
+    The step is :func:`minirlhf.dpo.train_dpo`'s (:func:`minirlhf.dpo.dpo_step` on packed pairs,
+    fused AdamW, GPT-2's GELU as one kernel, the first ``frozen`` blocks kept: by default
+    ``DPOConfig().frozen_blocks``), metrics included."""
+    config = DPOConfig(beta=0.1, learning_rate=1e-4, progress=False)
+    frozen = config.frozen_blocks if frozen is None else frozen
     policy = copy.deepcopy(ref)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-4, fused=True)
     encoded = encode_pairs(tokenizer, data)
-    ref_chosen, ref_rejected = reference_logps(ref, encoded).chunk(2)
+    ref_chosen, ref_rejected = reference_logps(ref, encoded)
     n = len(data)
     generator = torch.Generator().manual_seed(0)
-    config = DPOConfig(beta=0.1, learning_rate=1e-4, progress=False)
     times = []
-    with fused_gelu(policy):
+    with fused_gelu(policy), frozen_blocks(policy, frozen):
         for step in range(repeats):
             idx = torch.randint(n, (batch_size,), generator=generator)
             start = time.perf_counter()
@@ -79,19 +83,24 @@ def time_trl(python: str, steps: int = 30, setup: str = "defaults") -> list[floa
 
 def timing(ref, tokenizer, trl_python: str | None, rounds: int = 3, repeats: int = 30,
            trl_steps: int = 30) -> dict:
-    """Median seconds per DPO step on 16 pairs of ours (and of TRL's, with its defaults and lean),
-    alternating rounds so that all see the same machine load."""
+    """Median seconds per DPO step on 16 pairs: ours with the defaults and with every block trained
+    (as TRL trains them), and TRL's with its defaults and lean; rounds alternate so that all see
+    the same machine load."""
     data = default_preferences(progress=False)["train"]
-    ours, trl = [], {"defaults": [], "lean": []}
+    ours, ours_all_blocks, trl = [], [], {"defaults": [], "lean": []}
     for _ in range(rounds):
         ours += step_times(ref, tokenizer, data, repeats=repeats)
+        ours_all_blocks += step_times(ref, tokenizer, data, repeats=repeats, frozen=0)
         for setup in trl if trl_python else ():
             trl[setup] += time_trl(trl_python, trl_steps, setup)
-    out = {"ours_seconds_per_step": statistics.median(ours), "ours_samples": len(ours),
-           "threads": torch.get_num_threads(), "batch_size": 16}
+    out = {"ours_seconds_per_step": statistics.median(ours),
+           "ours_every_block_trained_seconds_per_step": statistics.median(ours_all_blocks),
+           "ours_samples": len(ours), "threads": torch.get_num_threads(), "batch_size": 16}
     for setup, times in trl.items() if trl_python else ():
         out[f"trl_{setup}_seconds_per_step"] = statistics.median(times)
         out[f"ratio_trl_{setup}_over_ours"] = statistics.median(times) / statistics.median(ours)
+        out[f"ratio_trl_{setup}_over_ours_every_block_trained"] = (
+            statistics.median(times) / statistics.median(ours_all_blocks))
     return out
 
 
@@ -128,6 +137,8 @@ def main(argv=None):
                         help="DPOConfig.embedding_lr_scale of the attainment runs (default: DPOConfig's)")
     parser.add_argument("--rounds", type=int, default=None,
                         help="DPOConfig.on_policy_rounds of the attainment runs (default: DPOConfig's)")
+    parser.add_argument("--frozen-blocks", type=int, default=None,
+                        help="DPOConfig.frozen_blocks of the attainment runs (default: DPOConfig's)")
     parser.add_argument("--json", help="write the rows and the summary to this file")
     parser.add_argument("--trl-python", help="python of a venv with trl==1.16: also time TRL's DPOTrainer")
     parser.add_argument("--only-timing", action="store_true", help="skip the attainment runs")
@@ -149,7 +160,8 @@ def main(argv=None):
                   "held_out": ExactEvaluator(ref, tokenizer, world.prompts("held_out"))}
     rows = []
     overrides = {name: value for name, value in (("embedding_lr_scale", args.embedding_lr_scale),
-                                                  ("on_policy_rounds", args.rounds)) if value is not None}
+                                                  ("on_policy_rounds", args.rounds),
+                                                  ("frozen_blocks", args.frozen_blocks)) if value is not None}
     for beta in args.betas:
         for seed in args.seeds:
             for offline in ([False, True] if args.offline else [False]):
@@ -183,7 +195,8 @@ def main(argv=None):
     if args.trl_python:
         for setup in ("defaults", "lean"):
             print(f"TRL ({setup}) {times[f'trl_{setup}_seconds_per_step'] * 1000:.1f} ms, ratio TRL / ours "
-                  f"{times[f'ratio_trl_{setup}_over_ours']:.2f}")
+                  f"{times[f'ratio_trl_{setup}_over_ours']:.2f} "
+                  f"({times[f'ratio_trl_{setup}_over_ours_every_block_trained']:.2f} with every block trained)")
     if args.json:
         result = {"rows": rows, "summary": summary, "step_seconds_16_pairs": step, "command": command}
         if args.trl_python:

@@ -8,6 +8,10 @@ reference, and PPO-GT, with the probability each moves onto responses no pair co
 
     python benchmarks/frontier.py                       # full sweep (about an hour on 2 cores)
     python benchmarks/frontier.py --betas 0.1 0.5 --seeds 0
+    python benchmarks/frontier.py --methods DPO --keep-others   # after a change to DPO only
+
+``--keep-others`` reruns only ``--methods`` and takes every other method's results (its sweep
+points, its France distribution, its off-policy row) from the existing ``frontier.json``.
 
 Writes ``benchmarks/results/frontier.json``, ``.md`` and ``.png`` (the README's figure); with
 ``--notebook-cache`` also the cache that notebook 05 reads (``notebooks/data/frontier.json``).
@@ -101,7 +105,8 @@ def france_distributions(policies: dict, beta: float) -> dict:
 def offpolicy_experiment(beta: float, seed: int, ppo_policy) -> dict:
     """Probability moved onto responses absent from the data: offline DPO on hand-written
     (off-policy) pairs and on pairs sampled from pi_ref, DPO with its on-policy rounds (defaults)
-    from the hand-written pairs, and ``ppo_policy`` (PPO-GT, which sees no pairs at all)."""
+    from the hand-written pairs, and ``ppo_policy`` (PPO-GT, which sees no pairs at all; skipped
+    when None)."""
     ref, tokenizer = load_base_model()
     prompts = world.prompts("train")
     evaluator = ExactEvaluator(ref, tokenizer, prompts)
@@ -118,7 +123,8 @@ def offpolicy_experiment(beta: float, seed: int, ppo_policy) -> dict:
     policy = copy.deepcopy(ref)
     train_dpo(policy, ref, tokenizer, off, DPOConfig(beta=beta, seed=seed, progress=False))
     out["DPO with on-policy rounds, off-policy pairs"] = _mass_report(evaluator, policy, off, beta)
-    out["PPO-GT"] = _mass_report(evaluator, ppo_policy, off, beta)
+    if ppo_policy is not None:
+        out["PPO-GT"] = _mass_report(evaluator, ppo_policy, off, beta)
     out["measured_against"] = "the off-policy pairs: mass on answers that no hand-written pair shows"
     out["offline_dpo_config"] = OFFLINE_DPO
     return out
@@ -179,6 +185,22 @@ def save_figure(result: dict, path: Path) -> None:
     fig.savefig(path, dpi=100, bbox_inches="tight")
 
 
+def keep_previous(result: dict, previous: dict, rerun: list[str]) -> None:
+    """Fill ``result`` (a run of the methods ``rerun`` only) with the other methods' results from
+    ``previous`` (an earlier, complete frontier.json), in the order of a full run."""
+    order = ["PPO-GT", "PPO-RM", "DPO"]
+    runs = result["runs"] + [r for r in previous["runs"] if r["method"] not in rerun]
+    result["runs"] = sorted(runs, key=lambda r: (r["beta"], order.index(r["method"]), r["seed"]))
+    probs = {**previous["france"]["probs"], **result["france"]["probs"]}
+    names = ["pi_ref", *[n for n in probs if n.startswith("pi*")], *[m for m in order if m in probs]]
+    result["france"]["probs"] = {name: probs[name] for name in names}
+    if "PPO-GT" not in rerun and "PPO-GT" in previous.get("offpolicy", {}):
+        result["offpolicy"]["PPO-GT"] = previous["offpolicy"]["PPO-GT"]
+        result["offpolicy"] = {k: result["offpolicy"][k] for k in previous["offpolicy"]}  # same order
+    kept_from = previous["command"]
+    result["command"] += f" --keep-others  (the other methods' results from: {kept_from})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--betas", type=float, nargs="+", default=[0.03, 0.1, 0.3, 1.0])
@@ -188,21 +210,26 @@ def main() -> None:
     parser.add_argument("--notebook-cache", action="store_true",
                         help="also write notebooks/data/frontier.json for notebook 05")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--keep-others", action="store_true",
+                        help="rerun only --methods, keep the other methods' results from frontier.json")
     parser.add_argument("--ppo-steps", type=int, default=None, help="fewer PPO steps, for a smoke run only")
     args = parser.parse_args()
     global PPO_STEPS
     PPO_STEPS = args.ppo_steps
     torch.set_num_threads(args.threads)
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    previous = json.loads((out / "frontier.json").read_text()) if args.keep_others else None
     result, kept = sweep(args.betas, args.seeds, args.methods, args.offpolicy_beta)
     result["offpolicy_beta"] = args.offpolicy_beta
     result["france"] = france_distributions(kept, args.offpolicy_beta)
-    if "PPO-GT" in kept:
-        result["offpolicy"] = offpolicy_experiment(args.offpolicy_beta, args.seeds[0], kept["PPO-GT"])
+    if "PPO-GT" in kept or previous:
+        result["offpolicy"] = offpolicy_experiment(args.offpolicy_beta, args.seeds[0], kept.get("PPO-GT"))
     result["command"] = "python benchmarks/frontier.py " + " ".join(
         f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-        for k, v in vars(args).items() if k != "notebook_cache" and v is not None)
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
+        for k, v in vars(args).items() if k not in ("notebook_cache", "keep_others") and v is not None)
+    if previous:
+        keep_previous(result, previous, args.methods)
     (out / "frontier.json").write_text(json.dumps(result, indent=1))
     table = summarise(result)
     (out / "frontier.md").write_text(table + "\n")

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from minirlhf.logprobs import encode_prompt_response, sequence_logprobs, to_device
-from minirlhf.models import embedding_param_groups, fused_gelu
+from minirlhf.logprobs import check_fits, encode_texts, to_device
+from minirlhf.models import embedding_param_groups, frozen_blocks, fused_gelu
 from minirlhf.preferences import on_policy_pairs
 from minirlhf.sft import warmup_cosine
 from minirlhf.utils import check_finite_loss, check_positive, clip_grad_norm, json_safe, seed_everything
@@ -175,7 +175,8 @@ class DPOConfig:
     epochs: int = 1
     """Passes over the pairs of each round."""
     batch_size: int = 512
-    """Pairs per step (chosen and rejected go through the model together: 2 x batch_size rows).
+    """Pairs per step (one packed row each, see :func:`encode_pairs`: the prompt once, then both
+    answers, all in one forward pass).
     With the defaults a round's pairs fit one step."""
     warmup_steps: int = 5
     """Linear warm-up steps."""
@@ -196,6 +197,14 @@ class DPOConfig:
     a training country. On the toy world, medians of 3 seeds, training / held-out attainment with
     scale 1 and 60 rounds: 0.974 / 0.720 (beta 0.1) and 0.965 / 0.592 (beta 0.5); with the defaults
     see ``benchmarks/dpo.py`` and the README's Measured table."""
+    frozen_blocks: int = 1
+    """Keep the policy's first ``frozen_blocks`` transformer blocks as the SFT model has them (no
+    gradient); 0 trains every block. As in PPO (:attr:`minirlhf.ppo.PPOConfig.frozen_blocks`): DPO
+    should change how the policy answers, not what it knows about each country. Measured on the toy
+    world (``benchmarks/dpo.py --threads 1``, 3 seeds, with the other defaults), keeping the first
+    of the tiny GPT's 2 blocks lifts held-out attainment to 0.906 / 0.889 (beta 0.1 / 0.5, medians;
+    every seed above 0.88) from 0.860 / 0.861 (seeds as low as 0.815) with every block trained, and
+    training attainment to 0.953 / 0.971 from 0.948 / 0.968."""
     seed: int = 0
     """Seed of the order of the pairs, of the on-policy samples and of the default rater."""
     log_every: int = 1
@@ -221,6 +230,8 @@ class DPOConfig:
         check_positive("weight_decay", self.weight_decay, allow_zero=True)
         check_positive("max_grad_norm", self.max_grad_norm)
         check_positive("embedding_lr_scale", self.embedding_lr_scale, allow_zero=True)
+        if not (isinstance(self.frozen_blocks, int) and self.frozen_blocks >= 0):
+            raise ValueError(f"frozen_blocks must be an integer >= 0, got {self.frozen_blocks!r}.")
 
     def loss(self, policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps):
         """The per-pair loss this config selects. Shapes (B,) -> (B,)."""
@@ -232,45 +243,115 @@ class DPOConfig:
         return dpo_loss(*logps, self.beta)
 
 
-def encode_pairs(tokenizer, data) -> dict[str, torch.Tensor]:
-    """Tokenise every pair once, chosen rows first, then rejected rows: shapes (2N, T).
+# --------------------------------------------------------------------------------------------
+# Packed pairs: the prompt once, then both answers, in one row
+# --------------------------------------------------------------------------------------------
 
-    Row ``i`` is (prompt_i, chosen_i) and row ``N + i`` is (prompt_i, rejected_i), so a minibatch
-    of pairs ``idx`` is the rows ``cat(idx, idx + N)``: one forward pass for both answers.
+PROMPT, CHOSEN, REJECTED, PADDING = 0, 1, 2, -1
+"""The ``segment`` of each token of a packed pair (see :func:`encode_pairs`)."""
+
+
+def encode_pairs(tokenizer, data) -> dict[str, torch.Tensor]:
+    """Tokenise every pair once, as ONE row: the prompt, the chosen answer, the rejected answer.
+
+    Both answers of a pair share their prompt, so the prompt goes through the model once::
+
+        tokens     Q : What is ... ? A : | The capital ... Paris . <eos> | The capital ... Berlin . <eos> | <pad>
+        segment    PROMPT                | CHOSEN                        | REJECTED                       | PADDING
+        position   0 ... P-1             | P ... P+C-1                   | P ... P+R-1                    | 0
+
+    Returns four tensors of shape (N, T), one row per pair, padded on the right:
+
+    * ``input_ids``; ``segment``: which part each token belongs to (the constants above);
+    * ``position_ids``: the rejected answer's positions restart after the prompt, as if the chosen
+      answer were not there; :func:`pair_attention_mask` hides the chosen answer from it too. So each
+      answer's log-probs are exactly those of its own (prompt, answer) sequence (the tests check it);
+    * ``predicted_from``: the column whose logits predict each token. That is ``t - 1``, except for
+      the first rejected token, which follows the last prompt token.
+
+    On the toy world a pair takes about 31 tokens this way instead of 2 x 24 as two padded rows:
+    the forward and backward passes of a DPO step get that much cheaper.
     """
-    prompts = list(data["prompt"])
-    return encode_prompt_response(tokenizer, prompts + prompts, list(data["chosen"]) + list(data["rejected"]))
+    prompts = encode_texts(tokenizer, list(data["prompt"]), "prompt")
+    eos = [tokenizer.eos_token_id]  # each answer ends with EOS, as in every other stage
+    chosen = [ids + eos for ids in encode_texts(tokenizer, list(data["chosen"]), "response")]
+    rejected = [ids + eos for ids in encode_texts(tokenizer, list(data["rejected"]), "response")]
+    width = max(len(p) + len(c) + len(r) for p, c, r in zip(prompts, chosen, rejected))
+    rows = {"input_ids": [], "position_ids": [], "segment": [], "predicted_from": []}
+    for p, c, r in zip(prompts, chosen, rejected):
+        pad = width - len(p) - len(c) - len(r)
+        first_rejected = len(p) + len(c)
+        predicted_from = [0] + list(range(width - 1))  # token t is predicted by the logits at t - 1 ...
+        predicted_from[first_rejected] = len(p) - 1    # ... but the rejected answer follows the prompt
+        rows["input_ids"].append(p + c + r + [tokenizer.pad_token_id] * pad)
+        rows["position_ids"].append(list(range(first_rejected)) + list(range(len(p), len(p) + len(r))) + [0] * pad)
+        rows["segment"].append([PROMPT] * len(p) + [CHOSEN] * len(c) + [REJECTED] * len(r) + [PADDING] * pad)
+        rows["predicted_from"].append(predicted_from)
+    return {name: torch.tensor(values) for name, values in rows.items()}
 
 
 def trim_padding(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop the columns that are padding in every row (left of the longest prompt, right of the
-    longest response): the log-probs do not change, the forward pass gets cheaper."""
-    used = batch["attention_mask"].any(0).nonzero()
-    first, last = used.min().item(), used.max().item() + 1
-    return {k: v[:, first:last] for k, v in batch.items()}
+    """Drop the columns on the right that are padding in every row: same log-probs, less work."""
+    width = int((batch["segment"] != PADDING).sum(-1).max())
+    return {name: values[:, :width] for name, values in batch.items()}
 
 
-def pair_logps(model, rows: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed log-probs of chosen and rejected answers from ONE forward pass.
+def pair_attention_mask(segment: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Who attends to whom in packed pairs: ``segment`` (B, T) -> additive mask (B, 1, T, T).
 
-    ``rows`` holds 2B rows, the B chosen first (as made by :func:`encode_pairs`).
-    Returns ``(chosen_logps, rejected_logps)``, each of shape (B,).
+    Query ``t`` sees key ``s`` when ``s <= t`` (causal) and ``s`` is in the prompt or in ``t``'s own
+    segment: the rejected answer never sees the chosen one. (Padding sees the prompt and padding;
+    its outputs are never used.) The mask is 0 where visible and the most negative number of
+    ``dtype`` elsewhere: the form that both eager and SDPA attention add to their scores.
     """
-    logps = sequence_logprobs(model, trim_padding(rows))
-    return logps.chunk(2)
+    query, key = segment.unsqueeze(-1), segment.unsqueeze(-2)  # (B, T, 1) and (B, 1, T)
+    width = segment.shape[-1]
+    causal = torch.ones(width, width, dtype=torch.bool, device=segment.device).tril()
+    visible = causal & ((key == PROMPT) | (key == query))  # (B, T, T)
+    mask = torch.zeros(visible.shape, dtype=dtype, device=segment.device)
+    return mask.masked_fill(~visible, torch.finfo(dtype).min).unsqueeze(1)
+
+
+def _check_custom_masks(model) -> None:
+    """Packed pairs need an attention that takes a custom 4D mask (flash-attention kernels do not)."""
+    attention = getattr(model.config, "_attn_implementation", None) or "eager"
+    if attention not in ("eager", "sdpa"):
+        raise ValueError(f"DPO packs each pair into one row with its own attention mask, which the "
+                         f"{attention!r} attention cannot take. Load the model with "
+                         "attn_implementation='sdpa' (or 'eager').")
+
+
+def pair_logps(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probs of the chosen and of the rejected answers, from ONE forward pass.
+
+    ``batch``: B rows of :func:`encode_pairs`. Returns ``(chosen_logps, rejected_logps)``, each of
+    shape (B,): ``log pi(y | x) = sum_t log pi(y_t | x, y_<t)`` over the answer's tokens and EOS.
+    """
+    _check_custom_masks(model)
+    batch = trim_padding(batch)
+    check_fits(model, int(batch["position_ids"].max()) + 1)
+    logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                   attention_mask=pair_attention_mask(batch["segment"], model.dtype),
+                   use_cache=False).logits.float()  # (B, T, V)
+    # for each token, the logits that predict it: those of the token before it in its own answer
+    logits = logits.gather(1, batch["predicted_from"].unsqueeze(-1).expand_as(logits))
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, batch["input_ids"].unsqueeze(-1)).squeeze(-1)  # (B, T)
+    segment = batch["segment"]
+    return (logp * (segment == CHOSEN)).sum(-1), (logp * (segment == REJECTED)).sum(-1)
 
 
 @torch.no_grad()
-def reference_logps(ref_model, encoded: dict[str, torch.Tensor], batch_size: int = 512) -> torch.Tensor:
-    """log pi_ref of every row of ``encoded``, once, without gradients. Shape (2N,).
+def reference_logps(ref_model, encoded: dict[str, torch.Tensor],
+                    batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """log pi_ref of the chosen and of the rejected answer of every pair of ``encoded``, once,
+    without gradients. Returns ``(ref_chosen, ref_rejected)``, each of shape (N,).
 
     The reference never changes, so there is no reason to run it at every step."""
     device = next(ref_model.parameters()).device
     n = encoded["input_ids"].shape[0]
-    out = [sequence_logprobs(ref_model, to_device(trim_padding({k: v[i:i + batch_size]
-                                                                 for k, v in encoded.items()}), device))
-           for i in range(0, n, batch_size)]
-    return torch.cat(out)
+    chunks = [pair_logps(ref_model, to_device({k: v[i:i + batch_size] for k, v in encoded.items()}, device))
+              for i in range(0, n, batch_size)]
+    return torch.cat([chosen for chosen, _ in chunks]), torch.cat([rejected for _, rejected in chunks])
 
 
 def dpo_metrics(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
@@ -312,12 +393,10 @@ def dpo_step(policy, optimizer, encoded: dict[str, torch.Tensor], idx: torch.Ten
              ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, config: DPOConfig, lr: float,
              step: int = 0) -> dict[str, float]:
     """One optimiser step on the pairs ``idx`` (shape (B,)) of ``encoded`` (made by
-    :func:`encode_pairs`, N pairs: rows ``idx`` and ``idx + N``, chosen and rejected in one forward
-    pass). ``ref_chosen``, ``ref_rejected``: their reference log-probs, shape (B,). Returns the loss
-    and the metrics of :func:`dpo_metrics`."""
-    n_pairs = encoded["input_ids"].shape[0] // 2
-    rows = {k: v[torch.cat([idx, idx + n_pairs])] for k, v in encoded.items()}
-    chosen, rejected = pair_logps(policy, rows)
+    :func:`encode_pairs`: one row per pair, chosen and rejected in one forward pass).
+    ``ref_chosen``, ``ref_rejected``: their reference log-probs, shape (B,). Returns the loss and
+    the metrics of :func:`dpo_metrics`."""
+    chosen, rejected = pair_logps(policy, {k: v[idx] for k, v in encoded.items()})
     loss = config.loss(chosen, rejected, ref_chosen, ref_rejected).mean()
     check_finite_loss(loss, step)
     optimizer.zero_grad(set_to_none=True)
@@ -392,8 +471,9 @@ def train_dpo(policy, ref_model, tokenizer, train_data, config: DPOConfig | None
     if evaluators:
         history.append({"step": 0, "round": 0, **_exact_metrics(evaluators, policy, config.beta)})
     bar = tqdm(total=n_rounds, desc=f"DPO (beta={config.beta}), rounds", disable=not config.progress)
-    # GPT-2's GELU as one kernel while training (same function, faster; put back at the end)
-    with fused_gelu(policy, ref_model):
+    # GPT-2's GELU as one kernel while training (same function, faster; put back at the end);
+    # the first config.frozen_blocks blocks of the policy get no gradient (given back at the end)
+    with fused_gelu(policy, ref_model), frozen_blocks(policy, config.frozen_blocks):
         for round_ in range(n_rounds):
             bar.update()
             data = train_data if round_ == 0 else on_policy_pairs(
@@ -403,7 +483,7 @@ def train_dpo(policy, ref_model, tokenizer, train_data, config: DPOConfig | None
                 continue  # every pair of answers was identical: nothing to learn from this round
             # Everything that does not change during a round is computed once: tokens and log pi_ref.
             encoded = to_device(encode_pairs(tokenizer, data), device)
-            ref_chosen_all, ref_rejected_all = reference_logps(ref_model, encoded).chunk(2)
+            ref_chosen_all, ref_rejected_all = reference_logps(ref_model, encoded)
             n_pairs, pending = len(data), []
             for epoch in range(config.epochs):
                 order = torch.randperm(n_pairs, generator=generator).to(device)

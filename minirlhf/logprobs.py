@@ -28,7 +28,7 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def _check_fits(model, length: int) -> None:
+def check_fits(model, length: int) -> None:
     """Refuse a sequence longer than the model's context, with the fix in the message."""
     limit = getattr(model.config, "n_positions", None) or getattr(
         model.config, "max_position_embeddings", None)
@@ -39,7 +39,7 @@ def _check_fits(model, length: int) -> None:
         )
 
 
-def _encode_texts(tokenizer, texts: list[str], what: str) -> list[list[int]]:
+def encode_texts(tokenizer, texts: list[str], what: str) -> list[list[int]]:
     """Token ids of each text; refuse empty prompts and words the tokenizer does not know.
 
     Each distinct text is tokenised (and checked) once: a batch repeats the same prompts many
@@ -69,8 +69,8 @@ def encode_prompt_response(tokenizer, prompts: list[str], responses: list[str],
         raise ValueError(f"Got {len(prompts)} prompts but {len(responses)} responses.")
     if not prompts:
         raise ValueError("The batch is empty: give at least one (prompt, response) pair.")
-    prompt_ids = _encode_texts(tokenizer, prompts, "prompt")
-    response_ids = _encode_texts(tokenizer, responses, "response")
+    prompt_ids = encode_texts(tokenizer, prompts, "prompt")
+    response_ids = encode_texts(tokenizer, responses, "response")
     if add_eos:
         response_ids = [r + [tokenizer.eos_token_id] for r in response_ids]
     P = max(len(p) for p in prompt_ids)
@@ -98,7 +98,7 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     sample, so that PPO's ratios compare like with like. With ``return_entropy`` also returns the
     entropy of each next-token distribution, aligned the same way, shape (B, T).
     """
-    _check_fits(model, input_ids.shape[1])
+    check_fits(model, input_ids.shape[1])
     # use_cache=False: teacher forcing reads every position at once, so no KV cache to build
     logits = model(input_ids=input_ids, attention_mask=attention_mask,
                    position_ids=position_ids_from_mask(attention_mask), use_cache=False).logits
@@ -168,7 +168,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 16,
         raise ValueError(f"temperature must be > 0, got {temperature}.")
     device = next(model.parameters()).device
     batch = encode_prompt_response(tokenizer, prompts, [""] * len(prompts), add_eos=False)
-    _check_fits(model, batch["input_ids"].shape[1] + max_new_tokens)
+    check_fits(model, batch["input_ids"].shape[1] + max_new_tokens)
     input_ids = batch["input_ids"].to(device)
     attention_mask = batch["attention_mask"].to(device)
     B = input_ids.shape[0]

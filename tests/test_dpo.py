@@ -1,6 +1,7 @@
 """DPO: the pure losses against hand-computed numbers, the metrics, the data checks, the trainer."""
 
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -9,6 +10,9 @@ from datasets import Dataset
 
 from minirlhf import world
 from minirlhf.dpo import (
+    CHOSEN,
+    PROMPT,
+    REJECTED,
     DPOConfig,
     check_preference_data,
     conservative_dpo_loss,
@@ -17,6 +21,7 @@ from minirlhf.dpo import (
     encode_pairs,
     implicit_reward,
     ipo_loss,
+    pair_attention_mask,
     pair_logps,
     reference_logps,
     train_dpo,
@@ -125,24 +130,52 @@ def clean_pairs(countries=("France", "Germany", "Italy", "Spain")) -> Dataset:
     return Dataset.from_list(rows)
 
 
-def test_padding_and_batching_do_not_change_log_probs(base):
+def test_packing_padding_and_batching_do_not_change_log_probs(base):
     model, tok = base
     data = clean_pairs()
-    encoded = encode_pairs(tok, data)
-    n = len(data)
-    chosen, rejected = pair_logps(model, encoded)  # all pairs in one padded batch
+    encoded = encode_pairs(tok, data)  # one row per pair: prompt, chosen, rejected, padding
+    chosen, rejected = pair_logps(model, encoded)
+    # each answer scores exactly as its own (prompt, answer) sequence does, alone and unpadded:
+    # the rejected answer neither sees the chosen one nor gets its positions shifted by it
     alone = response_logprobs(model, tok, list(data["prompt"]), list(data["chosen"]), batch_size=1)
     assert torch.allclose(chosen.detach(), alone, atol=1e-5)
     alone = response_logprobs(model, tok, list(data["prompt"]), list(data["rejected"]), batch_size=1)
     assert torch.allclose(rejected.detach(), alone, atol=1e-5)
-    # a sub-batch of the big padded encoding (extra padding columns) gives the same numbers
+    # a sub-batch of the padded encoding (extra padding columns) gives the same numbers
     idx = torch.tensor([1, 3])
-    rows = {k: v[torch.cat([idx, idx + n])] for k, v in encoded.items()}
-    sub_chosen, _ = pair_logps(model, rows)
+    sub_chosen, sub_rejected = pair_logps(model, {k: v[idx] for k, v in encoded.items()})
     assert torch.allclose(sub_chosen.detach(), chosen[idx].detach(), atol=1e-5)
+    assert torch.allclose(sub_rejected.detach(), rejected[idx].detach(), atol=1e-5)
     # the reference pass, in small chunks, agrees too
-    ref = reference_logps(model, encoded, batch_size=3)
-    assert torch.allclose(ref, torch.cat([chosen, rejected]).detach(), atol=1e-5)
+    ref_chosen, ref_rejected = reference_logps(model, encoded, batch_size=3)
+    assert torch.allclose(ref_chosen, chosen.detach(), atol=1e-5)
+    assert torch.allclose(ref_rejected, rejected.detach(), atol=1e-5)
+
+
+def test_packed_row_layout_and_mask(base):
+    _, tok = base
+    prompt, chosen, rejected = "Q: What is the capital of France? A:", "Paris.", "Berlin."
+    row = {k: v[0] for k, v in encode_pairs(tok, Dataset.from_list(
+        [{"prompt": prompt, "chosen": chosen, "rejected": rejected}])).items()}
+    P = len(tok(prompt, add_special_tokens=False)["input_ids"])
+    C = len(tok(chosen, add_special_tokens=False)["input_ids"]) + 1  # + EOS
+    R = len(tok(rejected, add_special_tokens=False)["input_ids"]) + 1
+    assert row["segment"].tolist() == [PROMPT] * P + [CHOSEN] * C + [REJECTED] * R
+    assert row["position_ids"].tolist() == list(range(P + C)) + list(range(P, P + R))
+    assert row["predicted_from"][P + C].item() == P - 1  # first rejected token follows the prompt
+    assert row["predicted_from"][P + C + 1].item() == P + C  # then its own previous token
+    visible = pair_attention_mask(row["segment"][None], torch.float32)[0, 0] == 0  # (T, T)
+    assert not visible[P + C:, P:P + C].any()  # rejected never sees chosen
+    assert visible[P + C:, :P].all() and visible[P:P + C, :P].all()  # both see the whole prompt
+    assert not visible[:P, P:].any()  # the prompt sees nothing after it
+
+
+def test_attention_without_custom_masks_is_refused(base):
+    model, tok = base
+    flash = copy.deepcopy(model)
+    flash.config._attn_implementation = "flash_attention_2"
+    with pytest.raises(ValueError, match="attn_implementation='sdpa'"):
+        pair_logps(flash, encode_pairs(tok, clean_pairs(("France",))))
 
 
 def test_bad_input_is_refused_with_a_clear_message(base):
@@ -184,9 +217,26 @@ def test_short_offline_run_raises_accuracy_and_lowers_loss(base):
     encoded = encode_pairs(tok, data)
     with torch.no_grad():
         chosen, rejected = pair_logps(policy, encoded)
-    ref_chosen, ref_rejected = reference_logps(model, encoded).chunk(2)
+    ref_chosen, ref_rejected = reference_logps(model, encoded)
     metrics = dpo_metrics(chosen, rejected, ref_chosen, ref_rejected, beta=0.1)
     assert metrics["rewards/accuracies"] == 1.0 and metrics["rewards/margins"] > 0
+
+
+def test_first_block_is_kept_by_default_and_trained_with_frozen_blocks_zero(base):
+    model, tok = base
+    config = DPOConfig(beta=0.1, learning_rate=1e-3, epochs=2, batch_size=4, on_policy_rounds=0, progress=False)
+    assert config.frozen_blocks == 1
+    policy, _ = train_dpo(copy.deepcopy(model), model, tok, clean_pairs(), config)
+    first, last = (lambda m: m.transformer.h[0].mlp.c_fc.weight), (lambda m: m.transformer.h[-1].mlp.c_fc.weight)
+    assert torch.equal(first(policy), first(model)) and not torch.equal(last(policy), last(model))
+    assert all(p.requires_grad for p in policy.parameters())  # the block is given back trainable
+    policy, _ = train_dpo(copy.deepcopy(model), model, tok, clean_pairs(),
+                          dataclasses.replace(config, frozen_blocks=0))
+    assert not torch.equal(first(policy), first(model))
+    with pytest.raises(ValueError, match="frozen_blocks must be an integer"):
+        DPOConfig(frozen_blocks=-1)
+    with pytest.raises(ValueError, match="frozen_blocks must be between"):
+        train_dpo(copy.deepcopy(model), model, tok, clean_pairs(), dataclasses.replace(config, frozen_blocks=3))
 
 
 def test_embedding_lr_scale_zero_freezes_the_token_embeddings_only(base):
@@ -196,7 +246,7 @@ def test_embedding_lr_scale_zero_freezes_the_token_embeddings_only(base):
     policy, _ = train_dpo(copy.deepcopy(model), model, tok, clean_pairs(), config)
     # the embedding matrix (GPT-2's output layer too) stays put; the transformer blocks move
     assert torch.equal(policy.get_input_embeddings().weight, model.get_input_embeddings().weight)
-    assert not torch.equal(policy.transformer.h[0].mlp.c_fc.weight, model.transformer.h[0].mlp.c_fc.weight)
+    assert not torch.equal(policy.transformer.h[-1].mlp.c_fc.weight, model.transformer.h[-1].mlp.c_fc.weight)
     with pytest.raises(ValueError, match="embedding_lr_scale must be"):
         DPOConfig(embedding_lr_scale=-0.5)
 

@@ -15,6 +15,10 @@ _CLIP = ("max_grad_norm", "TRL's default is also 1.0.")
 _EMBEDDING_LR = (None, ("TRL trains every parameter at one rate; for another rate on the embeddings pass "
                         "a custom optimizer (`optimizers=...`)."))
 
+_FROZEN_BLOCKS = (None, ("TRL trains every parameter it is given; to keep the first blocks fixed, set "
+                         "`requires_grad_(False)` on their parameters before building the trainer (or "
+                         "train a PEFT adapter on the later ones)."))
+
 MAPPING = {
     "minirlhf.sft.SFTConfig": {
         "trl": "trl.SFTConfig",
@@ -90,9 +94,7 @@ MAPPING = {
                                                 "does not depend on its `kl_coef`. TRL's default schedule "
                                                 "is also a linear decay.")),
             "embedding_lr_scale": _EMBEDDING_LR,
-            "frozen_blocks": (None, ("TRL trains every parameter it is given; to keep the first blocks "
-                                     "fixed, set `requires_grad_(False)` on their parameters before "
-                                     "building the trainer (or train a PEFT adapter on the later ones).")),
+            "frozen_blocks": _FROZEN_BLOCKS,
             "critic_lr_scale": (None, ("TRL's critic (`value_model`) shares the policy's `learning_rate`; "
                                        "give it its own with a custom optimizer (`optimizers=...`).")),
             "adam_eps": ("adam_epsilon", ""),
@@ -123,6 +125,7 @@ MAPPING = {
             "adam_epsilon": ("adam_epsilon", ""),
             "max_grad_norm": _CLIP,
             "embedding_lr_scale": _EMBEDDING_LR,
+            "frozen_blocks": _FROZEN_BLOCKS,
             "pair_with_reference": (None, ("TRL's online DPO samples both answers of a pair from the current "
                                            "policy.")),
             "on_policy_rounds": (None, ("`DPOTrainer` learns from a fixed data set; for fresh pairs from the "
