@@ -1,6 +1,7 @@
-"""Log-probabilities of responses, and sampling: the one place every stage gets them from.
+"""Log-probabilities of responses, and sampling: the batch layout and helpers every stage shares.
 
-Layout of a batch (B rows, T = P + R columns), used by SFT, the reward model, PPO and DPO alike::
+Layout of a batch (B rows, T = P + R columns), used by SFT, the reward model and PPO (DPO packs
+the two answers of a pair into one row instead, see :func:`minirlhf.dpo.encode_pairs`)::
 
     <pad> <pad> Q : What is ... ? A :  The capital of France is Paris . <eos> <pad> <pad>
     |---------- prompt, left-padded --|-- response + EOS, right-padded ------------------|

@@ -138,14 +138,15 @@ assert abs(loss.item() - math.log(2)) < 1e-6
 assert chosen.grad.item() < 0 < rejected.grad.item()
 """)
 md("""
-Now 40 DPO steps on this one pair (offline: the same pair again and again). With one pair,
-`logps/chosen` and `logps/rejected` in the history are exactly log P(Paris answer) and
-log P(Berlin answer).
+Now 40 DPO steps on this one pair (offline: the same pair again and again), with every parameter
+trained, as TRL's `DPOTrainer` trains them (`frozen_blocks=0`; section 3 says why minirlhf's default
+keeps the first block). With one pair, `logps/chosen` and `logps/rejected` in the history are exactly
+log P(Paris answer) and log P(Berlin answer).
 """)
 code("""
 triplet = Dataset.from_list([{"prompt": france, "chosen": paris, "rejected": berlin}])
 config = DPOConfig(beta=BETA, on_policy_rounds=0, epochs=40, batch_size=1, learning_rate=2e-4,
-                   warmup_steps=1, progress=False)
+                   warmup_steps=1, frozen_blocks=0, progress=False)
 policy, history = train_dpo(copy.deepcopy(ref_model), ref_model, tokenizer, triplet, config)
 for h in history:
     h["P(Paris)"], h["P(Berlin)"] = math.exp(h["logps/chosen"]), math.exp(h["logps/rejected"])
@@ -190,7 +191,8 @@ The tutorial's preference data: pairs sampled from the SFT model on the 20 train
 labelled by the simulated Bradley-Terry rater (tau = 1, so the reward it implies *is* the true reward,
 and DPO's target is exactly the $\\pi^*$ above).
 
-**Offline first**, as TRL's `DPOTrainer` runs it: several passes over the fixed pairs.
+**Offline first**, as TRL's `DPOTrainer` runs it: several passes over the fixed pairs, every
+parameter trained.
 """)
 code("""
 preferences = default_preferences(progress=False)
@@ -198,7 +200,7 @@ print(preferences)
 offline = {}
 for lr in (1e-4, 1e-3, 1e-2):
     config = DPOConfig(beta=BETA, on_policy_rounds=0, epochs=8, batch_size=64, learning_rate=lr,
-                       eval_every=4, progress=False)
+                       frozen_blocks=0, eval_every=4, progress=False)
     _, offline[f"offline, lr {lr:g}"] = train_dpo(copy.deepcopy(ref_model), ref_model, tokenizer,
                                                  preferences["train"], config, evaluator=evaluator)
 run = offline["offline, lr 0.01"]
@@ -212,9 +214,10 @@ probability the policy gives to any well-formed answer, falls towards zero.
 
 **Now the defaults**: one step on the same collected pairs, then 100 rounds in which fresh pairs are
 sampled from the current policy (at temperature 1.3), labelled by the same rater, and used for one
-step each. Same loss, same beta; only the data change. (One more default, for the held-out countries
+step each. Same loss, same beta; only the data change. (Two more defaults, for the held-out countries
 below: the token embeddings, which GPT-2 ties to its output layer, learn at a fifth of the rate,
-`embedding_lr_scale=0.2`.)
+`embedding_lr_scale=0.2`, and the first of the two transformer blocks stays as SFT left it,
+`frozen_blocks=1`.)
 """)
 code("""
 config = DPOConfig(beta=BETA, progress=False)
@@ -233,9 +236,12 @@ countries, which it never saw, it helps too, but less: it learnt to drop the hed
 to name fewer wrong cities, but it can only partly transfer the second lesson to countries it never saw.
 Why the slow output layer matters: every step raises a training country's city after "The capital
 of ... is" and, through the softmax of the output layer, lowers every other word there, the held-out
-countries' names included. Trained at the full rate (`embedding_lr_scale=1`), the policy starts to
-answer a held-out question about a training country, and its held-out attainment drops to 0.72
-(0.59 at beta 0.5; `benchmarks/dpo.py`, medians of 3 seeds).
+countries' names included. Trained at the full rate (`embedding_lr_scale=1`, with every block trained
+and 60 rounds), the policy starts to answer a held-out question about a training country, and its
+held-out attainment drops to 0.72 (0.59 at beta 0.5). The kept first block helps as well: DPO has to
+change *how* the policy answers, not what it knows about each country. With every block trained the
+held-out attainment is 0.86 at beta 0.1 and 0.5, with seeds as low as 0.82; with the block kept, 0.91
+and 0.89, every seed above 0.88 (`benchmarks/dpo.py`, medians of 3 seeds).
 """)
 code("""
 assert final["exact/attainment"] > 0.9, final["exact/attainment"]
@@ -281,7 +287,7 @@ itself moves further from the reference) and, at the same rate, collapses furthe
 """)
 code("""
 config = DPOConfig(beta=0.01, on_policy_rounds=0, epochs=8, batch_size=64, learning_rate=1e-3,
-                   eval_every=4, progress=False)
+                   frozen_blocks=0, eval_every=4, progress=False)
 _, offline["offline, lr 0.001, beta 0.01"] = train_dpo(copy.deepcopy(ref_model), ref_model, tokenizer,
                                                        preferences["train"], config, evaluator=evaluator)
 fig = plot_runs(offline, ["loss", "exact/coverage", "exact/p_correct"],
@@ -313,7 +319,7 @@ md(r"""
 ## 6. A beta sweep against the exact optimum
 
 Each beta has its own optimum $\pi^*_\beta$: small beta, far from the reference (more reward, more
-KL); large beta, close to it. Shorter on-policy runs (20 rounds instead of 100) keep the notebook
+KL); large beta, close to it. Shorter on-policy runs (25 rounds instead of 100) keep the notebook
 quick, so each beta gets most of the way, not all of it.
 """)
 code("""
@@ -321,14 +327,14 @@ betas = [0.05, 0.3, 1.0]
 measured = {"true reward": [], "KL": [], "attainment": []}
 optimum = {"true reward": [], "KL": [], "attainment": []}
 for beta in betas:
-    config = DPOConfig(beta=beta, on_policy_rounds=20, progress=False)
+    config = DPOConfig(beta=beta, on_policy_rounds=25, progress=False)
     p, _ = train_dpo(copy.deepcopy(ref_model), ref_model, tokenizer, preferences["train"], config)
     report = evaluator.evaluate(p, beta)
     star = evaluator.evaluate_probs(evaluator.optimum(beta)[:, :-1], beta)
     for name, key in (("true reward", "true_reward"), ("KL", "kl"), ("attainment", "attainment")):
         measured[name].append(report[key])
         optimum[name].append(star[key])
-fig = plot_beta_sweep(betas, measured, optimum, method="DPO", title="On-policy DPO (20 rounds) across beta")
+fig = plot_beta_sweep(betas, measured, optimum, method="DPO", title="On-policy DPO (25 rounds) across beta")
 print({k: [round(v, 3) for v in vals] for k, vals in measured.items()})
 """)
 code("""

@@ -100,17 +100,17 @@ model this small (see `benchmarks/ppo.py`'s "ceiling"). Both methods' defaults p
 They train the token embeddings, which GPT-2 ties to its output layer, slowly (PPO at a tenth of the
 rate, DPO at a fifth): at the full rate every step lowers the words that no sample shows, the unseen
 countries' names among them, and the policy answers a held-out question about a training country
-(`embedding_lr_scale` in `PPOConfig` and `DPOConfig`). PPO also keeps the first of the two transformer
-blocks as SFT left it (`PPOConfig.frozen_blocks`): it has to change *how* the policy answers, not what it
-knows about each country, and it keeps the most on the held-out countries.
+(`embedding_lr_scale` in `PPOConfig` and `DPOConfig`). Both also keep the first of the two transformer
+blocks as SFT left it (`frozen_blocks`): they have to change *how* the policy answers, not what it
+knows about each country. PPO keeps the most on the held-out countries.
 """)
 code("""
 by_method = {r["method"]: r for r in rows}
 assert by_method["PPO-GT"]["attainment"] > 0.95 and by_method["DPO"]["attainment"] > 0.9
 assert by_method["PPO-RM"]["attainment"] < by_method["PPO-GT"]["attainment"]   # the reward model's errors cost
 assert all(r["attainment_held_out"] < r["attainment"] for r in rows)           # unseen countries: less
-assert by_method["PPO-GT"]["attainment_held_out"] > 0.9 and by_method["DPO"]["attainment_held_out"] > 0.8
-assert by_method["PPO-GT"]["attainment_held_out"] > by_method["DPO"]["attainment_held_out"]  # first block kept
+assert by_method["PPO-GT"]["attainment_held_out"] > 0.9 and by_method["DPO"]["attainment_held_out"] > 0.85
+assert by_method["PPO-GT"]["attainment_held_out"] > by_method["DPO"]["attainment_held_out"]  # PPO keeps the most
 """)
 md("""
 ## 2. The reward-KL frontier
@@ -155,7 +155,7 @@ md("""
 DPO only ever looks at the answers in its pairs. Here every pair is written by hand: the hedge with the right
 capital beats a hedge naming one of three wrong cities, answers the SFT model almost never gives. The 45
 other candidates (every concise answer, every other city) and all malformed text are in **no pair**.
-We train offline DPO (`OFFLINE_DPO`: a few passes over fixed pairs, as TRL's `DPOTrainer` runs it) on these
+We train offline DPO (`OFFLINE_DPO`: a few passes over fixed pairs, every block trained, as TRL's `DPOTrainer` runs it) on these
 pairs, and on as many pairs sampled from $\\pi_{ref}$ itself, and measure, against the hand-written pairs,
 how much probability each policy puts on *wrong* answers that no pair shows, and outside the candidate set.
 """)

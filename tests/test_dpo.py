@@ -170,6 +170,14 @@ def test_packed_row_layout_and_mask(base):
     assert not visible[:P, P:].any()  # the prompt sees nothing after it
 
 
+def test_pair_longer_than_the_context_is_refused(base):
+    model, tok = base
+    long_prompt = " ".join([world.make_prompt("France")] * 6)  # 66 tokens, the context holds 64
+    data = Dataset.from_list([{"prompt": long_prompt, "chosen": "Paris.", "rejected": "Berlin."}])
+    with pytest.raises(ValueError, match="context holds 64"):
+        pair_logps(model, encode_pairs(tok, data))
+
+
 def test_attention_without_custom_masks_is_refused(base):
     model, tok = base
     flash = copy.deepcopy(model)
