@@ -269,8 +269,8 @@ def encode_pairs(tokenizer, data) -> dict[str, torch.Tensor]:
     * ``predicted_from``: the column whose logits predict each token. That is ``t - 1``, except for
       the first rejected token, which follows the last prompt token.
 
-    On the toy world a pair takes about 31 tokens this way instead of 2 x 24 as two padded rows:
-    the forward and backward passes of a DPO step get that much cheaper.
+    On the toy world a batch of pairs is 32 tokens wide this way, against two padded rows of 24
+    tokens per pair before: a third fewer tokens go through the forward and backward passes.
     """
     prompts = encode_texts(tokenizer, list(data["prompt"]), "prompt")
     eos = [tokenizer.eos_token_id]  # each answer ends with EOS, as in every other stage
