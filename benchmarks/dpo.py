@@ -194,9 +194,9 @@ def main(argv=None):
     print(f"\nDPO step on 16 pairs: {1000 * step:.1f} ms (median)")
     if args.trl_python:
         for setup in ("defaults", "lean"):
+            every_block = times[f"ratio_trl_{setup}_over_ours_every_block_trained"]
             print(f"TRL ({setup}) {times[f'trl_{setup}_seconds_per_step'] * 1000:.1f} ms, ratio TRL / ours "
-                  f"{times[f'ratio_trl_{setup}_over_ours']:.2f} "
-                  f"({times[f'ratio_trl_{setup}_over_ours_every_block_trained']:.2f} with every block trained)")
+                  f"{times[f'ratio_trl_{setup}_over_ours']:.2f} ({every_block:.2f} with every block trained)")
     if args.json:
         result = {"rows": rows, "summary": summary, "step_seconds_16_pairs": step, "command": command}
         if args.trl_python:

@@ -33,7 +33,8 @@ from minirlhf.logprobs import check_fits, encode_texts, to_device
 from minirlhf.models import embedding_param_groups, frozen_blocks, fused_gelu
 from minirlhf.preferences import on_policy_pairs
 from minirlhf.sft import warmup_cosine
-from minirlhf.utils import check_finite_loss, check_positive, clip_grad_norm, json_safe, seed_everything
+from minirlhf.utils import (check_count, check_finite_loss, check_positive, clip_grad_norm, json_safe,
+                            seed_everything)
 
 
 def _log_ratio_margin(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps):
@@ -230,8 +231,7 @@ class DPOConfig:
         check_positive("weight_decay", self.weight_decay, allow_zero=True)
         check_positive("max_grad_norm", self.max_grad_norm)
         check_positive("embedding_lr_scale", self.embedding_lr_scale, allow_zero=True)
-        if not (isinstance(self.frozen_blocks, int) and self.frozen_blocks >= 0):
-            raise ValueError(f"frozen_blocks must be an integer >= 0, got {self.frozen_blocks!r}.")
+        check_count("frozen_blocks", self.frozen_blocks)
 
     def loss(self, policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps):
         """The per-pair loss this config selects. Shapes (B,) -> (B,)."""
@@ -256,9 +256,9 @@ def encode_pairs(tokenizer, data) -> dict[str, torch.Tensor]:
 
     Both answers of a pair share their prompt, so the prompt goes through the model once::
 
-        tokens     Q : What is ... ? A : | The capital ... Paris . <eos> | The capital ... Berlin . <eos> | <pad>
-        segment    PROMPT                | CHOSEN                        | REJECTED                       | PADDING
-        position   0 ... P-1             | P ... P+C-1                   | P ... P+R-1                    | 0
+        tokens    Q : What ... ? A : | The capital ... Paris . <eos> | The ... Berlin . <eos> | <pad>
+        segment   PROMPT             | CHOSEN                        | REJECTED               | PADDING
+        position  0 ... P-1          | P ... P+C-1                   | P ... P+R-1            | 0
 
     Returns four tensors of shape (N, T), one row per pair, padded on the right:
 
@@ -284,7 +284,8 @@ def encode_pairs(tokenizer, data) -> dict[str, torch.Tensor]:
         predicted_from = [0] + list(range(width - 1))  # token t is predicted by the logits at t - 1 ...
         predicted_from[first_rejected] = len(p) - 1    # ... but the rejected answer follows the prompt
         rows["input_ids"].append(p + c + r + [tokenizer.pad_token_id] * pad)
-        rows["position_ids"].append(list(range(first_rejected)) + list(range(len(p), len(p) + len(r))) + [0] * pad)
+        rejected_positions = list(range(len(p), len(p) + len(r)))  # restart after the prompt
+        rows["position_ids"].append(list(range(first_rejected)) + rejected_positions + [0] * pad)
         rows["segment"].append([PROMPT] * len(p) + [CHOSEN] * len(c) + [REJECTED] * len(r) + [PADDING] * pad)
         rows["predicted_from"].append(predicted_from)
     return {name: torch.tensor(values) for name, values in rows.items()}
@@ -335,7 +336,8 @@ def pair_logps(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, tor
                    use_cache=False).logits.float()  # (B, T, V)
     # for each token, the logits that predict it: those of the token before it in its own answer
     logits = logits.gather(1, batch["predicted_from"].unsqueeze(-1).expand_as(logits))
-    logp = torch.log_softmax(logits, dim=-1).gather(-1, batch["input_ids"].unsqueeze(-1)).squeeze(-1)  # (B, T)
+    # log pi(token_t | its context) = log_softmax(logits)[token_t], shape (B, T)
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, batch["input_ids"].unsqueeze(-1)).squeeze(-1)
     segment = batch["segment"]
     return (logp * (segment == CHOSEN)).sum(-1), (logp * (segment == REJECTED)).sum(-1)
 

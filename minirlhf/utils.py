@@ -40,6 +40,13 @@ def check_positive(name: str, value: float, allow_zero: bool = False) -> float:
     return value
 
 
+def check_count(name: str, value: int) -> int:
+    """Raise a ValueError that names ``name`` unless ``value`` is an integer >= 0."""
+    if not (isinstance(value, int) and value >= 0):
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}.")
+    return value
+
+
 def check_finite_loss(loss: torch.Tensor, step: int) -> None:
     """Stop training with a clear message when the loss is NaN or infinite."""
     if not torch.isfinite(loss).all():

@@ -232,10 +232,16 @@ def test_short_offline_run_raises_accuracy_and_lowers_loss(base):
 
 def test_first_block_is_kept_by_default_and_trained_with_frozen_blocks_zero(base):
     model, tok = base
-    config = DPOConfig(beta=0.1, learning_rate=1e-3, epochs=2, batch_size=4, on_policy_rounds=0, progress=False)
+    config = DPOConfig(beta=0.1, learning_rate=1e-3, epochs=2, batch_size=4, on_policy_rounds=0,
+                       progress=False)
     assert config.frozen_blocks == 1
     policy, _ = train_dpo(copy.deepcopy(model), model, tok, clean_pairs(), config)
-    first, last = (lambda m: m.transformer.h[0].mlp.c_fc.weight), (lambda m: m.transformer.h[-1].mlp.c_fc.weight)
+    def first(m):
+        return m.transformer.h[0].mlp.c_fc.weight
+
+    def last(m):
+        return m.transformer.h[-1].mlp.c_fc.weight
+
     assert torch.equal(first(policy), first(model)) and not torch.equal(last(policy), last(model))
     assert all(p.requires_grad for p in policy.parameters())  # the block is given back trainable
     policy, _ = train_dpo(copy.deepcopy(model), model, tok, clean_pairs(),
@@ -244,7 +250,8 @@ def test_first_block_is_kept_by_default_and_trained_with_frozen_blocks_zero(base
     with pytest.raises(ValueError, match="frozen_blocks must be an integer"):
         DPOConfig(frozen_blocks=-1)
     with pytest.raises(ValueError, match="frozen_blocks must be between"):
-        train_dpo(copy.deepcopy(model), model, tok, clean_pairs(), dataclasses.replace(config, frozen_blocks=3))
+        train_dpo(copy.deepcopy(model), model, tok, clean_pairs(),
+                  dataclasses.replace(config, frozen_blocks=3))
 
 
 def test_embedding_lr_scale_zero_freezes_the_token_embeddings_only(base):
