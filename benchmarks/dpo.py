@@ -37,7 +37,7 @@ from minirlhf.dpo import DPOConfig, dpo_step, encode_pairs, reference_logps, tra
 from minirlhf.models import frozen_blocks, fused_gelu
 from minirlhf.optimum import ExactEvaluator
 from minirlhf.preferences import default_preferences
-from minirlhf.sft import load_base_model
+from minirlhf.models import load_base_model
 
 
 def step_seconds(ref, tokenizer, data, batch_size: int = 16, repeats: int = 30) -> float:
@@ -113,7 +113,8 @@ def run(seed: int, beta: float, offline: bool, ref, tokenizer, evaluators,
     config = DPOConfig(beta=beta, seed=seed, progress=False,
                        **{**overrides, **({"on_policy_rounds": 0} if offline else {})})
     start = time.perf_counter()
-    policy, history = train_dpo(copy.deepcopy(ref), ref, tokenizer, data, config)
+    policy, history = train_dpo(copy.deepcopy(ref), ref, tokenizer, data, config,
+                                rater=world.SimulatedRater(seed=seed))
     seconds = time.perf_counter() - start
     changed = ", ".join(f"{name}={value}" for name, value in overrides.items())
     method = "DPO offline" if offline else f"DPO ({changed or 'defaults'})"

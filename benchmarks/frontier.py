@@ -35,8 +35,8 @@ from minirlhf.dpo import DPOConfig, train_dpo
 from minirlhf.optimum import ExactEvaluator, with_outside
 from minirlhf.ppo import PPOConfig, train_ppo
 from minirlhf.preferences import default_preferences
-from minirlhf.reward import train_default_reward_model
-from minirlhf.sft import load_base_model
+from minirlhf.pipeline import train_default_reward_model
+from minirlhf.models import load_base_model
 
 ROOT = Path(__file__).resolve().parents[1]
 PPO_STEPS = None  # None: PPOConfig's default; --ppo-steps sets it for a smoke run
@@ -49,8 +49,8 @@ def train_method(method: str, beta: float, seed: int, ref, tokenizer, reward_mod
     policy = copy.deepcopy(ref)
     start = time.perf_counter()
     if method == "DPO":
-        train_dpo(policy, ref, tokenizer, preferences,
-                  DPOConfig(beta=beta, seed=seed, progress=False))
+        train_dpo(policy, ref, tokenizer, preferences, DPOConfig(beta=beta, seed=seed, progress=False),
+                  rater=world.SimulatedRater(seed=seed))
     else:
         config = PPOConfig(beta=beta, seed=seed, progress=False, eval_every=0)
         config.steps = PPO_STEPS or config.steps
@@ -121,7 +121,8 @@ def offpolicy_experiment(beta: float, seed: int, ppo_policy) -> dict:
                   DPOConfig(beta=beta, seed=seed, progress=False, **OFFLINE_DPO))
         out[f"DPO offline, {name}"] = _mass_report(evaluator, policy, off, beta)
     policy = copy.deepcopy(ref)
-    train_dpo(policy, ref, tokenizer, off, DPOConfig(beta=beta, seed=seed, progress=False))
+    train_dpo(policy, ref, tokenizer, off, DPOConfig(beta=beta, seed=seed, progress=False),
+              rater=world.SimulatedRater(seed=seed))
     out["DPO with on-policy rounds, off-policy pairs"] = _mass_report(evaluator, policy, off, beta)
     if ppo_policy is not None:
         out["PPO-GT"] = _mass_report(evaluator, ppo_policy, off, beta)

@@ -2,7 +2,7 @@
 
 * **attainment**: exact attainment (``minirlhf.optimum``, true reward) of the trained policy on the
   training prompts and on the held-out prompts, at beta = 0.1 and 0.5, for PPO-GT (score = true
-  reward) and PPO with the learned reward model (``minirlhf.reward.train_default_reward_model``),
+  reward) and PPO with the learned reward model (``minirlhf.pipeline.train_default_reward_model``),
   each with the default :class:`~minirlhf.ppo.PPOConfig`; medians over seeds. Mode ``rm`` gives
   PPO the simulated rater too, so that the reward model is refreshed on the policy's answers every
   ``reward_refresh_every`` steps; ``rm_fixed`` keeps the reward model as trained.
@@ -44,7 +44,9 @@ import torch  # noqa: E402
 from minirlhf import world  # noqa: E402
 from minirlhf.optimum import ExactEvaluator  # noqa: E402
 from minirlhf.ppo import PPOConfig, train_ppo  # noqa: E402
-from minirlhf.sft import load_base_model  # noqa: E402
+from minirlhf.evaluation import exact_metrics  # noqa: E402
+from minirlhf.models import load_base_model  # noqa: E402
+from minirlhf.pipeline import train_default_reward_model  # noqa: E402
 
 TARGETS = {  # issue 4
     ("gt", "train"): 0.98, ("gt", "held_out"): 0.93,
@@ -66,8 +68,6 @@ def attainment(modes: list[str], betas: list[float], seeds: list[int], overrides
     results = {}
     for mode in modes:
         if mode.startswith("rm") and reward_model is None:
-            from minirlhf.reward import train_default_reward_model
-
             start = time.perf_counter()
             reward_model, _, reward_data, _ = train_default_reward_model(seed=0, progress=False)
             print(f"learned reward model trained in {time.perf_counter() - start:.0f} s", flush=True)
@@ -86,7 +86,8 @@ def attainment(modes: list[str], betas: list[float], seeds: list[int], overrides
                     policy.get_input_embeddings().weight.requires_grad_(False)
                 _, history = train_ppo(policy, ref, tokenizer, world.prompts("train"), config,
                                        reward_model=reward_model if mode != "gt" else None,
-                                       evaluator=evaluators["train"], eval_prompts=evaluators["held_out"],
+                                       evaluate=exact_metrics(evaluators["train"], beta,
+                                                              held_out=evaluators["held_out"]),
                                        **refresh)
                 last = history[-1]
                 runs.append({"seed": seed, "train": last["exact/attainment"],

@@ -4,7 +4,7 @@
     python benchmarks/reward_model.py --seeds 0 1 2 --json out.json
     python benchmarks/reward_model.py --backbone full     # or frozen: the alternatives
 
-For each seed it runs :func:`minirlhf.reward.train_default_reward_model` (default preference
+For each seed it runs :func:`minirlhf.pipeline.train_default_reward_model` (default preference
 data from the shipped SFT model, default config) and measures:
 
 1. held-out pair accuracy against the rater's labels, divided by the rater's Bayes-optimal
@@ -44,7 +44,8 @@ BACKBONES = {"attention": {"attention_only": True}, "full": {"attention_only": F
 
 def run_seed(seed: int, backbone: str = "attention") -> dict:
     from minirlhf.preferences import default_preferences
-    from minirlhf.reward import REWARD_PAIRS_PER_PROMPT, reward_model_report, train_default_reward_model
+    from minirlhf.evaluation import reward_model_report
+    from minirlhf.pipeline import REWARD_PAIRS_PER_PROMPT, train_default_reward_model
 
     start, cpu_start = time.perf_counter(), time.process_time()
     default_preferences(pairs_per_prompt=REWARD_PAIRS_PER_PROMPT, seed=seed, progress=False)  # cached

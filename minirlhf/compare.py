@@ -23,7 +23,7 @@ import torch
 from datasets import Dataset
 
 from minirlhf import world
-from minirlhf.optimum import ExactEvaluator, kl_divergence, optimal_policy, with_outside
+from minirlhf.optimum import kl_divergence, optimal_policy, with_outside
 
 
 def optimal_curve(ref_probs: torch.Tensor, rewards: torch.Tensor,
@@ -138,59 +138,7 @@ A moderate rate: at 1e-3 and 8 passes offline DPO collapses even on pairs sample
 
 # --- The comparison stage of `minirlhf demo` --------------------------------------------------
 
-def comparison_table(policies: dict, ref_model, tokenizer, beta: float,
-                     seconds: dict | None = None) -> list[dict]:
-    """Exact figures of each policy at ``beta``, on training and held-out prompts, one row each.
-
-    ``policies`` maps a method name to a trained causal LM; ``seconds`` optionally maps it to its
-    wall time. Rows: ``method``, ``attainment``, ``attainment_held_out``, ``kl``, ``true_reward``,
-    ``coverage``, ``seconds``.
-    """
-    train = ExactEvaluator(ref_model, tokenizer, world.prompts("train"))
-    held_out = ExactEvaluator(ref_model, tokenizer, world.prompts("held_out"))
-    rows = []
-    for name, policy in {"pi_ref (SFT)": ref_model, **policies}.items():
-        report = train.evaluate(policy, beta)
-        rows.append({"method": name, "attainment": report["attainment"],
-                     "attainment_held_out": held_out.evaluate(policy, beta)["attainment"],
-                     "kl": report["kl"], "true_reward": report["true_reward"],
-                     "coverage": report["coverage"], "seconds": (seconds or {}).get(name)})
-    return rows
 
 
-def markdown_table(rows: list[dict]) -> str:
-    """Rows of :func:`comparison_table` as a Markdown table."""
-    lines = ["| method | attainment (train) | attainment (held-out) | KL | true reward | coverage "
-             "| seconds |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        seconds = "" if r["seconds"] is None else f"{r['seconds']:.1f}"
-        lines.append(f"| {r['method']} | {r['attainment']:.3f} | {r['attainment_held_out']:.3f} | "
-                     f"{r['kl']:.3f} | {r['true_reward']:.3f} | {r['coverage']:.3f} | {seconds} |")
-    return "\n".join(lines)
 
 
-def demo_stage(outdir, policies: dict, seconds: dict, beta: float) -> dict:
-    """The last stage of ``minirlhf demo``: PPO and DPO side by side against the exact optimum.
-
-    Writes ``comparison_france.png`` (pi_ref, pi*, and each policy over the France answers) and
-    ``comparison_frontier.png``; returns the table rows and its Markdown.
-    """
-
-    from minirlhf.plots import plot_distributions, plot_frontier, save_figures
-    from minirlhf.sft import load_base_model
-
-    ref, tokenizer = load_base_model()
-    rows = comparison_table(policies, ref, tokenizer, beta, seconds)
-    france = ExactEvaluator(ref, tokenizer, [world.make_prompt("France")])
-    dists = {"pi_ref": with_outside(france.ref_set_probs[0]), f"pi* (beta={beta})": france.optimum(beta)[0]}
-    dists.update({name: with_outside(france.set_probs(p)[0]) for name, p in policies.items()})
-    train = ExactEvaluator(ref, tokenizer, world.prompts("train"))
-    points = {r["method"]: [(r["kl"], r["true_reward"])] for r in rows[1:]}
-    figures = {
-        "comparison_france.png": plot_distributions(dists, france.candidates[0],
-                                                    title="France: pi_ref, pi* and the trained policies"),
-        "comparison_frontier.png": plot_frontier(frontier_curve(train), points,
-                                                 title=f"Training prompts, beta = {beta}"),
-    }
-    return {"beta": beta, "table": rows, "table_markdown": markdown_table(rows),
-            "figures": save_figures(figures, outdir)}

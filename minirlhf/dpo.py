@@ -21,7 +21,6 @@ reference's log-probs of the chosen answer ``y_w`` and of the rejected answer ``
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 
@@ -29,11 +28,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from minirlhf.logprobs import check_fits, encode_texts, to_device
+from minirlhf.logprobs import check_fits, encode_texts, gather_logprobs, to_device
 from minirlhf.models import embedding_param_groups, frozen_blocks, fused_gelu
-from minirlhf.preferences import on_policy_pairs
-from minirlhf.sft import warmup_cosine
-from minirlhf.utils import (check_count, check_finite_loss, check_positive, clip_grad_norm, json_safe,
+from minirlhf.preferences import check_preference_data, on_policy_pairs
+from minirlhf.utils import (check_config, check_finite_loss, check_positive, clip_grad_norm, lr_factor,
                             seed_everything)
 
 
@@ -103,34 +101,8 @@ def implicit_reward(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: f
 # Data checks
 # --------------------------------------------------------------------------------------------
 
-PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
 
 
-def check_preference_data(data) -> None:
-    """Refuse preference data DPO cannot learn from, with a message that says how to fix it.
-
-    ``data`` must be a ``datasets.Dataset`` (or anything with ``column_names`` and column access)
-    with string columns ``prompt``, ``chosen`` and ``rejected``; no response may be empty and no
-    pair may have ``chosen == rejected`` (such a pair carries no preference, and its loss is
-    stuck at log 2 with zero gradient).
-    """
-    columns = getattr(data, "column_names", None)
-    if columns is None:
-        raise ValueError("DPO needs a datasets.Dataset with columns 'prompt', 'chosen', 'rejected'; "
-                         f"got a {type(data).__name__}. Build one with Dataset.from_list(rows).")
-    missing = [c for c in PREFERENCE_COLUMNS if c not in columns]
-    if missing:
-        raise ValueError(f"The preference data lack the column(s) {missing}; they have {columns}. "
-                         "DPO needs 'prompt', 'chosen' and 'rejected' (TRL's standard format).")
-    if len(data) == 0:
-        raise ValueError("The preference data are empty: give at least one (prompt, chosen, rejected).")
-    for i, (prompt, chosen, rejected) in enumerate(zip(data["prompt"], data["chosen"], data["rejected"])):
-        for name, text in (("prompt", prompt), ("chosen", chosen), ("rejected", rejected)):
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"Row {i}: the {name} is empty ({text!r}). Drop the row or fill it in.")
-        if chosen.strip() == rejected.strip():
-            raise ValueError(f"Row {i}: chosen and rejected are the same text ({chosen!r}), so the pair "
-                             "says nothing. Drop such pairs (collect_preferences never makes them).")
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,96 +114,70 @@ LOSS_TYPES = ("sigmoid", "ipo")
 
 @dataclass
 class DPOConfig:
-    """Hyperparameters of :func:`train_dpo`. Names follow TRL's ``DPOConfig`` (and, for the
-    on-policy rounds, ``OnlineDPOConfig``) where it has one.
+    """Hyperparameters of :func:`train_dpo`, named as TRL's ``DPOConfig`` (and ``OnlineDPOConfig``)
+    where it has one. Why each default: docs/defaults.md#dpo.
 
-    The defaults are on-policy DPO: one step on the collected pairs, then ``on_policy_rounds``
-    rounds of *fresh* pairs sampled from the current policy, one step each. With
-    ``on_policy_rounds=0`` it is ordinary offline DPO over ``epochs`` passes of the data, which
-    on this world leaks probability onto malformed answers and, run long enough or at a higher
-    learning rate, collapses (see notebook 04 and ``benchmarks/dpo.py``).
+    The defaults run one step on the given pairs, then ``on_policy_rounds`` rounds of *fresh* pairs
+    sampled from the current policy and labelled by a rater (online DPO); ``on_policy_rounds=0`` is
+    offline DPO over ``epochs`` passes of the given pairs.
     """
 
     beta: float = 0.1
     """KL strength: the policy aims at pi* = pi_ref exp(r / beta) / Z. Small beta = far from pi_ref."""
     loss_type: str = "sigmoid"
-    """``"sigmoid"``: the DPO loss (:func:`dpo_loss`, or :func:`conservative_dpo_loss` when
-    ``label_smoothing > 0``, as in TRL); ``"ipo"``: :func:`ipo_loss`."""
+    """``"sigmoid"``: :func:`dpo_loss` (:func:`conservative_dpo_loss` when ``label_smoothing > 0``);
+    ``"ipo"``: :func:`ipo_loss`."""
     label_smoothing: float = 0.0
     """Assumed label-flip rate of conservative DPO; 0 is plain DPO."""
     learning_rate: float = 2e-3
-    """Peak learning rate of AdamW. Far above TRL's 1e-6 (a tiny model needs it), and still well
-    inside the safe range *because* each step uses fresh on-policy pairs; offline, much lower rates
-    already collapse."""
+    """Peak AdamW learning rate. Far above TRL's 1e-6: a tiny model needs it, and fresh on-policy pairs
+    keep it safe (offline, much lower rates already collapse)."""
     on_policy_rounds: int = 100
-    """Rounds of fresh pairs sampled from the current policy after the offline round (0: offline DPO
-    only). Offline pairs never show the malformed answers the policy drifts to; fresh pairs do.
-    100 rounds, because the slowly learning output layer (``embedding_lr_scale``) needs them."""
+    """Rounds of fresh pairs sampled from the current policy after the first step (0: offline only)."""
     pairs_per_prompt: int = 16
     """Pairs drawn per prompt in each on-policy round (pairs of identical answers are dropped)."""
     temperature: float = 1.3
-    """Sampling temperature of the on-policy pairs. Above 1 keeps rare answers (hedges, wrong and
-    malformed ones) in the pairs, so that DPO keeps correcting them instead of losing sight of them;
-    the labels come from the rater either way, so DPO's target pi* is unchanged."""
+    """Sampling temperature of the on-policy pairs: above 1 keeps rare (bad) answers in the pairs."""
     epochs: int = 1
     """Passes over the pairs of each round."""
     batch_size: int = 512
-    """Pairs per step (one packed row each, see :func:`encode_pairs`: the prompt once, then both
-    answers, all in one forward pass).
-    With the defaults a round's pairs fit one step."""
+    """Pairs per step (one packed row each, see :func:`encode_pairs`)."""
     warmup_steps: int = 5
     """Linear warm-up steps."""
     weight_decay: float = 0.0
     """AdamW weight decay. Zero: decay pulls the weights towards 0, not towards pi_ref."""
     adam_beta2: float = 0.99
-    """AdamW's second-moment decay (TRL/transformers name); 0.99 adapts to the changing on-policy
-    gradients faster than 0.999."""
+    """AdamW's second-moment decay: 0.99 follows the changing on-policy gradients faster than 0.999."""
     adam_epsilon: float = 1e-8
-    """AdamW's epsilon (TRL/transformers name)."""
+    """AdamW's epsilon."""
     max_grad_norm: float = 1.0
     """Clip the gradient norm to this value."""
     embedding_lr_scale: float = 0.2
-    """The policy's token embeddings (GPT-2's output layer too: the matrix is tied) learn at
-    ``learning_rate * embedding_lr_scale``; 0 freezes them. Why not 1: as in PPO
-    (:attr:`minirlhf.ppo.PPOConfig.embedding_lr_scale`), a fast output layer lowers every name that
-    no pair shows, held-out countries' included, and the policy then answers a held-out prompt about
-    a training country. On the toy world, medians of 3 seeds, training / held-out attainment with
-    scale 1 and 60 rounds: 0.974 / 0.720 (beta 0.1) and 0.965 / 0.592 (beta 0.5); with the defaults
-    see ``benchmarks/dpo.py`` and the README's Measured table."""
+    """Token embeddings (tied to GPT-2's output layer) learn at this fraction of the rate (0 freezes
+    them): a fast output layer lowers every name no pair shows, held-out countries' included."""
     frozen_blocks: int = 1
-    """Keep the policy's first ``frozen_blocks`` transformer blocks as the SFT model has them (no
-    gradient); 0 trains every block. As in PPO (:attr:`minirlhf.ppo.PPOConfig.frozen_blocks`): DPO
-    should change how the policy answers, not what it knows about each country. Measured on the toy
-    world (``benchmarks/dpo.py --threads 1``, 3 seeds, with the other defaults), keeping the first
-    of the tiny GPT's 2 blocks lifts held-out attainment to 0.906 / 0.889 (beta 0.1 / 0.5, medians;
-    every seed above 0.88) from 0.860 / 0.861 (seeds as low as 0.815) with every block trained, and
-    training attainment to 0.953 / 0.971 from 0.948 / 0.968."""
+    """Keep the policy's first transformer blocks as SFT left them (0 trains every block)."""
     seed: int = 0
-    """Seed of the order of the pairs, of the on-policy samples and of the default rater."""
+    """Seed of the order of the pairs and of the on-policy samples."""
     log_every: int = 1
     """Record the training metrics (averaged since the last record) every this many steps."""
     eval_every: int = 10
-    """Run the exact evaluation every this many steps (and at the first and last step)."""
+    """Call ``evaluate`` every this many steps (and at the first and last step)."""
     progress: bool = True
     """Show a tqdm progress bar."""
 
     def __post_init__(self):
-        check_positive("beta", self.beta)
+        check_config(self, positive=("beta", "learning_rate", "epochs", "batch_size", "log_every",
+                                     "eval_every", "pairs_per_prompt", "temperature", "max_grad_norm",
+                                     "adam_epsilon"),
+                     non_negative=("on_policy_rounds", "warmup_steps", "weight_decay", "embedding_lr_scale",
+                                   "frozen_blocks"), unit_interval=("adam_beta2",))
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}.")
         if not 0 <= self.label_smoothing < 0.5:
             raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing!r}.")
         if self.label_smoothing > 0 and self.loss_type != "sigmoid":
             raise ValueError("label_smoothing (conservative DPO) only applies to loss_type='sigmoid'.")
-        for name in ("learning_rate", "epochs", "batch_size", "log_every", "eval_every", "pairs_per_prompt"):
-            check_positive(name, getattr(self, name))
-        check_positive("on_policy_rounds", self.on_policy_rounds, allow_zero=True)
-        check_positive("temperature", self.temperature)
-        check_positive("warmup_steps", self.warmup_steps, allow_zero=True)
-        check_positive("weight_decay", self.weight_decay, allow_zero=True)
-        check_positive("max_grad_norm", self.max_grad_norm)
-        check_positive("embedding_lr_scale", self.embedding_lr_scale, allow_zero=True)
-        check_count("frozen_blocks", self.frozen_blocks)
 
     def loss(self, policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps):
         """The per-pair loss this config selects. Shapes (B,) -> (B,)."""
@@ -336,8 +282,7 @@ def pair_logps(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, tor
                    use_cache=False).logits.float()  # (B, T, V)
     # for each token, the logits that predict it: those of the token before it in its own answer
     logits = logits.gather(1, batch["predicted_from"].unsqueeze(-1).expand_as(logits))
-    # log pi(token_t | its context) = log_softmax(logits)[token_t], shape (B, T)
-    logp = torch.log_softmax(logits, dim=-1).gather(-1, batch["input_ids"].unsqueeze(-1)).squeeze(-1)
+    logp = gather_logprobs(logits, batch["input_ids"])  # log pi(token_t | its context), (B, T)
     segment = batch["segment"]
     return (logp * (segment == CHOSEN)).sum(-1), (logp * (segment == REJECTED)).sum(-1)
 
@@ -376,16 +321,6 @@ def dpo_metrics(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, re
     }
 
 
-def _exact_metrics(evaluators: dict, policy, beta: float) -> dict[str, float]:
-    """Exact attainment, true reward, KL, coverage and P(correct) from each evaluator."""
-    keys = ("attainment", "true_reward", "kl", "coverage", "p_correct")
-    out = {}
-    for prefix, evaluator in evaluators.items():
-        report = evaluator.evaluate(policy, beta)
-        out.update({f"{prefix}/{k}": report[k] for k in keys})
-    return out
-
-
 def unique_prompts(data) -> list[str]:
     """The distinct prompts of ``data``, in order of first appearance."""
     return list(dict.fromkeys(data["prompt"]))
@@ -413,152 +348,76 @@ def dpo_step(policy, optimizer, encoded: dict[str, torch.Tensor], idx: torch.Ten
 def learning_rate(config: DPOConfig, step: int, round_: int) -> float:
     """Linear warm-up over the first ``warmup_steps`` steps, then a cosine decay *round by round*:
     an on-policy round has as many steps as it has distinct pairs, unknown in advance."""
-    warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
-    return config.learning_rate * warmup * warmup_cosine(round_, config.on_policy_rounds + 1, 0)
+    warmup = lr_factor(step, 0, config.warmup_steps, decay="constant")
+    return config.learning_rate * warmup * lr_factor(round_, config.on_policy_rounds + 1)
 
 
-def train_dpo(policy, ref_model, tokenizer, train_data, config: DPOConfig | None = None,
-              evaluator=None, eval_prompts=None, rater=None):
+def train_dpo(policy, ref_model, tokenizer, train_data, config: DPOConfig | None = None, rater=None,
+              evaluate=None):
     """Train ``policy`` (in place) with DPO against the frozen ``ref_model``.
 
-    Round 0 is ordinary (offline) DPO on ``train_data``, a Dataset with string columns
-    ``prompt``, ``chosen``, ``rejected``: what TRL's ``DPOTrainer`` does. Then, for each of
-    ``config.on_policy_rounds`` rounds, fresh pairs are sampled from the current policy on the
-    same prompts, labelled by ``rater`` (default: the toy world's
-    :class:`~minirlhf.world.SimulatedRater`, seeded with ``config.seed``) and trained on with the
-    same plain loss. Set ``on_policy_rounds=0`` for offline DPO only.
+    Round 0 is offline DPO on ``train_data`` (a Dataset with string columns ``prompt``, ``chosen``,
+    ``rejected``), as TRL's ``DPOTrainer`` runs it. Then, for each of ``config.on_policy_rounds``
+    rounds, fresh pairs are sampled from the current policy on the same prompts, labelled by
+    ``rater`` (required then, e.g. :class:`minirlhf.world.SimulatedRater`) and trained on.
+    ``evaluate(step, policy) -> dict``: called at step 0, every ``eval_every`` steps and at the end
+    (e.g. :func:`minirlhf.evaluation.exact_metrics`); what it returns joins that step's record.
 
-    ``evaluator``: an optional :class:`~minirlhf.optimum.ExactEvaluator` (usually on the training
-    prompts) whose exact figures are logged as ``exact/attainment``, ``exact/true_reward``,
-    ``exact/kl``, ``exact/coverage``, ``exact/p_correct`` every ``config.eval_every`` steps and
-    at the end. ``eval_prompts``: optional held-out prompts (or their ``ExactEvaluator``), logged
-    the same way under ``exact_held_out/...`` (the names :func:`minirlhf.ppo.train_ppo` uses).
-
-    Returns ``(policy, history)``; history is a list of dicts with ``step``, ``round``,
-    ``epoch``, ``loss``, the metrics of :func:`dpo_metrics`, ``learning_rate``, ``time`` and
-    the exact figures.
+    Returns ``(policy, history)``: dicts with ``step``, ``round``, ``epoch``, ``loss``, the metrics of
+    :func:`dpo_metrics`, ``learning_rate``, ``rater_labels`` (so far), ``time`` and what ``evaluate`` gave.
     """
     config = config or DPOConfig()
     check_preference_data(train_data)
-    prompts = unique_prompts(train_data)
     if config.on_policy_rounds and rater is None:
-        from minirlhf.world import SimulatedRater, country_of_prompt
-
-        try:
-            [country_of_prompt(p) for p in prompts]
-        except ValueError as err:
-            raise ValueError("On-policy rounds need a rater for these prompts: pass rater=..., or "
-                             "set on_policy_rounds=0 for offline DPO.") from err
-        rater = SimulatedRater(seed=config.seed)
-    evaluators = {}
-    if evaluator is not None:
-        evaluators["exact"] = evaluator
-    if eval_prompts is not None:
-        from minirlhf.optimum import ExactEvaluator
-
-        evaluators["exact_held_out"] = (eval_prompts if isinstance(eval_prompts, ExactEvaluator)
-                                        else ExactEvaluator(ref_model, tokenizer, list(eval_prompts)))
-
+        raise ValueError("On-policy rounds ask a rater to label fresh pairs: pass rater=... (e.g. "
+                         "minirlhf.world.SimulatedRater(seed=0)), or set on_policy_rounds=0 for offline DPO.")
+    prompts = unique_prompts(train_data)
     device = next(policy.parameters()).device
     ref_model.eval()
     policy.eval()  # no dropout: the log-probs must match the reference's at step 0
     n_rounds = config.on_policy_rounds + 1
     groups = embedding_param_groups(policy, config.learning_rate, config.embedding_lr_scale)
-    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate,
-                                  weight_decay=config.weight_decay, eps=config.adam_epsilon,
-                                  betas=(0.9, config.adam_beta2),
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay,
+                                  eps=config.adam_epsilon, betas=(0.9, config.adam_beta2),
                                   fused=device.type in ("cpu", "cuda"))  # one kernel for all parameters
     generator = seed_everything(config.seed)
-    history, start, step = [], time.perf_counter(), 0
-    if evaluators:
-        history.append({"step": 0, "round": 0, **_exact_metrics(evaluators, policy, config.beta)})
+    history, start, step, labels = [], time.perf_counter(), 0, 0
+    if evaluate is not None:
+        history.append({"step": 0, "round": 0, **evaluate(0, policy)})
     bar = tqdm(total=n_rounds, desc=f"DPO (beta={config.beta}), rounds", disable=not config.progress)
-    # GPT-2's GELU as one kernel while training (same function, faster; put back at the end);
-    # the first config.frozen_blocks blocks of the policy get no gradient (given back at the end)
+    # GPT-2's GELU as one kernel while training (same function, faster); the first
+    # config.frozen_blocks blocks of the policy get no gradient (both undone at the end)
     with fused_gelu(policy, ref_model), frozen_blocks(policy, config.frozen_blocks):
         for round_ in range(n_rounds):
             bar.update()
             data = train_data if round_ == 0 else on_policy_pairs(
                 policy, tokenizer, prompts, config.pairs_per_prompt, rater, config.seed * 1000 + round_,
                 config.temperature)
+            labels += len(data) if round_ > 0 else 0
             if len(data) == 0:
                 continue  # every pair of answers was identical: nothing to learn from this round
-            # Everything that does not change during a round is computed once: tokens and log pi_ref.
+            # what does not change during a round is computed once: the tokens and log pi_ref
             encoded = to_device(encode_pairs(tokenizer, data), device)
             ref_chosen_all, ref_rejected_all = reference_logps(ref_model, encoded)
-            n_pairs, pending = len(data), []
+            pending = []
             for epoch in range(config.epochs):
-                order = torch.randperm(n_pairs, generator=generator).to(device)
-                batches = order.split(config.batch_size)
+                batches = torch.randperm(len(data), generator=generator).to(device).split(config.batch_size)
                 for i, idx in enumerate(batches):
                     lr = learning_rate(config, step, round_)
                     pending.append(dpo_step(policy, optimizer, encoded, idx, ref_chosen_all[idx],
                                             ref_rejected_all[idx], config, lr, step))
                     step += 1
                     last = round_ == n_rounds - 1 and epoch == config.epochs - 1 and i == len(batches) - 1
-                    if step % config.log_every == 0 or step % config.eval_every == 0 or last:
-                        record = {"step": step, "round": round_, "epoch": epoch + (i + 1) / len(batches),
-                                  **{k: sum(p[k] for p in pending) / len(pending) for k in pending[0]},
-                                  "learning_rate": lr,
-                                  "time": time.perf_counter() - start}
-                        pending = []
-                        if evaluators and (step % config.eval_every == 0 or last):
-                            record.update(_exact_metrics(evaluators, policy, config.beta))
-                        history.append(record)
-                        bar.set_postfix(loss=f"{record['loss']:.3f}",
-                                        acc=f"{record['rewards/accuracies']:.2f}")
+                    if step % config.log_every and step % config.eval_every and not last:
+                        continue
+                    record = {"step": step, "round": round_, "epoch": epoch + (i + 1) / len(batches),
+                              **{k: sum(p[k] for p in pending) / len(pending) for k in pending[0]},
+                              "learning_rate": lr, "rater_labels": labels,
+                              "time": time.perf_counter() - start}
+                    pending = []
+                    if evaluate is not None and (step % config.eval_every == 0 or last):
+                        record.update(evaluate(step, policy))
+                    history.append(record)
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['rewards/accuracies']:.2f}")
     bar.close()
     return policy, history
-
-
-# ----------------------------------------------------------------------------------------------
-# The demo stage
-# ----------------------------------------------------------------------------------------------
-
-def demo_stage(outdir, preferences, quick: bool = False) -> dict:
-    """The DPO stage of ``minirlhf demo``: DPO with the default config (beta = 0.1) from the
-    shipped SFT model on ``preferences["train"]`` (the pairs the reward model was trained on), with
-    the exact figures on the training and the held-out prompts. Writes PNG figures into ``outdir``
-    and returns JSON-able metrics, plus the trained policy under ``policy``.
-
-    ``quick``: a smoke run of a few seconds (two on-policy rounds); its numbers mean little.
-    """
-    from pathlib import Path
-
-    from minirlhf import plots, world
-    from minirlhf.logprobs import token_log_ratios
-    from minirlhf.optimum import ExactEvaluator
-    from minirlhf.sft import load_base_model
-
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    ref, tokenizer = load_base_model()
-    config = DPOConfig(progress=not quick, **({"on_policy_rounds": 2, "eval_every": 1} if quick else {}))
-    start = time.perf_counter()
-    policy, history = train_dpo(copy.deepcopy(ref), ref, tokenizer, preferences["train"], config,
-                                evaluator=ExactEvaluator(ref, tokenizer, world.prompts("train")),
-                                eval_prompts=world.prompts("held_out"))
-    last = history[-1]
-    metrics = {f"dpo/{key}": last[f"exact/{key}"]
-               for key in ("attainment", "true_reward", "kl", "p_correct", "coverage")}
-    metrics.update({"dpo/attainment_held_out": last["exact_held_out/attainment"],
-                    "dpo/rewards_accuracies": last["rewards/accuracies"],
-                    "dpo/n_offline_pairs": len(preferences["train"]),
-                    "dpo/on_policy_rounds": config.on_policy_rounds,
-                    "dpo/seconds": time.perf_counter() - start, "beta": config.beta})
-    france = world.make_prompt("France")
-    answers = {"Paris": world.make_response("France", "correct"),
-               "Berlin": world.make_response("France", "wrong", "Berlin"),
-               "hedge": world.make_response("France", "hedge")}
-    rows = [(label, *token_log_ratios(policy, ref, tokenizer, france, answer))
-            for label, answer in answers.items()]
-    figures = {
-        "dpo_training.png": plots.plot_history(
-            history, ["loss", "rewards/margins", "rewards/accuracies", "exact/attainment",
-                      "exact/true_reward", "exact/kl"], title="DPO (on-policy rounds)"),
-        "dpo_token_log_ratios.png": plots.plot_token_log_ratios(rows),
-    }
-    metrics["dpo/figures"] = plots.save_figures(figures, outdir)
-    metrics = json_safe(metrics)
-    metrics["policy"] = policy
-    return metrics

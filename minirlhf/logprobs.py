@@ -104,16 +104,36 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     logits = model(input_ids=input_ids, attention_mask=attention_mask,
                    position_ids=position_ids_from_mask(attention_mask), use_cache=False).logits
     logits = logits[:, :-1].float() / temperature  # logits at t predict token t + 1
-    targets = input_ids[:, 1:].unsqueeze(-1)
-    # log softmax at the target only: logit[target] - logsumexp(logits), cheap on large vocabularies
-    log_norm = torch.logsumexp(logits, dim=-1)
-    logp = logits.gather(-1, targets).squeeze(-1) - log_norm
-    logp = F.pad(logp, (1, 0))
+    logp = F.pad(gather_logprobs(logits, input_ids[:, 1:]), (1, 0))
     if not return_entropy:
         return logp
     probs = torch.softmax(logits, dim=-1)
-    entropy = log_norm - (probs * logits).sum(-1)  # H = logsumexp(z) - sum p z
+    entropy = torch.logsumexp(logits, dim=-1) - (probs * logits).sum(-1)  # H = logsumexp(z) - sum p z
     return logp, F.pad(entropy, (1, 0))
+
+
+def gather_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``log softmax(logits)[target]`` at each position: (B, T, V) and (B, T) -> (B, T).
+
+    Computed as ``logit[target] - logsumexp(logits)``, which never builds the full log-softmax.
+    Every log-prob in minirlhf (SFT, PPO, the reward model's data, DPO's packed pairs) goes through it.
+    """
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def last_token_index(mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last 1 in each row of ``mask`` (B, T) -> (B,), for left or right padding:
+    the last real token (an attention mask) or the last response token (a response mask).
+
+    ``argmax`` of ``mask * [0, 1, ..., T-1]`` is the largest position whose mask is 1.
+    """
+    if mask.dim() != 2:
+        raise ValueError(f"The mask must have shape (B, T), got {tuple(mask.shape)}.")
+    if not mask.bool().any(-1).all():
+        raise ValueError("A row of the mask has no token (all padding, or no response token): "
+                         "every row needs one, and every response at least its EOS.")
+    positions = torch.arange(mask.shape[-1], device=mask.device)
+    return (mask.long() * positions).argmax(-1)
 
 
 def sequence_logprobs(model, batch: dict[str, torch.Tensor], temperature: float = 1.0) -> torch.Tensor:

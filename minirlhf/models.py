@@ -87,6 +87,20 @@ def load_model(path: str | Path, device=None) -> tuple[GPT2LMHeadModel, PreTrain
     return model, tokenizer
 
 
+# The base model that later stages start from. It ships with the package (about 0.5 MB) so that
+# notebooks never wait for SFT; `minirlhf sft --out <folder>` trains it again with the same defaults.
+BASE_MODEL_DIR = Path(__file__).parent / "checkpoints" / "sft-tiny-gpt"
+
+
+def load_base_model(path: str | Path | None = None, device=None):
+    """Load the SFT base model (the shipped one unless ``path`` is given), in eval mode.
+
+    Returns ``(model, tokenizer)``; this model is also the frozen reference pi_ref of PPO and DPO.
+    """
+    model, tokenizer = load_model(path or BASE_MODEL_DIR, device=device)
+    return model.eval(), tokenizer
+
+
 def embedding_param_groups(model, learning_rate: float, embedding_lr_scale: float) -> list[dict]:
     """Two optimiser parameter groups for ``model``: its token-embedding matrix (GPT-2's output
     layer too: the matrix is tied) at ``learning_rate * embedding_lr_scale``, everything else at

@@ -12,30 +12,20 @@ Read this file top to bottom; it is the whole algorithm. One PPO *step* is::
     6. refresh     (optional, with a learned reward model and a rater) every few steps the rater
                    judges pairs of the policy's own answers and the reward model learns from them
 
-The score comes from the learned reward model r_phi (classic RLHF) or, with ``reward_model=None``,
-from the toy world's ground-truth :func:`minirlhf.world.true_reward` ("PPO-GT"): the same
-algorithm with a perfect reward model, which separates what PPO can do from what the reward
-model gets wrong.
+The score comes from a learned reward model (classic RLHF) or, with ``reward_model=None``, from
+the toy world's true reward ("PPO-GT": PPO with a perfect reward model).
 
-Why this reward? The RLHF objective is ``J(pi) = E_{y~pi}[r(x,y)] - beta * KL(pi || pi_ref)``.
-The sequence KL is the expectation of ``sum_t log pi(y_t|..) - log pi_ref(y_t|..)`` over sampled
-tokens (the "k1" estimator), so spreading ``-beta * k1`` over the tokens and adding the score at the
-end makes the return of a sampled response an unbiased estimate of J; PPO then maximises J, whose
-maximiser is ``pi*(y|x) ~ pi_ref(y|x) exp(r(x,y) / beta)`` (see :mod:`minirlhf.optimum`).
+Why this reward? The objective is ``J(pi) = E_{y~pi}[r(x,y)] - beta * KL(pi || pi_ref)``. Summed over
+a sampled answer, ``-beta * k1`` plus the score is an unbiased estimate of J, whose maximiser is
+``pi*(y|x) ~ pi_ref(y|x) exp(r(x,y) / beta)`` (computed exactly in :mod:`minirlhf.optimum`).
 
-**The critic.** We use a *separate* critic: a transformer trunk with a scalar head read at every
-position, trained by the value loss only. Why not a value head on the policy's own trunk? On a
-model this small (64 wide) the value loss, whose gradients are larger and noisier than the
-policy's, would bend the features the policy answers with; with its own trunk the critic can learn
-freely while the policy moves only as far as the clipped surrogate lets it. It costs one more
-forward/backward per minibatch, a few milliseconds on the tiny model. With a learned reward model
-the critic starts as a copy of it (as in TRL): its first values are already on the score's scale.
-For PPO-GT it starts from the SFT model's trunk with a zero head.
+The critic has its own trunk (a copy of the reward model, or of the SFT model with a zero head):
+on a model this small a value head on the policy's trunk would bend the features it answers with.
+How each default was chosen: the docs page "How the defaults were found" (docs/defaults.md).
 
-Conventions (see DESIGN.md): left-padded prompts with ``position_ids`` from the attention mask,
-responses right-padded, EOS included in the response; every per-token tensor is (B, T) and aligned
-like :func:`minirlhf.logprobs.token_logprobs`: column ``t`` is about token ``t`` given ``< t``.
-Dropout is off (models stay in ``eval()`` mode; PyTorch still computes gradients).
+Conventions: prompts left-padded with ``position_ids`` from the attention mask; every per-token
+tensor is (B, T), column ``t`` about token ``t`` given ``< t`` (as :func:`token_logprobs`). Dropout
+is off (``eval()`` mode; gradients still flow).
 """
 
 from __future__ import annotations
@@ -50,9 +40,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from minirlhf import world
-from minirlhf.logprobs import generate, position_ids_from_mask, token_log_ratios, token_logprobs
-from minirlhf.models import embedding_param_groups, frozen_blocks, fused_gelu
-from minirlhf.utils import (check_count, check_finite_loss, check_positive, clip_grad_norm, json_safe,
+from minirlhf.logprobs import generate, last_token_index, position_ids_from_mask, token_logprobs
+from minirlhf.models import check_tokenizer_matches, embedding_param_groups, frozen_blocks, fused_gelu
+from minirlhf.reward import check_reward_model, refresh_reward_model
+from minirlhf.utils import (check_config, check_finite_loss, check_positive, clip_grad_norm, lr_factor,
                             seed_everything)
 
 # ----------------------------------------------------------------------------------------------
@@ -71,28 +62,14 @@ def masked_var(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return masked_mean((values - mean) ** 2, mask)
 
 
-def last_token_index(response_mask: torch.Tensor) -> torch.Tensor:
-    """Index of each row's last response token (the EOS, or the last token sampled). Shape (B,).
-
-    Raises ValueError if a row has no response token at all.
-    """
-    if not (response_mask.sum(-1) > 0).all():
-        raise ValueError("A row of response_mask has no response token: every response needs at "
-                         "least one token (its EOS).")
-    positions = torch.arange(response_mask.shape[-1], device=response_mask.device)
-    return (response_mask.long() * positions).argmax(-1)
-
-
 def per_token_rewards(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, scores: torch.Tensor,
                       response_mask: torch.Tensor, beta: float) -> torch.Tensor:
-    """The PPO reward of every token, shape (B, T)::
+    """The PPO reward of every token, (B, T) tensors and ``scores`` (B,) -> (B, T), 0 off the response::
 
-        r_t = -beta * (log pi(y_t | x, y_<t) - log pi_ref(y_t | x, y_<t))     (k1 KL penalty)
-        r_T += score(x, y)                     at the last response token T (EOS or last sampled)
+        r_t  = -beta * (log pi(y_t | x, y_<t) - log pi_ref(y_t | x, y_<t))     (k1 KL penalty)
+        r_T += score(x, y)                      at the last response token T (EOS or last sampled)
 
-    ``logprobs``, ``ref_logprobs``, ``response_mask``: (B, T); ``scores``: (B,). Zero on prompt and
-    padding. Summed over tokens, the reward is ``score - beta * k1``: an unbiased sample of the
-    RLHF objective ``r(x, y) - beta * KL``.
+    Summed over an answer: ``score - beta * k1``, an unbiased sample of ``r(x, y) - beta * KL``.
     """
     check_positive("beta", beta, allow_zero=True)
     mask = response_mask.to(logprobs.dtype)
@@ -104,12 +81,8 @@ def per_token_rewards(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, scores
 
 
 def whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """Normalise ``values`` to mean 0 and variance 1 over the real tokens (``mask`` = 1) only.
-
-    ``(x - mean) / sqrt(var + 1e-8)``, with mean and (biased) variance taken over masked positions,
-    so padding never shifts the statistics. With ``shift_mean=False`` the mean is added back
-    (only the scale changes). Masked-out positions are set to 0. Shapes (B, T) -> (B, T).
-    """
+    """``(x - mean) / sqrt(var + 1e-8)`` with mean and variance over the real tokens (``mask`` = 1)
+    only; padding is set to 0. ``shift_mean=False`` adds the mean back. Shapes (B, T) -> (B, T)."""
     n = mask.sum()
     if n < 2:
         raise ValueError(f"Whitening needs at least 2 real tokens, got {int(n)}.")
@@ -122,15 +95,13 @@ def whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) ->
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, response_mask: torch.Tensor, gamma: float,
         lam: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generalised advantage estimation (Schulman et al. 2016) over the response tokens.
-
-    Shapes (B, T) -> ``(advantages, returns)``, both (B, T) and zero outside the response::
+    """Generalised advantage estimation (Schulman et al. 2016). (B, T) -> ``(advantages, returns)``::
 
         delta_t = r_t + gamma * V_{t+1} - V_t          (V after the last response token is 0:
         A_t     = delta_t + gamma * lam * A_{t+1}       the episode ends at the EOS)
         R_t     = A_t + V_t                             (the critic's regression target)
 
-    ``values[:, t]`` is the critic's V(x, y_<t), the value of the state in which token t is chosen.
+    ``values[:, t]`` is V(x, y_<t), the value of the state in which token t is chosen.
     """
     mask = response_mask.to(values.dtype)
     advantages = torch.zeros_like(values)
@@ -149,14 +120,13 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, response_mask: torch.Tensor
 
 def ppo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
                     mask: torch.Tensor, clip_range: float) -> tuple[torch.Tensor, dict]:
-    """PPO's clipped surrogate (Schulman et al. 2017, eq. 7), as a loss to minimise::
+    """PPO's clipped surrogate (Schulman et al. 2017, eq. 7) as a loss, mean over real tokens::
 
         ratio_t = exp(log pi(y_t) - log pi_old(y_t))
         L       = mean_t max( -A_t * ratio_t,  -A_t * clip(ratio_t, 1 - eps, 1 + eps) )
 
-    Mean over real tokens (``mask`` = 1). Shapes (B, T). Returns ``(loss, stats)`` with
-    ``loss/policy``, ``policy/approxkl`` (0.5 * mean (log ratio)^2, the old-to-new KL of this
-    PPO step, *not* the KL to the reference) and ``policy/clipfrac`` (share of clipped tokens).
+    Shapes (B, T). Returns ``(loss, stats)``: ``policy/approxkl`` = 0.5 mean (log ratio)^2 is the
+    old-to-new KL of this step (*not* the KL to the reference); ``policy/clipfrac`` the clipped share.
     """
     check_positive("clip_range", clip_range)
     log_ratio = logprobs - old_logprobs
@@ -173,13 +143,12 @@ def ppo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantag
 
 def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
                    mask: torch.Tensor, clip_range_value: float) -> tuple[torch.Tensor, dict]:
-    """Clipped value loss (as in OpenAI baselines and TRL)::
+    """Clipped value loss (OpenAI baselines, TRL), mean over real tokens; shapes (B, T)::
 
         V_clip = V_old + clip(V - V_old, -eps_v, eps_v)
         L_V    = 0.5 * mean_t max( (V_t - R_t)^2, (V_clip_t - R_t)^2 )
 
-    Mean over real tokens. Shapes (B, T). Returns ``(loss, stats)`` with ``loss/value`` and
-    ``val/clipfrac``.
+    Returns ``(loss, stats)`` with ``loss/value`` and ``val/clipfrac``.
     """
     check_positive("clip_range_value", clip_range_value)
     clipped_values = old_values + torch.clamp(values - old_values, -clip_range_value, clip_range_value)
@@ -202,11 +171,10 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
 class AdaptiveKLController:
     """Adapt beta so that the sequence KL stays near ``target_kl`` (Ziegler et al. 2019, sec. 2.2)::
 
-        e_t     = clip( KL_t / KL_target - 1, -0.2, 0.2 )
-        beta   <- beta * (1 + e_t * n_steps / horizon)
+        e_t   = clip( KL_t / KL_target - 1, -0.2, 0.2 )
+        beta <- beta * (1 + e_t * n_steps / horizon)
 
-    ``n_steps`` is the number of rollouts behind ``KL_t``: with a horizon of 10,000 samples beta
-    changes by at most 20% per 10,000 rollouts. A KL above target raises beta, below lowers it.
+    ``n_steps`` is the number of rollouts behind ``KL_t``: a KL above target raises beta.
     """
 
     def __init__(self, init_beta: float, target_kl: float, horizon: float):
@@ -221,16 +189,9 @@ class AdaptiveKLController:
         return self.value
 
 
-# ----------------------------------------------------------------------------------------------
-# The critic
-# ----------------------------------------------------------------------------------------------
-
 class Critic(nn.Module):
-    """V(x, y_<t): a transformer trunk and a scalar head, aligned like :func:`token_logprobs`.
-
-    ``forward(input_ids, attention_mask)`` returns (B, T) with ``out[:, t]`` = the value of the
-    state in which token t is chosen (read from the hidden state of token t - 1); ``out[:, 0] = 0``.
-    """
+    """V(x, y_<t): a transformer trunk and a scalar head. ``forward(input_ids, attention_mask)``
+    gives (B, T): ``out[:, t]`` is the value of the state in which token t is chosen, ``out[:, 0] = 0``."""
 
     def __init__(self, trunk: nn.Module):
         super().__init__()
@@ -246,9 +207,8 @@ class Critic(nn.Module):
 
     @classmethod
     def from_reward_model(cls, reward_model) -> Critic:
-        """A critic that starts as a copy of a :class:`minirlhf.reward.RewardModel`: its trunk and its
-        head (with the score normalisation folded in), read at every position. Its first values are
-        "the score if the answer ended here", already on the reward's scale (TRL does the same)."""
+        """A copy of a :class:`minirlhf.reward.RewardModel` (trunk, and head with the score normalisation
+        folded in) read at every position: its first values are already on the score's scale, as in TRL."""
         critic = cls(copy.deepcopy(reward_model.backbone))
         with torch.no_grad():  # (raw - mean) / std  ==  head'(h) with w' = w / std, b' = (b - mean) / std
             std = reward_model.score_std
@@ -266,16 +226,15 @@ class Critic(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# Configuration
+# Configuration (why each default: docs/defaults.md#ppo)
 # ----------------------------------------------------------------------------------------------
 
 @dataclass
 class PPOConfig:
-    """Hyperparameters of :func:`train_ppo`. Defaults are tuned on the toy world
-    (``benchmarks/ppo.py``)."""
+    """Hyperparameters of :func:`train_ppo`, tuned on the toy world (``benchmarks/ppo.py``)."""
 
     beta: float = 0.1
-    """KL coefficient: weight of -log(pi/pi_ref) in every token's reward (>= 0; 0 = no penalty)."""
+    """KL coefficient: weight of -log(pi/pi_ref) in every token's reward (0 = no penalty)."""
     adaptive_kl: bool = False
     """Adapt beta towards ``target_kl`` with :class:`AdaptiveKLController` instead of keeping it fixed."""
     target_kl: float = 0.5
@@ -283,136 +242,78 @@ class PPOConfig:
     horizon: float = 10_000
     """Horizon (in rollouts) of the adaptive controller: how slowly beta moves."""
     gamma: float = 1.0
-    """Discount: 1 since the only task reward comes at the end of a short response."""
+    """Discount: 1, since the only task reward comes at the end of a short answer."""
     lam: float = 0.95
     """GAE lambda: 1 = Monte-Carlo returns (unbiased, noisy), 0 = one-step TD (biased by the critic)."""
     clip_range: float = 0.2
-    """PPO's epsilon: how far the probability ratio pi/pi_old may move before the gain is cut."""
+    """PPO's epsilon: how far the ratio pi/pi_old may move before the gain is cut."""
     clip_range_value: float = 0.2
     """How far a value may move from its rollout-time value before the value loss is clipped."""
     whiten_advantages: bool = False
-    """Normalise each batch's advantages to mean 0, variance 1 over its real tokens (TRL always
-    does). Off by default: once nearly every answer is right, a batch's advantages are mostly noise,
-    and whitening blows that noise up to full-size steps. On the toy world (beta 0.1, 1000 steps,
-    seed 0) it ended at attainment 0.949 against 0.983 without."""
+    """Normalise each batch's advantages to mean 0, variance 1 (TRL always does). Off: once nearly
+    every answer is right, whitening blows the remaining noise up to full-size steps."""
     vf_coef: float = 0.1
-    """Weight of the value loss in ``L = L_policy + vf_coef * L_value``. The critic has its own
-    parameters and Adam normalises each parameter's step, so this mostly sets the scale of the
-    critic's gradient before clipping; it is kept so the loss reads like the paper's."""
+    """Weight of the value loss in ``L = L_policy + vf_coef * L_value``."""
     epochs: int = 4
     """Passes over each batch of rollouts."""
     minibatches: int = 2
     """Minibatches per pass (each of ``rollouts_per_step / minibatches`` rollouts)."""
     rollouts_per_step: int = 64
-    """Responses sampled per PPO step (prompts drawn uniformly with replacement). More rollouts
-    sample the rare answers that pi* keeps more often, so they are kept, and each step is less
-    noisy, which lets the learning rate be larger. 64 rather than 32, at twice the time per step:
-    with the other defaults, PPO-GT at beta 0.1 (seed 0) reached attainment 0.980 on the training
-    prompts and 0.964 on the held-out ones with 64, against 0.969 and 0.888 with 32. The gain
-    needs the extra samples: with the earlier defaults, 64 rollouts for 500 steps (as many samples
-    as 32 for 1000) did no better than 32 (``benchmarks/ppo.py --rollouts``; the README's "How
-    PPO's defaults were found")."""
+    """Answers sampled per PPO step (prompts drawn uniformly with replacement). More rollouts sample
+    the rare answers pi* keeps, and make each step less noisy."""
     temperature: float = 1.0
     """Sampling temperature; the log-probs of policy and reference use the same one."""
     max_new_tokens: int = 16
-    """Length cap of a response (the longest valid answer is 13 tokens with its EOS)."""
+    """Length cap of an answer (the longest valid answer is 13 tokens with its EOS)."""
     missing_eos_penalty: float | None = None
-    """If set, subtract this from the score of a response cut at ``max_new_tokens`` without EOS."""
+    """If set, subtract this from the score of an answer cut at ``max_new_tokens`` without EOS."""
     reward_refresh_every: int = 25
-    """Only with a learned reward model *and* a ``rater`` given to :func:`train_ppo`: every this
-    many steps the rater judges fresh pairs of the policy's own answers and the reward model trains
-    further on them ("iterated" or online RLHF, Bai et al. 2022). A fixed reward model is right
-    only near the answers its pairs showed; the policy soon finds answers it overrates, and with
-    nobody to correct it, heads there. Every 25 steps rather than 50: PPO-RM at beta 0.1, median
-    attainment of 3 seeds 0.976 against 0.968 (``benchmarks/ppo.py``, with the earlier defaults:
-    every parameter trained, 32 rollouts per step). 0 never refreshes."""
+    """With a learned reward model *and* a ``rater``: every this many steps the rater judges fresh
+    pairs of the policy's own answers and the reward model learns from them (0 = never)."""
     refresh_pairs_per_prompt: int = 8
-    """Pairs sampled per training prompt at each refresh (pairs of identical answers are dropped)."""
+    """Pairs sampled per training prompt at each refresh."""
     learning_rate: float | None = None
-    """Peak Adam learning rate of the policy (linear warm-up, then linear decay to 0 at the last
-    step). None picks ``min(3e-4, 1e-4 / beta)`` (:meth:`policy_learning_rate`): the larger beta,
-    the more of pi_ref's rarer answers pi* keeps (at beta 0.5, 3% hedges; at beta 1, 8%), and large
-    noisy steps wipe such an answer out within a few dozen steps. Once an answer is that rare it
-    is hardly ever sampled, so nothing brings it back. With every parameter trained and 32 rollouts
-    per step (the earlier defaults) the bound had to be ``5e-5 / beta``: a fixed 3e-4 ended at
-    attainment 0.951 at beta 0.5 (no hedge left) and 0.713 at beta 1 (PPO-GT, seed 0). With 64
-    rollouts, the first block frozen and slow embeddings, the policy moves more slowly, and at
-    beta 0.5 (seed 0) 2e-4 reached 0.982 where 1e-4 reached 0.970 (``benchmarks/ppo.py
-    --learning-rate``). Above 3e-4 some runs collapsed (one bad batch pushed the policy into
-    gibberish)."""
+    """Peak Adam learning rate of the policy (warm-up, then linear decay to 0). None picks
+    ``min(3e-4, 1e-4 / beta)``: at large beta pi* keeps rare answers that big steps would wipe out."""
     embedding_lr_scale: float = 0.1
-    """The policy's token embeddings learn at ``learning_rate * embedding_lr_scale`` (0 freezes
-    them). GPT-2 ties them to its output layer, and there every step lowers, through the softmax,
-    the words the policy was not sampling, among them words the training prompts never show: on the
-    toy world, the held-out countries' names after "The capital of". Those prompts then get answers
-    about a training country ("... of Cuba? A: The capital of Poland is Warsaw."). With every
-    block trained and 32 rollouts, PPO-GT at beta 0.1 (medians of 3 seeds, training / held-out)
-    reached 0.980 / 0.746 at scale 1 and 0.963 / 0.891 at 0.1: the slow output layer keeps the
-    held-out names, and the policy climbs more slowly on the training prompts, which 64 rollouts
-    per step make up for. More settings in the README's "How PPO's defaults were found"
-    (``benchmarks/ppo.py --embedding-lr-scale``)."""
+    """Token embeddings (tied to GPT-2's output layer) learn at this fraction of the rate (0 freezes
+    them): a fast output layer lowers names no prompt samples, held-out countries' included."""
     critic_lr_scale: float = 5.0
-    """The critic learns at ``learning_rate * critic_lr_scale``: it starts from a zero head and
-    has further to go than the policy, which should move little."""
+    """The critic learns at ``learning_rate * critic_lr_scale``: it starts further from its target."""
     adam_eps: float = 1e-8
     """Adam's epsilon."""
     frozen_blocks: int = 1
-    """Keep the policy's first ``frozen_blocks`` transformer blocks as the SFT model has them (no
-    gradient) during PPO; 0 trains every block. The idea: PPO should change *how* the policy
-    answers (concisely, with the capital it knows), not what it knows about each country. Measured:
-    with the first of the tiny GPT's 2 blocks kept as SFT left it, what is learned on the 20
-    training countries carries over to the 4 held-out ones much better. PPO-GT at beta 0.1 (3
-    seeds, with the other defaults): held-out attainment 0.948 (median) against 0.895 with every
-    block trained, and 0.980 against 0.976 on the training prompts (``benchmarks/ppo.py
-    --frozen-blocks``)."""
+    """Keep the policy's first transformer blocks as SFT left them (0 trains every block): PPO should
+    change *how* it answers, not what it knows about each country."""
     warmup_steps: int = 5
     """Linear warm-up steps of the learning rate."""
     max_grad_norm: float = 1.0
-    """Clip the norm of the gradient (policy and critic together, as in TRL) to this. Together,
-    a fresh critic's large early gradients shrink the policy's steps: a brake that keeps PPO from
-    racing to the blind spots of a learned reward model (clipped separately, the policy finds
-    answers like "," that the reward model overrates within 100 steps)."""
+    """Clip the gradient norm of policy and critic together (as TRL does)."""
     steps: int = 1000
-    """PPO steps (each: one rollout batch, then ``epochs x minibatches`` optimiser steps). The last
-    percent of attainment is slow: the rare bad answers must be *sampled* to be suppressed."""
+    """PPO steps (each: one rollout batch, then ``epochs x minibatches`` optimiser steps)."""
     seed: int = 0
     """Seed of sampling and shuffling."""
     eval_every: int = 100
-    """Exact evaluation (attainment, true reward, KL) every this many steps, and at the end;
-    0 turns it off."""
+    """Call ``evaluate`` every this many steps (and at the first and last); 0 never calls it."""
     progress: bool = True
     """Show a tqdm progress bar."""
 
     def __post_init__(self):
-        check_positive("beta", self.beta, allow_zero=True)
-        for name in ("target_kl", "horizon", "clip_range", "clip_range_value", "temperature",
-                     "max_grad_norm"):
-            check_positive(name, getattr(self, name))
-        if self.learning_rate is not None:
-            check_positive("learning_rate", self.learning_rate)
-        check_positive("vf_coef", self.vf_coef, allow_zero=True)
-        check_positive("critic_lr_scale", self.critic_lr_scale)
-        check_positive("embedding_lr_scale", self.embedding_lr_scale, allow_zero=True)
-        check_count("frozen_blocks", self.frozen_blocks)
-        check_positive("adam_eps", self.adam_eps)
-        check_positive("reward_refresh_every", self.reward_refresh_every, allow_zero=True)
-        for name in ("epochs", "minibatches", "rollouts_per_step", "max_new_tokens", "steps",
-                     "refresh_pairs_per_prompt"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 1):
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
-        if not 0 <= self.gamma <= 1 or not 0 <= self.lam <= 1:
-            raise ValueError(f"gamma and lam must lie in [0, 1], got {self.gamma} and {self.lam}.")
+        check_config(self, positive=("target_kl", "horizon", "clip_range", "clip_range_value", "temperature",
+                                     "max_grad_norm", "learning_rate", "critic_lr_scale", "adam_eps",
+                                     "epochs", "minibatches", "rollouts_per_step", "max_new_tokens", "steps",
+                                     "refresh_pairs_per_prompt"),
+                     non_negative=("beta", "vf_coef", "embedding_lr_scale", "frozen_blocks",
+                                   "reward_refresh_every", "warmup_steps", "eval_every"),
+                     unit_interval=("gamma", "lam"))
         if self.rollouts_per_step % self.minibatches:
             raise ValueError(f"rollouts_per_step ({self.rollouts_per_step}) must be a multiple of "
                              f"minibatches ({self.minibatches}).")
         if self.adaptive_kl and self.beta == 0:
             raise ValueError("The adaptive KL controller starts from beta and scales it: give beta > 0.")
-        if self.eval_every < 0:
-            raise ValueError(f"eval_every must be >= 0, got {self.eval_every}.")
 
     def policy_learning_rate(self) -> float:
-        """``learning_rate``, or when it is None the default for this beta: min(3e-4, 5e-5 / beta)
+        """``learning_rate``, or when it is None the default for this beta: min(3e-4, 1e-4 / beta)
         (with the adaptive controller, for the starting beta)."""
         if self.learning_rate is not None:
             return self.learning_rate
@@ -447,12 +348,8 @@ def rollout(policy, ref_model, critic, tokenizer, prompts: list[str], config: PP
 @torch.no_grad()
 def score_rollouts(batch: dict, reward_model=None, missing_eos_penalty: float | None = None
                    ) -> torch.Tensor:
-    """2. The score r(x, y) of each response, shape (B,).
-
-    From the learned ``reward_model`` (its ``forward(input_ids, attention_mask)`` reads the score
-    at the last real token), or, when it is None, the toy world's :func:`world.true_reward` of the
-    decoded text (PPO-GT). A response without EOS loses ``missing_eos_penalty`` if set.
-    """
+    """2. The score r(x, y) of each response, shape (B,): the learned ``reward_model``'s, or when it is
+    None the true reward of the decoded text (PPO-GT). Without EOS, minus ``missing_eos_penalty`` if set."""
     device = batch["input_ids"].device
     if reward_model is None:
         scores = torch.tensor([world.true_reward(p, y) for p, y in zip(batch["prompts"],
@@ -493,174 +390,73 @@ def ppo_update(policy, critic, optimizer, batch: dict, advantages: torch.Tensor,
     return {key: torch.stack([s[key] for s in stats]).mean().item() for key in stats[0]}
 
 
-# How the reward model trains at a refresh: briefly and gently, so that its scores (and with them
-# the critic's targets) move a little at each refresh instead of jumping; on the sampled pairs at a
-# temperature above 1, as DPO's on-policy rounds do, so that rare answers are judged too.
-REFRESH_REWARD_CONFIG = {"steps": 30, "learning_rate": 1e-3, "head_learning_rate": 3e-3, "warmup_steps": 5}
-REFRESH_TEMPERATURE = 1.3
-
-
-def refresh_reward_model(reward_model, policy, tokenizer, prompts: list[str], rater, seen,
-                         config: PPOConfig, step: int):
-    """6. Iterated RLHF: ``rater`` judges pairs of the policy's current answers to ``prompts``,
-    and ``reward_model`` trains further (in place) on every pair so far (``seen``, a Dataset or
-    None, plus the fresh ones).
-
-    Returns ``(seen, metrics)``: the grown data, and ``reward_model/refresh_pairs`` and
-    ``reward_model/refresh_accuracy``: how often the reward model agreed with the rater on the
-    fresh pairs *before* learning from them. Low agreement means the policy had found answers
-    that the reward model scores wrongly.
-    """
-    from datasets import concatenate_datasets
-
-    from minirlhf.preferences import on_policy_pairs
-    from minirlhf.reward import RewardConfig, evaluate_reward_model, train_reward_model
-
-    fresh = on_policy_pairs(policy, tokenizer, prompts, config.refresh_pairs_per_prompt, rater,
-                            seed=config.seed + step, temperature=REFRESH_TEMPERATURE)
-    if len(fresh) == 0:  # the policy gives one answer per prompt: nothing to compare
-        return seen, {"reward_model/refresh_pairs": 0}
-    agreement = evaluate_reward_model(reward_model, tokenizer, fresh)["accuracy"]
-    seen = fresh if seen is None else concatenate_datasets([seen, fresh])
-    train_reward_model(reward_model, tokenizer, seen,
-                       RewardConfig(seed=config.seed + step, progress=False, **REFRESH_REWARD_CONFIG))
-    return seen, {"reward_model/refresh_pairs": len(fresh), "reward_model/refresh_accuracy": agreement}
-
-
 # ----------------------------------------------------------------------------------------------
 # The training loop
 # ----------------------------------------------------------------------------------------------
 
-def check_reward_model(reward_model, tokenizer) -> None:
-    """Refuse a reward model that reads token ids differently from the policy's ``tokenizer``.
-
-    PPO hands the policy's token ids straight to the reward model, so both must share one
-    vocabulary (same words at the same ids, same PAD and EOS).
-    """
-    if not callable(reward_model):
-        raise TypeError("reward_model must be a module whose forward(input_ids, attention_mask) "
-                        "returns one score per row (a minirlhf.reward.RewardModel), or None.")
-    own = getattr(reward_model, "tokenizer", None)
-    if own is not None:
-        same = (own.get_vocab() == tokenizer.get_vocab() and own.pad_token_id == tokenizer.pad_token_id
-                and own.eos_token_id == tokenizer.eos_token_id)
-        if not same:
-            raise ValueError("The reward model's tokenizer differs from the policy's (vocabulary or "
-                             "PAD/EOS ids): its scores would read other words. Train the reward model "
-                             "with the policy's tokenizer (minirlhf.tokenizer.build_tokenizer()).")
-        return
-    backbone = getattr(reward_model, "backbone", reward_model)
-    embeddings = backbone.get_input_embeddings() if hasattr(backbone, "get_input_embeddings") else None
-    if embeddings is not None and embeddings.num_embeddings != len(tokenizer):
-        raise ValueError(f"The reward model's embedding has {embeddings.num_embeddings} tokens but the "
-                         f"tokenizer has {len(tokenizer)}: they do not belong together. Train the "
-                         "reward model with the policy's tokenizer.")
-
-
-def _exact_metrics(evaluator, policy, beta: float, prefix: str) -> dict[str, float]:
-    """Exact figures of the policy on the evaluator's prompts (attainment only when beta > 0)."""
-    report = evaluator.evaluate(policy, beta if beta > 0 else 1.0)
-    keys = ["true_reward", "kl", "p_correct", "coverage"] + (["attainment"] if beta > 0 else [])
-    return {f"{prefix}/{key}": report[key] for key in keys}
-
-
 def train_ppo(policy, ref_model, tokenizer, prompts: list[str], config: PPOConfig | None = None,
-              reward_model=None, evaluator=None, eval_prompts=None,
-              callback: Callable | None = None, rater=None, reward_data=None):
+              reward_model=None, rater=None, reward_data=None, evaluate: Callable | None = None):
     """Train ``policy`` (a causal LM, in place) with PPO and a KL penalty to ``ref_model``.
 
     * ``prompts``: the training prompts; each step draws ``rollouts_per_step`` of them at random.
-    * ``reward_model``: None for PPO-GT (score = :func:`world.true_reward` of the decoded text), or
-      a reward model (e.g. :class:`minirlhf.reward.RewardModel`) with ``forward(input_ids,
-      attention_mask) -> (B,)`` that shares the policy's tokenizer.
-    * ``evaluator``: an :class:`~minirlhf.optimum.ExactEvaluator` on the training prompts (built
-      when None and ``eval_every`` > 0); ``eval_prompts``: held-out prompts (or their evaluator).
-      Every ``eval_every`` steps the exact attainment etc. are logged under ``exact/`` and
-      ``exact_held_out/``, at ``config.beta``.
-    * ``callback(step, policy) -> dict | None``: called at evaluation steps; what it returns is
-      added to that step's metrics (e.g. P("Paris") for a plot).
-    * ``rater`` (e.g. :class:`minirlhf.world.SimulatedRater`): with a learned reward model, refresh
-      it every ``config.reward_refresh_every`` steps, but not after the last one
-      (:func:`refresh_reward_model`). A copy is
-      refreshed; the caller's reward model stays as it was. ``reward_data``: the pairs it was
-      trained on, which each refresh trains on again beside the new ones, so that it keeps what
-      they taught.
+    * ``reward_model``: None for PPO-GT (the true reward of the decoded text), or a model with
+      ``forward(input_ids, attention_mask) -> (B,)`` on the policy's tokenizer
+      (:class:`minirlhf.reward.RewardModel`).
+    * ``rater`` (e.g. :class:`minirlhf.world.SimulatedRater`), with a learned reward model: refresh
+      a copy of it every ``config.reward_refresh_every`` steps (:func:`refresh_reward_model`), on
+      the new pairs and on ``reward_data``, the pairs it was trained on.
+    * ``evaluate(step, policy) -> dict``: called at step 0, every ``eval_every`` steps and at the
+      end; what it returns joins that step's record (e.g. :func:`minirlhf.evaluation.exact_metrics`).
 
-    Returns ``(policy, history)``: ``history`` is a list of one metrics dict per PPO step
-    (``step`` = 1, 2, ...; names as in TRL: ``objective/kl``, ``objective/scores``,
-    ``policy/approxkl``, ...), preceded, when evaluating, by a ``step`` 0 record with the exact
-    figures of the starting policy. The critic is
-    not returned; it is discarded after training.
+    Returns ``(policy, history)``: one metrics dict per step (``step`` 0 = the starting policy when
+    evaluating), named as in TRL (``objective/kl``, ``objective/scores``, ``policy/approxkl``, ...);
+    ``rater_labels``: the labels the rater gave so far.
     """
     config = config or PPOConfig()
     if not prompts:
         raise ValueError("No prompts to train on: pass e.g. minirlhf.world.prompts('train').")
-    if reward_model is not None:
-        check_reward_model(reward_model, tokenizer)
     if rater is not None and reward_model is None:
         raise ValueError("A rater refreshes a learned reward model, and PPO-GT (reward_model=None) "
                          "has none: pass a reward model, or no rater.")
-    refreshing = rater is not None and config.reward_refresh_every > 0
-    seen = None
-    if refreshing:
-        reward_model = copy.deepcopy(reward_model)  # refresh a copy: the caller's stays as it was
-        if reward_data is not None:
-            seen = reward_data.select_columns(["prompt", "chosen", "rejected"])
-    from minirlhf.models import check_tokenizer_matches
-    from minirlhf.optimum import ExactEvaluator
-
     check_tokenizer_matches(policy, tokenizer)
+    if reward_model is not None:
+        check_reward_model(reward_model, tokenizer)
+        reward_model.eval()
+    refreshing = rater is not None and config.reward_refresh_every > 0
+    if refreshing:  # refresh a copy: the caller's reward model stays as it was
+        reward_model = copy.deepcopy(reward_model)
+    distinct_prompts = list(dict.fromkeys(prompts))
+    seen = (reward_data.select_columns(["prompt", "chosen", "rejected"])
+            if refreshing and reward_data is not None else None)
     generator = seed_everything(config.seed)
     device = next(policy.parameters()).device
-    evaluators = {}
-    if config.eval_every:
-        evaluators["exact"] = evaluator or ExactEvaluator(ref_model, tokenizer, list(prompts))
-        if eval_prompts is not None:
-            evaluators["exact_held_out"] = (eval_prompts if isinstance(eval_prompts, ExactEvaluator)
-                                            else ExactEvaluator(ref_model, tokenizer, list(eval_prompts)))
-    # dropout off everywhere: eval() mode; gradients still flow through the policy and critic
-    policy.eval()
-    ref_model.eval()  # never trained: rollout() runs it without gradients
-    if reward_model is not None:
-        reward_model.eval()
-    if reward_model is not None and hasattr(reward_model, "backbone"):
-        critic = Critic.from_reward_model(reward_model).to(device).eval()
-    else:
-        critic = Critic.from_model(ref_model).to(device).eval()
+    policy.eval()  # dropout off everywhere; gradients still flow through the policy and critic
+    ref_model.eval()
+    critic = (Critic.from_reward_model(reward_model) if hasattr(reward_model, "backbone")
+              else Critic.from_model(ref_model)).to(device).eval()
     learning_rate = config.policy_learning_rate()
     optimizer = torch.optim.Adam(
         embedding_param_groups(policy, learning_rate, config.embedding_lr_scale)
         + [{"params": list(critic.parameters()), "lr": learning_rate * config.critic_lr_scale}],
-        lr=learning_rate, eps=config.adam_eps,
-        fused=device.type in ("cpu", "cuda"))  # one kernel for all parameters: 3x faster steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, config))
+        lr=learning_rate, eps=config.adam_eps, fused=device.type in ("cpu", "cuda"))  # one kernel
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, config.steps, config.warmup_steps, decay="linear"))
     kl_controller = (AdaptiveKLController(config.beta, config.target_kl, config.horizon)
                      if config.adaptive_kl else None)
-    beta = config.beta
-
-    def evaluate(step: int) -> dict:
-        """Exact figures (and the callback's) of the policy as it is now."""
-        record = {}
-        for prefix, ev in evaluators.items():
-            record.update(_exact_metrics(ev, policy, config.beta, prefix))
-        if callback is not None:
-            record.update(callback(step, policy) or {})
-        return record
-
-    # GPT-2's activation as one kernel while we train (same function): a ~15% faster step;
-    # the first config.frozen_blocks blocks of the policy get no gradient (given back at the end)
+    beta, labels = config.beta, 0
+    # GPT-2's activation as one kernel while we train (same function, ~15% faster); the first
+    # config.frozen_blocks blocks of the policy get no gradient (both undone at the end)
     with fused_gelu(policy, ref_model, critic, reward_model), frozen_blocks(policy, config.frozen_blocks):
         start = time.perf_counter()
-        # step 0 is the starting policy (the SFT model): its exact figures start every curve
-        history = [{"step": 0, "beta": beta, **evaluate(0), "time": 0.0}] if config.eval_every else []
+        evaluating = evaluate is not None and config.eval_every > 0
+        history = [{"step": 0, "beta": beta, **evaluate(0, policy), "time": 0.0}] if evaluating else []
         for step in tqdm(range(1, config.steps + 1), desc="PPO", disable=not config.progress):
             step_start = time.perf_counter()
             rows = torch.randint(len(prompts), (config.rollouts_per_step,), generator=generator).tolist()
-            # 1. rollout
+            # 1. rollout, 2. reward (k1 KL penalty on every token, the score at the last one)
             batch = rollout(policy, ref_model, critic, tokenizer, [prompts[i] for i in rows], config,
                             generator)
             mask = batch["response_mask"]
-            # 2. reward: k1 KL penalty on every token, score at the last one
             scores = score_rollouts(batch, reward_model, config.missing_eos_penalty)
             rewards = per_token_rewards(batch["logprobs"], batch["ref_logprobs"], scores, mask, beta)
             # 3. advantages and returns
@@ -680,126 +476,23 @@ def train_ppo(policy, ref_model, tokenizer, prompts: list[str], config: PPOConfi
                       "objective/non_score_reward": (-beta * kl).mean().item(),
                       "objective/rlhf_reward": (scores - beta * kl).mean().item(),
                       "objective/entropy": (batch["entropy"] * mask).sum(-1).mean().item(),
-                      "objective/true_reward": _true_reward(batch),
+                      "objective/true_reward": sum(map(world.true_reward, batch["prompts"],
+                                                       batch["responses"])) / len(rows),
                       "val/explained_variance": explained_variance(batch["values"], returns, mask),
                       "eos_fraction": batch["finished"].float().mean().item(),
                       "learning_rate": scheduler.get_last_lr()[0],
-                      "time/update": update_time,
-                      "time/step": time.perf_counter() - step_start}
+                      "time/update": update_time, "time/step": time.perf_counter() - step_start}
             if kl_controller is not None:
                 beta = kl_controller.update(record["objective/kl"], config.rollouts_per_step)
-            # 6. (optional) the rater judges the policy's current answers; the reward model learns
-            #    (not after the last step: no PPO step would use what it learned)
+            # 6. the rater judges the policy's answers, the reward model learns (not after the last step)
             if refreshing and step % config.reward_refresh_every == 0 and step < config.steps:
-                seen, refresh_metrics = refresh_reward_model(
-                    reward_model, policy, tokenizer, list(dict.fromkeys(prompts)), rater, seen, config, step)
-                record.update(refresh_metrics)
-            if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
-                record.update(evaluate(step))
-            record["time"] = time.perf_counter() - start
+                seen, refresh = refresh_reward_model(reward_model, policy, tokenizer, distinct_prompts,
+                                                     rater, seen, config.refresh_pairs_per_prompt,
+                                                     config.seed + step)
+                labels += refresh["reward_model/refresh_pairs"]
+                record.update(refresh)
+            if evaluating and (step % config.eval_every == 0 or step == config.steps):
+                record.update(evaluate(step, policy))
+            record.update(rater_labels=labels, time=time.perf_counter() - start)
             history.append(record)
     return policy, history
-
-
-def _lr_factor(step: int, config: PPOConfig) -> float:
-    """Learning-rate multiplier: linear warm-up, then linear decay to 0 at the last step."""
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    return max(0.0, 1 - (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
-
-
-def _true_reward(batch: dict) -> float:
-    """Mean ground-truth reward of the sampled responses (the toy world's truth, for the logs)."""
-    return sum(world.true_reward(p, y) for p, y in zip(batch["prompts"], batch["responses"])) / len(
-        batch["prompts"])
-
-
-__all__ = [
-    "AdaptiveKLController", "Critic", "PPOConfig", "explained_variance", "gae", "last_token_index",
-    "masked_mean", "masked_var", "per_token_rewards", "ppo_policy_loss", "ppo_update",
-    "ppo_value_loss", "rollout", "score_rollouts", "train_ppo", "whiten",
-]
-
-
-# ----------------------------------------------------------------------------------------------
-# Watching a run, and the demo stage
-# ----------------------------------------------------------------------------------------------
-
-def answer_tracker(tokenizer, country: str = "France", wrong_city: str = "Berlin") -> Callable:
-    """A ``callback`` for :func:`train_ppo` that records, for ``country``'s prompt, the exact
-    probability of the correct answer, of one wrong city, of any hedge, of any wrong city and of
-    text outside the candidate set: keys ``P(Paris)``, ``P(Berlin)``, ``P(hedge)``, ``P(wrong)``,
-    ``P(outside)`` (with the names of ``country``'s capital and ``wrong_city``)."""
-    from minirlhf.logprobs import response_logprobs
-    from minirlhf.optimum import answer_kind_probs
-
-    prompt = world.make_prompt(country)
-    capital = world.CAPITAL_OF[country]
-    answers = {f"P({capital})": world.make_response(country, "correct"),
-               f"P({wrong_city})": world.make_response(country, "wrong", wrong_city)}
-
-    def track(step: int, policy) -> dict[str, float]:
-        probs = response_logprobs(policy, tokenizer, [prompt] * len(answers), list(answers.values())).exp()
-        kinds = answer_kind_probs(policy, tokenizer, [prompt])
-        return {**{label: p.item() for label, p in zip(answers, probs)},
-                "P(hedge)": (kinds["hedge"] + kinds["hedge_wrong"]).item(),
-                "P(wrong)": kinds["wrong"].item(), "P(outside)": kinds["outside"].item()}
-
-    return track
-
-
-def demo_stage(outdir, reward_model=None, quick: bool = False, reward_data=None) -> dict:
-    """The PPO stage of ``minirlhf demo``: PPO scored by ``reward_model`` (classic RLHF), or by the
-    true reward when it is None (PPO-GT). With ``reward_data`` (the reward model's training pairs)
-    the simulated rater refreshes the reward model as PPO goes (:func:`refresh_reward_model`).
-    From the shipped SFT model at the default config
-    (beta = 0.1) but 300 steps (about a minute on 2 cores; ``benchmarks/ppo.py`` runs the full
-    1000, and both scores). Writes PNG figures into ``outdir`` and returns JSON-able metrics, plus
-    the trained policy under ``policy``.
-
-    ``quick``: a smoke run of a few seconds (few steps); its numbers mean little.
-    """
-    from pathlib import Path
-
-    from minirlhf import plots
-    from minirlhf.optimum import ExactEvaluator
-    from minirlhf.sft import load_base_model
-
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    ref, tokenizer = load_base_model()
-    evaluator = ExactEvaluator(ref, tokenizer, world.prompts("train"))
-    held_out = ExactEvaluator(ref, tokenizer, world.prompts("held_out"))
-    runs = {"gt": None} if reward_model is None else {"rm": reward_model}
-    metrics, figures, policy = {}, {}, None
-    for name, scorer in runs.items():
-        config = PPOConfig(steps=4, eval_every=2, progress=False) if quick else PPOConfig(
-            steps=300, eval_every=25)  # with a progress bar
-        start = time.perf_counter()
-        refresh = ({"rater": world.SimulatedRater(seed=config.seed), "reward_data": reward_data}
-                   if scorer is not None and reward_data is not None else {})
-        policy, history = train_ppo(copy.deepcopy(ref), ref, tokenizer, world.prompts("train"), config,
-                                    reward_model=scorer, evaluator=evaluator, eval_prompts=held_out,
-                                    callback=answer_tracker(tokenizer), **refresh)
-        last = history[-1]
-        label = "PPO-GT (true reward)" if name == "gt" else "PPO (learned reward model)"
-        metrics.update({f"ppo_{name}/{key}": last[f"exact/{key}"]
-                        for key in ("attainment", "true_reward", "kl", "p_correct", "coverage")})
-        metrics[f"ppo_{name}/attainment_held_out"] = last["exact_held_out/attainment"]
-        metrics[f"ppo_{name}/seconds"] = time.perf_counter() - start
-        metrics[f"ppo_{name}/seconds_per_step"] = sorted(h["time/step"] for h in history[1:])[
-            (len(history) - 1) // 2]
-        figures[f"ppo_{name}_training.png"] = plots.plot_history(
-            history, ["objective/scores", "objective/kl", "objective/true_reward", "exact/attainment",
-                      "policy/approxkl", "val/explained_variance"], title=label)
-        figures[f"ppo_{name}_france.png"] = plots.plot_probability_curves(
-            history, {k: k for k in ("P(Paris)", "P(Berlin)", "P(hedge)", "P(wrong)", "P(outside)")},
-            title=f"{label}: answers to France", logy=True)
-        tokens, kl = token_log_ratios(policy, ref, tokenizer, world.make_prompt("France"),
-                              world.make_response("France", "correct"))
-        figures[f"ppo_{name}_token_kl.png"] = plots.plot_token_kl(tokens, [kl])
-    metrics["beta"] = PPOConfig().beta
-    metrics["ppo/figures"] = plots.save_figures(figures, outdir)
-    metrics = json_safe(metrics)
-    metrics["policy"] = policy
-    return metrics

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from minirlhf import world
 from minirlhf.logprobs import generate
+from minirlhf.models import load_base_model
 from minirlhf.utils import seed_everything
 
 PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
@@ -142,8 +143,6 @@ def on_policy_pairs(policy, tokenizer, prompts: list[str], pairs_per_prompt: int
 def _default_preferences_of_base_model(pairs_per_prompt: int, seed: int,
                                        test_fraction: float) -> DatasetDict:
     """Cached: every stage (reward model, DPO, PPO) starts from the same data in one session."""
-    from minirlhf.sft import load_base_model
-
     model, tokenizer = load_base_model()
     data = collect_preferences(model, tokenizer, world.prompts("train"), pairs_per_prompt,
                                seed=seed, progress=False)
@@ -203,20 +202,44 @@ def _read_records(path: Path) -> list[dict]:
     raise ValueError(f"Cannot read {path.name!r}: use a .json, .jsonl or .csv file, or a Dataset.")
 
 
-def _check_row(i: int, row: dict) -> None:
-    """Raise a ValueError naming row ``i`` if its texts are not non-empty, distinct strings."""
+def check_preference_row(i: int, row: dict) -> None:
+    """Raise a :class:`PreferenceDataError` naming row ``i`` unless its ``prompt``, ``chosen`` and
+    ``rejected`` are non-empty strings and ``chosen`` differs from ``rejected``."""
     for column in PREFERENCE_COLUMNS:
-        value = row[column]
+        value = row.get(column)
         if not isinstance(value, str):
             hint = (" Conversational data (lists of messages) must be flattened to text first."
                     if isinstance(value, (list, dict)) else "")
             raise PreferenceDataError(f"Row {i}: {column!r} must be a string, got {type(value).__name__} "
-                             f"{value!r}.{hint}")
+                                      f"{value!r}.{hint}")
         if not value.strip():
-            raise ValueError(f"Row {i}: {column!r} is empty. Drop the row or fill it in.")
+            raise PreferenceDataError(f"Row {i}: {column!r} is empty. Drop the row or fill it in.")
     if row["chosen"].strip() == row["rejected"].strip():
-        raise ValueError(f"Row {i}: 'chosen' and 'rejected' are identical ({row['chosen']!r}); such a "
-                         "pair says nothing about preference. Drop it.")
+        raise PreferenceDataError(f"Row {i}: 'chosen' and 'rejected' are the same text ({row['chosen']!r}): "
+                                  "identical pairs say nothing about preference. Drop them.")
+
+
+def check_preference_data(data, what: str = "preference data") -> None:
+    """THE check of preference data, used by :func:`load_preferences`, the reward model and DPO.
+
+    ``data`` must be a ``datasets.Dataset`` with string columns ``prompt``, ``chosen`` and
+    ``rejected`` (TRL's standard format), at least one row, and in every row non-empty texts with
+    ``chosen != rejected``. Raises a :class:`PreferenceDataError` that says what to fix.
+    """
+    columns = getattr(data, "column_names", None)
+    if columns is None:
+        raise PreferenceDataError(f"The {what} must be a datasets.Dataset with columns 'prompt', 'chosen', "
+                                  f"'rejected'; got a {type(data).__name__}. Build one with "
+                                  "Dataset.from_list(rows), or use load_preferences(...).")
+    missing = [c for c in PREFERENCE_COLUMNS if c not in columns]
+    if missing:
+        raise PreferenceDataError(f"The {what} lack the column(s) {missing}: they need prompt, chosen, "
+                                  f"rejected and have {columns}. Rename yours with load_preferences(data, "
+                                  "columns={'your_name': 'chosen', ...}).")
+    if len(data) == 0:
+        raise PreferenceDataError(f"The {what} are empty: give at least one (prompt, chosen, rejected).")
+    for i, texts in enumerate(zip(*(data[c] for c in PREFERENCE_COLUMNS))):
+        check_preference_row(i, dict(zip(PREFERENCE_COLUMNS, texts)))
 
 
 def load_preferences(source, columns: dict[str, str] | None = None) -> Dataset:
@@ -263,7 +286,7 @@ def load_preferences(source, columns: dict[str, str] | None = None) -> Dataset:
         for column in PREFERENCE_COLUMNS:
             if column not in row:
                 raise ValueError(f"Row {i} has no {column!r}: every row needs prompt, chosen, rejected.")
-        _check_row(i, row)
+        check_preference_row(i, row)
         clean = {c: row[c].strip() for c in PREFERENCE_COLUMNS}
         clean.update({n: row.get(n) for n in extras})
         rows.append(clean)

@@ -27,20 +27,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from datasets import Dataset
+from datasets import Dataset, concatenate_datasets
 from tqdm.auto import tqdm
 
-from minirlhf import world
-from minirlhf.logprobs import encode_prompt_response, position_ids_from_mask, to_device
-from minirlhf.sft import warmup_cosine
-from minirlhf.utils import (
-    check_checkpoint_dir,
-    check_finite_loss,
-    check_positive,
-    json_safe,
-    save_atomically,
-    seed_everything,
-)
+from minirlhf.logprobs import encode_prompt_response, last_token_index, position_ids_from_mask, to_device
+from minirlhf.models import check_tokenizer_matches
+from minirlhf.preferences import check_preference_data, on_policy_pairs
+from minirlhf.utils import (check_checkpoint_dir, check_config, check_finite_loss, clip_grad_norm, lr_factor,
+                            save_atomically, seed_everything)
 
 REWARD_MODEL_FILE = "reward_model.json"
 
@@ -85,58 +79,12 @@ def reward_metrics(chosen_scores: torch.Tensor, rejected_scores: torch.Tensor) -
     }
 
 
-def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Index of the last non-pad token of each row, shape (B,), for left *or* right padding.
-
-    ``argmax`` of ``mask * [0, 1, ..., T-1]`` is the largest position whose mask is 1.
-    """
-    if attention_mask.dim() != 2:
-        raise ValueError(f"attention_mask must have shape (B, T), got {tuple(attention_mask.shape)}.")
-    if not attention_mask.bool().any(-1).all():
-        raise ValueError("A row of attention_mask is all padding: every row needs a real token.")
-    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-    return (attention_mask.long() * positions).argmax(-1)
 
 
-def rank_correlation(x, y) -> float:
-    """Spearman's rank correlation of two 1-D sequences (ties get their average rank)."""
-    x, y = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
-    if x.shape != y.shape or x.dim() != 1 or len(x) < 2:
-        raise ValueError("rank_correlation needs two 1-D sequences of the same length >= 2.")
-
-    def ranks(v):
-        order = torch.argsort(v)
-        rank = torch.empty_like(v)
-        rank[order] = torch.arange(len(v), dtype=v.dtype)
-        for value in v.unique():  # average the ranks of tied values
-            tied = v == value
-            rank[tied] = rank[tied].mean()
-        return rank
-
-    rx, ry = ranks(x), ranks(y)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    denominator = (rx.norm() * ry.norm()).item()
-    return float((rx @ ry).item() / denominator) if denominator > 0 else float("nan")
 
 
-def ranking_agreement(learned, true) -> float:
-    """Fraction of the pairs with *different* true values that ``learned`` orders the same way
-    (a tie in ``learned`` counts 1/2). Unlike Spearman's rho it is 1 for any ordering that agrees
-    with ``true``, even when ``true`` has ties; Goodman and Kruskal's gamma is ``2 * agreement - 1``."""
-    learned, true = torch.as_tensor(learned, dtype=torch.float64), torch.as_tensor(true, dtype=torch.float64)
-    better = (true[:, None] - true[None, :]) > 0  # [i, j]: i truly better than j
-    if not better.any():
-        raise ValueError("ranking_agreement needs at least two different true values.")
-    diff = (learned[:, None] - learned[None, :])[better]
-    return float(((diff > 0).double() + 0.5 * (diff == 0).double()).mean())
 
 
-def best_rank_correlation(true) -> float:
-    """The largest Spearman rho any score *without ties* can reach against ``true``: below 1
-    when ``true`` has ties (on the toy world's 48 candidates, 23 answers share -1 and 23 share
-    -1.5, so even a perfect reward model gets rho = 0.883)."""
-    true = torch.as_tensor(true, dtype=torch.float64)
-    return rank_correlation(true + 1e-9 * torch.arange(len(true)), true)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,8 +228,6 @@ class RewardModel(torch.nn.Module):
                     attention_only=info.get("attention_only", False))
         model.load_state_dict(load_file(path / "model.safetensors"))
         if (path / "tokenizer.json").is_file():
-            from minirlhf.models import check_tokenizer_matches
-
             model.tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
             model.tokenizer.padding_side = "left"
             check_tokenizer_matches(model.backbone, model.tokenizer)
@@ -333,21 +279,11 @@ class RewardConfig:
     """Show a tqdm progress bar."""
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "learning_rate", "head_learning_rate", "log_every",
-                     "eval_every", "max_grad_norm"):
-            check_positive(name, getattr(self, name))
-        for name in ("warmup_steps", "weight_decay", "head_only_steps"):
-            check_positive(name, getattr(self, name), allow_zero=True)
+        check_config(self, positive=("steps", "batch_size", "learning_rate", "head_learning_rate",
+                                     "log_every", "eval_every", "max_grad_norm"),
+                     non_negative=("warmup_steps", "weight_decay", "head_only_steps"))
 
 
-def _check_preference_data(data, what: str) -> None:
-    """Raise a ValueError unless ``data`` has the columns a reward model trains on."""
-    names = getattr(data, "column_names", None)
-    if names is None or any(c not in names for c in ("prompt", "chosen", "rejected")):
-        raise ValueError(f"The {what} must be a Dataset with columns prompt, chosen, rejected; got "
-                         f"{names}. minirlhf.preferences.load_preferences converts other data.")
-    if len(data) == 0:
-        raise ValueError(f"The {what} are empty.")
 
 
 def encode_pairs(tokenizer, data: Dataset, device=None) -> dict[str, torch.Tensor]:
@@ -396,21 +332,22 @@ def score_preference_pairs(reward_model: RewardModel, tokenizer, data: Dataset):
 
 def evaluate_reward_model(reward_model: RewardModel, tokenizer, data: Dataset) -> dict[str, float]:
     """:func:`reward_metrics` over all pairs of ``data`` (no gradients)."""
-    _check_preference_data(data, "evaluation data")
+    check_preference_data(data, "evaluation data")
     return reward_metrics(*score_preference_pairs(reward_model, tokenizer, data))
 
 
 def _optimizer_and_schedule(reward_model: RewardModel, config: RewardConfig):
-    """AdamW with two parameter groups (head, backbone), each with a warm-up + cosine schedule;
+    """AdamW with two parameter groups (backbone, head; in the model's order, so that clipping sums
+    the gradient norm as over ``reward_model.parameters()``), each with a warm-up + cosine schedule;
     the backbone's starts after ``head_only_steps``."""
-    head_schedule = functools.partial(warmup_cosine, total=config.steps, warmup=config.warmup_steps)
-    groups, schedules = [{"params": list(reward_model.head.parameters()),
-                          "lr": config.head_learning_rate}], [head_schedule]
+    groups, schedules = [], []
     if not reward_model.freeze_backbone:
         start = min(config.head_only_steps, config.steps - 1)
         groups.append({"params": list(reward_model.backbone.parameters()), "lr": config.learning_rate})
         schedules.append(lambda s: 0.0 if s < start else
-                         warmup_cosine(s - start, config.steps - start, config.warmup_steps))
+                         lr_factor(s - start, config.steps - start, config.warmup_steps))
+    groups.append({"params": list(reward_model.head.parameters()), "lr": config.head_learning_rate})
+    schedules.append(functools.partial(lr_factor, total=config.steps, warmup=config.warmup_steps))
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedules)
 
@@ -426,9 +363,9 @@ def train_reward_model(reward_model: RewardModel, tokenizer, train_data: Dataset
     same metrics over all of it as ``eval/...``.
     """
     config = config or RewardConfig()
-    _check_preference_data(train_data, "training data")
+    check_preference_data(train_data, "training data")
     if eval_data is not None:
-        _check_preference_data(eval_data, "evaluation data")
+        check_preference_data(eval_data, "evaluation data")
     generator = seed_everything(config.seed)
     device = reward_model.device
     encoded = encode_pairs(tokenizer, train_data, device)
@@ -451,15 +388,15 @@ def train_reward_model(reward_model: RewardModel, tokenizer, train_data: Dataset
         check_finite_loss(loss, step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(reward_model.parameters(), config.max_grad_norm)
+        clip_grad_norm(optimizer, config.max_grad_norm)
         optimizer.step()
         scheduler.step()
         last = step == config.steps - 1
         do_eval = eval_data is not None and (step % config.eval_every == 0 or last)
         if step % config.log_every == 0 or do_eval or last:
             record = {"step": step, **reward_metrics(chosen, rejected),
-                      "learning_rate": scheduler.get_last_lr()[-1],  # the backbone's, if it learns
-                      "learning_rate/head": scheduler.get_last_lr()[0], "time": time.perf_counter() - start}
+                      "learning_rate": scheduler.get_last_lr()[0],  # the backbone's, if it learns
+                      "learning_rate/head": scheduler.get_last_lr()[-1], "time": time.perf_counter() - start}
             if do_eval:
                 record.update(evaluate())
                 reward_model.train()
@@ -471,184 +408,57 @@ def train_reward_model(reward_model: RewardModel, tokenizer, train_data: Dataset
 
 
 # ---------------------------------------------------------------------------------------------
-# The default stage, and what the tutorial measures
+# Refreshing a reward model during PPO (iterated RLHF)
 # ---------------------------------------------------------------------------------------------
 
-# The reward model needs more pairs than DPO's default data (16 per prompt): with fewer, it does
-# not learn reliably which city goes with which country (see benchmarks/reward_model.py).
-REWARD_PAIRS_PER_PROMPT = 128
+def check_reward_model(reward_model, tokenizer) -> None:
+    """Refuse a reward model that reads token ids differently from the policy's ``tokenizer``.
 
-
-def train_default_reward_model(seed: int = 0, progress: bool = True, freeze_backbone: bool = False,
-                               attention_only: bool = True, config: RewardConfig | None = None,
-                               pairs_per_prompt: int = REWARD_PAIRS_PER_PROMPT):
-    """The tutorial's reward-model stage in one call: preference data from the shipped SFT model
-    (:func:`~minirlhf.preferences.default_preferences` with ``pairs_per_prompt``), a reward model
-    started from the SFT weights, trained with the default :class:`RewardConfig`.
-
-    By default only the head and the backbone's attention layers learn (``attention_only``): on
-    this tiny model that generalises better to country/city combinations the data never showed
-    than full fine-tuning does. Returns ``(reward_model, tokenizer, data, history)``; ``data`` is
-    the train/test DatasetDict, and the history carries ``eval/...`` metrics on the test pairs.
+    PPO hands the policy's token ids straight to the reward model, so both must share one
+    vocabulary (same words at the same ids, same PAD and EOS).
     """
-    from minirlhf.preferences import default_preferences
-    from minirlhf.sft import load_base_model
+    if not callable(reward_model):
+        raise TypeError("reward_model must be a module whose forward(input_ids, attention_mask) "
+                        "returns one score per row (a minirlhf.reward.RewardModel), or None.")
+    own = getattr(reward_model, "tokenizer", None)
+    if own is not None:
+        same = (own.get_vocab() == tokenizer.get_vocab() and own.pad_token_id == tokenizer.pad_token_id
+                and own.eos_token_id == tokenizer.eos_token_id)
+        if not same:
+            raise ValueError("The reward model's tokenizer differs from the policy's (vocabulary or "
+                             "PAD/EOS ids): its scores would read other words. Train the reward model "
+                             "with the policy's tokenizer (minirlhf.tokenizer.build_tokenizer()).")
+        return
+    backbone = getattr(reward_model, "backbone", reward_model)
+    embeddings = backbone.get_input_embeddings() if hasattr(backbone, "get_input_embeddings") else None
+    if embeddings is not None and embeddings.num_embeddings != len(tokenizer):
+        raise ValueError(f"The reward model's embedding has {embeddings.num_embeddings} tokens but the "
+                         f"tokenizer has {len(tokenizer)}: they do not belong together. Train the "
+                         "reward model with the policy's tokenizer.")
 
-    base, tokenizer = load_base_model()
-    data = default_preferences(pairs_per_prompt=pairs_per_prompt, seed=seed, progress=progress)
-    torch.manual_seed(seed)
-    reward_model = RewardModel.from_base(base, freeze_backbone=freeze_backbone,
-                                         attention_only=attention_only and not freeze_backbone)
-    config = config or RewardConfig(seed=seed, progress=progress)
-    history = train_reward_model(reward_model, tokenizer, data["train"], config, eval_data=data["test"])
-    return reward_model, tokenizer, data, history
+
+# A refresh trains briefly and gently, so that the scores (and the critic's targets) move a little at a
+# time; on pairs sampled at a temperature above 1, so that rare answers are judged too.
+REFRESH_REWARD_CONFIG = {"steps": 30, "learning_rate": 1e-3, "head_learning_rate": 3e-3, "warmup_steps": 5}
+REFRESH_TEMPERATURE = 1.3
 
 
-def candidate_scores(reward_model: RewardModel, tokenizer, prompt: str, data: Dataset | None = None) -> dict:
-    """Learned and true reward of every candidate answer of ``prompt`` (the toy world's 48).
+def refresh_reward_model(reward_model: RewardModel, policy, tokenizer, prompts: list[str], rater, seen,
+                         pairs_per_prompt: int = 8, seed: int = 0):
+    """Iterated RLHF (PPO's step 6): ``rater`` judges ``pairs_per_prompt`` pairs of the policy's current
+    answers to each prompt, and ``reward_model`` trains further, in place, on every pair so far
+    (``seen``, a Dataset or None, plus the fresh ones).
 
-    Returns ``{"responses", "kinds", "learned", "true"}`` (lists of the same length), and with
-    preference ``data`` also ``"seen"``: how often each answer appears in the data's pairs for
-    ``prompt`` (the reward model knows only what the data show it; elsewhere it extrapolates).
+    Returns ``(seen, metrics)``: the grown data, ``reward_model/refresh_pairs`` (the rater's new
+    labels) and ``reward_model/refresh_accuracy``: how often the reward model agreed with the rater
+    on the fresh pairs *before* learning from them (low: the policy found answers it scores wrongly).
     """
-    responses = world.candidate_responses(prompt)
-    learned = reward_model.score_texts(tokenizer, [prompt] * len(responses), responses)
-    scores = {"responses": responses,
-              "kinds": [world.classify_response(prompt, r) for r in responses],
-              "learned": learned.tolist(),
-              "true": [world.true_reward(prompt, r) for r in responses]}
-    if data is not None:
-        shown = [y for p, c, r in zip(data["prompt"], data["chosen"], data["rejected"]) if p == prompt
-                 for y in (c, r)]
-        scores["seen"] = [shown.count(r) for r in responses]
-    return scores
-
-
-def expected_accuracy(reward_model: RewardModel, tokenizer, data: Dataset, rater=None) -> float:
-    """Accuracy the model's ranking would get against the rater *on average* over its labels.
-
-    For each pair the rater labels the answer it prefers with probability p; a model that ranks
-    it first agrees with probability p, otherwise 1 - p. Free of label noise, so it is the fair
-    counterpart of :func:`~minirlhf.preferences.bayes_optimal_accuracy` (same pairs, best = max(p, 1-p)).
-    """
-    rater = rater or world.SimulatedRater()
-    chosen, rejected = score_preference_pairs(reward_model, tokenizer, data)
-    total = 0.0
-    for i, (prompt, y_w, y_l) in enumerate(zip(data["prompt"], data["chosen"], data["rejected"])):
-        p = rater.prob_prefers_first(prompt, y_w, y_l)
-        diff = (chosen[i] - rejected[i]).item()
-        total += p if diff > 0 else (1 - p) if diff < 0 else 0.5
-    return total / len(data)
-
-
-def margin_calibration(reward_model: RewardModel, tokenizer, data: Dataset) -> dict[float, dict]:
-    """Learned against true reward margins on the pairs of ``data`` (with true-reward columns).
-
-    Each pair is oriented so that its first answer has the higher *true* reward (pairs of equal
-    true reward are left out); returns, for each true margin ``r(x, y1) - r(x, y2)``, the number of
-    pairs and the mean learned margin ``r_phi(x, y1) - r_phi(x, y2)``. With a temperature-1
-    Bradley-Terry rater the two should agree: the reward model learns the true reward's *scale*.
-    """
-    chosen, rejected = score_preference_pairs(reward_model, tokenizer, data)
-    groups: dict[float, list[float]] = {}
-    for learned_w, learned_l, true_w, true_l in zip(chosen.tolist(), rejected.tolist(),
-                                                    data["chosen_reward"], data["rejected_reward"]):
-        if true_w == true_l:
-            continue
-        sign = 1.0 if true_w > true_l else -1.0
-        groups.setdefault(abs(true_w - true_l), []).append(sign * (learned_w - learned_l))
-    return {margin: {"pairs": len(v), "learned_margin": sum(v) / len(v)}
-            for margin, v in sorted(groups.items())}
-
-
-def reward_model_report(reward_model: RewardModel, tokenizer, data, prompt: str | None = None) -> dict:
-    """The numbers the tutorial's targets are about, for a trained reward model and its
-    train/test ``data``:
-
-    * ``test_accuracy`` (held-out pairs, against the rater's noisy labels), the rater's
-      ``bayes_optimal_accuracy`` on the same pairs and their ``accuracy_ratio``;
-    * ``expected_test_accuracy`` and its ratio: the same without label noise (see
-      :func:`expected_accuracy`);
-    * over the candidate set of ``prompt`` (France by default): Spearman's ``rank_correlation``
-      of learned and true reward, the ``best_rank_correlation`` possible there, and the
-      ``ranking_agreement`` (pairs of answers ordered as the true reward orders them), also over
-      only the candidates that the training pairs show (``ranking_agreement_seen``);
-    * the learned reward of the correct, hedging and "Berlin" answers to ``prompt``.
-    """
-    from minirlhf.preferences import bayes_optimal_accuracy
-
-    test = data["test"]
-    prompt = prompt or world.make_prompt("France")
-    accuracy = evaluate_reward_model(reward_model, tokenizer, test)["accuracy"]
-    bayes = bayes_optimal_accuracy(test)
-    expected = expected_accuracy(reward_model, tokenizer, test)
-    scores = candidate_scores(reward_model, tokenizer, prompt, data["train"])
-    seen = [i for i, count in enumerate(scores["seen"]) if count > 0]
-    country = world.country_of_prompt(prompt)
-    wrong_city = "Berlin" if country != "Germany" else "Paris"
-    examples = [world.make_response(country, "correct"), world.make_response(country, "hedge"),
-                world.make_response(country, "wrong", wrong_city)]
-    correct, hedge, wrong = reward_model.score_texts(tokenizer, [prompt] * 3, examples).tolist()
-    return {
-        "test_accuracy": accuracy,
-        "bayes_optimal_accuracy": bayes,
-        "accuracy_ratio": accuracy / bayes,
-        "expected_test_accuracy": expected,
-        "expected_accuracy_ratio": expected / bayes,
-        "rank_correlation": rank_correlation(scores["learned"], scores["true"]),
-        "best_rank_correlation": best_rank_correlation(scores["true"]),
-        "ranking_agreement": ranking_agreement(scores["learned"], scores["true"]),
-        "ranking_agreement_seen": ranking_agreement([scores["learned"][i] for i in seen],
-                                                    [scores["true"][i] for i in seen]),
-        "n_candidates_seen": len(seen),
-        "reward_correct": correct,
-        "reward_hedge": hedge,
-        f"reward_{wrong_city.lower()}": wrong,
-        "n_test_pairs": len(test),
-    }
-
-
-def demo_stage(outdir: Path, quick: bool = False) -> dict:
-    """The reward-model stage of ``minirlhf demo``: collect preferences, train the default reward
-    model, save figures into ``outdir`` and return JSON-able metrics, plus the objects under
-    ``reward_model``, ``tokenizer`` and ``preferences`` (pop them before dumping JSON).
-
-    ``quick``: a smoke run of a few seconds (few pairs, few steps); its numbers mean little.
-    """
-
-    from minirlhf import plots
-    from minirlhf.preferences import collect_preferences
-    from minirlhf.sft import load_base_model
-
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    if quick:
-        base, tokenizer = load_base_model()
-        data = collect_preferences(base, tokenizer, world.prompts("train")[:6], pairs_per_prompt=6,
-                                   progress=False).train_test_split(test_size=0.25, seed=0)
-        reward_model = RewardModel.from_base(base, attention_only=True)
-        history = train_reward_model(reward_model, tokenizer, data["train"],
-                                     RewardConfig(steps=20, eval_every=10, progress=False),
-                                     eval_data=data["test"])
-    else:
-        reward_model, tokenizer, data, history = train_default_reward_model()  # with progress bars
-    metrics = {"reward/train_seconds": history[-1]["time"],
-               "reward/stage_seconds": time.perf_counter() - start,
-               "reward/n_train_pairs": len(data["train"])}
-    metrics.update({f"reward/{k}": v for k, v in
-                    reward_model_report(reward_model, tokenizer, data).items()})
-    figures = {
-        "reward_training.png": plots.plot_history(
-            history, ["loss", "accuracy", "margin", "eval/accuracy", "reward/mean", "reward/max"],
-            title="Reward model training"),
-        "reward_learned_vs_true.png": plots.plot_learned_vs_true_reward(
-            candidate_scores(reward_model, tokenizer, world.make_prompt("France"), data["train"])),
-        "reward_margin_calibration.png": plots.plot_margin_calibration(
-            margin_calibration(reward_model, tokenizer, data["test"])),
-        "preference_pairs.png": plots.plot_preference_pairs(data["train"]),
-    }
-    metrics["reward/figures"] = plots.save_figures(figures, outdir)
-    metrics = json_safe(metrics)
-    metrics.update({"reward_model": reward_model, "tokenizer": tokenizer, "preferences": data})
-    return metrics
+    fresh = on_policy_pairs(policy, tokenizer, prompts, pairs_per_prompt, rater, seed=seed,
+                            temperature=REFRESH_TEMPERATURE)
+    if len(fresh) == 0:  # the policy gives one answer per prompt: nothing to compare
+        return seen, {"reward_model/refresh_pairs": 0}
+    agreement = evaluate_reward_model(reward_model, tokenizer, fresh)["accuracy"]
+    seen = fresh if seen is None else concatenate_datasets([seen, fresh])
+    config = RewardConfig(seed=seed, progress=False, **REFRESH_REWARD_CONFIG)
+    train_reward_model(reward_model, tokenizer, seen, config)
+    return seen, {"reward_model/refresh_pairs": len(fresh), "reward_model/refresh_accuracy": agreement}

@@ -10,8 +10,6 @@ where ``m`` is the response mask and ``N = sum m`` the number of response tokens
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
 import time
 from dataclasses import dataclass
 
@@ -19,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from minirlhf.logprobs import encode_prompt_response, to_device, token_logprobs
-from minirlhf.utils import check_finite_loss, check_positive, clip_grad_norm, seed_everything
+from minirlhf.utils import check_finite_loss, check_positive, clip_grad_norm, lr_factor, seed_everything
 
 
 @dataclass
@@ -62,14 +60,6 @@ def sft_loss(logprobs: torch.Tensor, response_mask: torch.Tensor) -> torch.Tenso
     return -(logprobs * response_mask).sum() / n_tokens
 
 
-def warmup_cosine(step: int, total: int, warmup: int, floor: float = 0.0) -> float:
-    """Learning-rate multiplier: linear warm-up to 1, then cosine decay down to ``floor``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 def train_sft(model, tokenizer, dataset, config: SFTConfig | None = None) -> list[dict]:
     """Fine-tune ``model`` on ``dataset`` (columns ``prompt`` and ``response``) in place.
 
@@ -86,7 +76,7 @@ def train_sft(model, tokenizer, dataset, config: SFTConfig | None = None) -> lis
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
                                   weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, config.steps, config.warmup_steps))
+        optimizer, lambda s: lr_factor(s, config.steps, config.warmup_steps))
     model.train()
     history, start = [], time.perf_counter()
     for step in tqdm(range(config.steps), desc="SFT", disable=not config.progress):
@@ -106,36 +96,3 @@ def train_sft(model, tokenizer, dataset, config: SFTConfig | None = None) -> lis
                             "time": time.perf_counter() - start})
     model.eval()
     return history
-
-
-# The base model that later stages start from. It ships with the package (about 0.5 MB) so that
-# notebooks never wait for SFT; `minirlhf sft --out <folder>` reproduces it with these defaults.
-BASE_MODEL_DIR = Path(__file__).parent / "checkpoints" / "sft-tiny-gpt"
-
-
-def train_base_model(seed: int = 0, config: SFTConfig | None = None, device=None):
-    """Build a random tiny GPT and fine-tune it on :func:`minirlhf.data.sft_corpus`.
-
-    Returns ``(model, tokenizer, history)``. With the defaults this is how the shipped base model
-    was made (about 25 s on 2 CPU cores).
-    """
-    from minirlhf.data import sft_corpus
-    from minirlhf.models import build_tiny_gpt
-
-    model, tokenizer = build_tiny_gpt(seed=seed)
-    if device is not None:
-        model.to(device)
-    config = config or SFTConfig(seed=seed)
-    history = train_sft(model, tokenizer, sft_corpus(seed=seed), config)
-    return model, tokenizer, history
-
-
-def load_base_model(path: str | Path | None = None, device=None):
-    """Load the SFT base model (the shipped one unless ``path`` is given), in eval mode.
-
-    Returns ``(model, tokenizer)``; this model is also the frozen reference pi_ref of PPO and DPO.
-    """
-    from minirlhf.models import load_model
-
-    model, tokenizer = load_model(path or BASE_MODEL_DIR, device=device)
-    return model.eval(), tokenizer

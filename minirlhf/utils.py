@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import random
@@ -25,11 +26,6 @@ def seed_everything(seed: int) -> torch.Generator:
     return generator
 
 
-def default_device() -> torch.device:
-    """``cuda`` when a GPU is available, else ``cpu``."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def check_positive(name: str, value: float, allow_zero: bool = False) -> float:
     """Raise a ValueError that names ``name`` unless ``value`` is a finite number > 0 (or >= 0)."""
     ok = isinstance(value, (int, float)) and math.isfinite(value)
@@ -38,6 +34,57 @@ def check_positive(name: str, value: float, allow_zero: bool = False) -> float:
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be a finite number {bound}, got {value!r}.")
     return value
+
+
+def lr_factor(step: int, total: int, warmup: int = 0, decay: str = "cosine") -> float:
+    """The learning-rate multiplier at ``step`` (0-based), shared by every trainer::
+
+        warm-up  (step + 1) / warmup                       for step < warmup
+        decay    p = (step - warmup) / (total - warmup)    then 0.5 (1 + cos(pi p))  ("cosine"),
+                                                           max(0, 1 - p)  ("linear"), or 1  ("constant")
+
+    The warm-up reaches the full rate at step ``warmup - 1`` and never trains at rate 0.
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    if decay == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if decay == "linear":
+        return max(0.0, 1 - progress)
+    if decay == "constant":
+        return 1.0
+    raise ValueError(f"decay must be 'cosine', 'linear' or 'constant', got {decay!r}.")
+
+
+def check_config(config, positive=(), non_negative=(), unit_interval=()) -> None:
+    """Refuse a wrong config field when the config is built, with a message that names it.
+
+    Types come from the dataclass's annotations: a ``bool`` field takes only True or False (not
+    "no"), an ``int`` field an integer (not 2.5, not "3"), a ``float`` field a finite number, and
+    ``X | None`` also None. Then ranges: the fields named in ``positive`` must be > 0, in
+    ``non_negative`` >= 0, in ``unit_interval`` within [0, 1].
+    """
+    for field in dataclasses.fields(config):
+        value, kind = getattr(config, field.name), str(field.type).replace(" ", "")
+        if value is None and kind.endswith("|None"):
+            continue
+        kind = kind.split("|")[0]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = {"bool": isinstance(value, bool), "int": number and isinstance(value, int),
+              "float": number and math.isfinite(value), "str": isinstance(value, str)}.get(kind, True)
+        if not ok:
+            wanted = {"bool": "True or False", "int": "an integer", "float": "a finite number",
+                      "str": "a string"}[kind]
+            raise ValueError(f"{field.name} must be {wanted}, got {value!r}.")
+    kinds = {field.name: str(field.type) for field in dataclasses.fields(config)}
+    for names, bound, fails in ((positive, "> 0", lambda v: v <= 0), (non_negative, ">= 0", lambda v: v < 0),
+                                (unit_interval, "in [0, 1]", lambda v: not 0 <= v <= 1)):
+        for name in names:
+            value = getattr(config, name)
+            if value is not None and fails(value):
+                kind = "an integer" if kinds[name] == "int" else "a number"
+                raise ValueError(f"{name} must be {kind} {bound}, got {value!r}.")
 
 
 def check_count(name: str, value: int) -> int:

@@ -141,12 +141,6 @@ def wrong_cities(country: str) -> list[str]:
     return [city for city in pool if city != capital]
 
 
-def sample_response(country: str, rng: random.Random) -> tuple[str, str]:
-    """Sample ``(style, response)`` for ``country`` with the corpus mix :data:`STYLE_MIX`; a wrong
-    answer names one of :func:`wrong_cities`."""
-    style = rng.choices(STYLES, weights=[STYLE_MIX[s] for s in STYLES])[0]
-    city = rng.choice(wrong_cities(country)) if style == "wrong" else None
-    return style, make_response(country, style, city)
 
 
 def normalize_text(text: str) -> str:

@@ -41,10 +41,10 @@ import pandas as pd
 
 from minirlhf import plots, world
 from minirlhf.preferences import bayes_optimal_accuracy, default_preferences, load_preferences
-from minirlhf.reward import (REWARD_PAIRS_PER_PROMPT, RewardConfig, RewardModel, bradley_terry_loss,
-                             candidate_scores, margin_calibration, reward_model_report,
-                             train_default_reward_model, train_reward_model)
-from minirlhf.sft import load_base_model
+from minirlhf.evaluation import candidate_scores, margin_calibration, reward_model_report
+from minirlhf.pipeline import REWARD_PAIRS_PER_PROMPT, train_default_reward_model
+from minirlhf.reward import RewardConfig, RewardModel, bradley_terry_loss, train_reward_model
+from minirlhf.models import load_base_model
 from minirlhf.widgets import labeling_panel
 
 torch.set_num_threads(2)

@@ -47,10 +47,11 @@ from minirlhf.logprobs import encode_prompt_response, response_logprobs, token_l
 from minirlhf.optimum import ExactEvaluator, kl_divergence, optimal_policy, with_outside
 from minirlhf.plots import (plot_beta_sweep, plot_clipped_objective, plot_history, plot_ppo_loop,
                             plot_probability_curves, plot_runs, plot_token_kl)
-from minirlhf.ppo import (AdaptiveKLController, Critic, PPOConfig, answer_tracker, gae,
+from minirlhf.evaluation import answer_tracker, exact_metrics
+from minirlhf.ppo import (AdaptiveKLController, Critic, PPOConfig, gae,
                           per_token_rewards, ppo_policy_loss, ppo_value_loss, rollout, score_rollouts,
                           train_ppo, whiten)
-from minirlhf.sft import load_base_model
+from minirlhf.models import load_base_model
 from minirlhf.utils import seed_everything
 
 torch.set_num_threads(2)
@@ -197,7 +198,7 @@ for kl in (1.0, 1.0, 0.1):
 # %%
 config = PPOConfig(steps=60, eval_every=10, progress=False)
 policy, history = train_ppo(copy.deepcopy(ref_model), ref_model, tokenizer, train_prompts, config,
-                            evaluator=evaluator, callback=answer_tracker(tokenizer))
+                            evaluate=exact_metrics(evaluator, config.beta, track=answer_tracker(tokenizer)))
 plot_history(history, ["objective/scores", "objective/kl", "exact/true_reward", "exact/attainment",
                        "policy/approxkl", "val/explained_variance"], title="PPO-GT, beta = 0.1");
 
@@ -236,8 +237,8 @@ for _ in range(15):
     loss = sft_loss(token_logprobs(drifted, push["input_ids"], push["attention_mask"]), push["response_mask"])
     optimizer.zero_grad(); loss.backward(); optimizer.step()
 config = PPOConfig(steps=40, eval_every=10, progress=False)
-_, back = train_ppo(drifted, ref_model, tokenizer, train_prompts, config, evaluator=evaluator,
-                    callback=answer_tracker(tokenizer))
+_, back = train_ppo(drifted, ref_model, tokenizer, train_prompts, config,
+                    evaluate=exact_metrics(evaluator, config.beta, track=answer_tracker(tokenizer)))
 plot_probability_curves(back, {k: k for k in ["P(Paris)", "P(Berlin)", "P(hedge)"]},
                         title="France: pushed off course, then PPO");
 
@@ -264,7 +265,8 @@ betas = [0.03, 0.3, 3.0]
 measured = {"true reward": [], "KL": [], "attainment": []}
 for b in betas:
     config = PPOConfig(beta=b, steps=25, rollouts_per_step=16, eval_every=25, progress=False)
-    _, h = train_ppo(copy.deepcopy(ref_model), ref_model, tokenizer, train_prompts, config, evaluator=evaluator)
+    _, h = train_ppo(copy.deepcopy(ref_model), ref_model, tokenizer, train_prompts, config,
+                     evaluate=exact_metrics(evaluator, config.beta))
     for name, key in [("true reward", "exact/true_reward"), ("KL", "exact/kl"), ("attainment", "exact/attainment")]:
         measured[name].append(h[-1][key])
 ref_probs = with_outside(evaluator.ref_set_probs)
@@ -295,7 +297,8 @@ assert measured["KL"][-1] < 0.25 * measured["KL"][0]   # beta = 3: it hardly lef
 # * **beta = 0.1**: every step away from the SFT model costs.
 
 # %%
-from minirlhf.reward import RewardConfig, train_default_reward_model
+from minirlhf.pipeline import train_default_reward_model
+from minirlhf.reward import RewardConfig
 
 reward_model, _, rm_data, rm_history = train_default_reward_model(
     seed=0, progress=False, pairs_per_prompt=16, config=RewardConfig(steps=100, progress=False))
@@ -304,7 +307,7 @@ runs = {}
 for name, b in {"beta = 0": 0.0, "beta = 0.1": 0.1}.items():
     config = PPOConfig(beta=b, steps=40, rollouts_per_step=16, eval_every=10, progress=False)
     _, runs[name] = train_ppo(copy.deepcopy(ref_model), ref_model, tokenizer, train_prompts, config,
-                              reward_model=reward_model, evaluator=evaluator)
+                              reward_model=reward_model, evaluate=exact_metrics(evaluator, config.beta))
 plot_runs(runs, ["objective/scores", "exact/true_reward", "exact/kl"],
           title="learned reward model: score (what PPO sees) vs true reward vs KL");
 

@@ -45,12 +45,13 @@ from datasets import Dataset
 
 from minirlhf import world
 from minirlhf.dpo import DPOConfig, dpo_loss, implicit_reward, train_dpo
+from minirlhf.evaluation import exact_metrics
 from minirlhf.logprobs import response_logprobs, token_log_ratios
 from minirlhf.optimum import ExactEvaluator, answer_kind_probs, optimal_value, with_outside
 from minirlhf.plots import (plot_beta_sweep, plot_history, plot_runs, plot_distributions,
                             plot_token_log_ratios)
 from minirlhf.preferences import default_preferences
-from minirlhf.sft import load_base_model
+from minirlhf.models import load_base_model
 
 torch.set_num_threads(2)
 ref_model, tokenizer = load_base_model()  # the SFT model: DPO's starting point AND its frozen reference
@@ -204,7 +205,8 @@ for lr in (1e-4, 1e-3, 1e-2):
     config = DPOConfig(beta=BETA, on_policy_rounds=0, epochs=8, batch_size=64, learning_rate=lr,
                        frozen_blocks=0, eval_every=4, progress=False)
     _, offline[f"offline, lr {lr:g}"] = train_dpo(copy.deepcopy(ref_model), ref_model, tokenizer,
-                                                 preferences["train"], config, evaluator=evaluator)
+                                                 preferences["train"], config,
+                                                 evaluate=exact_metrics(evaluator, config.beta))
 run = offline["offline, lr 0.01"]
 fig = plot_history(run, ["loss", "rewards/margins", "rewards/accuracies", "logps/chosen",
                          "exact/true_reward", "exact/coverage"], title="Offline DPO, lr 1e-2, beta 0.1")
@@ -225,7 +227,8 @@ fig = plot_history(run, ["loss", "rewards/margins", "rewards/accuracies", "logps
 config = DPOConfig(beta=BETA, progress=False)
 print(config)
 policy, history = train_dpo(copy.deepcopy(ref_model), ref_model, tokenizer, preferences["train"], config,
-                            evaluator=evaluator, eval_prompts=held_out)
+                            rater=world.SimulatedRater(seed=config.seed),
+                            evaluate=exact_metrics(evaluator, config.beta, held_out=held_out))
 fig = plot_history(history, ["loss", "rewards/margins", "rewards/accuracies", "exact/true_reward",
                              "exact/attainment", "exact/coverage"], title="On-policy DPO (defaults), beta 0.1")
 final = history[-1]
@@ -289,7 +292,8 @@ assert last["exact/coverage"] < 0.5                          # the mass went out
 config = DPOConfig(beta=0.01, on_policy_rounds=0, epochs=8, batch_size=64, learning_rate=1e-3,
                    frozen_blocks=0, eval_every=4, progress=False)
 _, offline["offline, lr 0.001, beta 0.01"] = train_dpo(copy.deepcopy(ref_model), ref_model, tokenizer,
-                                                       preferences["train"], config, evaluator=evaluator)
+                                                       preferences["train"], config,
+                                                 evaluate=exact_metrics(evaluator, config.beta))
 fig = plot_runs(offline, ["loss", "exact/coverage", "exact/p_correct"],
                 title="Offline DPO: the loss falls, the coverage collapses")
 for name, h in offline.items():
@@ -328,7 +332,8 @@ measured = {"true reward": [], "KL": [], "attainment": []}
 optimum = {"true reward": [], "KL": [], "attainment": []}
 for beta in betas:
     config = DPOConfig(beta=beta, on_policy_rounds=25, progress=False)
-    p, _ = train_dpo(copy.deepcopy(ref_model), ref_model, tokenizer, preferences["train"], config)
+    p, _ = train_dpo(copy.deepcopy(ref_model), ref_model, tokenizer, preferences["train"], config,
+                     rater=world.SimulatedRater(seed=config.seed))
     report = evaluator.evaluate(p, beta)
     star = evaluator.evaluate_probs(evaluator.optimum(beta)[:, :-1], beta)
     for name, key in (("true reward", "true_reward"), ("KL", "kl"), ("attainment", "attainment")):

@@ -50,7 +50,7 @@ from minirlhf.dpo import DPOConfig, train_dpo
 from minirlhf.optimum import ExactEvaluator, with_outside
 from minirlhf.plots import plot_distributions, plot_frontier
 from minirlhf.preferences import default_preferences
-from minirlhf.sft import load_base_model
+from minirlhf.models import load_base_model
 
 torch.set_num_threads(2)
 ref, tokenizer = load_base_model()            # the SFT model: every method's start and frozen reference
@@ -80,7 +80,8 @@ display(Markdown("\n".join(table) + "\n\n*wall time in the benchmark run, which 
 
 # %%
 preferences = default_preferences(progress=False)["train"]   # the pairs the sweep's DPO used
-dpo_live, _ = train_dpo(copy.deepcopy(ref), ref, tokenizer, preferences, DPOConfig(beta=BETA, progress=False))
+dpo_live, _ = train_dpo(copy.deepcopy(ref), ref, tokenizer, preferences, DPOConfig(beta=BETA, progress=False),
+                        rater=world.SimulatedRater(seed=0))
 live = evaluator.evaluate(dpo_live, BETA)
 cached = next(r for r in rows if r["method"] == "DPO")
 print(f"DPO live: attainment {live['attainment']:.3f}, KL {live['kl']:.3f}   "

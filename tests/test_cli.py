@@ -47,5 +47,5 @@ def test_demo_quick_writes_a_report_with_every_figure_and_number(tmp_path):
     assert metrics["comparison"]["table_markdown"] in report
     methods = [row["method"] for row in metrics["comparison"]["table"]]
     assert "PPO" in methods and "DPO" in methods
-    assert 0 <= metrics["dpo"]["dpo/coverage"] <= 1
+    assert 0 <= metrics["dpo"]["coverage"] <= 1 and metrics["dpo"]["rater_labels"] > 0
     assert (tmp_path / "sft-model" / "model.safetensors").is_file()

@@ -14,7 +14,6 @@ from minirlhf.dpo import (
     PROMPT,
     REJECTED,
     DPOConfig,
-    check_preference_data,
     conservative_dpo_loss,
     dpo_loss,
     dpo_metrics,
@@ -26,7 +25,9 @@ from minirlhf.dpo import (
     reference_logps,
     train_dpo,
 )
+from minirlhf.evaluation import exact_metrics
 from minirlhf.logprobs import response_logprobs
+from minirlhf.preferences import check_preference_data
 
 # One pair, chosen first: policy log-probs -1 and -2, reference log-probs -1.5 and -1.5.
 # The log-ratio margin is h = (-1 - -1.5) - (-2 - -1.5) = 0.5 + 0.5 = 1.
@@ -273,10 +274,15 @@ def test_on_policy_round_and_exact_metrics(base):
     data = clean_pairs(("France", "Japan"))
     evaluator = ExactEvaluator(model, tok, list(dict.fromkeys(data["prompt"])))
     config = DPOConfig(beta=0.5, on_policy_rounds=1, pairs_per_prompt=4, batch_size=8, progress=False)
-    _, history = train_dpo(copy.deepcopy(model), model, tok, data, config, evaluator=evaluator,
-                           eval_prompts=[world.make_prompt("Cuba")])
+    held_out = ExactEvaluator(model, tok, [world.make_prompt("Cuba")])
+    with pytest.raises(ValueError, match="pass rater="):  # no silent rater: online DPO asks for one
+        train_dpo(copy.deepcopy(model), model, tok, data, config)
+    _, history = train_dpo(copy.deepcopy(model), model, tok, data, config, rater=world.SimulatedRater(seed=0),
+                           evaluate=exact_metrics(evaluator, config.beta, held_out=held_out))
     assert history[0]["exact/attainment"] == pytest.approx(0.0, abs=1e-6)  # step 0: the reference
     assert {h["round"] for h in history} == {0, 1}
     last = history[-1]
+    # the rater labelled every fresh pair of the on-policy round, and nothing else
+    assert 0 < last["rater_labels"] <= 4 * 2 and history[1]["rater_labels"] == 0
     for key in ("exact/attainment", "exact/coverage", "exact/true_reward", "exact_held_out/attainment"):
         assert key in last

@@ -20,6 +20,7 @@ from minirlhf.ppo import (
     train_ppo,
     whiten,
 )
+from minirlhf.evaluation import exact_metrics
 from minirlhf.utils import seed_everything
 
 # ------------------------------------------------------------------------------------------------
@@ -249,7 +250,7 @@ def test_a_short_ppo_gt_run_raises_the_true_reward(base):
                        progress=False, seed=0)
     reference = copy.deepcopy(model.state_dict())
     policy, history = train_ppo(copy.deepcopy(model), model, tokenizer, prompts, config,
-                                evaluator=evaluator)
+                                evaluate=exact_metrics(evaluator, config.beta))
     first, last = history[0], history[-1]
     assert first["step"] == 0 and last["step"] == 12 and len(history) == 13
     assert last["exact/true_reward"] > first["exact/true_reward"] + 0.1

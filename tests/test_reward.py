@@ -8,25 +8,12 @@ import torch.nn.functional as F
 from datasets import Dataset
 
 from minirlhf import world
-from minirlhf.logprobs import encode_prompt_response
+from minirlhf.evaluation import (best_rank_correlation, candidate_scores, expected_accuracy,
+                                 margin_calibration, rank_correlation, ranking_agreement)
+from minirlhf.logprobs import encode_prompt_response, last_token_index
 from minirlhf.preferences import preference_row
-from minirlhf.reward import (
-    RewardConfig,
-    RewardModel,
-    best_rank_correlation,
-    bradley_terry_loss,
-    candidate_scores,
-    evaluate_reward_model,
-    expected_accuracy,
-    last_token_index,
-    load_reward_model,
-    margin_calibration,
-    pair_accuracy,
-    rank_correlation,
-    ranking_agreement,
-    reward_metrics,
-    train_reward_model,
-)
+from minirlhf.reward import (RewardConfig, RewardModel, bradley_terry_loss, evaluate_reward_model,
+                             load_reward_model, pair_accuracy, reward_metrics, train_reward_model)
 
 FRANCE = world.make_prompt("France")
 PARIS, BERLIN = world.make_response("France", "correct"), world.make_response("France", "wrong", "Berlin")

@@ -10,7 +10,8 @@ from minirlhf import world
 from minirlhf.data import sft_corpus
 from minirlhf.logprobs import encode_prompt_response, token_logprobs
 from minirlhf.optimum import answer_kind_probs
-from minirlhf.sft import SFTConfig, sft_loss, train_sft, warmup_cosine
+from minirlhf.sft import SFTConfig, sft_loss, train_sft
+from minirlhf.utils import lr_factor
 
 
 def test_sft_loss_by_hand():
@@ -49,9 +50,9 @@ def test_bad_config_is_refused():
 
 
 def test_warmup_then_cosine():
-    assert warmup_cosine(0, 100, 10) == pytest.approx(0.1)
-    assert warmup_cosine(10, 100, 10) == pytest.approx(1.0)
-    assert warmup_cosine(100, 100, 10) == pytest.approx(0.0)
+    assert lr_factor(0, 100, 10) == pytest.approx(0.1)
+    assert lr_factor(10, 100, 10) == pytest.approx(1.0)
+    assert lr_factor(100, 100, 10) == pytest.approx(0.0)
 
 
 def test_short_sft_lowers_the_loss_and_prefers_the_corpus_answers(tiny):
@@ -92,7 +93,7 @@ def test_corpus_is_balanced_and_keeps_held_out_capitals_out_of_training_answers(
     corpus = sft_corpus(wrong_per_city=2)
     held_out_capitals = {world.CAPITAL_OF[c] for c in world.HELD_OUT_COUNTRIES}
     for country in ("France", "Cuba"):
-        rows = corpus.filter(lambda row: row["country"] == country)
+        rows = corpus.filter(lambda row, c=country: row["country"] == c)
         styles = Counter(rows["style"])
         assert styles["wrong"] / len(rows) == pytest.approx(world.STYLE_MIX["wrong"], abs=0.005)
         assert styles["correct"] / len(rows) == pytest.approx(world.STYLE_MIX["correct"], abs=0.01)
