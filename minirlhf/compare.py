@@ -139,6 +139,3 @@ A moderate rate: at 1e-3 and 8 passes offline DPO collapses even on pairs sample
 # --- The comparison stage of `minirlhf demo` --------------------------------------------------
 
 
-
-
-

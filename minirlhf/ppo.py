@@ -390,6 +390,23 @@ def ppo_update(policy, critic, optimizer, batch: dict, advantages: torch.Tensor,
     return {key: torch.stack([s[key] for s in stats]).mean().item() for key in stats[0]}
 
 
+@torch.no_grad()
+def step_metrics(batch: dict, scores: torch.Tensor, returns: torch.Tensor, beta: float) -> dict[str, float]:
+    """5. What a PPO step logs, named as in TRL: ``objective/kl`` is the sequence KL to the reference
+    (k1, summed over tokens, mean over the batch), not the step's ``policy/approxkl``."""
+    mask = batch["response_mask"]
+    kl = ((batch["logprobs"] - batch["ref_logprobs"]) * mask).sum(-1)  # sequence KL (k1), (B,)
+    true_reward = sum(map(world.true_reward, batch["prompts"], batch["responses"])) / len(scores)
+    return {"objective/scores": scores.mean().item(),
+            "objective/kl": kl.mean().item(),
+            "objective/non_score_reward": (-beta * kl).mean().item(),
+            "objective/rlhf_reward": (scores - beta * kl).mean().item(),
+            "objective/entropy": (batch["entropy"] * mask).sum(-1).mean().item(),
+            "objective/true_reward": true_reward,
+            "val/explained_variance": explained_variance(batch["values"], returns, mask),
+            "eos_fraction": batch["finished"].float().mean().item()}
+
+
 # ----------------------------------------------------------------------------------------------
 # The training loop
 # ----------------------------------------------------------------------------------------------
@@ -398,19 +415,15 @@ def train_ppo(policy, ref_model, tokenizer, prompts: list[str], config: PPOConfi
               reward_model=None, rater=None, reward_data=None, evaluate: Callable | None = None):
     """Train ``policy`` (a causal LM, in place) with PPO and a KL penalty to ``ref_model``.
 
-    * ``prompts``: the training prompts; each step draws ``rollouts_per_step`` of them at random.
-    * ``reward_model``: None for PPO-GT (the true reward of the decoded text), or a model with
-      ``forward(input_ids, attention_mask) -> (B,)`` on the policy's tokenizer
-      (:class:`minirlhf.reward.RewardModel`).
-    * ``rater`` (e.g. :class:`minirlhf.world.SimulatedRater`), with a learned reward model: refresh
-      a copy of it every ``config.reward_refresh_every`` steps (:func:`refresh_reward_model`), on
-      the new pairs and on ``reward_data``, the pairs it was trained on.
-    * ``evaluate(step, policy) -> dict``: called at step 0, every ``eval_every`` steps and at the
-      end; what it returns joins that step's record (e.g. :func:`minirlhf.evaluation.exact_metrics`).
+    Each step draws ``rollouts_per_step`` of the training ``prompts``. ``reward_model``: None for
+    PPO-GT (the true reward), or a :class:`~minirlhf.reward.RewardModel` on the policy's tokenizer.
+    ``rater`` (e.g. :class:`~minirlhf.world.SimulatedRater`): refresh a copy of the reward model every
+    ``reward_refresh_every`` steps, on its new labels and on ``reward_data`` (the pairs it learned from).
+    ``evaluate(step, policy) -> dict`` (e.g. :func:`minirlhf.evaluation.exact_metrics`): called at
+    step 0, every ``eval_every`` steps and at the end; its numbers join that step's record.
 
-    Returns ``(policy, history)``: one metrics dict per step (``step`` 0 = the starting policy when
-    evaluating), named as in TRL (``objective/kl``, ``objective/scores``, ``policy/approxkl``, ...);
-    ``rater_labels``: the labels the rater gave so far.
+    Returns ``(policy, history)``: one dict per step, named as in TRL (``objective/kl``, ...; see
+    :func:`step_metrics`), with ``rater_labels`` (so far) and what ``evaluate`` gave.
     """
     config = config or PPOConfig()
     if not prompts:
@@ -469,17 +482,7 @@ def train_ppo(policy, ref_model, tokenizer, prompts: list[str], config: PPOConfi
             scheduler.step()
             update_time = time.perf_counter() - update_start
             # 5. log, then adapt beta to the KL of this batch
-            kl = ((batch["logprobs"] - batch["ref_logprobs"]) * mask).sum(-1)  # sequence KL (k1)
-            record = {"step": step, "beta": beta, **stats,
-                      "objective/scores": scores.mean().item(),
-                      "objective/kl": kl.mean().item(),
-                      "objective/non_score_reward": (-beta * kl).mean().item(),
-                      "objective/rlhf_reward": (scores - beta * kl).mean().item(),
-                      "objective/entropy": (batch["entropy"] * mask).sum(-1).mean().item(),
-                      "objective/true_reward": sum(map(world.true_reward, batch["prompts"],
-                                                       batch["responses"])) / len(rows),
-                      "val/explained_variance": explained_variance(batch["values"], returns, mask),
-                      "eos_fraction": batch["finished"].float().mean().item(),
+            record = {"step": step, "beta": beta, **stats, **step_metrics(batch, scores, returns, beta),
                       "learning_rate": scheduler.get_last_lr()[0],
                       "time/update": update_time, "time/step": time.perf_counter() - step_start}
             if kl_controller is not None:

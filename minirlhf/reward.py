@@ -79,14 +79,6 @@ def reward_metrics(chosen_scores: torch.Tensor, rejected_scores: torch.Tensor) -
     }
 
 
-
-
-
-
-
-
-
-
 # ---------------------------------------------------------------------------------------------
 # The model
 # ---------------------------------------------------------------------------------------------
@@ -282,8 +274,6 @@ class RewardConfig:
         check_config(self, positive=("steps", "batch_size", "learning_rate", "head_learning_rate",
                                      "log_every", "eval_every", "max_grad_norm"),
                      non_negative=("warmup_steps", "weight_decay", "head_only_steps"))
-
-
 
 
 def encode_pairs(tokenizer, data: Dataset, device=None) -> dict[str, torch.Tensor]:

@@ -141,8 +141,6 @@ def wrong_cities(country: str) -> list[str]:
     return [city for city in pool if city != capital]
 
 
-
-
 def normalize_text(text: str) -> str:
     """Collapse whitespace and remove the space before punctuation (``"Paris ."`` -> ``"Paris."``)."""
     text = " ".join(text.split())
