@@ -106,14 +106,45 @@ def test_two_slips_at_once_are_partly_explained():
     assert "Part of this looks like a common slip: unbiased variance (n - 1)" in result.report()
 
 
-def test_a_failing_case_brings_its_usual_cause():
+def test_a_slip_is_named_on_the_shown_case_only_when_it_gives_the_students_numbers_there():
+    def forgets_the_mask_for_a_single_row(logprobs, mask):  # a catalogued slip, on one case only
+        if logprobs.shape[0] == 1:
+            return -logprobs.mean()
+        return -(logprobs * mask).sum() / mask.sum()
+
+    result = check_sft_loss(forgets_the_mask_for_a_single_row, verbose=False, raise_on_failure=False)
+    assert [c.case.name for c in result.failed_cases] == ["prompt tokens present"]
+    assert result.mistake is None and result.partial is None
+    assert [m.name for m in result.on_shown_case] == ["prompt tokens not masked"]
+    assert ("On this case your result is exactly what a common slip gives: prompt tokens not masked"
+            in result.report())
+
+
+def test_no_slip_is_blamed_when_none_gives_the_students_numbers():
     def counts_very_unlikely_prompt_tokens(logprobs, mask):  # wrong only where the prompt is at -8, -9
         counted = mask | (logprobs < -7.5).long()
         return -(logprobs * counted).sum() / mask.sum()
 
     result = check_sft_loss(counts_very_unlikely_prompt_tokens, verbose=False, raise_on_failure=False)
     assert [c.case.name for c in result.failed_cases] == ["prompt tokens present"]
-    assert "Usual cause: the prompt's log-probs are counted" in result.report()
+    assert result.on_shown_case == []
+    assert "common slip" not in result.report()
+    assert "Compare your code with the formula" in result.report()
+
+
+def test_no_slip_is_named_under_a_gradient_or_in_place_message():
+    def right_value_zero_gradient(logprobs, mask):
+        return -(logprobs.detach() * mask).sum() / mask.sum() + 0 * logprobs.sum()
+
+    def right_value_but_in_place(logprobs, mask):
+        logprobs.mul_(mask)
+        return -logprobs.sum() / mask.sum()
+
+    for student in (right_value_zero_gradient, right_value_but_in_place):
+        result = check_sft_loss(student, verbose=False, raise_on_failure=False)
+        assert not result.passed and {c.kind for c in result.failed_cases} <= {"gradient", "in place"}
+        assert result.mistake is None and result.on_shown_case == []
+        assert "common slip" not in result.report(), result.report()
 
 
 def test_outputs_in_the_wrong_order_are_spotted():

@@ -4,7 +4,9 @@ A check runs the student's function and the library's on the same inputs: first 
 cases that each probe one idea ("the prompt's log-probs must not count"), then random ones.
 When the two disagree, the check does not stop at "wrong". It runs a catalogue of the usual
 wrong implementations (:class:`Mistake`) on the same cases; one that reproduces the student's
-numbers on every case names what almost certainly happened, with the fix. When none does, it
+numbers on every case names what almost certainly happened, with the fix. A slip is only ever
+named where it gives exactly the student's numbers: on every case (the likely cause), on most
+failing cases (part of the cause), or on the failing case shown. When none does, the check
 falls back to general clues: a flipped sign, a constant factor, a wrong shape, values where
 the mask is 0, a gradient that does not flow.
 """
@@ -61,8 +63,6 @@ class Case:
     """What the case tests, in words; shown when it fails."""
     args: dict
     """The arguments, by the library's parameter names, in call order."""
-    hint: str = ""
-    """The usual cause when this case (and only few others) fails; shown with the case."""
 
 
 @dataclass
@@ -77,6 +77,13 @@ class Mistake:
     """How to put it right."""
     implementation: Callable
     """A function with the exercise's signature that makes exactly this mistake."""
+    variants: tuple[Callable, ...] = ()
+    """Other common ways of writing the same slip whose numbers differ on some case (another
+    denominator, say); the slip is recognised when any one of them reproduces the student's."""
+
+    @property
+    def implementations(self) -> tuple[Callable, ...]:
+        return (self.implementation, *self.variants)
 
 
 @dataclass
@@ -129,6 +136,9 @@ class CheckResult:
     partial: tuple[Mistake, int, int] | None = None
     """When no known mistake explains every case: one that explains some of the failing ones,
     with (how many, out of how many)."""
+    on_shown_case: list[Mistake] = field(default_factory=list)
+    """When neither of the above: the known mistakes that give exactly the student's (wrong)
+    value on the failing case the report shows."""
     hints: list[str] = field(default_factory=list)
     """General clues found when no known mistake matched (or in addition to it)."""
     checked_gradients: bool = False
@@ -166,8 +176,6 @@ class CheckResult:
         lines += ["", f"First failing case: {first.case.name}", f"  It checks that {first.case.probes}"]
         lines += ["  " + line for line in _describe_args(first.case.args)]
         lines.append(f"  {first.problem}")
-        if first.case.hint and self.mistake is None:
-            lines.append(f"  Usual cause: {first.case.hint}")
         if self.mistake is not None:
             lines += ["", f"This looks like a common slip: {self.mistake.name}.",
                       f"  What happens: {self.mistake.cause}", f"  How to fix it: {self.mistake.fix}"]
@@ -176,6 +184,15 @@ class CheckResult:
             lines += ["", f"Part of this looks like a common slip: {mistake.name} (it gives exactly your "
                       f"results on {k} of the {n} failing cases; something else differs too).",
                       f"  What happens: {mistake.cause}", f"  How to fix it: {mistake.fix}"]
+        elif len(self.on_shown_case) == 1:
+            mistake = self.on_shown_case[0]
+            lines += ["", f"On this case your result is exactly what a common slip gives: {mistake.name} "
+                      "(not on every case, so something else may differ too).",
+                      f"  What happens: {mistake.cause}", f"  How to fix it: {mistake.fix}"]
+        elif self.on_shown_case:
+            names = "; ".join(m.name for m in self.on_shown_case)
+            lines += ["", f"On this case your result is exactly what each of these common slips gives: "
+                      f"{names}. The other cases tell them apart."]
         for hint in self.hints:
             lines += ["", f"Clue: {hint}"]
         lines += ["", "Fix it, run the cell that defines the function again, then this check."]
@@ -208,6 +225,8 @@ def run_check(exercise: Exercise, student_fn: Callable, verbose: bool = True,
         result.mistake = _find_mistake(exercise, results)
         if result.mistake is None:
             result.partial = _find_partial_mistake(exercise, results)
+            if result.partial is None:
+                result.on_shown_case = _mistakes_on_case(exercise, result.shown_case)
             result.hints = _general_hints(exercise, results)
     if verbose:
         print(result.report())
@@ -269,11 +288,14 @@ def _close(got: torch.Tensor, expected: torch.Tensor) -> bool:
 
 
 def _weighted_sum(out: torch.Tensor, seed: int) -> torch.Tensor:
-    """A scalar whose gradient sees every element of ``out`` (fixed random weights)."""
+    """A scalar whose gradient sees every element of ``out`` (fixed random weights).
+
+    The weights are drawn in float32 whatever ``out``'s dtype, then converted (exactly): a
+    student's float64 answer is weighted like the library's float32 one."""
     if out.numel() == 1:
         return out.sum()
-    weights = torch.rand(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype)
-    return (out * weights).sum()
+    weights = torch.rand(out.shape, generator=torch.Generator().manual_seed(seed))
+    return (out * weights.to(out.dtype)).sum()
 
 
 def _gradients(exercise: Exercise, fn: Callable, case: Case):
@@ -403,10 +425,11 @@ def _explain_exception(error: Exception, exercise: Exercise, case: Case) -> str:
 # Diagnosis
 
 
-def _mistake_outputs(exercise: Exercise, mistake: Mistake, case: Case):
+def _implementation_outputs(exercise: Exercise, implementation: Callable, case: Case):
+    """What a catalogued wrong implementation returns on ``case`` (None if it crashes there)."""
     try:
         with torch.no_grad():
-            return _outputs(exercise, _call(mistake.implementation, _clone_args(case.args)))
+            return _outputs(exercise, _call(implementation, _clone_args(case.args)))
     except Exception:  # noqa: BLE001 - a mistake that crashes on a case cannot be the student's
         return None
 
@@ -427,6 +450,12 @@ def _same_outputs(a: tuple | None, b: tuple | None) -> bool:
     return True
 
 
+def _reproduces(exercise: Exercise, implementation: Callable, results: list[CaseResult]) -> bool:
+    """Whether ``implementation`` gives exactly the student's outputs on every one of ``results``."""
+    return all(_same_outputs(_implementation_outputs(exercise, implementation, r.case), r.got)
+               for r in results)
+
+
 def _find_mistake(exercise: Exercise, results: list[CaseResult]) -> Mistake | None:
     """The catalogued mistake that reproduces the student's outputs on every case, if any.
 
@@ -437,7 +466,7 @@ def _find_mistake(exercise: Exercise, results: list[CaseResult]) -> Mistake | No
     if not any(not r.passed for r in compared):
         return None
     for mistake in exercise.mistakes:
-        if all(_same_outputs(_mistake_outputs(exercise, mistake, r.case), r.got) for r in compared):
+        if any(_reproduces(exercise, implementation, compared) for implementation in mistake.implementations):
             return mistake
     return None
 
@@ -450,13 +479,25 @@ def _find_partial_mistake(exercise: Exercise, results: list[CaseResult]):
     passing = [r for r in results if r.passed]
     best = None
     for mistake in exercise.mistakes:
-        outputs = {id(r): _mistake_outputs(exercise, mistake, r.case) for r in failing + passing}
-        if not all(_same_outputs(outputs[id(r)], r.expected) for r in passing):
-            continue
-        explained = sum(_same_outputs(outputs[id(r)], r.got) for r in failing)
-        if explained and 2 * explained >= len(failing) and (best is None or explained > best[1]):
-            best = (mistake, explained, len(failing))
+        for implementation in mistake.implementations:
+            outputs = {id(r): _implementation_outputs(exercise, implementation, r.case)
+                       for r in failing + passing}
+            if not all(_same_outputs(outputs[id(r)], r.expected) for r in passing):
+                continue
+            explained = sum(_same_outputs(outputs[id(r)], r.got) for r in failing)
+            if explained and 2 * explained >= len(failing) and (best is None or explained > best[1]):
+                best = (mistake, explained, len(failing))
     return best
+
+
+def _mistakes_on_case(exercise: Exercise, result: CaseResult) -> list[Mistake]:
+    """The catalogued mistakes that give exactly the student's wrong value on this one case. Only
+    for a wrong value: a crash, an input changed in place or a gradient has its own message."""
+    if result.kind != "value":
+        return []
+    return [mistake for mistake in exercise.mistakes
+            if any(_reproduces(exercise, implementation, [result])
+                   for implementation in mistake.implementations)]
 
 
 def _general_hints(exercise: Exercise, results: list[CaseResult]) -> list[str]:

@@ -102,21 +102,19 @@ def check_sequence_logps(student_fn, verbose: bool = True, raise_on_failure: boo
 # Exercise 5b: the DPO loss
 
 
-def _dpo_case(name, probes, pc, pr, rc, rr, beta, hint="") -> Case:
+def _dpo_case(name, probes, pc, pr, rc, rr, beta) -> Case:
     logps = [torch.tensor(x) for x in (pc, pr, rc, rr)]
     names = ("policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "ref_rejected_logps")
-    return Case(name, probes, {**dict(zip(names, logps)), "beta": beta}, hint)
+    return Case(name, probes, {**dict(zip(names, logps)), "beta": beta})
 
 
 def _dpo_cases() -> list[Case]:
     cases = [
         _dpo_case("policy equal to the reference", "at the start of training (pi = pi_ref) every pair "
-                  "costs log 2, whatever the log-probs", [-4.0], [-3.0], [-4.0], [-3.0], 0.1,
-                  "the reference terms must cancel the policy's when pi = pi_ref: check the log-ratios."),
+                  "costs log 2, whatever the log-probs", [-4.0], [-3.0], [-4.0], [-3.0], 0.1),
         _dpo_case("policy raised the chosen answer",
                   "the loss falls when the policy raises the chosen answer *relative to the reference*",
-                  [-2.0], [-3.0], [-4.0], [-3.0], 0.5,
-                  "a sign (chosen minus rejected, policy minus reference) or where beta goes."),
+                  [-2.0], [-3.0], [-4.0], [-3.0], 0.5),
         _dpo_case("already preferred by the reference",
                   "only the change from the reference counts: the reference preferring y_w already "
                   "earns nothing", [-1.0, -6.0], [-5.0, -2.0], [-1.5, -6.5], [-4.0, -2.5], 0.1),

@@ -52,35 +52,30 @@ def _mean(values, mask):
 # Exercise 3a: the per-token reward
 
 
-def _reward_case(name, probes, logprobs, ref_logprobs, scores, mask, beta, hint="") -> Case:
+def _reward_case(name, probes, logprobs, ref_logprobs, scores, mask, beta) -> Case:
     return Case(name, probes, {"logprobs": torch.tensor(logprobs), "ref_logprobs": torch.tensor(ref_logprobs),
                                "scores": torch.tensor(scores), "response_mask": torch.tensor(mask),
-                               "beta": beta}, hint)
+                               "beta": beta})
 
 
 def _reward_cases() -> list[Case]:
     cases = [
         _reward_case("policy equal to the reference",
                      "with no KL, the only reward is the score, on the last response token",
-                     [[-3.0, -1.0, -0.5, -0.2]], [[-3.0, -1.0, -0.5, -0.2]], [2.0], [[0, 1, 1, 1]], 0.1,
-                     "the score is missing, misplaced or scaled: it goes, unscaled, on the last response "
-                     "token."),
+                     [[-3.0, -1.0, -0.5, -0.2]], [[-3.0, -1.0, -0.5, -0.2]], [2.0], [[0, 1, 1, 1]], 0.1),
         _reward_case("policy differs from the reference",
                      "each response token pays -beta * (log pi - log pi_ref), positive where the "
                      "policy is *less* sure than the reference",
-                     [[-2.0, -0.5, -1.0, -0.1]], [[-2.5, -1.0, -0.4, -0.1]], [0.0], [[0, 1, 1, 1]], 0.5,
-                     "the KL term: its sign, beta, or the reference log-probs."),
+                     [[-2.0, -0.5, -1.0, -0.1]], [[-2.5, -1.0, -0.4, -0.1]], [0.0], [[0, 1, 1, 1]], 0.5),
         _reward_case("prompt tokens present",
                      "prompt tokens get no reward, even where the two models disagree on them",
-                     [[-4.0, -6.0, -0.3, -0.2]], [[-1.0, -2.0, -0.1, -0.2]], [1.0], [[0, 0, 1, 1]], 0.2,
-                     "the penalty is not masked, or the last token is found from the wrong end."),
+                     [[-4.0, -6.0, -0.3, -0.2]], [[-1.0, -2.0, -0.1, -0.2]], [1.0], [[0, 0, 1, 1]], 0.2),
         _reward_case("padding after a shorter response",
                      "the score goes on each row's own last response token (its EOS), not on the "
                      "last column, and padding gets nothing",
                      [[-1.0, -0.5, -0.2, -3.0, -3.0], [-1.0, -0.4, -0.3, -0.2, -0.1]],
                      [[-1.0, -0.7, -0.2, -1.0, -1.0], [-1.0, -0.2, -0.3, -0.6, -0.1]],
-                     [1.5, -1.0], [[0, 1, 1, 0, 0], [0, 1, 1, 1, 1]], 1.0,
-                     "the score goes on the last column, or padding is not masked."),
+                     [1.5, -1.0], [[0, 1, 1, 0, 0], [0, 1, 1, 1, 1]], 1.0),
     ]
     generator = torch.Generator().manual_seed(3)
     for i, (batch, prompt, response, beta) in enumerate([(3, 3, 5, 0.1), (8, 5, 8, 0.05), (16, 6, 12, 0.3)]):
@@ -183,9 +178,9 @@ def check_per_token_rewards(student_fn, verbose: bool = True, raise_on_failure: 
 # Exercise 3b: generalised advantage estimation
 
 
-def _gae_case(name, probes, rewards, values, mask, gamma, lam, hint="") -> Case:
+def _gae_case(name, probes, rewards, values, mask, gamma, lam) -> Case:
     return Case(name, probes, {"rewards": torch.tensor(rewards), "values": torch.tensor(values),
-                               "response_mask": torch.tensor(mask), "gamma": gamma, "lam": lam}, hint)
+                               "response_mask": torch.tensor(mask), "gamma": gamma, "lam": lam})
 
 
 def _gae_cases() -> list[Case]:
@@ -193,23 +188,19 @@ def _gae_cases() -> list[Case]:
     # correct GAE never lets them in.
     cases = [
         _gae_case("one token", "with a single response token, the advantage is r - V and the return is r",
-                  [[0.0, 1.0]], [[5.0, 0.25]], [[0, 1]], 1.0, 0.95,
-                  "the delta, r + gamma * V_next - V, with V_next = 0 after the last token; or the returns."),
+                  [[0.0, 1.0]], [[5.0, 0.25]], [[0, 1]], 1.0, 0.95),
         _gae_case("reward at the end, gamma = 1",
                   "the final reward flows back to earlier tokens, shrunk by lambda at each step",
-                  [[0.0, 0.0, 0.0, 1.0]], [[5.0, 0.2, 0.4, 0.6]], [[0, 1, 1, 1]], 1.0, 0.9,
-                  "the backward accumulation A_t = delta_t + gamma * lam * A_{t+1}."),
+                  [[0.0, 0.0, 0.0, 1.0]], [[5.0, 0.2, 0.4, 0.6]], [[0, 1, 1, 1]], 1.0, 0.9),
         _gae_case("discounting, gamma < 1", "gamma discounts both the next value and the later "
                   "advantages (the factor is gamma * lambda)",
-                  [[0.0, 0.1, -0.2, 2.0]], [[5.0, 0.3, 0.5, 1.0]], [[0, 1, 1, 1]], 0.9, 0.8,
-                  "gamma is missing somewhere: in the bootstrap or in the gamma * lam factor."),
+                  [[0.0, 0.1, -0.2, 2.0]], [[5.0, 0.3, 0.5, 1.0]], [[0, 1, 1, 1]], 0.9, 0.8),
         _gae_case("padding after a shorter response",
                   "the episode ends at the EOS: the value of the padding after it is not bootstrapped, "
                   "and padding gets no advantage",
                   [[0.0, 0.5, 1.0, 0.0, 0.0], [0.0, 0.0, 0.2, -0.1, 1.0]],
                   [[5.0, 0.4, 0.8, 9.0, 9.0], [5.0, 0.1, 0.3, 0.2, 0.6]],
-                  [[0, 1, 1, 0, 0], [0, 1, 1, 1, 1]], 0.95, 0.9,
-                  "the padding's values leak in: reset the next value and advantage where the mask is 0."),
+                  [[0, 1, 1, 0, 0], [0, 1, 1, 1, 1]], 0.95, 0.9),
     ]
     generator = torch.Generator().manual_seed(4)
     for i, (batch, prompt, response, gamma, lam) in enumerate([(3, 2, 5, 1.0, 0.95), (8, 4, 8, 0.9, 0.7),
@@ -454,38 +445,33 @@ def check_whiten(student_fn, verbose: bool = True, raise_on_failure: bool = True
 # Exercise 4b: the clipped policy loss
 
 
-def _loss_case(name, probes, logprobs, old_logprobs, advantages, mask, clip_range, hint="") -> Case:
+def _loss_case(name, probes, logprobs, old_logprobs, advantages, mask, clip_range) -> Case:
     return Case(name, probes, {"logprobs": torch.tensor(logprobs), "old_logprobs": torch.tensor(old_logprobs),
                                "advantages": torch.tensor(advantages), "mask": torch.tensor(mask),
-                               "clip_range": clip_range}, hint)
+                               "clip_range": clip_range})
 
 
 def _loss_cases() -> list[Case]:
     cases = [
         _loss_case("policy unchanged", "at ratio 1 the loss is minus the mean advantage",
-                   [[-1.0, -0.5, -2.0]], [[-1.0, -0.5, -2.0]], [[1.0, -0.5, 2.0]], [[1, 1, 1]], 0.2,
-                   "the sign (a loss is minus the objective) or the mean."),
+                   [[-1.0, -0.5, -2.0]], [[-1.0, -0.5, -2.0]], [[1.0, -0.5, 2.0]], [[1, 1, 1]], 0.2),
         _loss_case("small moves, inside the clip range",
                    "inside 1 +- clip_range the loss is -A * ratio, ratio = exp(logprobs - old_logprobs)",
-                   [[-0.9, -0.6]], [[-1.0, -0.5]], [[1.0, 1.0]], [[1, 1]], 0.2,
-                   "the ratio: exp(logprobs - old_logprobs), in that order."),
+                   [[-0.9, -0.6]], [[-1.0, -0.5]], [[1.0, 1.0]], [[1, 1]], 0.2),
         _loss_case("a good token pushed too far up",
                    "positive advantage, ratio above 1 + clip_range: the gain is capped (clipped)",
-                   [[-0.2, -1.0]], [[-1.0, -1.0]], [[2.0, 0.5]], [[1, 1]], 0.2,
-                   "the clipping is missing: clamp the ratio to [1 - clip_range, 1 + clip_range]."),
+                   [[-0.2, -1.0]], [[-1.0, -1.0]], [[2.0, 0.5]], [[1, 1]], 0.2),
         _loss_case("a bad token pushed far up",
                    "negative advantage, ratio above 1 + clip_range: no cap, the loss stays pessimistic "
                    "(the max picks the unclipped term)",
-                   [[-0.2, -1.0]], [[-1.0, -1.0]], [[-2.0, 0.5]], [[1, 1]], 0.2,
-                   "min instead of max (or only the clipped term): the loss must keep the worse of the two."),
+                   [[-0.2, -1.0]], [[-1.0, -1.0]], [[-2.0, 0.5]], [[1, 1]], 0.2),
         _loss_case("a bad token pushed too far down",
                    "negative advantage, ratio below 1 - clip_range: the gain of pushing it further is capped",
                    [[-2.0, -1.0]], [[-1.0, -1.0]], [[-1.0, 0.5]], [[1, 1]], 0.1),
         _loss_case("prompt and padding present", "the mean is over real tokens only",
                    [[-9.0, -0.4, -0.7, -5.0], [-9.0, -1.0, -3.0, -3.0]],
                    [[-1.0, -0.5, -0.5, -1.0], [-1.0, -1.2, -1.0, -1.0]],
-                   [[3.0, 1.0, -1.0, 4.0], [3.0, 0.5, 2.0, 2.0]], [[0, 1, 1, 0], [0, 1, 0, 0]], 0.2,
-                   "the mean includes positions where mask is 0."),
+                   [[3.0, 1.0, -1.0, 4.0], [3.0, 0.5, 2.0, 2.0]], [[0, 1, 1, 0], [0, 1, 0, 0]], 0.2),
     ]
     generator = torch.Generator().manual_seed(6)
     for i, (batch, prompt, response, clip) in enumerate([(4, 3, 6, 0.2), (16, 5, 10, 0.1)]):

@@ -25,18 +25,15 @@ def _cases() -> list[Case]:
         Case("prompt tokens present",
              "the prompt's log-probs do not count: the model is given the prompt, it does not write it",
              {"logprobs": torch.tensor([[-8.0, -9.0, -1.0, -3.0]]),
-              "response_mask": torch.tensor([[0, 0, 1, 1]])},
-             hint="the prompt's log-probs are counted: multiply by response_mask before summing."),
+              "response_mask": torch.tensor([[0, 0, 1, 1]])}),
         Case("padding after a shorter response",
              "padding positions do not count, neither in the sum nor in the number of tokens",
              {"logprobs": torch.tensor([[-5.0, -1.0, -2.0, -3.0], [-5.0, -4.0, -6.0, -7.0]]),
-              "response_mask": torch.tensor([[0, 1, 1, 1], [0, 1, 0, 0]])},
-             hint="padding is counted, in the sum or in the number of tokens you divide by."),
+              "response_mask": torch.tensor([[0, 1, 1, 1], [0, 1, 0, 0]])}),
         Case("responses of different lengths",
              "every response token weighs the same (a mean over tokens, not a mean of per-response means)",
              {"logprobs": torch.tensor([[-1.0, -1.0, -1.0, -1.0], [-4.0, -0.5, -0.5, -0.5]]),
-              "response_mask": torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0]])},
-             hint="the mean is taken per response first: divide the batch's sum by the batch's count."),
+              "response_mask": torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0]])}),
     ]
     generator = torch.Generator().manual_seed(1)
     for i, (batch, prompt, response) in enumerate([(3, 4, 5), (8, 6, 7), (16, 9, 12)]):
