@@ -544,7 +544,7 @@ def _general_hints(exercise: Exercise, results: list[CaseResult]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Formatting and random inputs
+# Formatting
 
 
 def _fmt(value) -> str:
@@ -577,6 +577,39 @@ def _round(x):
     if isinstance(x, list):
         return [_round(v) for v in x]
     return round(x, 3) + 0.0 if isinstance(x, float) else x  # + 0.0: no "-0.0"
+
+
+# ---------------------------------------------------------------------------------------------
+# Masks as the catalogued wrong implementations get them wrong (shared by several exercises)
+
+
+def last_token_index(mask: torch.Tensor) -> torch.Tensor:
+    """Index of each row's last response token (its EOS): the largest t where ``mask`` is 1."""
+    positions = torch.arange(mask.shape[-1])
+    return (mask.long() * positions).argmax(-1)
+
+
+def without_eos(mask: torch.Tensor) -> torch.Tensor:
+    """``mask`` with each row's last response token (the EOS) set to 0: the EOS left out."""
+    mask = mask.clone()
+    mask[torch.arange(mask.shape[0]), last_token_index(mask)] = 0
+    return mask
+
+
+def shifted(mask: torch.Tensor, by: int) -> torch.Tensor:
+    """``mask`` moved one column (``by`` = -1: to the left, +1: to the right), zeros coming in.
+    ``logprobs * shifted(mask, -1)`` scores, for each response token, the token before it:
+    what ``logprobs[:, :-1] * mask[:, 1:]`` does."""
+    out = torch.zeros_like(mask)
+    if by < 0:
+        out[:, :by] = mask[:, -by:]
+    else:
+        out[:, by:] = mask[:, :-by]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Random inputs
 
 
 def random_layout(batch: int, prompt_len: int, max_response: int, generator: torch.Generator):

@@ -10,7 +10,16 @@ from __future__ import annotations
 
 import torch
 
-from minirlhf.exercises.checking import Case, Exercise, Mistake, random_layout, random_logprobs, run_check
+from minirlhf.exercises.checking import (
+    Case,
+    Exercise,
+    Mistake,
+    random_layout,
+    random_logprobs,
+    run_check,
+    shifted,
+    without_eos,
+)
 from minirlhf.sft import sft_loss
 
 
@@ -43,6 +52,21 @@ def _cases() -> list[Case]:
                           {"logprobs": random_logprobs(mask.shape, generator), "response_mask": mask}))
     return cases
 
+
+def _nll(logprobs, weights, count):
+    """Minus the weighted sum of the log-probs over the number of tokens in ``count`` (a mask)."""
+    return -(logprobs * weights).sum() / count.sum()
+
+
+def _shifted_variants(by: int) -> tuple:
+    """A shift by one column, as it is usually written: sliced (dividing by the shifted or the
+    true count) or rolled (the last column wraps round to the first)."""
+    return (lambda lp, m: _nll(lp, shifted(m, by), shifted(m, by)),
+            lambda lp, m: _nll(lp, shifted(m, by), m),
+            lambda lp, m: _nll(lp, torch.roll(m, by, dims=1), m))
+
+
+_BEFORE, _AFTER = _shifted_variants(-1), _shifted_variants(+1)
 
 MISTAKES = [
     Mistake("sign flipped",
@@ -79,13 +103,29 @@ MISTAKES = [
             "the loss is taken on the prompt and padding positions and the response is left out.",
             "use response_mask as it is: 1 marks the tokens to learn.",
             lambda logprobs, mask: -(logprobs * (1 - mask)).sum() / (1 - mask).sum()),
-    Mistake("log-probs shifted by one position",
+    Mistake("log-probs shifted by one position (the token before scored)",
             "the log-probs are shifted against the mask (`logprobs[:, :-1]` with `response_mask[:, 1:]`), "
             "as in code that shifts logits and labels; but `token_logprobs` is already aligned "
             "(column t is the log-prob of token t), so shifting again scores the wrong tokens: the "
             "last prompt token in, the `<eos>` out.",
             "use logprobs and response_mask as they are, column for column.",
-            lambda logprobs, mask: -(logprobs[:, :-1] * mask[:, 1:]).sum() / mask[:, 1:].sum()),
+            _BEFORE[0], variants=_BEFORE[1:]),
+    Mistake("log-probs shifted by one position (the token after scored)",
+            "the log-probs are shifted against the mask the other way (`logprobs[:, 1:]` with "
+            "`response_mask[:, :-1]`, or `torch.roll`): each response token is scored by the log-prob "
+            "of the token after it, so the first response token is left out and the padding after the "
+            "`<eos>` counts. `token_logprobs` is already aligned: column t is the log-prob of token t.",
+            "use logprobs and response_mask as they are, column for column.",
+            _AFTER[0], variants=_AFTER[1:]),
+    Mistake("EOS left out",
+            "the last response token, the `<eos>`, is not counted (or the last column is cut off, "
+            "which is the `<eos>` only for the longest response). But the `<eos>` is part of what "
+            "the model must learn to write: without it, it never learns to stop.",
+            "count every position where response_mask is 1, the `<eos>` included.",
+            lambda lp, m: _nll(lp, without_eos(m), without_eos(m)),
+            variants=(lambda lp, m: _nll(lp, without_eos(m), m),
+                      lambda lp, m: _nll(lp[:, :-1], m[:, :-1], m[:, :-1]),
+                      lambda lp, m: _nll(lp[:, :-1], m[:, :-1], m))),
     Mistake("integer mask used as an index",
             "`logprobs[response_mask]` with a 0/1 *integer* mask picks rows 0 and 1 of the batch "
             "(integer indexing), not the masked positions.",
