@@ -294,6 +294,19 @@ def test_an_exercise_notebook_fails_only_at_its_todos(path):
     assert min(errors) > min(todos), "cells before the first TODO (the context) must all run"
 
 
+def test_the_teachers_page_lists_every_function_each_exercise_asks_for():
+    rows = {}
+    for line in (ROOT / "docs" / "teachers.md").read_text(encoding="utf-8").splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) > 2 and cells[0].isdigit():
+            rows[int(cells[0])] = sorted(re.findall(r"`(\w+)`", cells[1]))
+    todo = re.compile(r"TODO: write (\w+)")
+    asked = {int(path.name[:2]): sorted(set(todo.findall(path.read_text(encoding="utf-8"))))
+             for path in EXERCISE_NOTEBOOKS}
+    assert rows == asked
+    assert sorted(name for names in asked.values() for name in names) == sorted(EXERCISES)
+
+
 def test_the_exercise_notebooks_have_no_outputs_and_no_solutions():
     for path in EXERCISE_NOTEBOOKS:
         text = path.read_text(encoding="utf-8")
