@@ -129,6 +129,12 @@ def ppo_where_with_stats(logprobs, old_logprobs, advantages, mask, clip_range):
     return loss, {"clipfrac": ((ratio - clipped_ratio).abs() > 0).float().mean()}
 
 
+def ppo_ratio_of_probabilities(logprobs, old_logprobs, advantages, mask, clip_range):
+    ratio = logprobs.exp() / old_logprobs.exp()
+    clipped = torch.clamp(ratio, 1 - clip_range, 1 + clip_range)
+    return (torch.max(-advantages * ratio, -advantages * clipped) * mask).sum() / mask.sum()
+
+
 def ppo_float64(logprobs, old_logprobs, advantages, mask, clip_range):
     ratio = torch.exp(logprobs.double() - old_logprobs.double())
     a = advantages.double()
@@ -183,7 +189,7 @@ CORRECT = [
     ("gae", gae_matrix), ("gae", gae_float64_rows),
     ("whiten", whiten_torch_var), ("whiten", whiten_moments_float64),
     ("ppo_policy_loss", ppo_min_of_objective), ("ppo_policy_loss", ppo_where_with_stats),
-    ("ppo_policy_loss", ppo_float64),
+    ("ppo_policy_loss", ppo_ratio_of_probabilities), ("ppo_policy_loss", ppo_float64),
     ("sequence_logps", sequence_where), ("sequence_logps", sequence_float64),
     ("sequence_logps", sequence_einsum), ("sequence_logps", sequence_rows),
     ("dpo_loss", dpo_softplus), ("dpo_loss", dpo_logaddexp), ("dpo_loss", dpo_float64),
