@@ -323,3 +323,16 @@ def test_the_exercise_notebooks_have_no_outputs_and_no_solutions():
         assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text, path.name
         for cell in json.loads(text)["cells"]:
             assert not cell.get("outputs"), f"{path.name} has stored outputs"
+
+
+def test_any_floating_dtype_is_weighted_alike_and_half_precision_is_explained():
+    from minirlhf.exercises import check_dpo_loss, check_sequence_logps
+
+    def sequence_logps_float64(token_logps, response_mask):
+        return (token_logps.double() * response_mask).sum(-1)
+
+    assert check_sequence_logps(sequence_logps_float64, verbose=False)  # its gradient is checked too
+    result = check_dpo_loss(lambda pc, pr, rc, rr, beta: torch.nn.functional.softplus(
+        -beta * ((pc - rc) - (pr - rr))).bfloat16(), verbose=False, raise_on_failure=False)
+    assert not result.passed
+    assert "Your result is in torch.bfloat16" in result.report()

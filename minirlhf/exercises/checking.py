@@ -83,6 +83,7 @@ class Mistake:
 
     @property
     def implementations(self) -> tuple[Callable, ...]:
+        """Every way of writing this slip the check recognises: the implementation, then its variants."""
         return (self.implementation, *self.variants)
 
 
@@ -357,8 +358,17 @@ def _compare_outputs(exercise: Exercise, expected: tuple, got: tuple) -> str:
             return (f"{name} contains inf or nan where the library's is finite: "
                     f"expected {_fmt(exp)}, got {_fmt(tensor)}.")
         if not _close(tensor, exp):
-            return f"{name}: expected {_fmt(exp)}, got {_fmt(tensor)}."
+            return f"{name}: expected {_fmt(exp)}, got {_fmt(tensor)}.{_precision_hint(tensor)}"
     return ""
+
+
+def _precision_hint(tensor: torch.Tensor) -> str:
+    """Any floating dtype is fine (float32, float64), but a half-precision one keeps only 3 or 4
+    significant digits, too few to agree with the library to 1e-4: say so."""
+    if tensor.dtype not in (torch.float16, torch.bfloat16):
+        return ""
+    return (f" Your result is in {tensor.dtype}, which keeps only 3 to 4 significant digits: compute "
+            "in float32 (the inputs' dtype) or float64.")
 
 
 def _compare_gradients(exercise: Exercise, student_fn: Callable, case: Case, expected: dict) -> str:
