@@ -336,3 +336,14 @@ def test_any_floating_dtype_is_weighted_alike_and_half_precision_is_explained():
         -beta * ((pc - rc) - (pr - rr))).bfloat16(), verbose=False, raise_on_failure=False)
     assert not result.passed
     assert "Your result is in torch.bfloat16" in result.report()
+
+
+def test_small_inputs_are_shown_with_their_digits_not_as_zero():
+    def epsilon_outside_the_root(values, mask, shift_mean=True):
+        real = values[mask.bool()]
+        out = (values - real.mean()) / (real.std(unbiased=False) + 1e-8)
+        return (out if shift_mean else out + real.mean()) * mask
+
+    report = check_whiten(epsilon_outside_the_root, verbose=False, raise_on_failure=False).report()
+    assert "First failing case: advantages that barely differ" in report
+    assert "values = [[0.0001, -0.0002, 5e-05, 0.0003], [0.0002, -0.0001, 0.0, 0.0]]" in report

@@ -565,7 +565,7 @@ def _fmt(value) -> str:
     if tensor.numel() == 1:
         return f"{tensor.item():.6g}"
     if tensor.numel() <= 16:
-        return str([round(x, 4) + 0.0 for x in tensor.reshape(-1).tolist()]) + \
+        return str([_short(x, 4) for x in tensor.reshape(-1).tolist()]) + \
             ("" if tensor.dim() == 1 else f" (shape {tuple(tensor.shape)}, flattened)")
     return f"a tensor of shape {tuple(tensor.shape)}"
 
@@ -586,7 +586,16 @@ def _describe_args(args: dict) -> list[str]:
 def _round(x):
     if isinstance(x, list):
         return [_round(v) for v in x]
-    return round(x, 3) + 0.0 if isinstance(x, float) else x  # + 0.0: no "-0.0"
+    return _short(x, 3) if isinstance(x, float) else x
+
+
+def _short(x: float, decimals: int) -> float:
+    """``x`` rounded for display; a small number that would round to 0 keeps 3 significant
+    digits instead (an input of 1e-4 must not read 0.0)."""
+    rounded = round(x, decimals)
+    if rounded == 0 and x != 0 and math.isfinite(x):
+        rounded = float(f"{x:.3g}")
+    return rounded + 0.0  # + 0.0: no "-0.0"
 
 
 # ---------------------------------------------------------------------------------------------
