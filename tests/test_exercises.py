@@ -130,7 +130,7 @@ def test_a_slip_is_named_on_the_shown_case_only_when_it_gives_the_students_numbe
     result = check_sft_loss(sums_when_there_is_no_prompt, verbose=False, raise_on_failure=False)
     names = [m.name for m in result.on_shown_case]
     assert names == ["sum instead of mean over tokens", "sum over tokens, mean over responses"]
-    assert f"exactly what each of these common slips gives: {'; '.join(names)}." in result.report()
+    assert f"exactly what each of these common slips gives: {'; '.join(names)} (" in result.report()
 
 
 def test_no_slip_is_blamed_when_none_gives_the_students_numbers():

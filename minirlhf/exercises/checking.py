@@ -193,7 +193,8 @@ class CheckResult:
         elif self.on_shown_case:
             names = "; ".join(m.name for m in self.on_shown_case)
             lines += ["", f"On this case your result is exactly what each of these common slips gives: "
-                      f"{names}. The other cases tell them apart."]
+                      f"{names} (none of them gives your numbers on every case, so look at what they "
+                      "have in common)."]
         for hint in self.hints:
             lines += ["", f"Clue: {hint}"]
         lines += ["", "Fix it, run the cell that defines the function again, then this check."]
