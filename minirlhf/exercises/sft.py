@@ -66,6 +66,7 @@ def _shifted_variants(by: int) -> tuple:
             lambda lp, m: _nll(lp, torch.roll(m, by, dims=1), m))
 
 
+# Each shift's first form is the catalogued implementation, the two others its variants.
 _BEFORE, _AFTER = _shifted_variants(-1), _shifted_variants(+1)
 
 MISTAKES = [
