@@ -15,7 +15,9 @@ from minirlhf.exercises.checking import run_check
 ROOT = Path(__file__).resolve().parent.parent
 EXERCISE_DIR = ROOT / "notebooks" / "exercises"
 ALL = list(EXERCISES.values())
-MISTAKES = [(exercise, mistake) for exercise in ALL for mistake in exercise.mistakes]
+# Every way of writing every catalogued slip: (exercise, mistake, which implementation).
+MISTAKES = [(exercise, mistake, i) for exercise in ALL for mistake in exercise.mistakes
+            for i in range(len(mistake.implementations))]
 
 
 def _name(value):
@@ -37,10 +39,11 @@ def test_every_check_knows_at_least_three_common_mistakes(exercise):
     assert len(set(names)) == len(names)
 
 
-@pytest.mark.parametrize("exercise, mistake", MISTAKES, ids=lambda v: _name(v).replace(" ", "-"))
-def test_a_common_mistake_fails_the_check_and_is_named(exercise, mistake, capsys):
+@pytest.mark.parametrize("exercise, mistake, variant", MISTAKES,
+                         ids=lambda v: str(v) if isinstance(v, int) else _name(v).replace(" ", "-"))
+def test_a_common_mistake_fails_the_check_and_is_named(exercise, mistake, variant, capsys):
     with pytest.raises(ExerciseCheckFailed, match=re.escape(f"Likely cause: {mistake.name}.")):
-        run_check(exercise, mistake.implementation)
+        run_check(exercise, mistake.implementations[variant])
     feedback = capsys.readouterr().out
     assert f"This looks like a common slip: {mistake.name}." in feedback
     assert mistake.fix in feedback
@@ -97,7 +100,7 @@ def test_an_unknown_sign_error_is_spotted():
 def test_two_slips_at_once_are_partly_explained():
     def unbiased_and_ignores_shift_mean(values, mask, shift_mean=True):
         real = values[mask.bool()]
-        return (values - real.mean()) / real.std() * mask  # torch.std divides by n - 1
+        return (values - real.mean()) / (real.var() + 1e-8).sqrt() * mask  # torch.var divides by n - 1
 
     result = check_whiten(unbiased_and_ignores_shift_mean, verbose=False, raise_on_failure=False)
     assert result.mistake is None
@@ -106,14 +109,55 @@ def test_two_slips_at_once_are_partly_explained():
     assert "Part of this looks like a common slip: unbiased variance (n - 1)" in result.report()
 
 
-def test_a_failing_case_brings_its_usual_cause():
+def test_a_slip_is_named_on_the_shown_case_only_when_it_gives_the_students_numbers_there():
+    def forgets_the_mask_for_a_single_row(logprobs, mask):  # a catalogued slip, on one case only
+        if logprobs.shape[0] == 1:
+            return -logprobs.mean()
+        return -(logprobs * mask).sum() / mask.sum()
+
+    result = check_sft_loss(forgets_the_mask_for_a_single_row, verbose=False, raise_on_failure=False)
+    assert [c.case.name for c in result.failed_cases] == ["prompt tokens present"]
+    assert result.mistake is None and result.partial is None
+    assert [m.name for m in result.on_shown_case] == ["prompt tokens not masked"]
+    assert ("On this case your result is exactly what a common slip gives: prompt tokens not masked"
+            in result.report())
+
+    def sums_when_there_is_no_prompt(logprobs, mask):  # two slips give 6 on the first case
+        if mask.all():
+            return -logprobs.sum()
+        return -(logprobs * mask).sum() / mask.sum()
+
+    result = check_sft_loss(sums_when_there_is_no_prompt, verbose=False, raise_on_failure=False)
+    names = [m.name for m in result.on_shown_case]
+    assert names == ["sum instead of mean over tokens", "sum over tokens, mean over responses"]
+    assert f"exactly what each of these common slips gives: {'; '.join(names)} (" in result.report()
+
+
+def test_no_slip_is_blamed_when_none_gives_the_students_numbers():
     def counts_very_unlikely_prompt_tokens(logprobs, mask):  # wrong only where the prompt is at -8, -9
         counted = mask | (logprobs < -7.5).long()
         return -(logprobs * counted).sum() / mask.sum()
 
     result = check_sft_loss(counts_very_unlikely_prompt_tokens, verbose=False, raise_on_failure=False)
     assert [c.case.name for c in result.failed_cases] == ["prompt tokens present"]
-    assert "Usual cause: the prompt's log-probs are counted" in result.report()
+    assert result.on_shown_case == []
+    assert "common slip" not in result.report()
+    assert "Compare your code with the formula" in result.report()
+
+
+def test_no_slip_is_named_under_a_gradient_or_in_place_message():
+    def right_value_zero_gradient(logprobs, mask):
+        return -(logprobs.detach() * mask).sum() / mask.sum() + 0 * logprobs.sum()
+
+    def right_value_but_in_place(logprobs, mask):
+        logprobs.mul_(mask)
+        return -logprobs.sum() / mask.sum()
+
+    for student in (right_value_zero_gradient, right_value_but_in_place):
+        result = check_sft_loss(student, verbose=False, raise_on_failure=False)
+        assert not result.passed and {c.kind for c in result.failed_cases} <= {"gradient", "in place"}
+        assert result.mistake is None and result.on_shown_case == []
+        assert "common slip" not in result.report(), result.report()
 
 
 def test_outputs_in_the_wrong_order_are_spotted():
@@ -260,9 +304,46 @@ def test_an_exercise_notebook_fails_only_at_its_todos(path):
     assert min(errors) > min(todos), "cells before the first TODO (the context) must all run"
 
 
+def test_the_teachers_page_lists_every_function_each_exercise_asks_for():
+    rows = {}
+    for line in (ROOT / "docs" / "teachers.md").read_text(encoding="utf-8").splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) > 2 and cells[0].isdigit():
+            rows[int(cells[0])] = sorted(re.findall(r"`(\w+)`", cells[1]))
+    todo = re.compile(r"TODO: write (\w+)")
+    asked = {int(path.name[:2]): sorted(set(todo.findall(path.read_text(encoding="utf-8"))))
+             for path in EXERCISE_NOTEBOOKS}
+    assert rows == asked
+    assert sorted(name for names in asked.values() for name in names) == sorted(EXERCISES)
+
+
 def test_the_exercise_notebooks_have_no_outputs_and_no_solutions():
     for path in EXERCISE_NOTEBOOKS:
         text = path.read_text(encoding="utf-8")
         assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text, path.name
         for cell in json.loads(text)["cells"]:
             assert not cell.get("outputs"), f"{path.name} has stored outputs"
+
+
+def test_any_floating_dtype_is_weighted_alike_and_half_precision_is_explained():
+    from minirlhf.exercises import check_dpo_loss, check_sequence_logps
+
+    def sequence_logps_float64(token_logps, response_mask):
+        return (token_logps.double() * response_mask).sum(-1)
+
+    assert check_sequence_logps(sequence_logps_float64, verbose=False)  # its gradient is checked too
+    result = check_dpo_loss(lambda pc, pr, rc, rr, beta: torch.nn.functional.softplus(
+        -beta * ((pc - rc) - (pr - rr))).bfloat16(), verbose=False, raise_on_failure=False)
+    assert not result.passed
+    assert "Your result is in torch.bfloat16" in result.report()
+
+
+def test_small_inputs_are_shown_with_their_digits_not_as_zero():
+    def epsilon_outside_the_root(values, mask, shift_mean=True):
+        real = values[mask.bool()]
+        out = (values - real.mean()) / (real.std(unbiased=False) + 1e-8)
+        return (out if shift_mean else out + real.mean()) * mask
+
+    report = check_whiten(epsilon_outside_the_root, verbose=False, raise_on_failure=False).report()
+    assert "First failing case: advantages that barely differ" in report
+    assert "values = [[0.0001, -0.0002, 5e-05, 0.0003], [0.0002, -0.0001, 0.0, 0.0]]" in report

@@ -4,7 +4,9 @@ A check runs the student's function and the library's on the same inputs: first 
 cases that each probe one idea ("the prompt's log-probs must not count"), then random ones.
 When the two disagree, the check does not stop at "wrong". It runs a catalogue of the usual
 wrong implementations (:class:`Mistake`) on the same cases; one that reproduces the student's
-numbers on every case names what almost certainly happened, with the fix. When none does, it
+numbers on every case names what almost certainly happened, with the fix. A slip is only ever
+named where it gives exactly the student's numbers: on every case (the likely cause), on most
+failing cases (part of the cause), or on the failing case shown. When none does, the check
 falls back to general clues: a flipped sign, a constant factor, a wrong shape, values where
 the mask is 0, a gradient that does not flow.
 """
@@ -61,8 +63,6 @@ class Case:
     """What the case tests, in words; shown when it fails."""
     args: dict
     """The arguments, by the library's parameter names, in call order."""
-    hint: str = ""
-    """The usual cause when this case (and only few others) fails; shown with the case."""
 
 
 @dataclass
@@ -77,6 +77,14 @@ class Mistake:
     """How to put it right."""
     implementation: Callable
     """A function with the exercise's signature that makes exactly this mistake."""
+    variants: tuple[Callable, ...] = ()
+    """Other common ways of writing the same slip whose numbers differ on some case (another
+    denominator, say); the slip is recognised when any one of them reproduces the student's."""
+
+    @property
+    def implementations(self) -> tuple[Callable, ...]:
+        """Every way of writing this slip the check recognises: the implementation, then its variants."""
+        return (self.implementation, *self.variants)
 
 
 @dataclass
@@ -129,6 +137,9 @@ class CheckResult:
     partial: tuple[Mistake, int, int] | None = None
     """When no known mistake explains every case: one that explains some of the failing ones,
     with (how many, out of how many)."""
+    on_shown_case: list[Mistake] = field(default_factory=list)
+    """When neither of the above: the known mistakes that give exactly the student's (wrong)
+    value on the failing case the report shows."""
     hints: list[str] = field(default_factory=list)
     """General clues found when no known mistake matched (or in addition to it)."""
     checked_gradients: bool = False
@@ -166,8 +177,6 @@ class CheckResult:
         lines += ["", f"First failing case: {first.case.name}", f"  It checks that {first.case.probes}"]
         lines += ["  " + line for line in _describe_args(first.case.args)]
         lines.append(f"  {first.problem}")
-        if first.case.hint and self.mistake is None:
-            lines.append(f"  Usual cause: {first.case.hint}")
         if self.mistake is not None:
             lines += ["", f"This looks like a common slip: {self.mistake.name}.",
                       f"  What happens: {self.mistake.cause}", f"  How to fix it: {self.mistake.fix}"]
@@ -176,6 +185,16 @@ class CheckResult:
             lines += ["", f"Part of this looks like a common slip: {mistake.name} (it gives exactly your "
                       f"results on {k} of the {n} failing cases; something else differs too).",
                       f"  What happens: {mistake.cause}", f"  How to fix it: {mistake.fix}"]
+        elif len(self.on_shown_case) == 1:
+            mistake = self.on_shown_case[0]
+            lines += ["", f"On this case your result is exactly what a common slip gives: {mistake.name} "
+                      "(not on every case, so something else may differ too).",
+                      f"  What happens: {mistake.cause}", f"  How to fix it: {mistake.fix}"]
+        elif self.on_shown_case:
+            names = "; ".join(m.name for m in self.on_shown_case)
+            lines += ["", f"On this case your result is exactly what each of these common slips gives: "
+                      f"{names} (none of them gives your numbers on every case, so look at what they "
+                      "have in common)."]
         for hint in self.hints:
             lines += ["", f"Clue: {hint}"]
         lines += ["", "Fix it, run the cell that defines the function again, then this check."]
@@ -208,6 +227,8 @@ def run_check(exercise: Exercise, student_fn: Callable, verbose: bool = True,
         result.mistake = _find_mistake(exercise, results)
         if result.mistake is None:
             result.partial = _find_partial_mistake(exercise, results)
+            if result.partial is None:
+                result.on_shown_case = _mistakes_on_case(exercise, result.shown_case)
             result.hints = _general_hints(exercise, results)
     if verbose:
         print(result.report())
@@ -269,11 +290,14 @@ def _close(got: torch.Tensor, expected: torch.Tensor) -> bool:
 
 
 def _weighted_sum(out: torch.Tensor, seed: int) -> torch.Tensor:
-    """A scalar whose gradient sees every element of ``out`` (fixed random weights)."""
+    """A scalar whose gradient sees every element of ``out`` (fixed random weights).
+
+    The weights are drawn in float32 whatever ``out``'s dtype, then converted (exactly): a
+    student's float64 answer is weighted like the library's float32 one."""
     if out.numel() == 1:
         return out.sum()
-    weights = torch.rand(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype)
-    return (out * weights).sum()
+    weights = torch.rand(out.shape, generator=torch.Generator().manual_seed(seed))
+    return (out * weights.to(out.dtype)).sum()
 
 
 def _gradients(exercise: Exercise, fn: Callable, case: Case):
@@ -335,8 +359,17 @@ def _compare_outputs(exercise: Exercise, expected: tuple, got: tuple) -> str:
             return (f"{name} contains inf or nan where the library's is finite: "
                     f"expected {_fmt(exp)}, got {_fmt(tensor)}.")
         if not _close(tensor, exp):
-            return f"{name}: expected {_fmt(exp)}, got {_fmt(tensor)}."
+            return f"{name}: expected {_fmt(exp)}, got {_fmt(tensor)}.{_precision_hint(tensor)}"
     return ""
+
+
+def _precision_hint(tensor: torch.Tensor) -> str:
+    """Any floating dtype is fine (float32, float64), but a half-precision one keeps only 3 or 4
+    significant digits, too few to agree with the library to 1e-4: say so."""
+    if tensor.dtype not in (torch.float16, torch.bfloat16):
+        return ""
+    return (f" Your result is in {tensor.dtype}, which keeps only 3 to 4 significant digits: compute "
+            "in float32 (the inputs' dtype) or float64.")
 
 
 def _compare_gradients(exercise: Exercise, student_fn: Callable, case: Case, expected: dict) -> str:
@@ -403,10 +436,11 @@ def _explain_exception(error: Exception, exercise: Exercise, case: Case) -> str:
 # Diagnosis
 
 
-def _mistake_outputs(exercise: Exercise, mistake: Mistake, case: Case):
+def _implementation_outputs(exercise: Exercise, implementation: Callable, case: Case):
+    """What a catalogued wrong implementation returns on ``case`` (None if it crashes there)."""
     try:
         with torch.no_grad():
-            return _outputs(exercise, _call(mistake.implementation, _clone_args(case.args)))
+            return _outputs(exercise, _call(implementation, _clone_args(case.args)))
     except Exception:  # noqa: BLE001 - a mistake that crashes on a case cannot be the student's
         return None
 
@@ -427,6 +461,12 @@ def _same_outputs(a: tuple | None, b: tuple | None) -> bool:
     return True
 
 
+def _reproduces(exercise: Exercise, implementation: Callable, results: list[CaseResult]) -> bool:
+    """Whether ``implementation`` gives exactly the student's outputs on every one of ``results``."""
+    return all(_same_outputs(_implementation_outputs(exercise, implementation, r.case), r.got)
+               for r in results)
+
+
 def _find_mistake(exercise: Exercise, results: list[CaseResult]) -> Mistake | None:
     """The catalogued mistake that reproduces the student's outputs on every case, if any.
 
@@ -437,7 +477,7 @@ def _find_mistake(exercise: Exercise, results: list[CaseResult]) -> Mistake | No
     if not any(not r.passed for r in compared):
         return None
     for mistake in exercise.mistakes:
-        if all(_same_outputs(_mistake_outputs(exercise, mistake, r.case), r.got) for r in compared):
+        if any(_reproduces(exercise, implementation, compared) for implementation in mistake.implementations):
             return mistake
     return None
 
@@ -450,13 +490,25 @@ def _find_partial_mistake(exercise: Exercise, results: list[CaseResult]):
     passing = [r for r in results if r.passed]
     best = None
     for mistake in exercise.mistakes:
-        outputs = {id(r): _mistake_outputs(exercise, mistake, r.case) for r in failing + passing}
-        if not all(_same_outputs(outputs[id(r)], r.expected) for r in passing):
-            continue
-        explained = sum(_same_outputs(outputs[id(r)], r.got) for r in failing)
-        if explained and 2 * explained >= len(failing) and (best is None or explained > best[1]):
-            best = (mistake, explained, len(failing))
+        for implementation in mistake.implementations:
+            outputs = {id(r): _implementation_outputs(exercise, implementation, r.case)
+                       for r in failing + passing}
+            if not all(_same_outputs(outputs[id(r)], r.expected) for r in passing):
+                continue
+            explained = sum(_same_outputs(outputs[id(r)], r.got) for r in failing)
+            if explained and 2 * explained >= len(failing) and (best is None or explained > best[1]):
+                best = (mistake, explained, len(failing))
     return best
+
+
+def _mistakes_on_case(exercise: Exercise, result: CaseResult) -> list[Mistake]:
+    """The catalogued mistakes that give exactly the student's wrong value on this one case. Only
+    for a wrong value: a crash, an input changed in place or a gradient has its own message."""
+    if result.kind != "value":
+        return []
+    return [mistake for mistake in exercise.mistakes
+            if any(_reproduces(exercise, implementation, [result])
+                   for implementation in mistake.implementations)]
 
 
 def _general_hints(exercise: Exercise, results: list[CaseResult]) -> list[str]:
@@ -503,7 +555,7 @@ def _general_hints(exercise: Exercise, results: list[CaseResult]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Formatting and random inputs
+# Formatting
 
 
 def _fmt(value) -> str:
@@ -514,7 +566,7 @@ def _fmt(value) -> str:
     if tensor.numel() == 1:
         return f"{tensor.item():.6g}"
     if tensor.numel() <= 16:
-        return str([round(x, 4) + 0.0 for x in tensor.reshape(-1).tolist()]) + \
+        return str([_short(x, 4) for x in tensor.reshape(-1).tolist()]) + \
             ("" if tensor.dim() == 1 else f" (shape {tuple(tensor.shape)}, flattened)")
     return f"a tensor of shape {tuple(tensor.shape)}"
 
@@ -535,7 +587,49 @@ def _describe_args(args: dict) -> list[str]:
 def _round(x):
     if isinstance(x, list):
         return [_round(v) for v in x]
-    return round(x, 3) + 0.0 if isinstance(x, float) else x  # + 0.0: no "-0.0"
+    return _short(x, 3) if isinstance(x, float) else x
+
+
+def _short(x: float, decimals: int) -> float:
+    """``x`` rounded for display; a small number that would round to 0 keeps 3 significant
+    digits instead (an input of 1e-4 must not read 0.0)."""
+    rounded = round(x, decimals)
+    if rounded == 0 and x != 0 and math.isfinite(x):
+        rounded = float(f"{x:.3g}")
+    return rounded + 0.0  # + 0.0: no "-0.0"
+
+
+# ---------------------------------------------------------------------------------------------
+# Masks as the catalogued wrong implementations get them wrong (shared by several exercises)
+
+
+def last_token_index(mask: torch.Tensor) -> torch.Tensor:
+    """Index of each row's last response token (its EOS): the largest t where ``mask`` is 1."""
+    positions = torch.arange(mask.shape[-1])
+    return (mask.long() * positions).argmax(-1)
+
+
+def without_eos(mask: torch.Tensor) -> torch.Tensor:
+    """``mask`` with each row's last response token (the EOS) set to 0: the EOS left out."""
+    mask = mask.clone()
+    mask[torch.arange(mask.shape[0]), last_token_index(mask)] = 0
+    return mask
+
+
+def shifted(mask: torch.Tensor, by: int) -> torch.Tensor:
+    """``mask`` moved one column (``by`` = -1: to the left, +1: to the right), zeros coming in.
+    ``logprobs * shifted(mask, -1)`` scores, for each response token, the token before it:
+    what ``logprobs[:, :-1] * mask[:, 1:]`` does."""
+    out = torch.zeros_like(mask)
+    if by < 0:
+        out[:, :by] = mask[:, -by:]
+    else:
+        out[:, by:] = mask[:, :-by]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Random inputs
 
 
 def random_layout(batch: int, prompt_len: int, max_response: int, generator: torch.Generator):

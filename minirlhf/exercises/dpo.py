@@ -16,7 +16,16 @@ import torch
 import torch.nn.functional as F
 
 from minirlhf.dpo import dpo_loss
-from minirlhf.exercises.checking import Case, Exercise, Mistake, random_layout, random_logprobs, run_check
+from minirlhf.exercises.checking import (
+    Case,
+    Exercise,
+    Mistake,
+    random_layout,
+    random_logprobs,
+    run_check,
+    shifted,
+    without_eos,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Exercise 5a: log pi(y | x) from the per-token log-probs
@@ -44,12 +53,25 @@ def _sequence_cases() -> list[Case]:
               "response_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])}),
     ]
     generator = torch.Generator().manual_seed(7)
+    # Two answers of 120 and 100 tokens at log-probs between -10 and -6: log pi(y|x) is about
+    # -960 and -800, an ordinary number, but pi(y|x) itself, exp(-960), is 0 even in float64.
+    mask = torch.zeros(2, 3 + 120, dtype=torch.long)
+    mask[0, 3:], mask[1, 3:3 + 100] = 1, 1
+    cases.append(Case("long, unlikely answers", "the log-prob of a long, unlikely answer is an ordinary "
+                      "number (about -960 here) although its probability underflows to 0 in any float "
+                      "type: add the log-probs, never multiply the probabilities",
+                      {"token_logps": -6 - 4 * torch.rand(mask.shape, generator=generator),
+                       "response_mask": mask}))
     for i, (batch, prompt, response) in enumerate([(5, 4, 6), (12, 6, 11)]):
         mask = random_layout(batch, prompt, response, generator)
         cases.append(Case(f"random batch {i + 1} ({batch} x {prompt + response})", "it also agrees on a "
                           "random batch", {"token_logps": random_logprobs(mask.shape, generator),
                                            "response_mask": mask}))
     return cases
+
+
+def _sum_with(token_logps, weights):
+    return (token_logps * weights).sum(-1)
 
 
 SEQUENCE_MISTAKES = [
@@ -77,6 +99,34 @@ SEQUENCE_MISTAKES = [
             "the sum covers the prompt and padding and leaves out the response.",
             "use response_mask as it is: 1 marks the response tokens.",
             lambda lp, m: (lp * (1 - m)).sum(-1)),
+    Mistake("log-probs shifted by one position (the token before scored)",
+            "the log-probs are shifted against the mask (`token_logps[:, :-1]` with "
+            "`response_mask[:, 1:]`), as in code that shifts logits and labels; but the token log-probs "
+            "are already aligned (column t is the log-prob of token t), so the last prompt token is "
+            "counted and the `<eos>` is not.",
+            "use token_logps and response_mask as they are, column for column.",
+            lambda lp, m: _sum_with(lp, shifted(m, -1)),
+            variants=(lambda lp, m: _sum_with(lp, torch.roll(m, -1, dims=1)),)),
+    Mistake("log-probs shifted by one position (the token after scored)",
+            "the log-probs are shifted against the mask the other way (`token_logps[:, 1:]` with "
+            "`response_mask[:, :-1]`, or `torch.roll`): the first response token is left out and the "
+            "padding after the `<eos>` counts.",
+            "use token_logps and response_mask as they are, column for column.",
+            lambda lp, m: _sum_with(lp, shifted(m, +1)),
+            variants=(lambda lp, m: _sum_with(lp, torch.roll(m, 1, dims=1)),)),
+    Mistake("EOS left out",
+            "the last response token, the `<eos>`, is not counted (or the last column is cut off, "
+            "which is the `<eos>` only for the longest answer); but choosing to stop is part of the "
+            "answer, and DPO must be able to raise or lower it too.",
+            "sum over every position where response_mask is 1, the `<eos>` included.",
+            lambda lp, m: _sum_with(lp, without_eos(m)),
+            variants=(lambda lp, m: _sum_with(lp[:, :-1], m[:, :-1]),)),
+    Mistake("log of the product of the probabilities",
+            "the probabilities are multiplied and the log taken at the end; the two are equal on "
+            "paper, but the product of many small probabilities underflows to 0 (a 120-token answer "
+            "at log-prob -8 per token has probability exp(-960)), so its log is -inf.",
+            "add the log-probs: (token_logps * response_mask).sum(-1); never leave the log domain.",
+            lambda lp, m: torch.log(torch.where(m.bool(), lp.exp(), torch.ones_like(lp)).prod(-1))),
 ]
 
 SEQUENCE_EXERCISE = Exercise(
@@ -102,21 +152,19 @@ def check_sequence_logps(student_fn, verbose: bool = True, raise_on_failure: boo
 # Exercise 5b: the DPO loss
 
 
-def _dpo_case(name, probes, pc, pr, rc, rr, beta, hint="") -> Case:
+def _dpo_case(name, probes, pc, pr, rc, rr, beta) -> Case:
     logps = [torch.tensor(x) for x in (pc, pr, rc, rr)]
     names = ("policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "ref_rejected_logps")
-    return Case(name, probes, {**dict(zip(names, logps)), "beta": beta}, hint)
+    return Case(name, probes, {**dict(zip(names, logps)), "beta": beta})
 
 
 def _dpo_cases() -> list[Case]:
     cases = [
         _dpo_case("policy equal to the reference", "at the start of training (pi = pi_ref) every pair "
-                  "costs log 2, whatever the log-probs", [-4.0], [-3.0], [-4.0], [-3.0], 0.1,
-                  "the reference terms must cancel the policy's when pi = pi_ref: check the log-ratios."),
+                  "costs log 2, whatever the log-probs", [-4.0], [-3.0], [-4.0], [-3.0], 0.1),
         _dpo_case("policy raised the chosen answer",
                   "the loss falls when the policy raises the chosen answer *relative to the reference*",
-                  [-2.0], [-3.0], [-4.0], [-3.0], 0.5,
-                  "a sign (chosen minus rejected, policy minus reference) or where beta goes."),
+                  [-2.0], [-3.0], [-4.0], [-3.0], 0.5),
         _dpo_case("already preferred by the reference",
                   "only the change from the reference counts: the reference preferring y_w already "
                   "earns nothing", [-1.0, -6.0], [-5.0, -2.0], [-1.5, -6.5], [-4.0, -2.5], 0.1),

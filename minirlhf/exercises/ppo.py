@@ -19,6 +19,7 @@ from minirlhf.exercises.checking import (
     Case,
     Exercise,
     Mistake,
+    last_token_index,
     random_layout,
     random_logprobs,
     run_check,
@@ -26,11 +27,6 @@ from minirlhf.exercises.checking import (
 
 # ---------------------------------------------------------------------------------------------
 # Shared helpers for the wrong implementations
-
-
-def _last(mask: torch.Tensor) -> torch.Tensor:
-    """Index of each row's last response token (the EOS)."""
-    return ppo.last_token_index(mask)
 
 
 def _add_at(rewards: torch.Tensor, index: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -52,35 +48,30 @@ def _mean(values, mask):
 # Exercise 3a: the per-token reward
 
 
-def _reward_case(name, probes, logprobs, ref_logprobs, scores, mask, beta, hint="") -> Case:
+def _reward_case(name, probes, logprobs, ref_logprobs, scores, mask, beta) -> Case:
     return Case(name, probes, {"logprobs": torch.tensor(logprobs), "ref_logprobs": torch.tensor(ref_logprobs),
                                "scores": torch.tensor(scores), "response_mask": torch.tensor(mask),
-                               "beta": beta}, hint)
+                               "beta": beta})
 
 
 def _reward_cases() -> list[Case]:
     cases = [
         _reward_case("policy equal to the reference",
                      "with no KL, the only reward is the score, on the last response token",
-                     [[-3.0, -1.0, -0.5, -0.2]], [[-3.0, -1.0, -0.5, -0.2]], [2.0], [[0, 1, 1, 1]], 0.1,
-                     "the score is missing, misplaced or scaled: it goes, unscaled, on the last response "
-                     "token."),
+                     [[-3.0, -1.0, -0.5, -0.2]], [[-3.0, -1.0, -0.5, -0.2]], [2.0], [[0, 1, 1, 1]], 0.1),
         _reward_case("policy differs from the reference",
                      "each response token pays -beta * (log pi - log pi_ref), positive where the "
                      "policy is *less* sure than the reference",
-                     [[-2.0, -0.5, -1.0, -0.1]], [[-2.5, -1.0, -0.4, -0.1]], [0.0], [[0, 1, 1, 1]], 0.5,
-                     "the KL term: its sign, beta, or the reference log-probs."),
+                     [[-2.0, -0.5, -1.0, -0.1]], [[-2.5, -1.0, -0.4, -0.1]], [0.0], [[0, 1, 1, 1]], 0.5),
         _reward_case("prompt tokens present",
                      "prompt tokens get no reward, even where the two models disagree on them",
-                     [[-4.0, -6.0, -0.3, -0.2]], [[-1.0, -2.0, -0.1, -0.2]], [1.0], [[0, 0, 1, 1]], 0.2,
-                     "the penalty is not masked, or the last token is found from the wrong end."),
+                     [[-4.0, -6.0, -0.3, -0.2]], [[-1.0, -2.0, -0.1, -0.2]], [1.0], [[0, 0, 1, 1]], 0.2),
         _reward_case("padding after a shorter response",
                      "the score goes on each row's own last response token (its EOS), not on the "
                      "last column, and padding gets nothing",
                      [[-1.0, -0.5, -0.2, -3.0, -3.0], [-1.0, -0.4, -0.3, -0.2, -0.1]],
                      [[-1.0, -0.7, -0.2, -1.0, -1.0], [-1.0, -0.2, -0.3, -0.6, -0.1]],
-                     [1.5, -1.0], [[0, 1, 1, 0, 0], [0, 1, 1, 1, 1]], 1.0,
-                     "the score goes on the last column, or padding is not masked."),
+                     [1.5, -1.0], [[0, 1, 1, 0, 0], [0, 1, 1, 1, 1]], 1.0),
     ]
     generator = torch.Generator().manual_seed(3)
     for i, (batch, prompt, response, beta) in enumerate([(3, 3, 5, 0.1), (8, 5, 8, 0.05), (16, 6, 12, 0.3)]):
@@ -103,22 +94,22 @@ REWARD_MISTAKES = [
             "the penalty is +beta * (log pi - log pi_ref): the policy is *paid* for moving away from "
             "the reference, so nothing holds it back.",
             "r_t = -beta * (logprobs - ref_logprobs) on response tokens.",
-            lambda lp, ref, s, m, b: _add_at(-_kl_penalty(lp, ref, m, b), _last(m), s)),
+            lambda lp, ref, s, m, b: _add_at(-_kl_penalty(lp, ref, m, b), last_token_index(m), s)),
     Mistake("reference log-probs missing",
             "the penalty is -beta * log pi alone, an entropy bonus: the policy is pushed to be unsure, "
             "not to stay near the SFT model.",
             "subtract the reference: -beta * (logprobs - ref_logprobs).",
-            lambda lp, ref, s, m, b: _add_at(-b * lp * m, _last(m), s)),
+            lambda lp, ref, s, m, b: _add_at(-b * lp * m, last_token_index(m), s)),
     Mistake("beta divides the KL instead of multiplying it",
             "the penalty is -(log pi - log pi_ref) / beta: a small beta, which should mean a weak pull "
             "to the reference, makes it huge.",
             "multiply: -beta * (logprobs - ref_logprobs).",
-            lambda lp, ref, s, m, b: _add_at(-(lp - ref) * m / b, _last(m), s)),
+            lambda lp, ref, s, m, b: _add_at(-(lp - ref) * m / b, last_token_index(m), s)),
     Mistake("beta multiplies the score too",
             "the whole reward, score included, is scaled by beta, so the score is weighed down with the "
             "KL instead of against it.",
             "only the KL term gets beta: r_t = -beta * KL_t, plus the *unscaled* score at the end.",
-            lambda lp, ref, s, m, b: _add_at(_kl_penalty(lp, ref, m, b), _last(m), b * s)),
+            lambda lp, ref, s, m, b: _add_at(_kl_penalty(lp, ref, m, b), last_token_index(m), b * s)),
     Mistake("score on the last column instead of the last response token",
             "with right padding, the last column is padding for every response shorter than the "
             "longest: their score lands where no token was written.",
@@ -134,7 +125,8 @@ REWARD_MISTAKES = [
             "the score goes on the last word, not on the `<eos>`; but the `<eos>` is part of the "
             "response (the model chose to stop there), and the answer is only complete after it.",
             "add the score at the last response token, the `<eos>` itself.",
-            lambda lp, ref, s, m, b: _add_at(_kl_penalty(lp, ref, m, b), (_last(m) - 1).clamp(min=0), s)),
+            lambda lp, ref, s, m, b: _add_at(_kl_penalty(lp, ref, m, b),
+                                             (last_token_index(m) - 1).clamp(min=0), s)),
     Mistake("score on the first response token",
             "the score is given when the first token is written, before the model has said anything "
             "worth scoring.",
@@ -151,12 +143,13 @@ REWARD_MISTAKES = [
     Mistake("KL penalty not masked",
             "prompt and padding positions get a KL penalty too, as if the policy had written them.",
             "multiply the penalty by response_mask.",
-            lambda lp, ref, s, m, b: _add_at(-b * (lp - ref), _last(m), s)),
+            lambda lp, ref, s, m, b: _add_at(-b * (lp - ref), last_token_index(m), s)),
     Mistake("k3 estimator instead of k1",
             "the penalty uses (r - 1) - log r with r = pi_ref / pi (the low-variance 'k3' KL estimator); "
             "minirlhf, like TRL's default, uses k1 = log pi - log pi_ref per token.",
             "use -beta * (logprobs - ref_logprobs).",
-            lambda lp, ref, s, m, b: _add_at(-b * (torch.expm1(ref - lp) - (ref - lp)) * m, _last(m), s)),
+            lambda lp, ref, s, m, b: _add_at(-b * (torch.expm1(ref - lp) - (ref - lp)) * m,
+                                             last_token_index(m), s)),
 ]
 
 REWARD_EXERCISE = Exercise(
@@ -183,9 +176,9 @@ def check_per_token_rewards(student_fn, verbose: bool = True, raise_on_failure: 
 # Exercise 3b: generalised advantage estimation
 
 
-def _gae_case(name, probes, rewards, values, mask, gamma, lam, hint="") -> Case:
+def _gae_case(name, probes, rewards, values, mask, gamma, lam) -> Case:
     return Case(name, probes, {"rewards": torch.tensor(rewards), "values": torch.tensor(values),
-                               "response_mask": torch.tensor(mask), "gamma": gamma, "lam": lam}, hint)
+                               "response_mask": torch.tensor(mask), "gamma": gamma, "lam": lam})
 
 
 def _gae_cases() -> list[Case]:
@@ -193,23 +186,19 @@ def _gae_cases() -> list[Case]:
     # correct GAE never lets them in.
     cases = [
         _gae_case("one token", "with a single response token, the advantage is r - V and the return is r",
-                  [[0.0, 1.0]], [[5.0, 0.25]], [[0, 1]], 1.0, 0.95,
-                  "the delta, r + gamma * V_next - V, with V_next = 0 after the last token; or the returns."),
+                  [[0.0, 1.0]], [[5.0, 0.25]], [[0, 1]], 1.0, 0.95),
         _gae_case("reward at the end, gamma = 1",
                   "the final reward flows back to earlier tokens, shrunk by lambda at each step",
-                  [[0.0, 0.0, 0.0, 1.0]], [[5.0, 0.2, 0.4, 0.6]], [[0, 1, 1, 1]], 1.0, 0.9,
-                  "the backward accumulation A_t = delta_t + gamma * lam * A_{t+1}."),
+                  [[0.0, 0.0, 0.0, 1.0]], [[5.0, 0.2, 0.4, 0.6]], [[0, 1, 1, 1]], 1.0, 0.9),
         _gae_case("discounting, gamma < 1", "gamma discounts both the next value and the later "
                   "advantages (the factor is gamma * lambda)",
-                  [[0.0, 0.1, -0.2, 2.0]], [[5.0, 0.3, 0.5, 1.0]], [[0, 1, 1, 1]], 0.9, 0.8,
-                  "gamma is missing somewhere: in the bootstrap or in the gamma * lam factor."),
+                  [[0.0, 0.1, -0.2, 2.0]], [[5.0, 0.3, 0.5, 1.0]], [[0, 1, 1, 1]], 0.9, 0.8),
         _gae_case("padding after a shorter response",
                   "the episode ends at the EOS: the value of the padding after it is not bootstrapped, "
                   "and padding gets no advantage",
                   [[0.0, 0.5, 1.0, 0.0, 0.0], [0.0, 0.0, 0.2, -0.1, 1.0]],
                   [[5.0, 0.4, 0.8, 9.0, 9.0], [5.0, 0.1, 0.3, 0.2, 0.6]],
-                  [[0, 1, 1, 0, 0], [0, 1, 1, 1, 1]], 0.95, 0.9,
-                  "the padding's values leak in: reset the next value and advantage where the mask is 0."),
+                  [[0, 1, 1, 0, 0], [0, 1, 1, 1, 1]], 0.95, 0.9),
     ]
     generator = torch.Generator().manual_seed(4)
     for i, (batch, prompt, response, gamma, lam) in enumerate([(3, 2, 5, 1.0, 0.95), (8, 4, 8, 0.9, 0.7),
@@ -285,6 +274,12 @@ GAE_MISTAKES = [
             "much.",
             "the factor is gamma * lam.",
             lambda r, v, m, g, lam: _gae_loop(r, v, m, g, lam, lam_factor=lam)),
+    Mistake("gamma and lambda swapped",
+            "lam takes gamma's place and gamma lam's: the product gamma * lam is the same, but the "
+            "next value is discounted by lam, delta_t = r_t + lam * V_{t+1} - V_t.",
+            "delta_t = r_t + gamma * V_{t+1} - V_t; lambda only appears in the factor gamma * lam "
+            "(check the order of the arguments too: gae(rewards, values, response_mask, gamma, lam)).",
+            lambda r, v, m, g, lam: _gae_loop(r, v, m, lam, g)),
     Mistake("gamma missing from the bootstrap",
             "delta_t = r_t + V_{t+1} - V_t: the next value is not discounted.",
             "delta_t = r_t + gamma * V_{t+1} - V_t.",
@@ -361,6 +356,15 @@ def _whiten_cases() -> list[Case]:
         Case("shift_mean=False", "only the scale changes: the mean is kept",
              {"values": torch.tensor([[2.0, 4.0, 9.0], [3.0, 5.0, 100.0]]),
               "mask": torch.tensor([[1, 1, 1], [1, 1, 0]]), "shift_mean": False}),
+        Case("advantages that barely differ",
+             "when the advantages are nearly equal (a spread of about 1e-4, a variance near 1e-8), "
+             "the 1e-8 is added to the variance, under the square root: (x - mean) / sqrt(var + 1e-8)",
+             {"values": 1e-4 * torch.tensor([[1.0, -2.0, 0.5, 3.0], [2.0, -1.0, 0.0, 0.0]]),
+              "mask": torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]]), "shift_mean": True}),
+        Case("all advantages equal", "when every real token has the same advantage (every answer "
+             "scored the same, say), the result is 0, not 0 / 0 = nan: the 1e-8 keeps it defined",
+             {"values": torch.tensor([[0.5, 0.5, 0.5], [0.5, 3.0, 3.0]]),
+              "mask": torch.tensor([[1, 1, 1], [1, 0, 0]]), "shift_mean": True}),
     ]
     generator = torch.Generator().manual_seed(5)
     for i, (batch, prompt, response) in enumerate([(3, 2, 4), (8, 3, 9)]):
@@ -373,12 +377,18 @@ def _whiten_cases() -> list[Case]:
 
 
 def _whiten_with(values, mask, shift_mean, *, var_fn, keep_padding=False, use_mask=True, root=True,
-                 subtract=True):
+                 subtract=True, eps=1e-8, eps_inside=True):
+    """The library's whitening, with switches for the usual slips (defaults = the right answer)."""
     m = mask if use_mask else torch.ones_like(mask)
     mean = _mean(values, m)
     var = var_fn(values, m, mean)
-    scale = var.sqrt() if root else var
-    out = ((values - mean) if subtract else values) / (scale + 1e-12)
+    if not root:
+        scale = var + eps
+    elif eps_inside:
+        scale = (var + eps).sqrt()
+    else:
+        scale = var.sqrt() + eps
+    out = ((values - mean) if subtract else values) / scale
     if not shift_mean and subtract:
         out = out + mean
     return out if keep_padding else out * mask.to(values.dtype)
@@ -415,6 +425,17 @@ WHITEN_MISTAKES = [
             "variance 1.",
             "divide by the square root of the variance.",
             lambda v, m, s: _whiten_with(v, m, s, var_fn=_biased, root=False)),
+    Mistake("epsilon outside the square root",
+            "the values are divided by std + 1e-8 instead of sqrt(var + 1e-8): the same when the "
+            "advantages are spread out, but when they are nearly equal the 1e-8 under the root is "
+            "what keeps the result from blowing up noise into +-1 values.",
+            "add the 1e-8 to the variance, then take the square root: (x - mean) / sqrt(var + 1e-8).",
+            lambda v, m, s: _whiten_with(v, m, s, var_fn=_biased, eps_inside=False)),
+    Mistake("epsilon missing",
+            "the values are divided by the bare standard deviation: nearly equal advantages are blown up "
+            "to +-1, and exactly equal ones give 0 / 0 = nan.",
+            "divide by sqrt(var + 1e-8).",
+            lambda v, m, s: _whiten_with(v, m, s, var_fn=_biased, eps=0.0)),
     Mistake("mean not subtracted",
             "the values are only scaled: their mean stays where it was.",
             "subtract the mean first (with shift_mean=False, add it back at the end).",
@@ -454,38 +475,33 @@ def check_whiten(student_fn, verbose: bool = True, raise_on_failure: bool = True
 # Exercise 4b: the clipped policy loss
 
 
-def _loss_case(name, probes, logprobs, old_logprobs, advantages, mask, clip_range, hint="") -> Case:
+def _loss_case(name, probes, logprobs, old_logprobs, advantages, mask, clip_range) -> Case:
     return Case(name, probes, {"logprobs": torch.tensor(logprobs), "old_logprobs": torch.tensor(old_logprobs),
                                "advantages": torch.tensor(advantages), "mask": torch.tensor(mask),
-                               "clip_range": clip_range}, hint)
+                               "clip_range": clip_range})
 
 
 def _loss_cases() -> list[Case]:
     cases = [
         _loss_case("policy unchanged", "at ratio 1 the loss is minus the mean advantage",
-                   [[-1.0, -0.5, -2.0]], [[-1.0, -0.5, -2.0]], [[1.0, -0.5, 2.0]], [[1, 1, 1]], 0.2,
-                   "the sign (a loss is minus the objective) or the mean."),
+                   [[-1.0, -0.5, -2.0]], [[-1.0, -0.5, -2.0]], [[1.0, -0.5, 2.0]], [[1, 1, 1]], 0.2),
         _loss_case("small moves, inside the clip range",
                    "inside 1 +- clip_range the loss is -A * ratio, ratio = exp(logprobs - old_logprobs)",
-                   [[-0.9, -0.6]], [[-1.0, -0.5]], [[1.0, 1.0]], [[1, 1]], 0.2,
-                   "the ratio: exp(logprobs - old_logprobs), in that order."),
+                   [[-0.9, -0.6]], [[-1.0, -0.5]], [[1.0, 1.0]], [[1, 1]], 0.2),
         _loss_case("a good token pushed too far up",
                    "positive advantage, ratio above 1 + clip_range: the gain is capped (clipped)",
-                   [[-0.2, -1.0]], [[-1.0, -1.0]], [[2.0, 0.5]], [[1, 1]], 0.2,
-                   "the clipping is missing: clamp the ratio to [1 - clip_range, 1 + clip_range]."),
+                   [[-0.2, -1.0]], [[-1.0, -1.0]], [[2.0, 0.5]], [[1, 1]], 0.2),
         _loss_case("a bad token pushed far up",
                    "negative advantage, ratio above 1 + clip_range: no cap, the loss stays pessimistic "
                    "(the max picks the unclipped term)",
-                   [[-0.2, -1.0]], [[-1.0, -1.0]], [[-2.0, 0.5]], [[1, 1]], 0.2,
-                   "min instead of max (or only the clipped term): the loss must keep the worse of the two."),
+                   [[-0.2, -1.0]], [[-1.0, -1.0]], [[-2.0, 0.5]], [[1, 1]], 0.2),
         _loss_case("a bad token pushed too far down",
                    "negative advantage, ratio below 1 - clip_range: the gain of pushing it further is capped",
                    [[-2.0, -1.0]], [[-1.0, -1.0]], [[-1.0, 0.5]], [[1, 1]], 0.1),
         _loss_case("prompt and padding present", "the mean is over real tokens only",
                    [[-9.0, -0.4, -0.7, -5.0], [-9.0, -1.0, -3.0, -3.0]],
                    [[-1.0, -0.5, -0.5, -1.0], [-1.0, -1.2, -1.0, -1.0]],
-                   [[3.0, 1.0, -1.0, 4.0], [3.0, 0.5, 2.0, 2.0]], [[0, 1, 1, 0], [0, 1, 0, 0]], 0.2,
-                   "the mean includes positions where mask is 0."),
+                   [[3.0, 1.0, -1.0, 4.0], [3.0, 0.5, 2.0, 2.0]], [[0, 1, 1, 0], [0, 1, 0, 0]], 0.2),
     ]
     generator = torch.Generator().manual_seed(6)
     for i, (batch, prompt, response, clip) in enumerate([(4, 3, 6, 0.2), (16, 5, 10, 0.1)]):
@@ -502,6 +518,17 @@ def _loss_cases() -> list[Case]:
 def _surrogate(lp, old, adv, clip, *, ratio=None):
     ratio = torch.exp(lp - old) if ratio is None else ratio
     return -adv * ratio, -adv * torch.clamp(ratio, 1 - clip, 1 + clip)
+
+
+def _clip_other(lp, old, adv, clip, *, clip_product):
+    """The max of -A * ratio and a term where the advantage (or the product ratio * A) is clipped
+    instead of the ratio."""
+    ratio = torch.exp(lp - old)
+    if clip_product:
+        clipped = -torch.clamp(ratio * adv, 1 - clip, 1 + clip)
+    else:
+        clipped = -ratio * torch.clamp(adv, 1 - clip, 1 + clip)
+    return torch.maximum(-adv * ratio, clipped)
 
 
 LOSS_MISTAKES = [
@@ -527,6 +554,20 @@ LOSS_MISTAKES = [
             "difference of log-probabilities.",
             "ratio = exp(logprobs - old_logprobs).",
             lambda lp, old, a, m, c: _mean(torch.maximum(*_surrogate(lp, old, a, c, ratio=lp / old)), m)),
+    Mistake("log-ratio used as the ratio",
+            "the ratio is logprobs - old_logprobs, the *log* of the ratio: it is 0, not 1, when the "
+            "policy has not moved, so the loss starts at 0 and the clip range 1 +- clip_range is "
+            "compared with the wrong number.",
+            "ratio = exp(logprobs - old_logprobs).",
+            lambda lp, old, a, m, c: _mean(torch.maximum(*_surrogate(lp, old, a, c, ratio=lp - old)), m)),
+    Mistake("advantage clipped instead of the ratio",
+            "the clip is applied to the advantage (or to ratio * A), not to the probability ratio: "
+            "the clip must bound how far the policy moves, which the ratio measures, whatever the "
+            "advantage.",
+            "clip the ratio, -A * clamp(ratio, 1 - clip_range, 1 + clip_range), then take the max "
+            "with -A * ratio.",
+            lambda lp, old, a, m, c: _mean(_clip_other(lp, old, a, c, clip_product=False), m),
+            variants=(lambda lp, old, a, m, c: _mean(_clip_other(lp, old, a, c, clip_product=True), m),)),
     Mistake("no clipping",
             "the loss is the plain policy-gradient surrogate -A * ratio: several epochs on one batch "
             "can then move the policy arbitrarily far.",
@@ -551,6 +592,13 @@ LOSS_MISTAKES = [
             "the loss is summed over tokens, so its size (and the step size) grows with the batch.",
             "average over real tokens: sum(x * mask) / sum(mask).",
             lambda lp, old, a, m, c: (torch.maximum(*_surrogate(lp, old, a, c)) * m).sum()),
+    Mistake("mean of per-sequence means",
+            "each response's tokens are averaged first, then the responses: a token of a short "
+            "response weighs more than one of a long response. (Some implementations do this on "
+            "purpose; minirlhf, like TRL's PPO, averages over all the real tokens of the batch.)",
+            "one mean over every real token of the batch: sum(x * mask) / sum(mask).",
+            lambda lp, old, a, m, c: ((torch.maximum(*_surrogate(lp, old, a, c)) * m).sum(-1)
+                                      / m.sum(-1)).mean()),
 ]
 
 LOSS_EXERCISE = Exercise(

@@ -22,17 +22,15 @@ def _pair(chosen, rejected) -> dict:
 def _cases() -> list[Case]:
     cases = [
         Case("equal scores", "a pair the model cannot tell apart costs log 2 (a coin flip)",
-             _pair([0.0], [0.0]), hint="-logsigmoid(0) = log 2: the margin goes through a log-sigmoid."),
+             _pair([0.0], [0.0])),
         Case("chosen scored higher", "a pair ranked the right way costs little, and the loss "
              "falls as the margin grows", _pair([2.0], [0.0])),
         Case("a batch of three pairs", "the loss is the mean over the pairs of the batch",
              _pair([1.0, 0.5, -1.0], [0.0, 1.5, -3.0])),
         Case("scores far from zero", "only the difference of the two scores matters (adding 5 "
-             "to both changes nothing)", _pair([5.0, 6.0], [4.0, 7.0]),
-             hint="the loss must depend on chosen - rejected only, not on each score."),
+             "to both changes nothing)", _pair([5.0, 6.0], [4.0, 7.0])),
         Case("a huge margin the wrong way", "the loss stays finite (about the margin) even when "
-             "the rejected answer scores 110 points higher", _pair([-50.0, 0.0], [60.0, 0.0]),
-             hint="an intermediate over- or underflows: use torch.nn.functional.logsigmoid."),
+             "the rejected answer scores 110 points higher", _pair([-50.0, 0.0], [60.0, 0.0])),
     ]
     generator = torch.Generator().manual_seed(2)
     for i, batch in enumerate((4, 16, 64)):

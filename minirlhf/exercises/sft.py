@@ -10,7 +10,16 @@ from __future__ import annotations
 
 import torch
 
-from minirlhf.exercises.checking import Case, Exercise, Mistake, random_layout, random_logprobs, run_check
+from minirlhf.exercises.checking import (
+    Case,
+    Exercise,
+    Mistake,
+    random_layout,
+    random_logprobs,
+    run_check,
+    shifted,
+    without_eos,
+)
 from minirlhf.sft import sft_loss
 
 
@@ -25,18 +34,15 @@ def _cases() -> list[Case]:
         Case("prompt tokens present",
              "the prompt's log-probs do not count: the model is given the prompt, it does not write it",
              {"logprobs": torch.tensor([[-8.0, -9.0, -1.0, -3.0]]),
-              "response_mask": torch.tensor([[0, 0, 1, 1]])},
-             hint="the prompt's log-probs are counted: multiply by response_mask before summing."),
+              "response_mask": torch.tensor([[0, 0, 1, 1]])}),
         Case("padding after a shorter response",
              "padding positions do not count, neither in the sum nor in the number of tokens",
              {"logprobs": torch.tensor([[-5.0, -1.0, -2.0, -3.0], [-5.0, -4.0, -6.0, -7.0]]),
-              "response_mask": torch.tensor([[0, 1, 1, 1], [0, 1, 0, 0]])},
-             hint="padding is counted, in the sum or in the number of tokens you divide by."),
+              "response_mask": torch.tensor([[0, 1, 1, 1], [0, 1, 0, 0]])}),
         Case("responses of different lengths",
              "every response token weighs the same (a mean over tokens, not a mean of per-response means)",
              {"logprobs": torch.tensor([[-1.0, -1.0, -1.0, -1.0], [-4.0, -0.5, -0.5, -0.5]]),
-              "response_mask": torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0]])},
-             hint="the mean is taken per response first: divide the batch's sum by the batch's count."),
+              "response_mask": torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0]])}),
     ]
     generator = torch.Generator().manual_seed(1)
     for i, (batch, prompt, response) in enumerate([(3, 4, 5), (8, 6, 7), (16, 9, 12)]):
@@ -46,6 +52,22 @@ def _cases() -> list[Case]:
                           {"logprobs": random_logprobs(mask.shape, generator), "response_mask": mask}))
     return cases
 
+
+def _nll(logprobs, weights, count):
+    """Minus the weighted sum of the log-probs over the number of tokens in ``count`` (a mask)."""
+    return -(logprobs * weights).sum() / count.sum()
+
+
+def _shifted_variants(by: int) -> tuple:
+    """A shift by one column, as it is usually written: sliced (dividing by the shifted or the
+    true count) or rolled (the last column wraps round to the first)."""
+    return (lambda lp, m: _nll(lp, shifted(m, by), shifted(m, by)),
+            lambda lp, m: _nll(lp, shifted(m, by), m),
+            lambda lp, m: _nll(lp, torch.roll(m, by, dims=1), m))
+
+
+# Each shift's first form is the catalogued implementation, the two others its variants.
+_BEFORE, _AFTER = _shifted_variants(-1), _shifted_variants(+1)
 
 MISTAKES = [
     Mistake("sign flipped",
@@ -82,13 +104,29 @@ MISTAKES = [
             "the loss is taken on the prompt and padding positions and the response is left out.",
             "use response_mask as it is: 1 marks the tokens to learn.",
             lambda logprobs, mask: -(logprobs * (1 - mask)).sum() / (1 - mask).sum()),
-    Mistake("log-probs shifted by one position",
+    Mistake("log-probs shifted by one position (the token before scored)",
             "the log-probs are shifted against the mask (`logprobs[:, :-1]` with `response_mask[:, 1:]`), "
             "as in code that shifts logits and labels; but `token_logprobs` is already aligned "
             "(column t is the log-prob of token t), so shifting again scores the wrong tokens: the "
             "last prompt token in, the `<eos>` out.",
             "use logprobs and response_mask as they are, column for column.",
-            lambda logprobs, mask: -(logprobs[:, :-1] * mask[:, 1:]).sum() / mask[:, 1:].sum()),
+            _BEFORE[0], variants=_BEFORE[1:]),
+    Mistake("log-probs shifted by one position (the token after scored)",
+            "the log-probs are shifted against the mask the other way (`logprobs[:, 1:]` with "
+            "`response_mask[:, :-1]`, or `torch.roll`): each response token is scored by the log-prob "
+            "of the token after it, so the first response token is left out and the padding after the "
+            "`<eos>` counts. `token_logprobs` is already aligned: column t is the log-prob of token t.",
+            "use logprobs and response_mask as they are, column for column.",
+            _AFTER[0], variants=_AFTER[1:]),
+    Mistake("EOS left out",
+            "the last response token, the `<eos>`, is not counted (or the last column is cut off, "
+            "which is the `<eos>` only for the longest response). But the `<eos>` is part of what "
+            "the model must learn to write: without it, it never learns to stop.",
+            "count every position where response_mask is 1, the `<eos>` included.",
+            lambda lp, m: _nll(lp, without_eos(m), without_eos(m)),
+            variants=(lambda lp, m: _nll(lp, without_eos(m), m),
+                      lambda lp, m: _nll(lp[:, :-1], m[:, :-1], m[:, :-1]),
+                      lambda lp, m: _nll(lp[:, :-1], m[:, :-1], m))),
     Mistake("integer mask used as an index",
             "`logprobs[response_mask]` with a 0/1 *integer* mask picks rows 0 and 1 of the batch "
             "(integer indexing), not the masked positions.",
