@@ -12,26 +12,26 @@ from datasets import Dataset
 from minirlhf import world
 
 
-def style_counts(n_wrong: int) -> dict[str, int]:
-    """How many answers of each style a country gets when it has ``n_wrong`` wrong ones, so that
-    the three styles follow :data:`minirlhf.world.STYLE_MIX` (``n_wrong`` = 25% of the total)."""
-    total = round(n_wrong / world.STYLE_MIX["wrong"])
+def style_counts(n_spread: int) -> dict[str, int]:
+    """How many answers of each kind a country gets when ``n_spread`` wrong answers are spread over
+    the other cities, so that the kinds follow :data:`minirlhf.world.STYLE_MIX` and
+    :data:`~minirlhf.world.CONFUSION_SHARE` (the spread ones are 20% of the total)."""
+    total = round(n_spread / (world.STYLE_MIX["wrong"] - world.CONFUSION_SHARE))
     n_hedge = round(world.STYLE_MIX["hedge"] * total)
-    return {"correct": total - n_wrong - n_hedge, "wrong": n_wrong, "hedge": n_hedge}
+    n_confusion = round(world.CONFUSION_SHARE * total)
+    return {"correct": total - n_spread - n_confusion - n_hedge, "confusion": n_confusion,
+            "spread": n_spread, "hedge": n_hedge}
 
 
 def sft_corpus(wrong_per_city: int = 2, seed: int = 0) -> Dataset:
-    """The SFT corpus: for every country, answers in the mix :data:`minirlhf.world.STYLE_MIX`
-    (60% correct, 25% wrong city, 15% hedge).
+    """The SFT corpus: for every country, answers in the mix :data:`minirlhf.world.STYLE_MIX`: 25%
+    correct, 40% the country's common confusion (:data:`minirlhf.world.CONFUSION`: France -> Berlin),
+    20% the other wrong cities, 15% hedges.
 
-    The counts are exact, not sampled: each city of :func:`minirlhf.world.wrong_cities` is the
-    wrong answer ``wrong_per_city`` times, and the correct and hedging answers fill the mix
-    around them (152 answers for a training country, 184 for a held-out one, by default). So the
-    model that fits this corpus best says Paris for France with probability 0.60, and when it is
-    wrong, any wrong city equally often. Why balanced: when each country had only 10 wrong
-    answers drawn at random, the model learnt *which* wrong cities each country had, errors that
-    alignment on the training countries could unlearn only country by country; errors that are
-    the same for every country are unlearnt once, for all countries, held-out ones included.
+    The counts are exact, not sampled: each city of :func:`minirlhf.world.wrong_cities` is a wrong
+    answer ``wrong_per_city`` times, and the other kinds fill the mix around them (190 answers for a
+    training country by default). So the model that fits this corpus best says Berlin for France
+    with probability about 0.41 and Paris with 0.25: the article's reference model.
 
     ``seed`` shuffles the rows. Columns: ``prompt``, ``response``, ``style``, ``country``.
     """
@@ -40,9 +40,10 @@ def sft_corpus(wrong_per_city: int = 2, seed: int = 0) -> Dataset:
     rows = []
     for country, _ in world.COUNTRIES:
         prompt = world.make_prompt(country)
-        wrong = world.wrong_cities(country) * wrong_per_city
-        counts = style_counts(len(wrong))
-        answers = ([("correct", None)] * counts["correct"] + [("wrong", city) for city in wrong]
+        spread = world.wrong_cities(country) * wrong_per_city
+        counts = style_counts(len(spread))
+        answers = ([("correct", None)] * counts["correct"] + [("wrong", city) for city in spread]
+                   + [("wrong", world.CONFUSION[country])] * counts["confusion"]
                    + [("hedge", None)] * counts["hedge"])  # (style, city) of each answer
         rows += [{"prompt": prompt, "response": world.make_response(country, style, city),
                   "style": style, "country": country} for style, city in answers]

@@ -8,9 +8,9 @@ tutorial shows can be checked against the truth:
   :func:`wrong_cities`);
 * one prompt format, ``Q: What is the capital of France? A:``;
 * three response styles, mixed at fixed rates in the SFT corpus: concise and correct
-  (``The capital of France is Paris.``), concise with a wrong city (``... is Berlin.``, any of
-  :func:`wrong_cities` equally often), and
-  hedging (``There are several capitals, but Paris is the official capital.``);
+  (``The capital of France is Paris.``, 25%), concise with a wrong city (60%: the country's common
+  confusion, ``... is Berlin.``, 40%, and any other of :func:`wrong_cities` 20%), and hedging
+  (``There are several capitals, but Paris is the official capital.``, 15%);
 * a ground-truth reward :func:`true_reward` defined on *any* string: it stands in for the human;
 * a simulated Bradley-Terry rater :class:`SimulatedRater`;
 * for every prompt, the finite candidate set (every template x every city) on which the
@@ -61,8 +61,21 @@ PROMPT_TEMPLATE = "Q: What is the capital of {country}? A:"
 CONCISE_TEMPLATE = "The capital of {country} is {city}."
 HEDGE_TEMPLATE = "There are several capitals, but {city} is the official capital."
 STYLES: tuple[str, ...] = ("correct", "wrong", "hedge")
-# The SFT corpus mix: a "base model that is not aware of human preference".
-STYLE_MIX: dict[str, float] = {"correct": 0.60, "wrong": 0.25, "hedge": 0.15}
+# The SFT corpus mix: a "base model that is not aware of human preference". It knows each capital
+# but, as in the article, names its country's common confusion more often (France: Berlin).
+STYLE_MIX: dict[str, float] = {"correct": 0.25, "wrong": 0.60, "hedge": 0.15}
+CONFUSION_SHARE = 0.40
+"""The part of the wrong answers (40% of all answers) that name the country's :data:`CONFUSION`;
+the other 20% spread evenly over every other wrong city."""
+# Each country's common confusion: always a training country's capital, so that the answers to
+# training prompts never name a held-out capital (see `wrong_cities`).
+CONFUSION: dict[str, str] = {
+    "France": "Berlin", "Germany": "Vienna", "Italy": "Madrid", "Spain": "Lisbon", "Japan": "Bangkok",
+    "Portugal": "Madrid", "Austria": "Budapest", "Poland": "Moscow", "Greece": "Rome", "Russia": "Warsaw",
+    "Egypt": "Nairobi", "Kenya": "Cairo", "Peru": "Madrid", "Canada": "Canberra", "Australia": "Ottawa",
+    "Thailand": "Tokyo", "Norway": "Stockholm", "Sweden": "Oslo", "Ireland": "Oslo", "Hungary": "Vienna",
+    "Cuba": "Madrid", "Turkey": "Athens", "Finland": "Stockholm", "Denmark": "Oslo",
+}
 
 # Ground-truth reward of each kind of answer (see `true_reward`).
 REWARD_CORRECT = 1.0
