@@ -10,6 +10,7 @@ from minirlhf import world
 from minirlhf.data import sft_corpus
 from minirlhf.logprobs import encode_prompt_response, token_logprobs
 from minirlhf.optimum import answer_kind_probs
+from minirlhf.logprobs import response_logprobs
 from minirlhf.sft import SFTConfig, sft_loss, train_sft
 from minirlhf.utils import lr_factor
 
@@ -61,21 +62,32 @@ def test_short_sft_lowers_the_loss_and_prefers_the_corpus_answers(tiny):
                         SFTConfig(steps=300, learning_rate=5e-3, progress=False, log_every=10))
     assert history[-1]["loss"] < 0.3 * history[0]["loss"]
     kinds = answer_kind_probs(model, tokenizer, world.prompts("all"))
-    # after a short run the model answers mostly in the corpus' templates, correct most often
+    # after a short run the model answers mostly in the corpus' templates, as often as the corpus:
+    # a wrong city (mostly the country's confusion) first, then the correct one, then a hedge
     assert kinds["outside"].mean() < 0.3
-    assert kinds["correct"].mean() > kinds["hedge"].mean() > 0.05
-    assert kinds["correct"].mean() > kinds["wrong"].mean()
+    assert kinds["wrong"].mean() > kinds["correct"].mean() > kinds["hedge"].mean() > 0.05
 
 
 def test_shipped_base_model_mirrors_the_corpus_mix(base):
-    """The documented behaviour of the shipped checkpoint: within 10 points of 60/25/15."""
+    """The documented behaviour of the shipped checkpoint: within 5 points of 25/60/15."""
     model, tokenizer = base
     kinds = answer_kind_probs(model, tokenizer, world.prompts("all"))
     france = world.prompts("all").index(world.make_prompt("France"))
     for style in ("correct", "wrong", "hedge"):
-        assert kinds[style][france].item() == pytest.approx(world.STYLE_MIX[style], abs=0.10)
+        assert kinds[style][france].item() == pytest.approx(world.STYLE_MIX[style], abs=0.05)
         assert kinds[style].mean().item() == pytest.approx(world.STYLE_MIX[style], abs=0.05)
     assert kinds["outside"].max() < 0.03
+
+
+def test_shipped_base_model_says_berlin_first_as_in_the_article(base):
+    """As the article's reference model: for France, Berlin most often, Paris still above 15%."""
+    model, tokenizer = base
+    france = world.make_prompt("France")
+    answers = [world.make_response("France", "correct"), world.make_response("France", "wrong", "Berlin")]
+    p_paris, p_berlin = response_logprobs(model, tokenizer, [france] * 2, answers).exp().tolist()
+    candidates = response_logprobs(model, tokenizer, [france] * 48, world.candidate_responses(france)).exp()
+    assert p_berlin == candidates.max().item()  # the single most likely answer
+    assert p_berlin > p_paris + 0.1 and p_paris > 0.15
 
 
 def test_sft_is_repeatable_with_the_same_seed(tiny):
@@ -99,8 +111,11 @@ def test_corpus_is_balanced_and_keeps_held_out_capitals_out_of_training_answers(
         assert styles["correct"] / len(rows) == pytest.approx(world.STYLE_MIX["correct"], abs=0.01)
         wrong = Counter(r.split()[-1].rstrip(".") for r, s in zip(rows["response"], rows["style"])
                         if s == "wrong")
-        # every eligible wrong city exactly twice: errors that do not depend on the country
-        assert wrong == Counter({city: 2 for city in world.wrong_cities(country)})
+        # the country's confusion 40% of the time; every other eligible wrong city exactly twice
+        confusion = world.CONFUSION[country]
+        assert (wrong[confusion] - 2) / len(rows) == pytest.approx(world.CONFUSION_SHARE, abs=0.005)
+        assert wrong - Counter({confusion: wrong[confusion] - 2}) == Counter(
+            {city: 2 for city in world.wrong_cities(country)})
     training_answers = corpus.filter(lambda row: row["country"] in world.TRAIN_COUNTRIES)["response"]
     assert not any(city in answer for answer in training_answers for city in held_out_capitals)
 
