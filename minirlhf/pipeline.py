@@ -29,7 +29,7 @@ from minirlhf.ppo import PPOConfig, train_ppo
 from minirlhf.preferences import collect_preferences, default_preferences
 from minirlhf.reward import RewardConfig, RewardModel, train_reward_model
 from minirlhf.sft import SFTConfig, train_sft
-from minirlhf.utils import json_safe
+from minirlhf.utils import check_save_target, check_writable, json_safe
 
 # The reward model needs more pairs than DPO's default data (16 per prompt): with fewer, it does not
 # learn reliably which city goes with which country (docs/defaults.md#reward-model).
@@ -220,10 +220,19 @@ def demo(outdir: Path, seed: int = 0, quick: bool = False) -> Path:
     """Run every stage, write figures, ``metrics.json`` and ``report.md`` into ``outdir``.
 
     SFT is trained from scratch here, to show it; the later stages start from the shipped base
-    model, which ``minirlhf sft`` trains again with the same seed.
+    model, which ``minirlhf sft`` trains again with the same seed. While it runs, ``outdir`` holds a
+    ``RUNNING`` file and no report: an earlier run's report and metrics are removed at the start,
+    and the new ones written last.
     """
     outdir = Path(outdir)
+    check_writable(outdir)  # fail now, not after training
+    check_save_target(outdir / "sft-model")
     outdir.mkdir(parents=True, exist_ok=True)
+    running = outdir / "RUNNING"
+    running.write_text("minirlhf demo is writing this folder, or was stopped: until this file is gone, the "
+                       "figures may mix two runs.\n")
+    for name in ("report.md", "metrics.json"):  # an earlier run's: they would describe other figures
+        (outdir / name).unlink(missing_ok=True)
     metrics, seconds, policies = {"seed": seed, "quick": quick}, {}, {}
     timer = time.perf_counter()
     print("== Stage 1/5: supervised fine-tuning (SFT) ==", flush=True)
@@ -242,6 +251,7 @@ def demo(outdir: Path, seed: int = 0, quick: bool = False) -> Path:
     metrics["total_seconds"] = round(time.perf_counter() - timer, 1)
     (outdir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     write_report(outdir, metrics)
+    running.unlink()
     return outdir
 
 

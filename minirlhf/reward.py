@@ -31,12 +31,11 @@ from datasets import Dataset, concatenate_datasets
 from tqdm.auto import tqdm
 
 from minirlhf.logprobs import encode_prompt_response, last_token_index, position_ids_from_mask, to_device
-from minirlhf.models import check_tokenizer_matches
+from minirlhf.models import (REWARD_MODEL_FILE, check_checkpoint_kind, check_tokenizer_matches,
+                             checkpoint_info, load_tokenizer, reading_weights)
 from minirlhf.preferences import check_preference_data, on_policy_pairs
 from minirlhf.utils import (check_checkpoint_dir, check_config, check_finite_loss, clip_grad_norm, lr_factor,
                             save_atomically, seed_everything)
-
-REWARD_MODEL_FILE = "reward_model.json"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,27 +200,29 @@ class RewardModel(torch.nn.Module):
     def save(self, path: str | Path, tokenizer=None) -> Path:
         """Save the model (and ``tokenizer``, or the one it was loaded with) into ``path`` atomically."""
         tokenizer = tokenizer or self.tokenizer
-        return save_atomically([self] + ([tokenizer] if tokenizer is not None else []), path)
+        objects = [self] + ([tokenizer] if tokenizer is not None else [])
+        return save_atomically(objects, path, checkpoint_info("reward_model", tokenizer))
 
     @classmethod
     def load(cls, path: str | Path, device=None) -> RewardModel:
         """Load a reward model saved by :meth:`save`, in eval mode; ``.tokenizer`` is the saved
         tokenizer (or None)."""
         from safetensors.torch import load_file
-        from transformers import AutoConfig, AutoModel, PreTrainedTokenizerFast
+        from transformers import AutoConfig, AutoModel
 
         path = check_checkpoint_dir(path)
         if not (path / REWARD_MODEL_FILE).is_file():
             raise ValueError(f"{str(path)!r} holds no reward model (no {REWARD_MODEL_FILE}). To start "
                              "one from a causal LM use RewardModel.from_base(load_model(path)[0]).")
-        info = json.loads((path / REWARD_MODEL_FILE).read_text())
+        info = check_checkpoint_kind(path, "reward_model")
+        options = json.loads((path / REWARD_MODEL_FILE).read_text())
         backbone = AutoModel.from_config(AutoConfig.from_pretrained(path))
-        model = cls(backbone, freeze_backbone=info["freeze_backbone"],
-                    attention_only=info.get("attention_only", False))
-        model.load_state_dict(load_file(path / "model.safetensors"))
+        model = cls(backbone, freeze_backbone=options["freeze_backbone"],
+                    attention_only=options.get("attention_only", False))
+        with reading_weights(path / "model.safetensors"):
+            model.load_state_dict(load_file(path / "model.safetensors"))
         if (path / "tokenizer.json").is_file():
-            model.tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
-            model.tokenizer.padding_side = "left"
+            model.tokenizer = load_tokenizer(path, info)
             check_tokenizer_matches(model.backbone, model.tokenizer)
         if device is not None:
             model.to(device)
