@@ -26,7 +26,7 @@ from datasets import Dataset, DatasetDict
 from tqdm.auto import tqdm
 
 from minirlhf import world
-from minirlhf.logprobs import generate
+from minirlhf.logprobs import encode_texts, generate
 from minirlhf.models import load_base_model
 from minirlhf.utils import seed_everything
 
@@ -204,7 +204,8 @@ def _read_records(path: Path) -> list[dict]:
 
 def check_preference_row(i: int, row: dict) -> None:
     """Raise a :class:`PreferenceDataError` naming row ``i`` unless its ``prompt``, ``chosen`` and
-    ``rejected`` are non-empty strings and ``chosen`` differs from ``rejected``."""
+    ``rejected`` are non-empty strings and ``chosen`` differs from ``rejected`` by more than spacing
+    (compared after :func:`minirlhf.world.normalize_text`: ``"Paris ."`` is ``"Paris."``)."""
     for column in PREFERENCE_COLUMNS:
         value = row.get(column)
         if not isinstance(value, str):
@@ -214,17 +215,19 @@ def check_preference_row(i: int, row: dict) -> None:
                                       f"{value!r}.{hint}")
         if not value.strip():
             raise PreferenceDataError(f"Row {i}: {column!r} is empty. Drop the row or fill it in.")
-    if row["chosen"].strip() == row["rejected"].strip():
-        raise PreferenceDataError(f"Row {i}: 'chosen' and 'rejected' are the same text ({row['chosen']!r}): "
-                                  "identical pairs say nothing about preference. Drop them.")
+    if world.normalize_text(row["chosen"]) == world.normalize_text(row["rejected"]):
+        raise PreferenceDataError(f"Row {i}: 'chosen' ({row['chosen']!r}) and 'rejected' "
+                                  f"({row['rejected']!r}) are the same text up to spacing: identical pairs "
+                                  "say nothing about preference. Drop them.")
 
 
-def check_preference_data(data, what: str = "preference data") -> None:
+def check_preference_data(data, what: str = "preference data", tokenizer=None) -> None:
     """THE check of preference data, used by :func:`load_preferences`, the reward model and DPO.
 
     ``data`` must be a ``datasets.Dataset`` with string columns ``prompt``, ``chosen`` and
     ``rejected`` (TRL's standard format), at least one row, and in every row non-empty texts with
-    ``chosen != rejected``. Raises a :class:`PreferenceDataError` that says what to fix.
+    ``chosen != rejected``; with a ``tokenizer`` (training), also as tokens: a pair read as the same
+    tokens would train at zero margin. Raises a :class:`PreferenceDataError` that says what to fix.
     """
     columns = getattr(data, "column_names", None)
     if columns is None:
@@ -240,6 +243,13 @@ def check_preference_data(data, what: str = "preference data") -> None:
         raise PreferenceDataError(f"The {what} are empty: give at least one (prompt, chosen, rejected).")
     for i, texts in enumerate(zip(*(data[c] for c in PREFERENCE_COLUMNS))):
         check_preference_row(i, dict(zip(PREFERENCE_COLUMNS, texts)))
+    if tokenizer is not None:
+        chosen, rejected = (encode_texts(tokenizer, data[c], "response") for c in ("chosen", "rejected"))
+        for i, (c, r) in enumerate(zip(chosen, rejected)):
+            if c == r:
+                raise PreferenceDataError(f"Row {i} of the {what}: 'chosen' ({data[i]['chosen']!r}) and "
+                                          f"'rejected' ({data[i]['rejected']!r}) are the same tokens: "
+                                          "identical pairs say nothing about preference. Drop them.")
 
 
 def load_preferences(source, columns: dict[str, str] | None = None) -> Dataset:

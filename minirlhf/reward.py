@@ -354,7 +354,7 @@ def train_reward_model(reward_model: RewardModel, tokenizer, train_data: Dataset
     same metrics over all of it as ``eval/...``.
     """
     config = config or RewardConfig()
-    check_preference_data(train_data, "training data")
+    check_preference_data(train_data, "training data", tokenizer)
     if eval_data is not None:
         check_preference_data(eval_data, "evaluation data")
     generator = seed_everything(config.seed)
