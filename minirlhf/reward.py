@@ -155,7 +155,7 @@ class RewardModel(torch.nn.Module):
         out = []
         for i in range(0, len(prompts), batch_size):
             batch = encode_prompt_response(tokenizer, prompts[i:i + batch_size],
-                                           responses[i:i + batch_size])
+                                           responses[i:i + batch_size], model=self.backbone)
             batch = to_device(batch, self.device)
             out.append(self(batch["input_ids"], batch["attention_mask"]).float().cpu())
         self.train(was_training)
@@ -277,21 +277,21 @@ class RewardConfig:
                      non_negative=("warmup_steps", "weight_decay", "head_only_steps"))
 
 
-def encode_pairs(tokenizer, data: Dataset, device=None) -> dict[str, torch.Tensor]:
+def encode_pairs(tokenizer, data: Dataset, device=None, model=None) -> dict[str, torch.Tensor]:
     """Tokenise each *distinct* (prompt, response) of ``data`` once, and index the pairs into them.
 
     Preference data repeat themselves (the SFT model gives the same few answers again and again),
     so scoring every distinct answer once per step is several times cheaper than scoring both
     sides of every pair, and gives exactly the same loss and gradient. Returns ``input_ids`` and
     ``attention_mask`` (U, T) of the U distinct sequences, and ``chosen`` / ``rejected`` (N,): the
-    row of each pair's chosen / rejected answer.
+    row of each pair's chosen / rejected answer. With a ``model``, a text too long for it is refused.
     """
     prompts = list(data["prompt"])
     chosen = list(zip(prompts, data["chosen"]))
     rejected = list(zip(prompts, data["rejected"]))
     distinct = list(dict.fromkeys(chosen + rejected))
     row_of = {key: i for i, key in enumerate(distinct)}
-    batch = encode_prompt_response(tokenizer, [p for p, _ in distinct], [r for _, r in distinct])
+    batch = encode_prompt_response(tokenizer, [p for p, _ in distinct], [r for _, r in distinct], model=model)
     encoded = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
                "chosen": torch.tensor([row_of[k] for k in chosen]),
                "rejected": torch.tensor([row_of[k] for k in rejected])}
@@ -359,7 +359,7 @@ def train_reward_model(reward_model: RewardModel, tokenizer, train_data: Dataset
         check_preference_data(eval_data, "evaluation data")
     generator = seed_everything(config.seed)
     device = reward_model.device
-    encoded = encode_pairs(tokenizer, train_data, device)
+    encoded = encode_pairs(tokenizer, train_data, device, model=reward_model.backbone)
     optimizer, scheduler = _optimizer_and_schedule(reward_model, config)
 
     def evaluate() -> dict[str, float]:
