@@ -214,8 +214,8 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 16,
         probs = torch.softmax(logits / temperature, dim=-1)
         if not torch.isfinite(probs).all():
             raise FloatingPointError(
-                "The model's next-token probabilities are NaN or infinite: its weights have diverged. "
-                "Lower the learning rate; the model saved before this step is unchanged.")
+                "The model's next-token probabilities are NaN or infinite: its weights have diverged in "
+                "training. Lower the learning rate and train again.")
         token = torch.multinomial(probs.cpu(), 1, generator=generator).to(device).squeeze(-1)
         token = torch.where(finished, torch.full_like(token, tokenizer.pad_token_id), token)
         new_tokens.append(token[:, None])
