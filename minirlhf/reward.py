@@ -198,7 +198,9 @@ class RewardModel(torch.nn.Module):
         (path / REWARD_MODEL_FILE).write_text(json.dumps(info, indent=2))
 
     def save(self, path: str | Path, tokenizer=None) -> Path:
-        """Save the model (and ``tokenizer``, or the one it was loaded with) into ``path`` atomically."""
+        """Save the model (and ``tokenizer``, or the one it was loaded with) as the checkpoint folder
+        ``path``, safe against interruptions and never deleting a file minirlhf did not write (see
+        :func:`minirlhf.utils.save_atomically`)."""
         tokenizer = tokenizer or self.tokenizer
         objects = [self] + ([tokenizer] if tokenizer is not None else [])
         return save_atomically(objects, path, checkpoint_info("reward_model", tokenizer))
