@@ -148,19 +148,22 @@ def read_checkpoint_info(path: str | Path) -> dict | None:
     try:
         return json.loads(file.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as error:
-        raise ValueError(f"{file} is damaged ({error}). Save the checkpoint again, or copy the whole "
-                         "folder again.") from error
+        raise ValueError(f"{file} is damaged ({error}). Copy the whole checkpoint folder again, or save "
+                         "the model over it again.") from error
 
 
 def files_not_written_by_minirlhf(path: Path) -> list[str]:
     """The names in folder ``path`` that are not part of a minirlhf checkpoint (all of them, sorted,
     when ``path`` is not one): a save must not replace such a folder."""
     names = sorted(item.name for item in path.iterdir())
-    info = read_checkpoint_info(path) if (path / "config.json").is_file() else None
+    try:
+        info = read_checkpoint_info(path) if (path / "config.json").is_file() else None
+    except ValueError:  # a damaged minirlhf.json: judge by the file names, as for an older checkpoint
+        info = None
     if info is not None:
         ours = set(info.get("files", [])) | {CHECKPOINT_INFO}
     elif (path / "config.json").is_file() and (path / "model.safetensors").is_file():
-        ours = LEGACY_CHECKPOINT_FILES
+        ours = LEGACY_CHECKPOINT_FILES | {CHECKPOINT_INFO}
     else:
         ours = set()
     return [name for name in names if name not in ours]

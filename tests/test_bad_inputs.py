@@ -353,8 +353,10 @@ def test_a_missing_file_of_a_checkpoint_is_named(tiny_checkpoint, name):
 def test_a_damaged_minirlhf_json_is_named(tiny_checkpoint):
     path, _ = tiny_checkpoint
     (path / CHECKPOINT_INFO).write_text("{not json")
-    with pytest.raises(ValueError, match="minirlhf.json is damaged"):
+    with pytest.raises(ValueError, match="minirlhf.json is damaged.*save the model over it"):
         load_model(path)
+    save_model(*build_tiny_gpt(seed=2), path)  # which works
+    load_model(path)
 
 
 # ---------------------------------------------------------------------------------------------
