@@ -265,9 +265,9 @@ def save_atomically(objects, path: str | Path, info: dict, extra_files: dict[str
     return path
 
 
-def check_checkpoint_dir(path: str | Path, required: tuple[str, ...] = ("model.safetensors",)) -> Path:
-    """Raise FileNotFoundError with a hint unless ``path`` is a saved checkpoint folder holding the
-    ``required`` files. A checkpoint that a killed save left in a hidden ``.name.old`` is put back first."""
+def check_checkpoint_dir(path: str | Path) -> Path:
+    """Raise FileNotFoundError with a hint unless ``path`` is a saved checkpoint folder with its
+    config and weights. A checkpoint that a killed save left in a hidden ``.name.old`` is put back first."""
     recover_checkpoint(path)
     path = Path(path)
     if not (path / "config.json").is_file():
@@ -275,10 +275,9 @@ def check_checkpoint_dir(path: str | Path, required: tuple[str, ...] = ("model.s
             f"No checkpoint at {str(path)!r} (expected a folder with config.json). Train one with "
             "`minirlhf sft --out <folder>` or pass the folder that save_pretrained wrote."
         )
-    for name in required:
-        if not (path / name).is_file():
-            raise FileNotFoundError(f"The checkpoint {str(path)!r} has no {name}: it is incomplete. Copy "
-                                    "the whole folder again, or save the model again.")
+    if not (path / "model.safetensors").is_file():
+        raise FileNotFoundError(f"The checkpoint {str(path)!r} has no model.safetensors: it is incomplete. "
+                                "Copy the whole folder again, or save the model again.")
     return path
 
 
