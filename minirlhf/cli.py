@@ -20,6 +20,7 @@ matplotlib.use("Agg")  # the CLI only writes files: set before pyplot is importe
 from minirlhf import pipeline  # noqa: E402
 from minirlhf.models import save_model  # noqa: E402
 from minirlhf.sft import SFTConfig  # noqa: E402
+from minirlhf.utils import check_save_target, check_writable  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,14 +39,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "demo":
+        try:  # demo() checks these too; here they become a usage error instead of a traceback
+            check_writable(args.out)
+            check_save_target(args.out / "sft-model")
+        except (ValueError, OSError) as error:
+            parser.error(str(error))
         outdir = pipeline.demo(args.out, seed=args.seed, quick=args.quick)
         print(f"\nDone. Figures, metrics.json and report.md are in {outdir.resolve()}")
     elif args.command == "sft":
-        config = SFTConfig(seed=args.seed, **({"steps": args.steps} if args.steps is not None else {}))
+        try:
+            config = SFTConfig(seed=args.seed, **({"steps": args.steps} if args.steps is not None else {}))
+            check_save_target(args.out)  # a folder that cannot take the checkpoint fails now, not later
+        except (ValueError, OSError) as error:
+            parser.error(str(error))
         model, tokenizer, history = pipeline.train_base_model(seed=args.seed, config=config)
-        save_model(model, tokenizer, args.out)
-        (args.out / "sft_history.json").write_text(json.dumps(history))
-        print(f"Saved the SFT model to {args.out.resolve()} (final loss {history[-1]['loss']:.3f})")
+        out = save_model(model, tokenizer, args.out, extra_files={"sft_history.json": json.dumps(history)})
+        print(f"Saved the SFT model to {out} (final loss {history[-1]['loss']:.3f})")
     return 0
 
 

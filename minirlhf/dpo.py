@@ -364,7 +364,7 @@ def train_dpo(policy, ref_model, tokenizer, train_data, config: DPOConfig | None
     :func:`dpo_metrics`, ``learning_rate``, ``rater_labels`` (so far), ``time`` and what ``evaluate`` gave.
     """
     config = config or DPOConfig()
-    check_preference_data(train_data)
+    check_preference_data(train_data, tokenizer=tokenizer)
     if config.on_policy_rounds and rater is None:
         raise ValueError("On-policy rounds ask a rater to label fresh pairs: pass rater=... (e.g. "
                          "minirlhf.world.SimulatedRater(seed=0)), or set on_policy_rounds=0 for offline DPO.")

@@ -29,13 +29,14 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def check_fits(model, length: int) -> None:
-    """Refuse a sequence longer than the model's context, with the fix in the message."""
+def check_fits(model, length: int, what: str = "The sequence") -> None:
+    """Refuse a sequence (``what``, e.g. the text) longer than the model's context, with the fix in
+    the message."""
     limit = getattr(model.config, "n_positions", None) or getattr(
         model.config, "max_position_embeddings", None)
     if limit is not None and length > limit:
         raise ValueError(
-            f"The sequence is {length} tokens long but the model's context holds {limit}. "
+            f"{what} is {length} tokens long but the model's context holds {limit}. "
             "Shorten the prompt, lower max_new_tokens, or build the model with more n_positions."
         )
 
@@ -60,11 +61,12 @@ def encode_texts(tokenizer, texts: list[str], what: str) -> list[list[int]]:
 
 
 def encode_prompt_response(tokenizer, prompts: list[str], responses: list[str],
-                           add_eos: bool = True) -> dict[str, torch.Tensor]:
+                           add_eos: bool = True, model=None) -> dict[str, torch.Tensor]:
     """Tokenise (prompt, response) pairs into the batch layout above.
 
     Returns ``input_ids``, ``attention_mask`` and ``response_mask``, each of shape (B, P + R),
-    where P is the longest prompt and R the longest response (EOS included).
+    where P is the longest prompt and R the longest response (EOS included). With a ``model``,
+    refuses a pair longer than its context, naming the text.
     """
     if len(prompts) != len(responses):
         raise ValueError(f"Got {len(prompts)} prompts but {len(responses)} responses.")
@@ -74,6 +76,10 @@ def encode_prompt_response(tokenizer, prompts: list[str], responses: list[str],
     response_ids = encode_texts(tokenizer, responses, "response")
     if add_eos:
         response_ids = [r + [tokenizer.eos_token_id] for r in response_ids]
+    if model is not None:
+        lengths = [len(p) + len(r) for p, r in zip(prompt_ids, response_ids)]
+        i = lengths.index(max(lengths))
+        check_fits(model, lengths[i], f"The text {prompts[i] + ' ' + responses[i]!r}")
     P = max(len(p) for p in prompt_ids)
     R = max(len(r) for r in response_ids)
     pad = tokenizer.pad_token_id
@@ -206,6 +212,10 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 16,
         cache = out[cache_name]
         logits = out.logits[:, -1].float()
         probs = torch.softmax(logits / temperature, dim=-1)
+        if not torch.isfinite(probs).all():
+            raise FloatingPointError(
+                "The model's next-token probabilities are NaN or infinite: its weights have diverged in "
+                "training. Lower the learning rate and train again.")
         token = torch.multinomial(probs.cpu(), 1, generator=generator).to(device).squeeze(-1)
         token = torch.where(finished, torch.full_like(token, tokenizer.pad_token_id), token)
         new_tokens.append(token[:, None])

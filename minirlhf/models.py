@@ -7,14 +7,18 @@ a GPU: every algorithm in minirlhf only needs a causal LM with the Hugging Face 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 from pathlib import Path
 
+from safetensors import SafetensorError
 from torch import nn
 
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from minirlhf.tokenizer import build_tokenizer
-from minirlhf.utils import check_checkpoint_dir, no_transformers_progress_bars, save_atomically
+from minirlhf.utils import (CHECKPOINT_INFO, check_checkpoint_dir, no_transformers_progress_bars,
+                            read_checkpoint_info, save_atomically)
 
 
 def tiny_gpt_config(tokenizer: PreTrainedTokenizerFast, n_layer: int = 2, n_embd: int = 64,
@@ -66,21 +70,100 @@ def check_tokenizer_matches(model, tokenizer) -> None:
         )
 
 
-def save_model(model, tokenizer, path: str | Path) -> Path:
-    """Save model (safetensors) and tokenizer into ``path`` atomically."""
+# ---------------------------------------------------------------------------------------------
+# Saving and loading: what a checkpoint is, and which tokenizer its weights were trained with
+# ---------------------------------------------------------------------------------------------
+
+REWARD_MODEL_FILE = "reward_model.json"
+"""The file that marks a reward model's checkpoint (see :meth:`minirlhf.reward.RewardModel.save`)."""
+
+LOADERS = {"causal_lm": "minirlhf.models.load_model(path)",
+           "reward_model": "minirlhf.reward.load_reward_model(path)"}
+"""The function that loads each kind of checkpoint."""
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """The sha256 of ``tokenizer``'s sorted vocabulary and special ids: two tokenizers with the same
+    fingerprint turn every text into the same ids."""
+    special = [tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id, tokenizer.unk_token_id]
+    text = json.dumps([sorted(tokenizer.get_vocab().items()), special])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def checkpoint_info(kind: str, tokenizer=None) -> dict:
+    """What a save records in :data:`~minirlhf.utils.CHECKPOINT_INFO`: the checkpoint's ``kind``
+    (a key of :data:`LOADERS`) and the fingerprint of the tokenizer saved with it (or None)."""
+    return {"kind": kind, "tokenizer_sha256": None if tokenizer is None else tokenizer_fingerprint(tokenizer)}
+
+
+def check_checkpoint_kind(path: Path, kind: str) -> dict:
+    """Refuse a checkpoint of another ``kind`` than the caller loads (a reward model read as a causal
+    LM would start from random weights). Returns the checkpoint's recorded info."""
+    info = read_checkpoint_info(path)
+    if info is None:  # saved before minirlhf recorded it: only a reward model's own file tells the kind
+        info = {"kind": "reward_model" if (path / REWARD_MODEL_FILE).is_file() else "causal_lm"}
+    found = info.get("kind")
+    if found != kind:
+        raise ValueError(f"{str(path)!r} holds a {found} checkpoint, not a {kind} (see its "
+                         f"{CHECKPOINT_INFO}): load it with {LOADERS.get(found, 'the code that saved it')}.")
+    return info
+
+
+def load_tokenizer(path: Path, info: dict) -> PreTrainedTokenizerFast:
+    """The tokenizer saved in checkpoint ``path`` (left padding), refused when its fingerprint differs
+    from the one ``info`` recorded at save time: its words would not be the weights' words."""
+    file = path / "tokenizer.json"
+    if not file.is_file():
+        raise FileNotFoundError(f"The checkpoint {str(path)!r} has no tokenizer.json: copy it from where the "
+                                "checkpoint was saved, or save model and tokenizer again with save_model.")
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
+    tokenizer.padding_side = "left"
+    recorded, found = info.get("tokenizer_sha256"), tokenizer_fingerprint(tokenizer)
+    if recorded and recorded != found:
+        raise ValueError(
+            f"The tokenizer in {file} (fingerprint {found[:12]}) is not the one the weights were saved "
+            f"with (fingerprint {recorded[:12]}, recorded in {path / CHECKPOINT_INFO}): the model would "
+            "read other words. Put back the tokenizer files saved with these weights, or save model and "
+            "tokenizer again together with save_model.")
+    return tokenizer
+
+
+@contextlib.contextmanager
+def reading_weights(file: Path):
+    """Turn the error of a damaged weights ``file`` (cut short, not safetensors) into one that names it."""
+    try:
+        yield
+    except SafetensorError as error:
+        raise ValueError(f"Cannot read the weights in {file} ({error}): the file is damaged, e.g. a "
+                         "copy cut short. Copy the whole checkpoint folder again, or save the model again."
+                         ) from error
+
+
+def save_model(model, tokenizer, path: str | Path, extra_files: dict[str, str] | None = None) -> Path:
+    """Save model (safetensors) and tokenizer as the checkpoint folder ``path``, with ``extra_files``
+    (name -> text) beside them; safe against interruptions and never deleting a file minirlhf did
+    not write (see :func:`minirlhf.utils.save_atomically`)."""
     with no_transformers_progress_bars():
-        return save_atomically([model, tokenizer], path)
+        return save_atomically([model, tokenizer], path, checkpoint_info("causal_lm", tokenizer), extra_files)
 
 
 def load_model(path: str | Path, device=None) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerFast]:
-    """Load a causal LM and its tokenizer saved by :func:`save_model` (no pickle involved)."""
+    """Load a causal LM and its tokenizer saved by :func:`save_model` (no pickle involved).
+
+    Refuses a reward model's checkpoint, a damaged weights file, and a tokenizer that is not the
+    one the weights were saved with.
+    """
     from transformers import AutoModelForCausalLM
 
     path = check_checkpoint_dir(path)
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
-    tokenizer.padding_side = "left"
-    with no_transformers_progress_bars():
-        model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True)
+    tokenizer = load_tokenizer(path, check_checkpoint_kind(path, "causal_lm"))
+    with no_transformers_progress_bars(), reading_weights(path / "model.safetensors"):
+        model, loading = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True,
+                                                              output_loading_info=True)
+    if loading["missing_keys"]:  # from_pretrained would fill them with random numbers
+        raise ValueError(f"{path / 'model.safetensors'} lacks weights of the model "
+                         f"({', '.join(sorted(loading['missing_keys'])[:3])}, ...): is it a causal LM "
+                         "saved with save_model?")
     check_tokenizer_matches(model, tokenizer)
     if device is not None:
         model.to(device)

@@ -29,7 +29,7 @@ from minirlhf.ppo import PPOConfig, train_ppo
 from minirlhf.preferences import collect_preferences, default_preferences
 from minirlhf.reward import RewardConfig, RewardModel, train_reward_model
 from minirlhf.sft import SFTConfig, train_sft
-from minirlhf.utils import json_safe
+from minirlhf.utils import check_save_target, check_writable, json_safe
 
 # The reward model needs more pairs than DPO's default data (16 per prompt): with fewer, it does not
 # learn reliably which city goes with which country (docs/defaults.md#reward-model).
@@ -94,20 +94,20 @@ def sft_stage(outdir: Path, seed: int = 0, quick: bool = False) -> dict:
             "figures": figures}
 
 
-def reward_stage(outdir: Path, quick: bool = False):
-    """Collect preferences and train the default reward model. Returns ``(metrics, reward_model,
-    preferences)``. ``quick``: a smoke run of a few seconds (few pairs, few steps)."""
+def reward_stage(outdir: Path, quick: bool = False, seed: int = 0):
+    """Collect preferences and train the default reward model, seeded with ``seed``. Returns ``(metrics,
+    reward_model, preferences)``. ``quick``: a smoke run of a few seconds (few pairs, few steps)."""
     start = time.perf_counter()
     if quick:
         base, tokenizer = load_base_model()
-        data = collect_preferences(base, tokenizer, world.prompts("train")[:6], pairs_per_prompt=6,
-                                   progress=False).train_test_split(test_size=0.25, seed=0)
+        data = collect_preferences(base, tokenizer, world.prompts("train")[:6], pairs_per_prompt=6, seed=seed,
+                                   progress=False).train_test_split(test_size=0.25, seed=seed)
         reward_model = RewardModel.from_base(base, attention_only=True)
         history = train_reward_model(reward_model, tokenizer, data["train"],
-                                     RewardConfig(steps=20, eval_every=10, progress=False),
+                                     RewardConfig(steps=20, eval_every=10, progress=False, seed=seed),
                                      eval_data=data["test"])
     else:
-        reward_model, tokenizer, data, history = train_default_reward_model()  # with progress bars
+        reward_model, tokenizer, data, history = train_default_reward_model(seed=seed)  # with progress bars
     metrics = {"train_seconds": history[-1]["time"], "stage_seconds": time.perf_counter() - start,
                "n_train_pairs": len(data["train"]), **reward_model_report(reward_model, tokenizer, data)}
     figures = {
@@ -124,13 +124,13 @@ def reward_stage(outdir: Path, quick: bool = False):
     return json_safe(metrics), reward_model, data
 
 
-def ppo_stage(outdir: Path, reward_model, reward_data, quick: bool = False):
+def ppo_stage(outdir: Path, reward_model, reward_data, quick: bool = False, seed: int = 0):
     """PPO scored by ``reward_model``, refreshed by the simulated rater on ``reward_data`` plus the
     policy's answers, from the shipped SFT model at the default config but 300 steps (about a
     minute on 2 cores; ``benchmarks/ppo.py`` runs the full 1000). Returns ``(metrics, policy)``."""
     ref, tokenizer = load_base_model()
-    config = (PPOConfig(steps=4, eval_every=2, progress=False) if quick
-              else PPOConfig(steps=300, eval_every=25))
+    config = (PPOConfig(steps=4, eval_every=2, progress=False, seed=seed) if quick
+              else PPOConfig(steps=300, eval_every=25, seed=seed))
     evaluate = exact_metrics(ExactEvaluator(ref, tokenizer, world.prompts("train")), config.beta,
                              held_out=ExactEvaluator(ref, tokenizer, world.prompts("held_out")),
                              track=answer_tracker(tokenizer))
@@ -159,12 +159,13 @@ def ppo_stage(outdir: Path, reward_model, reward_data, quick: bool = False):
     return json_safe(metrics), policy
 
 
-def dpo_stage(outdir: Path, preferences, quick: bool = False):
+def dpo_stage(outdir: Path, preferences, quick: bool = False, seed: int = 0):
     """DPO with the default config from the shipped SFT model on ``preferences["train"]`` (the pairs
     the reward model learned from), its on-policy rounds labelled by the simulated rater. Returns
     ``(metrics, policy)``. ``quick``: two on-policy rounds."""
     ref, tokenizer = load_base_model()
-    config = DPOConfig(progress=not quick, **({"on_policy_rounds": 2, "eval_every": 1} if quick else {}))
+    config = DPOConfig(progress=not quick, seed=seed,
+                       **({"on_policy_rounds": 2, "eval_every": 1} if quick else {}))
     evaluate = exact_metrics(ExactEvaluator(ref, tokenizer, world.prompts("train")), config.beta,
                              held_out=ExactEvaluator(ref, tokenizer, world.prompts("held_out")))
     start = time.perf_counter()
@@ -220,21 +221,31 @@ def demo(outdir: Path, seed: int = 0, quick: bool = False) -> Path:
     """Run every stage, write figures, ``metrics.json`` and ``report.md`` into ``outdir``.
 
     SFT is trained from scratch here, to show it; the later stages start from the shipped base
-    model, which ``minirlhf sft`` trains again with the same seed.
+    model, which ``minirlhf sft`` trains again with the same seed. While it runs, ``outdir`` holds a
+    ``RUNNING`` file and no report: an earlier run's report and metrics are removed at the start,
+    and the new ones written last.
     """
     outdir = Path(outdir)
+    check_writable(outdir)  # fail now, not after training
+    check_save_target(outdir / "sft-model")
     outdir.mkdir(parents=True, exist_ok=True)
+    running = outdir / "RUNNING"
+    running.write_text("minirlhf demo is writing this folder, or was stopped: until this file is gone, the "
+                       "figures may mix two runs.\n")
+    for name in ("report.md", "metrics.json"):  # an earlier run's: they would describe other figures
+        (outdir / name).unlink(missing_ok=True)
     metrics, seconds, policies = {"seed": seed, "quick": quick}, {}, {}
     timer = time.perf_counter()
     print("== Stage 1/5: supervised fine-tuning (SFT) ==", flush=True)
     metrics["sft"] = sft_stage(outdir, seed=seed, quick=quick)
     print("== Stage 2/5: preferences and the reward model ==", flush=True)
-    metrics["reward_model"], reward_model, preferences = reward_stage(outdir, quick=quick)
+    metrics["reward_model"], reward_model, preferences = reward_stage(outdir, quick=quick, seed=seed)
     print("== Stage 3/5: PPO with a KL penalty ==", flush=True)
-    metrics["ppo"], policies["PPO"] = ppo_stage(outdir, reward_model, preferences["train"], quick=quick)
+    metrics["ppo"], policies["PPO"] = ppo_stage(outdir, reward_model, preferences["train"], quick=quick,
+                                                seed=seed)
     seconds["PPO"] = metrics["ppo"]["seconds"]
     print("== Stage 4/5: DPO on the same preferences ==", flush=True)
-    metrics["dpo"], policies["DPO"] = dpo_stage(outdir, preferences, quick=quick)
+    metrics["dpo"], policies["DPO"] = dpo_stage(outdir, preferences, quick=quick, seed=seed)
     seconds["DPO"] = metrics["dpo"]["seconds"]
     print("== Stage 5/5: PPO and DPO against the exact optimum ==", flush=True)
     metrics["comparison"] = compare_stage(outdir, policies, seconds, metrics["ppo"]["beta"])
@@ -242,6 +253,7 @@ def demo(outdir: Path, seed: int = 0, quick: bool = False) -> Path:
     metrics["total_seconds"] = round(time.perf_counter() - timer, 1)
     (outdir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     write_report(outdir, metrics)
+    running.unlink()
     return outdir
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import json
 import math
 from pathlib import Path
@@ -26,7 +27,7 @@ from datasets import Dataset, DatasetDict
 from tqdm.auto import tqdm
 
 from minirlhf import world
-from minirlhf.logprobs import generate
+from minirlhf.logprobs import encode_texts, generate
 from minirlhf.models import load_base_model
 from minirlhf.utils import seed_everything
 
@@ -181,30 +182,50 @@ def bayes_optimal_accuracy(data: Dataset, rater: world.SimulatedRater | None = N
 # Loading other preference data
 # ---------------------------------------------------------------------------------------------
 
+def _read_text(path: Path) -> str:
+    """The text of ``path`` as UTF-8 (a byte-order mark, as spreadsheets write, is dropped), or an
+    error that names the file and what to do."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise PreferenceDataError(f"{path} is not UTF-8 text (byte {error.object[error.start]:#04x} at "
+                                  f"position {error.start}): save it again as UTF-8 (in a spreadsheet: "
+                                  "'CSV UTF-8'), or re-encode it, e.g. iconv -f latin1 -t utf-8.") from error
+
+
+def _read_json(text: str, path: Path, line: int | None = None):
+    """``json.loads(text)``, or an error that names the file and the line (``line`` of a .jsonl file)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise PreferenceDataError(f"{path}, line {line or error.lineno}: not valid JSON ({error.msg}, column "
+                                  f"{error.colno}). Fix that line, or delete it.") from error
+
+
 def _read_records(path: Path) -> list[dict]:
     """Rows of a local .json (a list of objects, or an object of columns), .jsonl or .csv file."""
     if not path.is_file():
         raise FileNotFoundError(f"No preference file at {str(path)!r}.")
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        lines = path.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        lines = enumerate(_read_text(path).splitlines(), start=1)
+        return [_read_json(text, path, n) for n, text in lines if text.strip()]
     if suffix == ".json":
-        content = json.loads(path.read_text(encoding="utf-8"))
+        content = _read_json(_read_text(path), path)
         if isinstance(content, dict):  # {"prompt": [...], "chosen": [...], ...}
             return Dataset.from_dict(content).to_list()
         if isinstance(content, list):
             return content
         raise ValueError(f"{path} must hold a list of objects or an object of columns.")
     if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f))
+        return list(csv.DictReader(io.StringIO(_read_text(path), newline="")))
     raise ValueError(f"Cannot read {path.name!r}: use a .json, .jsonl or .csv file, or a Dataset.")
 
 
 def check_preference_row(i: int, row: dict) -> None:
     """Raise a :class:`PreferenceDataError` naming row ``i`` unless its ``prompt``, ``chosen`` and
-    ``rejected`` are non-empty strings and ``chosen`` differs from ``rejected``."""
+    ``rejected`` are non-empty strings and ``chosen`` differs from ``rejected`` by more than spacing
+    (compared after :func:`minirlhf.world.normalize_text`: ``"Paris ."`` is ``"Paris."``)."""
     for column in PREFERENCE_COLUMNS:
         value = row.get(column)
         if not isinstance(value, str):
@@ -214,17 +235,19 @@ def check_preference_row(i: int, row: dict) -> None:
                                       f"{value!r}.{hint}")
         if not value.strip():
             raise PreferenceDataError(f"Row {i}: {column!r} is empty. Drop the row or fill it in.")
-    if row["chosen"].strip() == row["rejected"].strip():
-        raise PreferenceDataError(f"Row {i}: 'chosen' and 'rejected' are the same text ({row['chosen']!r}): "
-                                  "identical pairs say nothing about preference. Drop them.")
+    if world.normalize_text(row["chosen"]) == world.normalize_text(row["rejected"]):
+        raise PreferenceDataError(f"Row {i}: 'chosen' ({row['chosen']!r}) and 'rejected' "
+                                  f"({row['rejected']!r}) are the same text up to spacing: identical pairs "
+                                  "say nothing about preference. Drop them.")
 
 
-def check_preference_data(data, what: str = "preference data") -> None:
+def check_preference_data(data, what: str = "preference data", tokenizer=None) -> None:
     """THE check of preference data, used by :func:`load_preferences`, the reward model and DPO.
 
     ``data`` must be a ``datasets.Dataset`` with string columns ``prompt``, ``chosen`` and
     ``rejected`` (TRL's standard format), at least one row, and in every row non-empty texts with
-    ``chosen != rejected``. Raises a :class:`PreferenceDataError` that says what to fix.
+    ``chosen != rejected``; with a ``tokenizer`` (training), also as tokens: a pair read as the same
+    tokens would train at zero margin. Raises a :class:`PreferenceDataError` that says what to fix.
     """
     columns = getattr(data, "column_names", None)
     if columns is None:
@@ -240,6 +263,13 @@ def check_preference_data(data, what: str = "preference data") -> None:
         raise PreferenceDataError(f"The {what} are empty: give at least one (prompt, chosen, rejected).")
     for i, texts in enumerate(zip(*(data[c] for c in PREFERENCE_COLUMNS))):
         check_preference_row(i, dict(zip(PREFERENCE_COLUMNS, texts)))
+    if tokenizer is not None:
+        chosen, rejected = (encode_texts(tokenizer, data[c], "response") for c in ("chosen", "rejected"))
+        for i, (c, r) in enumerate(zip(chosen, rejected)):
+            if c == r:
+                raise PreferenceDataError(f"Row {i} of the {what}: 'chosen' ({data[i]['chosen']!r}) and "
+                                          f"'rejected' ({data[i]['rejected']!r}) are the same tokens: "
+                                          "identical pairs say nothing about preference. Drop them.")
 
 
 def load_preferences(source, columns: dict[str, str] | None = None) -> Dataset:
@@ -270,10 +300,22 @@ def load_preferences(source, columns: dict[str, str] | None = None) -> Dataset:
     if not records:
         raise ValueError("The preference data are empty: give at least one (prompt, chosen, "
                          "rejected) row.")
+    for i, row in enumerate(records):
+        if not isinstance(row, dict):
+            raise PreferenceDataError(f"Row {i} is a {type(row).__name__}, not an object with prompt, chosen "
+                                      "and rejected: give one object (dict) per row.")
     columns = columns or {}
     unknown = [c for c in columns if c not in names]
     if unknown:
         raise ValueError(f"columns= renames {unknown}, which the data do not have; they have {names}.")
+    targets = list(columns.values()) + [n for n in names if n not in columns]
+    clashes = sorted({n for n in targets if targets.count(n) > 1})
+    if clashes:
+        old = clashes[0]
+        raise PreferenceDataError(f"columns= would make two columns named {clashes} (a rename onto a column "
+                                  "the data have, or two renames onto one name): one would be lost. Rename "
+                                  f"the existing one too, e.g. columns={{{old!r}: {old + '_old'!r}, ...}}, "
+                                  "or drop it first.")
     records = [{columns.get(k, k): v for k, v in row.items()} for row in records]
     names = [columns.get(n, n) for n in names]
     missing = [c for c in PREFERENCE_COLUMNS if c not in names]

@@ -31,12 +31,11 @@ from datasets import Dataset, concatenate_datasets
 from tqdm.auto import tqdm
 
 from minirlhf.logprobs import encode_prompt_response, last_token_index, position_ids_from_mask, to_device
-from minirlhf.models import check_tokenizer_matches
+from minirlhf.models import (REWARD_MODEL_FILE, check_checkpoint_kind, check_tokenizer_matches,
+                             checkpoint_info, load_tokenizer, reading_weights)
 from minirlhf.preferences import check_preference_data, on_policy_pairs
 from minirlhf.utils import (check_checkpoint_dir, check_config, check_finite_loss, clip_grad_norm, lr_factor,
                             save_atomically, seed_everything)
-
-REWARD_MODEL_FILE = "reward_model.json"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,7 +155,7 @@ class RewardModel(torch.nn.Module):
         out = []
         for i in range(0, len(prompts), batch_size):
             batch = encode_prompt_response(tokenizer, prompts[i:i + batch_size],
-                                           responses[i:i + batch_size])
+                                           responses[i:i + batch_size], model=self.backbone)
             batch = to_device(batch, self.device)
             out.append(self(batch["input_ids"], batch["attention_mask"]).float().cpu())
         self.train(was_training)
@@ -199,29 +198,33 @@ class RewardModel(torch.nn.Module):
         (path / REWARD_MODEL_FILE).write_text(json.dumps(info, indent=2))
 
     def save(self, path: str | Path, tokenizer=None) -> Path:
-        """Save the model (and ``tokenizer``, or the one it was loaded with) into ``path`` atomically."""
+        """Save the model (and ``tokenizer``, or the one it was loaded with) as the checkpoint folder
+        ``path``, safe against interruptions and never deleting a file minirlhf did not write (see
+        :func:`minirlhf.utils.save_atomically`)."""
         tokenizer = tokenizer or self.tokenizer
-        return save_atomically([self] + ([tokenizer] if tokenizer is not None else []), path)
+        objects = [self] + ([tokenizer] if tokenizer is not None else [])
+        return save_atomically(objects, path, checkpoint_info("reward_model", tokenizer))
 
     @classmethod
     def load(cls, path: str | Path, device=None) -> RewardModel:
         """Load a reward model saved by :meth:`save`, in eval mode; ``.tokenizer`` is the saved
         tokenizer (or None)."""
         from safetensors.torch import load_file
-        from transformers import AutoConfig, AutoModel, PreTrainedTokenizerFast
+        from transformers import AutoConfig, AutoModel
 
         path = check_checkpoint_dir(path)
         if not (path / REWARD_MODEL_FILE).is_file():
             raise ValueError(f"{str(path)!r} holds no reward model (no {REWARD_MODEL_FILE}). To start "
                              "one from a causal LM use RewardModel.from_base(load_model(path)[0]).")
-        info = json.loads((path / REWARD_MODEL_FILE).read_text())
+        info = check_checkpoint_kind(path, "reward_model")
+        options = json.loads((path / REWARD_MODEL_FILE).read_text())
         backbone = AutoModel.from_config(AutoConfig.from_pretrained(path))
-        model = cls(backbone, freeze_backbone=info["freeze_backbone"],
-                    attention_only=info.get("attention_only", False))
-        model.load_state_dict(load_file(path / "model.safetensors"))
+        model = cls(backbone, freeze_backbone=options["freeze_backbone"],
+                    attention_only=options.get("attention_only", False))
+        with reading_weights(path / "model.safetensors"):
+            model.load_state_dict(load_file(path / "model.safetensors"))
         if (path / "tokenizer.json").is_file():
-            model.tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
-            model.tokenizer.padding_side = "left"
+            model.tokenizer = load_tokenizer(path, info)
             check_tokenizer_matches(model.backbone, model.tokenizer)
         if device is not None:
             model.to(device)
@@ -276,21 +279,21 @@ class RewardConfig:
                      non_negative=("warmup_steps", "weight_decay", "head_only_steps"))
 
 
-def encode_pairs(tokenizer, data: Dataset, device=None) -> dict[str, torch.Tensor]:
+def encode_pairs(tokenizer, data: Dataset, device=None, model=None) -> dict[str, torch.Tensor]:
     """Tokenise each *distinct* (prompt, response) of ``data`` once, and index the pairs into them.
 
     Preference data repeat themselves (the SFT model gives the same few answers again and again),
     so scoring every distinct answer once per step is several times cheaper than scoring both
     sides of every pair, and gives exactly the same loss and gradient. Returns ``input_ids`` and
     ``attention_mask`` (U, T) of the U distinct sequences, and ``chosen`` / ``rejected`` (N,): the
-    row of each pair's chosen / rejected answer.
+    row of each pair's chosen / rejected answer. With a ``model``, a text too long for it is refused.
     """
     prompts = list(data["prompt"])
     chosen = list(zip(prompts, data["chosen"]))
     rejected = list(zip(prompts, data["rejected"]))
     distinct = list(dict.fromkeys(chosen + rejected))
     row_of = {key: i for i, key in enumerate(distinct)}
-    batch = encode_prompt_response(tokenizer, [p for p, _ in distinct], [r for _, r in distinct])
+    batch = encode_prompt_response(tokenizer, [p for p, _ in distinct], [r for _, r in distinct], model=model)
     encoded = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
                "chosen": torch.tensor([row_of[k] for k in chosen]),
                "rejected": torch.tensor([row_of[k] for k in rejected])}
@@ -353,12 +356,12 @@ def train_reward_model(reward_model: RewardModel, tokenizer, train_data: Dataset
     same metrics over all of it as ``eval/...``.
     """
     config = config or RewardConfig()
-    check_preference_data(train_data, "training data")
+    check_preference_data(train_data, "training data", tokenizer)
     if eval_data is not None:
         check_preference_data(eval_data, "evaluation data")
     generator = seed_everything(config.seed)
     device = reward_model.device
-    encoded = encode_pairs(tokenizer, train_data, device)
+    encoded = encode_pairs(tokenizer, train_data, device, model=reward_model.backbone)
     optimizer, scheduler = _optimizer_and_schedule(reward_model, config)
 
     def evaluate() -> dict[str, float]:

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from minirlhf.logprobs import encode_prompt_response, to_device, token_logprobs
-from minirlhf.utils import check_finite_loss, check_positive, clip_grad_norm, lr_factor, seed_everything
+from minirlhf.utils import check_config, check_finite_loss, clip_grad_norm, lr_factor, seed_everything
 
 
 @dataclass
@@ -42,10 +42,8 @@ class SFTConfig:
     """Show a tqdm progress bar."""
 
     def __post_init__(self):
-        check_positive("steps", self.steps)
-        check_positive("batch_size", self.batch_size)
-        check_positive("learning_rate", self.learning_rate)
-        check_positive("warmup_steps", self.warmup_steps, allow_zero=True)
+        check_config(self, positive=("steps", "batch_size", "learning_rate", "log_every"),
+                     non_negative=("warmup_steps", "weight_decay"))
 
 
 def sft_loss(logprobs: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:

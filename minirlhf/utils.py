@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import random
@@ -115,40 +116,168 @@ def clip_grad_norm(optimizer: torch.optim.Optimizer, max_norm: float) -> torch.T
     return torch.nn.utils.clip_grad_norm_(params, max_norm)
 
 
-def save_atomically(obj, path: str | Path) -> Path:
-    """Save a model or tokenizer with ``save_pretrained`` into ``path`` atomically.
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: saved so that no file is lost, whatever stops the save
+# ---------------------------------------------------------------------------------------------
 
-    Writes into a temporary folder beside ``path`` and renames it into place, so an interrupted
-    save never leaves a half-written checkpoint behind. Models are saved as safetensors.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; a checkpoint folder is meant to be shared
+CHECKPOINT_INFO = "minirlhf.json"
+"""The small JSON file minirlhf writes beside a checkpoint's weights: its ``kind`` (``causal_lm`` or
+``reward_model``), the fingerprint of its tokenizer, and the ``files`` the save wrote."""
+
+LEGACY_CHECKPOINT_FILES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+                           "tokenizer_config.json", "special_tokens_map.json", "reward_model.json",
+                           "sft_history.json"}
+"""What a checkpoint saved before minirlhf wrote :data:`CHECKPOINT_INFO` may hold."""
+
+
+def _absolute(path: str | Path) -> Path:
+    """``path`` made absolute without following links, so that ``.`` and ``..`` get a real name."""
+    return Path(os.path.abspath(path))
+
+
+def _old(path: Path) -> Path:
+    """Where a save puts the previous checkpoint for a moment: the hidden ``.name.old`` beside it."""
+    return path.with_name(f".{path.name}.old")
+
+
+def read_checkpoint_info(path: str | Path) -> dict | None:
+    """The content of ``path``'s :data:`CHECKPOINT_INFO`, or None for a checkpoint saved without it."""
+    file = Path(path) / CHECKPOINT_INFO
+    if not file.is_file():
+        return None
     try:
-        for item in obj if isinstance(obj, (list, tuple)) else [obj]:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{file} is damaged ({error}). Copy the whole checkpoint folder again, or save "
+                         "the model over it again.") from error
+
+
+def files_not_written_by_minirlhf(path: Path) -> list[str]:
+    """The names in folder ``path`` that are not part of a minirlhf checkpoint (all of them, sorted,
+    when ``path`` is not one): a save must not replace such a folder."""
+    names = sorted(item.name for item in path.iterdir())
+    try:
+        info = read_checkpoint_info(path) if (path / "config.json").is_file() else None
+    except ValueError:  # a damaged minirlhf.json: judge by the file names, as for an older checkpoint
+        info = None
+    if info is not None:
+        ours = set(info.get("files", [])) | {CHECKPOINT_INFO}
+    elif (path / "config.json").is_file() and (path / "model.safetensors").is_file():
+        ours = LEGACY_CHECKPOINT_FILES | {CHECKPOINT_INFO}
+    else:
+        ours = set()
+    return [name for name in names if name not in ours]
+
+
+def check_writable(folder: str | Path) -> None:
+    """Refuse, before any training, a ``folder`` that cannot be made or written into."""
+    existing = _absolute(folder)
+    while not existing.exists():  # the folder is made later: its nearest existing parent must be writable
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"Cannot make the folder {str(folder)!r}: {existing} is a file. Choose "
+                                 "another output folder.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"Cannot write into {existing}: choose an output folder you may write to, "
+                              "or make this one writable (chmod u+w).")
+
+
+def check_save_target(path: str | Path) -> Path:
+    """Refuse, before any work, to save a checkpoint where a file would be lost; returns the absolute path.
+
+    ``path`` may be new, an empty folder, or a minirlhf checkpoint (which the save replaces). A file,
+    a link, a folder holding files minirlhf did not write, or the folder you are in are refused with
+    what to do instead.
+    """
+    given, path = str(path), _absolute(path)
+    if path == Path.cwd() or path in Path.cwd().parents:
+        raise ValueError(f"Cannot save a checkpoint as {given!r}: it is the folder you are in (or one "
+                         f"above it). Name a new subfolder instead, e.g. {str(Path(given) / 'sft-model')!r}.")
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise FileExistsError(f"{given!r} is a file or a link, not a checkpoint folder: choose another "
+                              "folder, or move it away first.")
+    if path.is_dir():
+        foreign = files_not_written_by_minirlhf(path)
+        if foreign:
+            raise FileExistsError(
+                f"{given!r} holds files minirlhf did not write ({', '.join(foreign[:5])}"
+                f"{', ...' if len(foreign) > 5 else ''}), and saving would replace the folder. Choose a "
+                "new or empty folder, or move those files away.")
+    check_writable(path.parent)
+    return path
+
+
+def recover_checkpoint(path: str | Path) -> None:
+    """Finish what a save killed between its two renames left: ``path`` gone and the previous checkpoint
+    in the hidden ``.name.old`` beside it. Puts that one back (the new one was not in place yet)."""
+    path = _absolute(path)
+    if not path.exists() and (_old(path) / "config.json").is_file():
+        os.replace(_old(path), path)
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Remove what killed saves left beside ``path``: temporary folders, and a ``.name.old`` whose
+    replacement is in place. Both names are minirlhf's own (see :func:`save_atomically`)."""
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+    if path.is_dir() and _old(path).is_dir() and not _old(path).is_symlink():
+        shutil.rmtree(_old(path), ignore_errors=True)
+
+
+def save_atomically(objects, path: str | Path, info: dict, extra_files: dict[str, str] | None = None) -> Path:
+    """Save models or tokenizers (``save_pretrained``) as one checkpoint folder ``path``, never losing a file.
+
+    * :func:`check_save_target` first refuses a place where a file minirlhf did not write would be lost;
+    * everything is written into a fresh hidden folder ``.name.tmp-XXXX`` beside ``path``, with
+      ``extra_files`` (name -> text) and last :data:`CHECKPOINT_INFO` (``info`` plus the file list);
+    * then two renames swap it in: the old checkpoint to ``.name.old``, the new one to ``path``; the
+      old one is deleted after. Killed at any point, ``path`` holds the old or the new checkpoint; only
+      between the two renames is it gone, and :func:`recover_checkpoint` (run by every load and save)
+      puts the old one back. The next save removes the leftovers of killed saves.
+    """
+    path = check_save_target(path)
+    recover_checkpoint(path)
+    _remove_leftovers(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        for item in objects:
             item.save_pretrained(tmp)  # transformers writes model weights as safetensors
-        old = None
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
+        files = sorted(item.name for item in tmp.iterdir())
+        (tmp / CHECKPOINT_INFO).write_text(json.dumps({**info, "files": files}, indent=2) + "\n")
+        for item in tmp.iterdir():
+            item.chmod(0o644)  # readable by all, like the folder: safetensors writes its file private
+        tmp.chmod(0o755)  # mkdtemp makes it private; a checkpoint folder is meant to be shared
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, _old(path))  # 1. the old checkpoint steps aside ...
+            os.replace(tmp, path)  # 2. ... and the new one takes its place
+            shutil.rmtree(_old(path))
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        recover_checkpoint(path)  # stopped between 1. and 2.: the old checkpoint goes back
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
 def check_checkpoint_dir(path: str | Path) -> Path:
-    """Raise FileNotFoundError with a hint unless ``path`` is a saved checkpoint folder."""
+    """Raise FileNotFoundError with a hint unless ``path`` is a saved checkpoint folder with its
+    config and weights. A checkpoint that a killed save left in a hidden ``.name.old`` is put back first."""
+    recover_checkpoint(path)
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(
             f"No checkpoint at {str(path)!r} (expected a folder with config.json). Train one with "
             "`minirlhf sft --out <folder>` or pass the folder that save_pretrained wrote."
         )
+    if not (path / "model.safetensors").is_file():
+        raise FileNotFoundError(f"The checkpoint {str(path)!r} has no model.safetensors: it is incomplete. "
+                                "Copy the whole folder again, or save the model again.")
     return path
 
 
