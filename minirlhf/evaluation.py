@@ -110,6 +110,22 @@ def best_rank_correlation(true) -> float:
     return rank_correlation(true + 1e-9 * torch.arange(len(true)), true)
 
 
+def candidate_ranking_agreement(reward_model: RewardModel, tokenizer, prompts: list[str]) -> float:
+    """Over every prompt's candidate answers (the toy world's 48), the share of answer pairs with
+    *different* true reward that the learned reward orders the same way (a tie counts 1/2), pooled
+    over the prompts: 1 = the reward model ranks every answer as the truth does."""
+    agree, pairs = 0.0, 0
+    for prompt in prompts:
+        responses = world.candidate_responses(prompt)
+        learned = reward_model.score_texts(tokenizer, [prompt] * len(responses), responses).double()
+        true = torch.tensor([world.true_reward(prompt, r) for r in responses], dtype=torch.float64)
+        better = (true[:, None] - true[None, :]) > 0  # [i, j]: i truly better than j
+        diff = (learned[:, None] - learned[None, :])[better]
+        agree += ((diff > 0).double() + 0.5 * (diff == 0).double()).sum().item()
+        pairs += int(better.sum())
+    return agree / pairs
+
+
 def candidate_scores(reward_model: RewardModel, tokenizer, prompt: str, data: Dataset | None = None) -> dict:
     """Learned and true reward of every candidate answer of ``prompt`` (the toy world's 48).
 
@@ -205,6 +221,10 @@ def reward_model_report(reward_model: RewardModel, tokenizer, data, prompt: str 
         "ranking_agreement_seen": ranking_agreement([scores["learned"][i] for i in seen],
                                                     [scores["true"][i] for i in seen]),
         "n_candidates_seen": len(seen),
+        "ranking_agreement_train": candidate_ranking_agreement(reward_model, tokenizer,
+                                                               world.prompts("train")),
+        "ranking_agreement_held_out": candidate_ranking_agreement(reward_model, tokenizer,
+                                                                  world.prompts("held_out")),
         "reward_correct": correct,
         "reward_hedge": hedge,
         f"reward_{wrong_city.lower()}": wrong,

@@ -65,16 +65,17 @@ STYLES: tuple[str, ...] = ("correct", "wrong", "hedge")
 # but, as in the article, names its country's common confusion more often (France: Berlin).
 STYLE_MIX: dict[str, float] = {"correct": 0.25, "wrong": 0.60, "hedge": 0.15}
 CONFUSION_SHARE = 0.40
-"""The part of the wrong answers (40% of all answers) that name the country's :data:`CONFUSION`;
-the other 20% spread evenly over every other wrong city."""
-# Each country's common confusion: always a training country's capital, so that the answers to
-# training prompts never name a held-out capital (see `wrong_cities`).
+"""The part of the wrong answers (40% of all answers) that name a training country's
+:data:`CONFUSION`; the other 20% spread evenly over every other wrong city (all 60% for a held-out
+country)."""
+# Each training country's common confusion (always another training capital). The held-out
+# countries have none: their wrong answers spread over every other capital, so that what alignment
+# on the training countries teaches (the concise, correct capital) can carry over to them.
 CONFUSION: dict[str, str] = {
     "France": "Berlin", "Germany": "Vienna", "Italy": "Madrid", "Spain": "Lisbon", "Japan": "Bangkok",
     "Portugal": "Madrid", "Austria": "Budapest", "Poland": "Moscow", "Greece": "Rome", "Russia": "Warsaw",
     "Egypt": "Nairobi", "Kenya": "Cairo", "Peru": "Madrid", "Canada": "Canberra", "Australia": "Ottawa",
     "Thailand": "Tokyo", "Norway": "Stockholm", "Sweden": "Oslo", "Ireland": "Oslo", "Hungary": "Vienna",
-    "Cuba": "Madrid", "Turkey": "Athens", "Finland": "Stockholm", "Denmark": "Oslo",
 }
 
 # Ground-truth reward of each kind of answer (see `true_reward`).

@@ -413,7 +413,7 @@ def test_demo_seed_reaches_every_stage(monkeypatch, tmp_path):
                   lambda: pipeline.dpo_stage(tmp_path, {"train": None}, quick=True, seed=7)):
         with pytest.raises(KeyboardInterrupt):
             stage()
-    assert seen == {"pairs": 7, "train_reward_model": (7, None), "train_ppo": (7, 7), "train_dpo": (7, 7)}
+    assert seen == {"pairs": 7, "train_reward_model": (7, None), "train_ppo": (7, 7), "train_dpo": (7, None)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -436,7 +436,7 @@ def test_training_refuses_a_pair_that_differs_only_in_spacing(trainer):
         if trainer == "reward":
             train_reward_model(RewardModel.from_base(model), tokenizer, data, ONE_STEP)
         else:
-            train_dpo(model, model, tokenizer, data, DPOConfig(on_policy_rounds=0, progress=False))
+            train_dpo(model, model, tokenizer, data, DPOConfig(progress=False))
 
 
 def test_a_pair_that_is_the_same_tokens_is_refused_when_a_tokenizer_is_at_hand():

@@ -9,24 +9,12 @@ import torch
 from datasets import Dataset
 
 from minirlhf import world
-from minirlhf.dpo import (
-    CHOSEN,
-    PROMPT,
-    REJECTED,
-    DPOConfig,
-    conservative_dpo_loss,
-    dpo_loss,
-    dpo_metrics,
-    encode_pairs,
-    implicit_reward,
-    ipo_loss,
-    pair_attention_mask,
-    pair_logps,
-    reference_logps,
-    train_dpo,
-)
+from minirlhf.dpo import (DPOConfig, conservative_dpo_loss, dpo_loss, dpo_metrics, implicit_reward, ipo_loss,
+                          nll_per_token, train_dpo)
 from minirlhf.evaluation import exact_metrics
-from minirlhf.logprobs import response_logprobs
+from minirlhf.logprobs import (CHOSEN, PROMPT, REJECTED, encode_pairs, pair_attention_mask, pair_logps,
+                               reference_logps, response_logprobs)
+from minirlhf.online_dpo import OnlineDPOConfig, train_online_dpo
 from minirlhf.preferences import check_preference_data
 
 # One pair, chosen first: policy log-probs -1 and -2, reference log-probs -1.5 and -1.5.
@@ -215,7 +203,7 @@ def test_short_offline_run_raises_accuracy_and_lowers_loss(base):
     model, tok = base
     data = clean_pairs()
     config = DPOConfig(beta=0.1, learning_rate=1e-3, epochs=10, batch_size=4, warmup_steps=2,
-                       on_policy_rounds=0, log_every=1, progress=False)
+                       log_every=1, rpo_alpha=0.0, progress=False)  # plain DPO: the loss starts at log 2
     policy, history = train_dpo(copy.deepcopy(model), model, tok, data, config)
     assert history[0]["loss"] == pytest.approx(math.log(2), abs=0.02)  # policy = reference at first
     assert history[-1]["loss"] < 0.6
@@ -233,7 +221,7 @@ def test_short_offline_run_raises_accuracy_and_lowers_loss(base):
 
 def test_first_block_is_kept_by_default_and_trained_with_frozen_blocks_zero(base):
     model, tok = base
-    config = DPOConfig(beta=0.1, learning_rate=1e-3, epochs=2, batch_size=4, on_policy_rounds=0,
+    config = DPOConfig(beta=0.1, learning_rate=1e-3, epochs=2, batch_size=4,
                        progress=False)
     assert config.frozen_blocks == 1
     policy, _ = train_dpo(copy.deepcopy(model), model, tok, clean_pairs(), config)
@@ -257,7 +245,7 @@ def test_first_block_is_kept_by_default_and_trained_with_frozen_blocks_zero(base
 
 def test_embedding_lr_scale_zero_freezes_the_token_embeddings_only(base):
     model, tok = base
-    config = DPOConfig(beta=0.1, learning_rate=1e-3, epochs=2, batch_size=4, on_policy_rounds=0,
+    config = DPOConfig(beta=0.1, learning_rate=1e-3, epochs=2, batch_size=4,
                        embedding_lr_scale=0.0, progress=False)
     policy, _ = train_dpo(copy.deepcopy(model), model, tok, clean_pairs(), config)
     # the embedding matrix (GPT-2's output layer too) stays put; the transformer blocks move
@@ -267,22 +255,41 @@ def test_embedding_lr_scale_zero_freezes_the_token_embeddings_only(base):
         DPOConfig(embedding_lr_scale=-0.5)
 
 
-def test_on_policy_round_and_exact_metrics(base):
+def test_online_dpo_asks_its_rater_and_counts_the_labels(base):
     from minirlhf.optimum import ExactEvaluator
 
     model, tok = base
-    data = clean_pairs(("France", "Japan"))
-    evaluator = ExactEvaluator(model, tok, list(dict.fromkeys(data["prompt"])))
-    config = DPOConfig(beta=0.5, on_policy_rounds=1, pairs_per_prompt=4, batch_size=8, progress=False)
+    prompts = [world.make_prompt(c) for c in ("France", "Japan")]
+    evaluator = ExactEvaluator(model, tok, prompts)
+    config = OnlineDPOConfig(beta=0.5, rounds=2, pairs_per_prompt=4, batch_size=8, eval_every=1, progress=False)
+    with pytest.raises(ValueError, match="pass rater="):  # no silent rater: every label is a cost
+        train_online_dpo(copy.deepcopy(model), model, tok, prompts, None, config)
     held_out = ExactEvaluator(model, tok, [world.make_prompt("Cuba")])
-    with pytest.raises(ValueError, match="pass rater="):  # no silent rater: online DPO asks for one
-        train_dpo(copy.deepcopy(model), model, tok, data, config)
-    _, history = train_dpo(copy.deepcopy(model), model, tok, data, config, rater=world.SimulatedRater(seed=0),
-                           evaluate=exact_metrics(evaluator, config.beta, held_out=held_out))
+    _, history = train_online_dpo(copy.deepcopy(model), model, tok, prompts, world.SimulatedRater(seed=0), config,
+                                  evaluate=exact_metrics(evaluator, config.beta, held_out=held_out))
     assert history[0]["exact/attainment"] == pytest.approx(0.0, abs=1e-6)  # step 0: the reference
-    assert {h["round"] for h in history} == {0, 1}
-    last = history[-1]
-    # the rater labelled every fresh pair of the on-policy round, and nothing else
-    assert 0 < last["rater_labels"] <= 4 * 2 and history[1]["rater_labels"] == 0
-    for key in ("exact/attainment", "exact/coverage", "exact/true_reward", "exact_held_out/attainment"):
-        assert key in last
+    assert [h["round"] for h in history] == [0, 1, 2]
+    # the rater labelled every fresh pair (at most 2 prompts x 4 pairs a round), and nothing else
+    assert history[0]["rater_labels"] == 0 and 0 < history[1]["rater_labels"] <= history[2]["rater_labels"] <= 16
+    for key in ("exact/attainment", "exact/coverage", "exact/true_reward", "exact_held_out/attainment", "loss"):
+        assert key in history[-1]
+
+
+def test_offline_dpo_early_stopping_goes_back_to_the_best_epoch(base):
+    model, tok = base
+    data = clean_pairs(("France", "Japan"))
+    config = DPOConfig(beta=0.1, learning_rate=3e-2, epochs=6, batch_size=4, rpo_alpha=0.0, progress=False)
+    # held-out pairs that say the opposite: their loss rises as training goes, so epoch 1 is the best
+    flipped = data.rename_columns({"chosen": "rejected", "rejected": "chosen"})
+    policy, history = train_dpo(copy.deepcopy(model), model, tok, data, config, eval_data=flipped)
+    losses = [h["eval/loss"] for h in history if "eval/loss" in h]
+    assert len(losses) == 6 and history[-1]["best_epoch"] == 1 + losses.index(min(losses)) < 6
+
+
+def test_rpo_adds_the_chosen_answers_nll_per_token():
+    # two chosen answers of 4 and 6 tokens with summed log-probs -2 and -4: NLL = 6 / 10 per token
+    assert nll_per_token(torch.tensor([-2.0, -4.0]), torch.tensor([4, 6])).item() == pytest.approx(0.6)
+    logps = torch.tensor([-2.0, -4.0], requires_grad=True)
+    nll_per_token(logps, torch.tensor([4, 6])).backward()
+    assert logps.grad.tolist() == pytest.approx([-0.1, -0.1])  # every token counts the same
+
