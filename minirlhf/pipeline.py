@@ -165,10 +165,10 @@ def dpo_stage(outdir: Path, preferences, quick: bool = False, seed: int = 0):
     start = time.perf_counter()
     policy, history = train_dpo(copy.deepcopy(ref), ref, tokenizer, preferences["train"], config,
                                 evaluate=evaluate)
-    last = history[-1]
+    last, steps = history[-1], [h for h in history if "loss" in h]
     metrics = {key: last[f"exact/{key}"] for key in EXACT_KEYS}
     metrics.update(attainment_held_out=last["exact_held_out/attainment"],
-                   rewards_accuracies=[h for h in history if "loss" in h][-1]["rewards/accuracies"],
+                   rewards_accuracies=steps[-1]["rewards/accuracies"],
                    rater_labels=len(preferences["train"]), seconds=time.perf_counter() - start, beta=config.beta)
     france = world.make_prompt("France")
     answers = {"Paris": world.make_response("France", "correct"),

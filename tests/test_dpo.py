@@ -261,17 +261,20 @@ def test_online_dpo_asks_its_rater_and_counts_the_labels(base):
     model, tok = base
     prompts = [world.make_prompt(c) for c in ("France", "Japan")]
     evaluator = ExactEvaluator(model, tok, prompts)
-    config = OnlineDPOConfig(beta=0.5, rounds=2, pairs_per_prompt=4, batch_size=8, eval_every=1, progress=False)
+    config = OnlineDPOConfig(beta=0.5, rounds=2, pairs_per_prompt=4, batch_size=8, eval_every=1,
+                             progress=False)
     with pytest.raises(ValueError, match="pass rater="):  # no silent rater: every label is a cost
         train_online_dpo(copy.deepcopy(model), model, tok, prompts, None, config)
     held_out = ExactEvaluator(model, tok, [world.make_prompt("Cuba")])
-    _, history = train_online_dpo(copy.deepcopy(model), model, tok, prompts, world.SimulatedRater(seed=0), config,
-                                  evaluate=exact_metrics(evaluator, config.beta, held_out=held_out))
+    _, history = train_online_dpo(copy.deepcopy(model), model, tok, prompts, world.SimulatedRater(seed=0),
+                                  config, evaluate=exact_metrics(evaluator, config.beta, held_out=held_out))
     assert history[0]["exact/attainment"] == pytest.approx(0.0, abs=1e-6)  # step 0: the reference
     assert [h["round"] for h in history] == [0, 1, 2]
     # the rater labelled every fresh pair (at most 2 prompts x 4 pairs a round), and nothing else
-    assert history[0]["rater_labels"] == 0 and 0 < history[1]["rater_labels"] <= history[2]["rater_labels"] <= 16
-    for key in ("exact/attainment", "exact/coverage", "exact/true_reward", "exact_held_out/attainment", "loss"):
+    labels = [h["rater_labels"] for h in history]
+    assert labels[0] == 0 and 0 < labels[1] <= labels[2] <= 16
+    for key in ("exact/attainment", "exact/coverage", "exact/true_reward", "exact_held_out/attainment",
+                "loss"):
         assert key in history[-1]
 
 

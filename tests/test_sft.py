@@ -116,7 +116,8 @@ def test_corpus_is_balanced_and_keeps_held_out_capitals_out_of_training_answers(
         confusion = world.CONFUSION.get(country)
         extra = wrong[confusion] - 2 if confusion else 0
         assert extra / len(rows) == pytest.approx(world.CONFUSION_SHARE if confusion else 0, abs=0.005)
-        assert wrong - Counter({confusion: extra}) == Counter({city: 2 for city in world.wrong_cities(country)})
+        spread = Counter({city: 2 for city in world.wrong_cities(country)})
+        assert wrong - Counter({confusion: extra}) == spread
     training_answers = corpus.filter(lambda row: row["country"] in world.TRAIN_COUNTRIES)["response"]
     assert not any(city in answer for answer in training_answers for city in held_out_capitals)
 
