@@ -169,7 +169,8 @@ def dpo_stage(outdir: Path, preferences, quick: bool = False, seed: int = 0):
     metrics = {key: last[f"exact/{key}"] for key in EXACT_KEYS}
     metrics.update(attainment_held_out=last["exact_held_out/attainment"],
                    rewards_accuracies=steps[-1]["rewards/accuracies"],
-                   rater_labels=len(preferences["train"]), seconds=time.perf_counter() - start, beta=config.beta)
+                   rater_labels=len(preferences["train"]), seconds=time.perf_counter() - start,
+                   beta=config.beta)
     france = world.make_prompt("France")
     answers = {"Paris": world.make_response("France", "correct"),
                "Berlin": world.make_response("France", "wrong", "Berlin"),
