@@ -29,9 +29,10 @@ from pathlib import Path
 import torch
 
 from minirlhf import world
-from minirlhf.compare import (OFFLINE_DPO, frontier_curve, frontier_efficiency, offpolicy_preferences,
+from minirlhf.compare import (PLAIN_DPO, frontier_curve, frontier_efficiency, offpolicy_preferences,
                               unseen_mass)
 from minirlhf.dpo import DPOConfig, train_dpo
+from minirlhf.online_dpo import OnlineDPOConfig, train_online_dpo
 from minirlhf.optimum import ExactEvaluator, with_outside
 from minirlhf.ppo import PPOConfig, train_ppo
 from minirlhf.preferences import default_preferences
@@ -48,9 +49,11 @@ def train_method(method: str, beta: float, seed: int, ref, tokenizer, reward_mod
     too, which refreshes its reward model on the policy's answers (PPOConfig's default)."""
     policy = copy.deepcopy(ref)
     start = time.perf_counter()
-    if method == "DPO":
-        train_dpo(policy, ref, tokenizer, preferences, DPOConfig(beta=beta, seed=seed, progress=False),
-                  rater=world.SimulatedRater(seed=seed))
+    if method == "DPO":  # offline, on the reward model's pairs: the same labels as PPO-RM
+        train_dpo(policy, ref, tokenizer, preferences, DPOConfig(beta=beta, seed=seed, progress=False))
+    elif method == "Online DPO":
+        train_online_dpo(policy, ref, tokenizer, world.prompts("train"), world.SimulatedRater(seed=seed),
+                         OnlineDPOConfig(beta=beta, seed=seed, progress=False))
     else:
         config = PPOConfig(beta=beta, seed=seed, progress=False, eval_every=0)
         config.steps = PPO_STEPS or config.steps
@@ -117,17 +120,19 @@ def offpolicy_experiment(beta: float, seed: int, ppo_policy) -> dict:
                          for name, data in datasets.items()}}
     for name, data in datasets.items():
         policy = copy.deepcopy(ref)
-        train_dpo(policy, ref, tokenizer, data,
-                  DPOConfig(beta=beta, seed=seed, progress=False, **OFFLINE_DPO))
-        out[f"DPO offline, {name}"] = _mass_report(evaluator, policy, off, beta)
+        train_dpo(policy, ref, tokenizer, data, DPOConfig(beta=beta, seed=seed, progress=False, **PLAIN_DPO))
+        out[f"plain DPO, {name}"] = _mass_report(evaluator, policy, off, beta)
     policy = copy.deepcopy(ref)
-    train_dpo(policy, ref, tokenizer, off, DPOConfig(beta=beta, seed=seed, progress=False),
-              rater=world.SimulatedRater(seed=seed))
-    out["DPO with on-policy rounds, off-policy pairs"] = _mass_report(evaluator, policy, off, beta)
+    train_dpo(policy, ref, tokenizer, off, DPOConfig(beta=beta, seed=seed, progress=False))
+    out["DPO (defaults: RPO), off-policy pairs"] = _mass_report(evaluator, policy, off, beta)
+    policy = copy.deepcopy(ref)
+    train_online_dpo(policy, ref, tokenizer, prompts, world.SimulatedRater(seed=seed),
+                     OnlineDPOConfig(beta=beta, seed=seed, progress=False))
+    out["online DPO (fresh pairs)"] = _mass_report(evaluator, policy, off, beta)
     if ppo_policy is not None:
         out["PPO-GT"] = _mass_report(evaluator, ppo_policy, off, beta)
     out["measured_against"] = "the off-policy pairs: mass on answers that no hand-written pair shows"
-    out["offline_dpo_config"] = OFFLINE_DPO
+    out["plain_dpo_config"] = PLAIN_DPO
     return out
 
 
@@ -206,7 +211,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--betas", type=float, nargs="+", default=[0.03, 0.1, 0.3, 1.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--methods", nargs="+", default=["PPO-GT", "PPO-RM", "DPO"])
+    parser.add_argument("--methods", nargs="+", default=["PPO-GT", "PPO-RM", "DPO", "Online DPO"])
     parser.add_argument("--offpolicy-beta", type=float, default=0.1)
     parser.add_argument("--notebook-cache", action="store_true",
                         help="also write notebooks/data/frontier.json for notebook 05")

@@ -128,12 +128,10 @@ def unseen_mass(evaluator, set_probs: torch.Tensor, data: Dataset) -> dict[str, 
             "unseen_total": on_unseen + outside}
 
 
-OFFLINE_DPO = {"on_policy_rounds": 0, "epochs": 4, "batch_size": 64, "learning_rate": 3e-4,
-               "frozen_blocks": 0}
-"""Offline DPO as TRL's ``DPOTrainer`` runs it (a few passes over fixed pairs, no fresh samples,
-every block trained), for the off-policy experiment: ``DPOConfig(beta=..., **OFFLINE_DPO)``.
-A moderate rate: at 1e-3 and 8 passes offline DPO collapses even on pairs sampled from pi_ref
-(notebook 04)."""
+PLAIN_DPO = {"epochs": 4, "batch_size": 64, "learning_rate": 3e-4, "frozen_blocks": 0,
+             "embedding_lr_scale": 1.0, "rpo_alpha": 0.0}
+"""Plain offline DPO as TRL's ``DPOTrainer`` runs it (a few passes over fixed pairs, every parameter
+trained, no NLL term), for the off-policy experiment: ``DPOConfig(beta=..., **PLAIN_DPO)``."""
 
 
 # --- The comparison stage of `minirlhf demo` --------------------------------------------------
