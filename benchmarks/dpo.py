@@ -1,22 +1,20 @@
-"""DPO against the exact optimum: attainment, leaked mass and step time, over seeds and betas.
+"""DPO against the exact optimum: attainment and leaked mass over seeds and betas, and step time.
 
-    python benchmarks/dpo.py                      # defaults, beta 0.1 and 0.5, seeds 0 1 2
-    python benchmarks/dpo.py --offline            # also offline-only DPO (on_policy_rounds=0)
-    python benchmarks/dpo.py --seeds 0 --betas 0.1 --json out.json
+    python benchmarks/dpo.py                      # offline DPO (defaults), beta 0.1 and 0.5, seeds 0 1 2
+    python benchmarks/dpo.py --longer 5           # the same, trained 5 times longer: does it collapse?
+    python benchmarks/dpo.py --methods offline plain online
     python benchmarks/dpo.py --only-timing --trl-python /work/venv-trl116/bin/python   # vs TRL 1.16
 
-For each seed the preference data are the tutorial's (``default_preferences(seed=seed)``, pairs
-sampled from the shipped SFT model and labelled by the Bradley-Terry rater with tau = 1), and
-DPO runs with ``DPOConfig(beta=beta, seed=seed)`` and nothing else changed. Attainment is exact
-(:class:`minirlhf.optimum.ExactEvaluator`) on the training prompts and on the held-out prompts
-that DPO never sees; "leak" is the probability outside the candidate set (1 - coverage).
-The step time is the median of a DPO step (one forward of the packed pairs, prompt once and
-both answers, backward, AdamW) on 16 pairs, the batch of ``benchmarks/trl_dpo_peer.py``, with
-the defaults and with every block trained (as TRL trains them). With ``--trl-python`` (the
-python of a venv with ``trl==1.16.0``, see that script) it alternates 3 rounds of this timing
-with TRL's DPOTrainer on the same model, pairs and batch, and reports the medians and the ratios
-TRL / ours (issue 5: at least 3), for TRL with its defaults and lean (see that script).
-``--only-timing`` skips the attainment runs.
+For each seed the preference data are the tutorial's (``default_preferences(seed=seed)``: 128 pairs
+per training prompt sampled from the shipped SFT model and labelled by the Bradley-Terry rater,
+80% of them to train on). Methods: ``offline`` is :func:`minirlhf.dpo.train_dpo` with
+``DPOConfig(beta, seed)``; ``plain`` the same without the NLL term, every parameter trained
+(:data:`minirlhf.compare.PLAIN_DPO`, as TRL's DPOTrainer runs it); ``online`` is
+:func:`minirlhf.online_dpo.train_online_dpo` with its defaults and the rater, which counts its labels.
+Attainment is exact on the training prompts and on the held-out prompts; "leak" is the probability
+outside the candidate set (1 - coverage). The step time is the median of a DPO step on 16 pairs;
+with ``--trl-python`` it alternates 3 rounds of it with TRL's DPOTrainer on the same model and
+batch (``benchmarks/trl_dpo_peer.py``).
 """
 
 from __future__ import annotations
@@ -33,7 +31,10 @@ from pathlib import Path
 import torch
 
 from minirlhf import world
-from minirlhf.dpo import DPOConfig, dpo_step, encode_pairs, reference_logps, train_dpo
+from minirlhf.compare import PLAIN_DPO
+from minirlhf.dpo import DPOConfig, dpo_step, train_dpo
+from minirlhf.logprobs import encode_pairs, reference_logps
+from minirlhf.online_dpo import OnlineDPOConfig, train_online_dpo
 from minirlhf.models import frozen_blocks, fused_gelu
 from minirlhf.optimum import ExactEvaluator
 from minirlhf.preferences import default_preferences
@@ -104,22 +105,25 @@ def timing(ref, tokenizer, trl_python: str | None, rounds: int = 3, repeats: int
     return out
 
 
-def run(seed: int, beta: float, offline: bool, ref, tokenizer, evaluators,
-        overrides: dict | None = None) -> dict:
-    """One DPO run with the defaults, except the :class:`DPOConfig` fields in ``overrides`` (and
-    no on-policy rounds when ``offline``); exact figures at the end."""
-    overrides = overrides or {}
+def run(seed: int, beta: float, method: str, ref, tokenizer, evaluators, longer: int = 1) -> dict:
+    """One run of ``method`` (``offline``, ``plain`` or ``online``) with its defaults (epochs or
+    rounds times ``longer``); exact figures at the end."""
     data = default_preferences(seed=seed, progress=False)["train"]
-    config = DPOConfig(beta=beta, seed=seed, progress=False,
-                       **{**overrides, **({"on_policy_rounds": 0} if offline else {})})
     start = time.perf_counter()
-    policy, history = train_dpo(copy.deepcopy(ref), ref, tokenizer, data, config,
-                                rater=world.SimulatedRater(seed=seed))
-    seconds = time.perf_counter() - start
-    changed = ", ".join(f"{name}={value}" for name, value in overrides.items())
-    method = "DPO offline" if offline else f"DPO ({changed or 'defaults'})"
-    row = {"method": method, "seed": seed, "beta": beta,
-           "steps": history[-1]["step"], "seconds": round(seconds, 1)}
+    if method == "online":
+        config = OnlineDPOConfig(beta=beta, seed=seed, progress=False)
+        config.rounds *= longer
+        policy, history = train_online_dpo(copy.deepcopy(ref), ref, tokenizer, world.prompts("train"),
+                                           world.SimulatedRater(seed=seed), config)
+        labels = history[-1]["rater_labels"]
+    else:
+        config = DPOConfig(beta=beta, seed=seed, progress=False, **(PLAIN_DPO if method == "plain" else {}))
+        config.epochs *= longer
+        policy, history = train_dpo(copy.deepcopy(ref), ref, tokenizer, data, config)
+        labels = len(data)
+    row = {"method": method + (f" x{longer}" if longer > 1 else ""), "seed": seed, "beta": beta,
+           "steps": history[-1]["step"], "rater_labels": labels,
+           "seconds": round(time.perf_counter() - start, 1)}
     for split, evaluator in evaluators.items():
         report = evaluator.evaluate(policy, beta)
         row[f"{split}_attainment"] = round(report["attainment"], 4)
@@ -132,14 +136,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--betas", type=float, nargs="+", default=[0.1, 0.5])
-    parser.add_argument("--offline", action="store_true", help="also run offline-only DPO")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--embedding-lr-scale", type=float, default=None,
-                        help="DPOConfig.embedding_lr_scale of the attainment runs (default: DPOConfig's)")
-    parser.add_argument("--rounds", type=int, default=None,
-                        help="DPOConfig.on_policy_rounds of the attainment runs (default: DPOConfig's)")
-    parser.add_argument("--frozen-blocks", type=int, default=None,
-                        help="DPOConfig.frozen_blocks of the attainment runs (default: DPOConfig's)")
+    parser.add_argument("--methods", nargs="+", default=["offline"], choices=["offline", "plain", "online"])
+    parser.add_argument("--longer", type=int, default=1, help="train this many times longer")
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="write the rows and the summary to this file")
     parser.add_argument("--trl-python", help="python of a venv with trl==1.16: also time TRL's DPOTrainer")
     parser.add_argument("--only-timing", action="store_true", help="skip the attainment runs")
@@ -160,13 +159,10 @@ def main(argv=None):
     evaluators = {"train": ExactEvaluator(ref, tokenizer, world.prompts("train")),
                   "held_out": ExactEvaluator(ref, tokenizer, world.prompts("held_out"))}
     rows = []
-    overrides = {name: value for name, value in (("embedding_lr_scale", args.embedding_lr_scale),
-                                                  ("on_policy_rounds", args.rounds),
-                                                  ("frozen_blocks", args.frozen_blocks)) if value is not None}
     for beta in args.betas:
         for seed in args.seeds:
-            for offline in ([False, True] if args.offline else [False]):
-                rows.append(run(seed, beta, offline, ref, tokenizer, evaluators, overrides))
+            for method in args.methods:
+                rows.append(run(seed, beta, method, ref, tokenizer, evaluators, args.longer))
                 print(json.dumps(rows[-1]), flush=True)
     summary = []
     for method in dict.fromkeys(r["method"] for r in rows):
