@@ -16,18 +16,40 @@ STYLE_COLORS = {"correct": "tab:green", "hedge": "tab:orange", "wrong": "tab:red
                 "hedge_wrong": "tab:purple", "malformed": "tab:gray", "outside": "tab:gray"}
 
 
+# What each logged metric measures, in words (the TRL name is kept in brackets on the plots).
+METRIC_LABELS = {
+    "objective/scores": "score of the sampled answers",
+    "objective/kl": "KL to the reference (summed k1, nats)",
+    "objective/true_reward": "true reward of the samples",
+    "exact/true_reward": "true reward (exact)",
+    "exact/kl": "KL to the reference (exact, nats)",
+    "exact/attainment": "attainment (exact, 1 = pi*)",
+    "exact/coverage": "mass on the candidate set",
+    "policy/approxkl": "step size: KL old -> new policy",
+    "val/explained_variance": "critic: explained variance",
+    "loss": "loss", "accuracy": "pair accuracy", "margin": "score margin r_w - r_l",
+    "eval/accuracy": "held-out pair accuracy",
+    "rewards/margins": "implicit reward margin", "rewards/accuracies": "implicit reward accuracy",
+}
+
+
+def metric_title(key: str) -> str:
+    """``"KL to the reference (summed k1, nats)\n[objective/kl]"``: the words first, the logged name."""
+    return f"{METRIC_LABELS[key]}\n[{key}]" if key in METRIC_LABELS else key
+
+
 def plot_history(history: list[dict], keys: list[str], title: str = "", x: str = "step",
                  ncols: int = 3):
     """One small panel per metric in ``keys``, drawn against ``x`` from a list-of-dicts history."""
     nrows = -(-len(keys) // ncols)
-    fig, axes = plt.subplots(nrows, min(ncols, len(keys)), figsize=(3.2 * min(ncols, len(keys)),
-                             2.4 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, min(ncols, len(keys)), figsize=(3.4 * min(ncols, len(keys)),
+                             2.6 * nrows), squeeze=False)
     for ax, key in zip(axes.flat, keys):
         points = [(h[x], h[key]) for h in history if key in h]
         ax.plot([p[0] for p in points], [p[1] for p in points])
-        ax.set_title(key, fontsize=9)
-        ax.set_xlabel(x, fontsize=8)
-        ax.tick_params(labelsize=7)
+        ax.set_title(metric_title(key), fontsize=9)
+        ax.set_xlabel(x, fontsize=9)
+        ax.tick_params(labelsize=9)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     if title:
@@ -50,8 +72,8 @@ def plot_answer_kinds(kind_probs: dict, labels: list[str], title: str = "Answer 
     ax.set_ylabel("probability")
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=10)
-    ax.tick_params(axis="x", labelrotation=70, labelsize=7)
-    ax.legend(fontsize=7, ncols=len(kind_probs), loc="upper center", bbox_to_anchor=(0.5, -0.45))
+    ax.tick_params(axis="x", labelrotation=70, labelsize=9)
+    ax.legend(fontsize=9, ncols=len(kind_probs), loc="upper center", bbox_to_anchor=(0.5, -0.45))
     fig.tight_layout()
     return fig
 
@@ -81,10 +103,10 @@ def plot_distributions(distributions: dict, candidates: list[str], top_k: int = 
         values = [float(distributions[name][i]) for i in index]
         ax.bar([i + n * width for i in range(len(index))], values, width, label=name)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(index))], labels, rotation=30,
-                  ha="right", fontsize=7)
+                  ha="right", fontsize=9)
     ax.set_ylabel("probability")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -120,7 +142,7 @@ def plot_learned_vs_true_reward(scores: dict, title: str = "Learned vs true rewa
     ax.set_xlabel("true reward r(x, y)")
     ax.set_ylabel("learned reward r_phi(x, y)")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.legend(fontsize=9, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     return fig
 
@@ -142,10 +164,10 @@ def plot_preference_pairs(data, title: str = "Which kind of answer the rater pre
     image = ax.imshow(counts, cmap="Blues")
     for i, row in enumerate(counts):
         for j, count in enumerate(row):
-            ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=9,
                     color="white" if count > max(map(max, counts)) / 2 else "black")
-    ax.set_xticks(range(len(kinds)), kinds, rotation=30, ha="right", fontsize=8)
-    ax.set_yticks(range(len(kinds)), kinds, fontsize=8)
+    ax.set_xticks(range(len(kinds)), kinds, rotation=30, ha="right", fontsize=9)
+    ax.set_yticks(range(len(kinds)), kinds, fontsize=9)
     ax.set_xlabel("rejected")
     ax.set_ylabel("chosen")
     ax.set_title(title, fontsize=9)
@@ -176,7 +198,7 @@ def plot_ppo_loop():
     for x, y, text in boxes.values():
         ax.add_patch(FancyBboxPatch((x - 0.115, y - 0.1), 0.23, 0.2, boxstyle="round,pad=0.01",
                                     facecolor="#eef3fb", edgecolor="#4a6fa5"))
-        ax.text(x, y, text, ha="center", va="center", fontsize=7)
+        ax.text(x, y, text, ha="center", va="center", fontsize=9)
     arrows = [("prompts", "policy"), ("policy", "rm"), ("policy", "ref"), ("ref", "reward"),
               ("rm", "reward"), ("reward", "gae"), ("gae", "update")]
     for a, b in arrows:
@@ -189,7 +211,7 @@ def plot_ppo_loop():
     # the update changes the policy: the loop closes
     ax.add_patch(FancyArrowPatch((0.92, 0.89), (0.36, 0.89), connectionstyle="arc3,rad=0.18",
                                  arrowstyle="->", mutation_scale=10, color="tab:red"))
-    ax.text(0.64, 1.06, "updated policy, next batch of prompts", ha="center", fontsize=7,
+    ax.text(0.64, 1.06, "updated policy, next batch of prompts", ha="center", fontsize=9,
             color="tab:red")
     fig.tight_layout()
     return fig
@@ -210,9 +232,9 @@ def plot_clipped_objective(clip_range: float = 0.2):
         for edge in (1 - clip_range, 1 + clip_range):
             ax.axvline(edge, color="tab:red", lw=0.6, ls=":")
         ax.set_title(f"A = {advantage:+.0f}", fontsize=9)
-        ax.set_xlabel("ratio pi / pi_old", fontsize=8)
-        ax.tick_params(labelsize=7)
-    axes[0].legend(fontsize=7)
+        ax.set_xlabel("ratio pi / pi_old", fontsize=9)
+        ax.tick_params(labelsize=9)
+    axes[0].legend(fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -226,11 +248,11 @@ def plot_probability_curves(history: list[dict], series: dict, title: str = "", 
         ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=label)
     if logy:
         ax.set_yscale("log")
-    ax.set_xlabel("PPO step", fontsize=8)
-    ax.set_ylabel(ylabel, fontsize=8)
-    ax.tick_params(labelsize=7)
+    ax.set_xlabel("PPO step", fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.tick_params(labelsize=9)
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -248,12 +270,12 @@ def plot_token_kl(tokens: list[str], kl: list[list[float]], labels: list[str] | 
     bound = max(1e-3, float(np.nanmax(np.abs(grid))))
     fig, ax = plt.subplots(figsize=(max(4.0, 0.55 * width + 1.5), 0.5 * len(kl) + 1.2))
     image = ax.imshow(grid, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
-    ax.set_xticks(range(len(tokens)), tokens, rotation=45, ha="right", fontsize=7)
-    ax.set_yticks(range(len(kl)), labels or [""] * len(kl), fontsize=7)
+    ax.set_xticks(range(len(tokens)), tokens, rotation=45, ha="right", fontsize=9)
+    ax.set_yticks(range(len(kl)), labels or [""] * len(kl), fontsize=9)
     for i in range(grid.shape[0]):
         for j in range(grid.shape[1]):
             if not np.isnan(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=6)
+                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=9)
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, shrink=0.8)
     fig.tight_layout()
@@ -273,30 +295,33 @@ def plot_beta_sweep(betas: list[float], measured: dict, optimum: dict | None = N
         if optimum and name in optimum:
             ax.plot(betas, optimum[name], "k--", lw=1, label="exact pi*")
         ax.set_xscale("log")
-        ax.set_xlabel("beta", fontsize=8)
+        ax.set_xlabel("beta", fontsize=9)
         ax.set_title(name, fontsize=9)
-        ax.tick_params(labelsize=7)
-    axes.flat[0].legend(fontsize=7)
+        ax.tick_params(labelsize=9)
+    axes.flat[0].legend(fontsize=9)
     fig.suptitle(title or f"{method} across beta", fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def plot_frontier(curve: list[dict], points: dict | None = None, title: str = "Reward vs KL"):
+def plot_frontier(curve: list[dict], points: dict | None = None, title: str = "Reward vs KL",
+                  betas: list[float] | None = None):
     """The exact optimal reward-KL curve, with methods' measured points on top.
 
     ``curve``: from :func:`minirlhf.compare.frontier_curve`. ``points`` maps a method name to a
-    list of ``(kl, reward)`` pairs (one per beta, say).
+    list of ``(kl, reward)`` pairs, one per beta of ``betas`` (each point is labelled with its beta).
     """
-    fig, ax = plt.subplots(figsize=(5.0, 3.2))
+    fig, ax = plt.subplots(figsize=(5.6, 3.6))
     ax.plot([p["kl"] for p in curve], [p["reward"] for p in curve], color="black",
             label="optimal (pi*_beta)")
     for (name, pairs), marker in zip((points or {}).items(), "osD^v"):
         ax.scatter([k for k, _ in pairs], [r for _, r in pairs], marker=marker, label=name, zorder=3)
+        for (kl, reward), beta in zip(pairs, betas or []):
+            ax.annotate(f"{beta:g}", (kl, reward), textcoords="offset points", xytext=(4, -10), fontsize=9)
     ax.set_xlabel("KL(pi || pi_ref)")
     ax.set_ylabel("expected true reward")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -312,7 +337,7 @@ def plot_margin_calibration(calibration: dict, title: str = "Learned vs true mar
     fig, ax = plt.subplots(figsize=(3.8, 3.2))
     ax.scatter(margins, learned, s=[10 + 200 * c / max(counts) for c in counts], alpha=0.7)
     for m, y, c in zip(margins, learned, counts):
-        ax.annotate(f"{c} pairs", (m, y), textcoords="offset points", xytext=(6, -10), fontsize=7)
+        ax.annotate(f"{c} pairs", (m, y), textcoords="offset points", xytext=(6, -10), fontsize=9)
     top = max(max(margins), max(learned)) + 0.3
     ax.plot([0, top], [0, top], "k--", lw=0.8)
     ax.set_xlabel("true margin r(x, y_better) - r(x, y_worse)")
@@ -337,10 +362,10 @@ def plot_runs(histories: dict, keys: list[str], title: str = "", x: str = "step"
             ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", ms=3, label=label)
         if hlines and key in hlines:
             ax.axhline(hlines[key], color="black", ls="--", lw=1)
-        ax.set_title(key, fontsize=9)
-        ax.set_xlabel(x, fontsize=8)
-        ax.tick_params(labelsize=7)
-    axes.flat[0].legend(fontsize=7)
+        ax.set_title(metric_title(key), fontsize=9)
+        ax.set_xlabel(x, fontsize=9)
+        ax.tick_params(labelsize=9)
+    axes.flat[0].legend(fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -364,9 +389,9 @@ def plot_token_log_ratios(rows: list[tuple[str, list[str], list[float]]],
     image = ax.imshow(grid, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
     for i, (_, tokens, values) in enumerate(rows):
         for j, (token, value) in enumerate(zip(tokens, values)):
-            ax.text(j, i, f"{token}\n{value:+.2f}", ha="center", va="center", fontsize=6)
+            ax.text(j, i, f"{token}\n{value:+.2f}", ha="center", va="center", fontsize=9)
     ax.set_xticks([])
-    ax.set_yticks(range(len(rows)), [label for label, _, _ in rows], fontsize=7)
+    ax.set_yticks(range(len(rows)), [label for label, _, _ in rows], fontsize=9)
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, shrink=0.8)
     fig.tight_layout()
