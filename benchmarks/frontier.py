@@ -45,22 +45,28 @@ PPO_STEPS = None  # None: PPOConfig's default; --ppo-steps sets it for a smoke r
 
 def train_method(method: str, beta: float, seed: int, ref, tokenizer, reward_model, reward_data,
                  preferences):
-    """Train one method from the base model; return (policy, wall seconds). PPO-RM gets the rater
-    too, which refreshes its reward model on the policy's answers (PPOConfig's default)."""
+    """Train one method from the base model; return (policy, wall seconds, rater labels). PPO-RM gets
+    the rater too, which refreshes its reward model on the policy's answers (PPOConfig's default);
+    its labels are the reward model's pairs plus the refreshes'. Offline DPO learns from the same
+    pairs as the reward model; online DPO pays for every fresh pair."""
     policy = copy.deepcopy(ref)
     start = time.perf_counter()
-    if method == "DPO":  # offline, on the reward model's pairs: the same labels as PPO-RM
+    if method == "DPO":  # offline, on the reward model's pairs: the same labels as PPO-RM starts with
         train_dpo(policy, ref, tokenizer, preferences, DPOConfig(beta=beta, seed=seed, progress=False))
+        labels = len(preferences)
     elif method == "Online DPO":
-        train_online_dpo(policy, ref, tokenizer, world.prompts("train"), world.SimulatedRater(seed=seed),
-                         OnlineDPOConfig(beta=beta, seed=seed, progress=False))
+        _, history = train_online_dpo(policy, ref, tokenizer, world.prompts("train"),
+                                      world.SimulatedRater(seed=seed),
+                                      OnlineDPOConfig(beta=beta, seed=seed, progress=False))
+        labels = history[-1]["rater_labels"]
     else:
         config = PPOConfig(beta=beta, seed=seed, progress=False, eval_every=0)
         config.steps = PPO_STEPS or config.steps
         learned = ({"reward_model": reward_model, "reward_data": reward_data,
                     "rater": world.SimulatedRater(seed=seed)} if method == "PPO-RM" else {})
-        train_ppo(policy, ref, tokenizer, world.prompts("train"), config, **learned)
-    return policy, time.perf_counter() - start
+        _, history = train_ppo(policy, ref, tokenizer, world.prompts("train"), config, **learned)
+        labels = len(reward_data) + history[-1]["rater_labels"] if method == "PPO-RM" else 0
+    return policy, time.perf_counter() - start, labels
 
 
 def sweep(betas, seeds, methods, keep_beta: float) -> tuple[dict, dict]:
@@ -77,10 +83,11 @@ def sweep(betas, seeds, methods, keep_beta: float) -> tuple[dict, dict]:
     for beta in betas:
         for method in methods:
             for seed in seeds:
-                policy, seconds = train_method(method, beta, seed, ref, tokenizer, reward_model,
-                                               reward_data["train"], preferences)
+                policy, seconds, labels = train_method(method, beta, seed, ref, tokenizer, reward_model,
+                                                       reward_data["train"], preferences)
                 report = evaluator.evaluate(policy, beta)
                 runs.append({"method": method, "beta": beta, "seed": seed, "seconds": seconds,
+                             "rater_labels": labels,
                              "kl": report["kl"], "true_reward": report["true_reward"],
                              "attainment": report["attainment"], "coverage": report["coverage"],
                              "attainment_held_out": held_out.evaluate(policy, beta)["attainment"],

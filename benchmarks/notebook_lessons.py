@@ -84,9 +84,8 @@ class RecordAsserts(ast.NodeTransformer):
         text = ast.get_source_segment(self.source, node.test) or ast.unparse(node.test)
         no_args = ast.arguments(posonlyargs=[], args=[], kwonlyargs=[], kw_defaults=[], defaults=[])
         lazy = ast.Lambda(no_args, margin if margin is not None else ast.Constant(None))
-        call = ast.Call(ast.Name("_lesson", ast.Load()),
-                        [ast.Constant(self.cell), ast.Constant(node.lineno), ast.Constant(text), node.test, lazy],
-                        [])
+        where = [ast.Constant(self.cell), ast.Constant(node.lineno), ast.Constant(text)]
+        call = ast.Call(ast.Name("_lesson", ast.Load()), [*where, node.test, lazy], [])
         return ast.copy_location(ast.Expr(call), node)
 
 
