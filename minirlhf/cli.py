@@ -1,6 +1,6 @@
 """The ``minirlhf`` command line (argument parsing only; the work is in :mod:`minirlhf.pipeline`)::
 
-    minirlhf demo [--out DIR] [--quick] [--seed N]   the whole pipeline, figures + report in DIR
+    minirlhf demo [--out DIR] [--quick] [--seed N] [--retrain]   the whole pipeline, report.html in DIR
     minirlhf sft --out DIR [--steps N] [--seed N]     train the SFT base model and save it
 
 ``minirlhf COMMAND --help`` lists each command's options.
@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
                              help="output folder (default: ./minirlhf-output)")
     demo_parser.add_argument("--quick", action="store_true", help="a fast smoke run")
     demo_parser.add_argument("--seed", type=int, default=0)
+    demo_parser.add_argument("--retrain", action="store_true",
+                             help="train the SFT base model again (by default seed 0 loads the shipped one)")
     sft_parser = commands.add_parser("sft", help="train the SFT base model and save it")
     sft_parser.add_argument("--out", type=Path, required=True, help="folder for the checkpoint")
     sft_parser.add_argument("--steps", type=int, default=None)
@@ -44,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
             check_save_target(args.out / "sft-model")
         except (ValueError, OSError) as error:
             parser.error(str(error))
-        outdir = pipeline.demo(args.out, seed=args.seed, quick=args.quick)
-        print(f"\nDone. Figures, metrics.json and report.md are in {outdir.resolve()}")
+        report = pipeline.demo(args.out, seed=args.seed, quick=args.quick, retrain=args.retrain)
+        print(f"\nDone. Open the report: {report.resolve()}  (metrics.json and the figures are beside it)")
     elif args.command == "sft":
         try:
             config = SFTConfig(seed=args.seed, **({"steps": args.steps} if args.steps is not None else {}))

@@ -9,9 +9,11 @@ objects that later stages need.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import time
+from html import escape
 from pathlib import Path
 
 import torch
@@ -22,7 +24,7 @@ from minirlhf.data import sft_corpus
 from minirlhf.dpo import DPOConfig, train_dpo
 from minirlhf.evaluation import (EXACT_KEYS, answer_tracker, candidate_scores, comparison_table,
                                  exact_metrics, margin_calibration, markdown_table, reward_model_report)
-from minirlhf.logprobs import token_log_ratios
+from minirlhf.logprobs import response_logprobs, token_log_ratios
 from minirlhf.models import build_tiny_gpt, load_base_model, save_model
 from minirlhf.optimum import ExactEvaluator, answer_kind_probs, with_outside
 from minirlhf.ppo import PPOConfig, train_ppo
@@ -67,26 +69,34 @@ def train_default_reward_model(seed: int = 0, progress: bool = True, freeze_back
 # The demo's stages
 # ---------------------------------------------------------------------------------------------
 
-def sft_stage(outdir: Path, seed: int = 0, quick: bool = False) -> dict:
-    """Train the SFT base model from scratch, save it and its figures; return the metrics."""
-    config = SFTConfig(seed=seed, steps=60 if quick else SFTConfig.steps)
+def sft_stage(outdir: Path, seed: int = 0, quick: bool = False, retrain: bool = False) -> dict:
+    """The SFT base model: the shipped checkpoint when ``seed`` is 0 (it was trained with seed 0), else,
+    or with ``retrain``, trained from scratch and saved in ``outdir/sft-model``. Returns the metrics."""
     start = time.perf_counter()
-    model, tokenizer, history = train_base_model(seed=seed, config=config)
-    seconds = time.perf_counter() - start
-    save_model(model, tokenizer, outdir / "sft-model")
+    if seed == 0 and not retrain and not quick:
+        model, tokenizer = load_base_model()
+        history, steps = None, 0
+    else:
+        config = SFTConfig(seed=seed, steps=60 if quick else SFTConfig.steps, progress=False)
+        model, tokenizer, history = train_base_model(seed=seed, config=config)
+        save_model(model, tokenizer, outdir / "sft-model")
+        steps = config.steps
     countries = [c for c, _ in world.COUNTRIES]
     kinds = answer_kind_probs(model, tokenizer, [world.make_prompt(c) for c in countries])
-    figures = plots.save_figures({
-        "sft_loss.png": plots.plot_history(history, ["loss"], title="SFT loss (response tokens)"),
-        "sft_answer_distribution.png": plots.plot_answer_kinds(kinds, countries,
-                                                               "SFT model: exact answer distribution"),
-    }, outdir)
-    france = world.COUNTRIES.index(("France", "Paris"))
+    figures = {"sft_answer_distribution.png": plots.plot_answer_kinds(
+        kinds, countries, "The SFT model's answers, exactly (wrong: mostly each country's confusion)")}
+    if history is not None:
+        figures["sft_loss.png"] = plots.plot_history(history, ["loss"], title="SFT loss (response tokens)")
+    france = world.make_prompt("France")
+    answers = {"Paris": world.make_response("France", "correct"),
+               "Berlin": world.make_response("France", "wrong", "Berlin"),
+               "hedge": world.make_response("France", "hedge")}
+    probs = response_logprobs(model, tokenizer, [france] * 3, list(answers.values())).exp().tolist()
     evaluator = ExactEvaluator(model, tokenizer, world.prompts("train"))
-    return {"steps": config.steps, "seconds": round(seconds, 1), "final_loss": history[-1]["loss"],
-            "france_answer_mix": {k: round(float(v[france]), 3) for k, v in kinds.items()},
+    return {"trained_steps": steps, "seconds": round(time.perf_counter() - start, 1),
+            "france": {k: round(p, 3) for k, p in zip(answers, probs)},
             "corpus_mix": world.STYLE_MIX, "coverage": evaluator.evaluate(model, beta=1.0)["coverage"],
-            "figures": figures}
+            "figures": plots.save_figures(figures, outdir)}
 
 
 def reward_stage(outdir: Path, quick: bool = False, seed: int = 0):
@@ -122,10 +132,10 @@ def reward_stage(outdir: Path, quick: bool = False, seed: int = 0):
 def ppo_stage(outdir: Path, reward_model, reward_data, quick: bool = False, seed: int = 0):
     """PPO scored by ``reward_model``, refreshed by the simulated rater on ``reward_data`` plus the
     policy's answers, from the shipped SFT model at the default config but 300 steps (about a
-    minute on 2 cores; ``benchmarks/ppo.py`` runs the full 1000). Returns ``(metrics, policy)``."""
+    minute on 2 cores; ``benchmarks/ppo.py`` runs the full 1000). Returns ``(metrics, policy, history)``."""
     ref, tokenizer = load_base_model()
     config = (PPOConfig(steps=4, eval_every=2, progress=False, seed=seed) if quick
-              else PPOConfig(steps=300, eval_every=25, seed=seed))
+              else PPOConfig(steps=150, eval_every=25, seed=seed, progress=False))
     evaluate = exact_metrics(ExactEvaluator(ref, tokenizer, world.prompts("train")), config.beta,
                              held_out=ExactEvaluator(ref, tokenizer, world.prompts("held_out")),
                              track=answer_tracker(tokenizer))
@@ -151,7 +161,7 @@ def ppo_stage(outdir: Path, reward_model, reward_data, quick: bool = False, seed
         "ppo_token_kl.png": plots.plot_token_kl(tokens, [kl]),
     }
     metrics["figures"] = plots.save_figures(figures, outdir)
-    return json_safe(metrics), policy
+    return json_safe(metrics), policy, history
 
 
 def dpo_stage(outdir: Path, preferences, quick: bool = False, seed: int = 0):
@@ -159,9 +169,10 @@ def dpo_stage(outdir: Path, preferences, quick: bool = False, seed: int = 0):
     model on ``preferences["train"]``: the very pairs (and rater labels) the reward model learned
     from, so that PPO and DPO pay the same labels. Returns ``(metrics, policy)``."""
     ref, tokenizer = load_base_model()
-    config = DPOConfig(seed=seed, progress=not quick, **({"epochs": 1} if quick else {}))
+    config = DPOConfig(seed=seed, progress=False, eval_every=16, **({"epochs": 1} if quick else {}))
     evaluate = exact_metrics(ExactEvaluator(ref, tokenizer, world.prompts("train")), config.beta,
-                             held_out=ExactEvaluator(ref, tokenizer, world.prompts("held_out")))
+                             held_out=ExactEvaluator(ref, tokenizer, world.prompts("held_out")),
+                             track=answer_tracker(tokenizer))
     start = time.perf_counter()
     policy, history = train_dpo(copy.deepcopy(ref), ref, tokenizer, preferences["train"], config,
                                 evaluate=evaluate)
@@ -184,7 +195,7 @@ def dpo_stage(outdir: Path, preferences, quick: bool = False, seed: int = 0):
         "dpo_token_log_ratios.png": plots.plot_token_log_ratios(rows),
     }
     metrics["figures"] = plots.save_figures(figures, outdir)
-    return json_safe(metrics), policy
+    return json_safe(metrics), policy, history
 
 
 def compare_stage(outdir: Path, policies: dict, seconds: dict, beta: float) -> dict:
@@ -211,13 +222,14 @@ def compare_stage(outdir: Path, policies: dict, seconds: dict, beta: float) -> d
 # The demo
 # ---------------------------------------------------------------------------------------------
 
-def demo(outdir: Path, seed: int = 0, quick: bool = False) -> Path:
-    """Run every stage, write figures, ``metrics.json`` and ``report.md`` into ``outdir``.
+def demo(outdir: Path, seed: int = 0, quick: bool = False, retrain: bool = False) -> Path:
+    """Run every stage; write the figures, ``metrics.json``, ``report.md`` and ``report.html`` (one
+    self-contained page) into ``outdir``, and return the path of ``report.html``.
 
-    SFT is trained from scratch here, to show it; the later stages start from the shipped base
-    model, which ``minirlhf sft`` trains again with the same seed. While it runs, ``outdir`` holds a
-    ``RUNNING`` file and no report: an earlier run's report and metrics are removed at the start,
-    and the new ones written last.
+    The SFT stage loads the shipped base model (seed 0) unless ``retrain`` or another seed asks to
+    train it (``minirlhf sft`` does the same). Each stage prints one line: its time and its headline.
+    While it runs, ``outdir`` holds a ``RUNNING`` file and no report: an earlier run's report and
+    metrics are removed at the start, and the new ones written last.
     """
     outdir = Path(outdir)
     check_writable(outdir)  # fail now, not after training
@@ -226,46 +238,125 @@ def demo(outdir: Path, seed: int = 0, quick: bool = False) -> Path:
     running = outdir / "RUNNING"
     running.write_text("minirlhf demo is writing this folder, or was stopped: until this file is gone, the "
                        "figures may mix two runs.\n")
-    for name in ("report.md", "metrics.json"):  # an earlier run's: they would describe other figures
+    for name in ("report.md", "report.html", "metrics.json"):  # an earlier run's: other figures
         (outdir / name).unlink(missing_ok=True)
-    metrics, seconds, policies = {"seed": seed, "quick": quick}, {}, {}
-    timer = time.perf_counter()
-    print("== Stage 1/5: supervised fine-tuning (SFT) ==", flush=True)
-    metrics["sft"] = sft_stage(outdir, seed=seed, quick=quick)
-    print("== Stage 2/5: preferences and the reward model ==", flush=True)
+    metrics, timer = {"seed": seed, "quick": quick}, time.perf_counter()
+
+    def say(stage: str, text: str, seconds: float) -> None:
+        print(f"[{stage}] {text} ({seconds:.0f} s)", flush=True)
+
+    metrics["sft"] = sft = sft_stage(outdir, seed=seed, quick=quick, retrain=retrain)
+    france = sft["france"]
+    say("1/5 SFT", f"{'trained' if sft['trained_steps'] else 'shipped'} base model; France: Berlin "
+        f"{france['Berlin']:.2f}, Paris {france['Paris']:.2f}, hedge {france['hedge']:.2f}", sft["seconds"])
     metrics["reward_model"], reward_model, preferences = reward_stage(outdir, quick=quick, seed=seed)
-    print("== Stage 3/5: PPO with a KL penalty ==", flush=True)
-    metrics["ppo"], policies["PPO"] = ppo_stage(outdir, reward_model, preferences["train"], quick=quick,
-                                                seed=seed)
-    seconds["PPO"] = metrics["ppo"]["seconds"]
-    print("== Stage 4/5: DPO on the same preferences ==", flush=True)
-    metrics["dpo"], policies["DPO"] = dpo_stage(outdir, preferences, quick=quick, seed=seed)
-    seconds["DPO"] = metrics["dpo"]["seconds"]
-    print("== Stage 5/5: PPO and DPO against the exact optimum ==", flush=True)
-    metrics["comparison"] = compare_stage(outdir, policies, seconds, metrics["ppo"]["beta"])
-    print(metrics["comparison"]["table_markdown"])
+    rm = metrics["reward_model"]
+    say("2/5 reward model", f"{rm['n_train_pairs']} rated pairs; France: Paris "
+        f"{rm['reward_correct']:+.2f}, hedge {rm['reward_hedge']:+.2f}, Berlin {rm['reward_berlin']:+.2f}",
+        rm["stage_seconds"])
+    metrics["ppo"], ppo_policy, ppo_history = ppo_stage(outdir, reward_model, preferences["train"],
+                                                        quick=quick, seed=seed)
+    say("3/5 PPO", f"attainment {metrics['ppo']['attainment']:.2f}, {metrics['ppo']['rater_labels']} more "
+        "labels for the refreshes", metrics["ppo"]["seconds"])
+    metrics["dpo"], dpo_policy, dpo_history = dpo_stage(outdir, preferences, quick=quick, seed=seed)
+    say("4/5 DPO", f"offline, attainment {metrics['dpo']['attainment']:.2f}", metrics["dpo"]["seconds"])
+    start = time.perf_counter()
+    seconds = {"PPO": metrics["ppo"]["seconds"], "DPO": metrics["dpo"]["seconds"]}
+    metrics["comparison"] = compare_stage(outdir, {"PPO": ppo_policy, "DPO": dpo_policy}, seconds,
+                                          metrics["ppo"]["beta"])
+    metrics["comparison"]["figures"] += plots.save_figures({"france_over_training.png": plots.plot_runs(
+        {"PPO": ppo_history, "DPO": dpo_history}, ["P(Paris)", "P(Berlin)"], x="step",
+        title="France: P(Paris) and P(Berlin) during training")}, outdir)
+    say("5/5 against the optimum", "table and figures", time.perf_counter() - start)
     metrics["total_seconds"] = round(time.perf_counter() - timer, 1)
     (outdir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     write_report(outdir, metrics)
     running.unlink()
-    return outdir
+    print(f"[done] {metrics['total_seconds']:.0f} s in all", flush=True)
+    return outdir / "report.html"
+
+
+def report_blocks(metrics: dict) -> list[tuple]:
+    """The demo's story, as blocks ``("h1" | "h2" | "p", text)``, ``("table", header, rows)`` and
+    ``("img", file name, caption)``: rendered as Markdown and as HTML by :func:`write_report`."""
+    sft, rm, ppo, dpo, cmp = (metrics[k] for k in ("sft", "reward_model", "ppo", "dpo", "comparison"))
+    france, beta = sft["france"], cmp["beta"]
+    labels = {"PPO": rm["n_train_pairs"] + ppo["rater_labels"], "DPO": dpo["rater_labels"]}
+    rows = [[r["method"], f"{r['attainment']:.2f}", f"{r['attainment_held_out']:.2f}", f"{r['kl']:.2f}",
+             f"{labels.get(r['method'], 0):,}", "" if r["seconds"] is None else f"{r['seconds']:.0f}"]
+            for r in cmp["table"]]
+    run = "a quick smoke run: its numbers mean little" if metrics["quick"] else "a full run"
+    main_figures = ("sft_answer_distribution.png", "preference_pairs.png", "france_over_training.png",
+                    "comparison_france.png", "comparison_frontier.png")
+    others = [name for stage in ("sft", "reward_model", "ppo", "dpo", "comparison")
+              for name in metrics[stage].get("figures", []) if name not in main_figures]
+    return [
+        ("h1", "minirlhf demo: from Berlin to Paris"),
+        ("p", f"Seed {metrics['seed']}, {run}, {metrics['total_seconds']:.0f} s in all. It follows the "
+              "article (Anish Dubey, \"LLM Alignment: Reward-Based vs Reward-Free Methods\", 2024) on "
+              "the question \"What is the capital of France?\"."),
+        ("h2", "1. The base model says Berlin"),
+        ("p", "After supervised fine-tuning, the model answers France with \"The capital of France is "
+              f"Berlin.\" (probability {france['Berlin']:.2f}) more often than with Paris "
+              f"({france['Paris']:.2f}); it hedges {france['hedge']:.2f} of the time. It knows the "
+              "answer, but it is not aligned."),
+        ("img", "sft_answer_distribution.png", "Every country's answers, exactly: correct, wrong (mostly "
+                                               "the country's common confusion), hedging, or malformed."),
+        ("h2", "2. What the raters preferred, and what the reward model learned"),
+        ("p", f"A simulated rater compared {rm['n_train_pairs']:,} pairs of the base model's answers (one "
+              f"label each). From them the reward model learned that Paris ({rm['reward_correct']:+.2f}) "
+              f"beats the hedge ({rm['reward_hedge']:+.2f}), which beats Berlin "
+              f"({rm['reward_berlin']:+.2f}). On held-out pairs it agrees with the rater "
+              f"{rm['test_accuracy']:.0%} of the time; the best possible model would agree "
+              f"{rm['bayes_optimal_accuracy']:.0%} of the time (the rater is noisy)."),
+        ("img", "preference_pairs.png", "Which kind of answer the rater preferred, pair by pair."),
+        ("h2", "3. PPO and DPO on France"),
+        ("p", f"PPO (beta {beta}) samples its own answers, scores them with the reward model (which the "
+              "rater refreshes on the policy's answers) and pays a KL penalty for leaving the base model. "
+              "DPO learns offline from the same rated pairs: no reward model, no sampling."),
+        ("img", "france_over_training.png", "P(Paris) and P(Berlin) during training."),
+        ("h2", "4. How close each came to the exact optimum"),
+        ("p", "Attainment is exact: 1 is the best policy of the KL-regularised objective, 0 no better "
+              "than the base model; the held-out countries were never trained on. The KL to the base "
+              "model (nats) lumps all malformed text in one outcome, so it is a lower bound. Rater "
+              "labels are what a real project pays for; seconds are this machine's."),
+        ("table", ["method", "attainment", "held-out", "KL", "rater labels", "seconds"], rows),
+        ("img", "comparison_france.png", "France: the base model, the optimum pi* and each policy."),
+        ("img", "comparison_frontier.png", "True reward against KL: the exact optimal curve, each method."),
+        ("h2", "5. Read next"),
+        ("p", "The notebooks build each stage by hand, notebooks/01_sft_tiny_gpt.ipynb to "
+              "05_ppo_vs_dpo.ipynb. Every number of this run is in metrics.json; more figures: "
+              + ", ".join(others) + "."),
+    ]
 
 
 def write_report(outdir: Path, metrics: dict) -> Path:
-    """A Markdown report with every figure, table and headline number of each stage."""
-    lines = ["# minirlhf demo report", "",
-             f"Seed {metrics.get('seed')}, {'quick smoke run' if metrics.get('quick') else 'full run'}, "
-             f"{metrics.get('total_seconds', '?')} s in all.", ""]
-    for stage, values in metrics.items():
-        if not isinstance(values, dict):
-            continue
-        lines += [f"## {stage}", ""]
-        if "table_markdown" in values:
-            lines += [values["table_markdown"], ""]
-        for key, value in values.items():
-            if key not in ("figures", "table", "table_markdown"):
-                lines.append(f"- **{key}**: {json.dumps(value, default=str)}")
-        lines += [""] + [f"![{name}]({name})" for name in values.get("figures", [])] + [""]
-    path = outdir / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+    """``report.md`` and ``report.html`` (the same story; the HTML embeds its images) in ``outdir``.
+    Returns the path of ``report.html``."""
+    md, html = [], ["<!doctype html><html><head><meta charset='utf-8'><title>minirlhf demo</title><style>",
+                    "body{font-family:sans-serif;max-width:52em;margin:2em auto;line-height:1.5;"
+                    "padding:0 1em}",
+                    "img{max-width:100%}table{border-collapse:collapse}td,th{border:1px solid #bbb;"
+                    "padding:.2em .6em;text-align:right}figcaption{color:#555;font-size:.9em}",
+                    "</style></head><body>"]
+    for block in report_blocks(metrics):
+        kind = block[0]
+        if kind in ("h1", "h2", "p"):
+            md += [("# " if kind == "h1" else "## " if kind == "h2" else "") + block[1], ""]
+            html.append(f"<{kind}>{escape(block[1])}</{kind}>")
+        elif kind == "table":
+            header, rows = block[1], block[2]
+            md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            md += ["| " + " | ".join(row) + " |" for row in rows] + [""]
+            html.append("<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr>"
+                        + "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>"
+                                  for row in rows) + "</table>")
+        elif kind == "img":
+            name, caption = block[1], block[2]
+            md += [f"![{caption}]({name})", "", f"*{caption}*", ""]
+            data = base64.b64encode((outdir / name).read_bytes()).decode()
+            html.append(f"<figure><img src='data:image/png;base64,{data}' alt='{escape(caption)}'>"
+                        f"<figcaption>{escape(caption)}</figcaption></figure>")
+    (outdir / "report.md").write_text("\n".join(md))
+    (outdir / "report.html").write_text("\n".join(html + ["</body></html>"]))
+    return outdir / "report.html"

@@ -19,6 +19,31 @@ _FROZEN_BLOCKS = (None, ("TRL trains every parameter it is given; to keep the fi
                          "`requires_grad_(False)` on their parameters before building the trainer (or "
                          "train a PEFT adapter on the later ones)."))
 
+_DPO_FIELDS = {
+            "beta": ("beta", ""),
+            "loss_type": ("loss_type", ("`\"sigmoid\"` and `\"ipo\"` exist in both; TRL's IPO divides each "
+                                        "answer's log-ratio by its length, minirlhf's follows the paper.")),
+            "label_smoothing": ("label_smoothing", ("conservative DPO (Mitchell 2023); TRL 1.16's "
+                                                    "`\"sigmoid\"` ignores it, and its `\"robust\"` loss "
+                                                    "is another formula.")),
+            "rpo_alpha": ("rpo_alpha", "the chosen answers' NLL added to the loss, as in TRL."),
+            "learning_rate": ("learning_rate", ("TRL's default (1e-6) is for billion-parameter models; "
+                                                "the tiny GPT needs about 1e-4 to 1e-3.")),
+            "epochs": ("num_train_epochs", ""),
+            "batch_size": ("per_device_train_batch_size", "pairs per device and step."),
+            "warmup_steps": ("warmup_steps", "with `lr_scheduler_type=\"cosine\"`."),
+            "weight_decay": ("weight_decay", ""),
+            "adam_beta2": ("adam_beta2", ""),
+            "adam_epsilon": ("adam_epsilon", ""),
+            "max_grad_norm": _CLIP,
+            "embedding_lr_scale": _EMBEDDING_LR,
+            "frozen_blocks": _FROZEN_BLOCKS,
+            "seed": _SEED,
+            "log_every": ("logging_steps", ""),
+            "eval_every": ("eval_steps", "with `eval_strategy=\"steps\"`."),
+            "progress": _PROGRESS,
+}
+
 MAPPING = {
     "minirlhf.sft.SFTConfig": {
         "trl": "trl.SFTConfig",
@@ -109,37 +134,21 @@ MAPPING = {
     },
     "minirlhf.dpo.DPOConfig": {
         "trl": "trl.DPOConfig",
-        "intro": ("minirlhf's DPO loss is TRL's `loss_type=\"sigmoid\"`; its metrics carry TRL's names "
-                  "(`rewards/chosen`, `rewards/margins`, ...)."),
+        "intro": ("minirlhf's DPO loss is TRL's `loss_type=\"sigmoid\"`, and with `rpo_alpha` TRL's RPO; its "
+                  "metrics carry TRL's names (`rewards/chosen`, `rewards/margins`, ...). Like TRL's "
+                  "`DPOTrainer`, `train_dpo` learns from the pairs it is given and nothing else."),
+        "fields": _DPO_FIELDS,
+    },
+    "minirlhf.online_dpo.OnlineDPOConfig": {
+        "trl": "trl.experimental.online_dpo.OnlineDPOConfig",
+        "intro": ("TRL's `OnlineDPOTrainer` also samples two answers per prompt from the current policy "
+                  "and has them judged (by a `judge` or a reward model) at every step."),
         "fields": {
-            "beta": ("beta", ""),
-            "loss_type": ("loss_type", "`\"sigmoid\"` and `\"ipo\"` exist in both."),
-            "label_smoothing": ("label_smoothing", "conservative DPO, as in TRL."),
-            "learning_rate": ("learning_rate", ("TRL's default (1e-6) is for billion-parameter models; "
-                                                "the tiny GPT needs about 1e-3.")),
-            "epochs": ("num_train_epochs", ""),
-            "batch_size": ("per_device_train_batch_size", "pairs per device and step."),
-            "warmup_steps": ("warmup_steps", "with `lr_scheduler_type=\"cosine\"`."),
-            "weight_decay": ("weight_decay", ""),
-            "adam_beta2": ("adam_beta2", ""),
-            "adam_epsilon": ("adam_epsilon", ""),
-            "max_grad_norm": _CLIP,
-            "embedding_lr_scale": _EMBEDDING_LR,
-            "frozen_blocks": _FROZEN_BLOCKS,
-            "pair_with_reference": (None, ("TRL's online DPO samples both answers of a pair from the current "
-                                           "policy.")),
-            "on_policy_rounds": (None, ("`DPOTrainer` learns from a fixed data set; for fresh pairs from the "
-                                        "current policy TRL has `OnlineDPOTrainer` (`trl.OnlineDPOConfig`; "
-                                        "under `trl.experimental` in recent releases), which samples and "
-                                        "judges new pairs at every step.")),
+            **_DPO_FIELDS,
+            "rounds": ("max_steps", "one round of fresh pairs per step."),
             "pairs_per_prompt": (None, "`OnlineDPOTrainer` samples two answers per prompt and step."),
-            "mix_offline": (None, ("with `OnlineDPOTrainer`, offline pairs would go in a separate "
-                                   "`DPOTrainer` run.")),
-            "temperature": (None, "`OnlineDPOConfig` has `temperature` for its samples."),
-            "seed": _SEED,
-            "log_every": ("logging_steps", ""),
-            "eval_every": ("eval_steps", "with `eval_strategy=\"steps\"`."),
-            "progress": _PROGRESS,
+            "temperature": ("temperature", ""),
+            "eval_every": ("eval_steps", "with `eval_strategy=\"steps\"`; minirlhf counts rounds."),
         },
     },
 }
