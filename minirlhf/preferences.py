@@ -226,10 +226,12 @@ def _read_records(path: Path) -> list[dict]:
     raise ValueError(f"Cannot read {path.name!r}: use a .json, .jsonl or .csv file, or a Dataset.")
 
 
-def check_preference_row(i: int, row: dict) -> None:
+def check_preference_row(i: int, row: dict, allow_empty_answers: bool = False) -> None:
     """Raise a :class:`PreferenceDataError` naming row ``i`` unless its ``prompt``, ``chosen`` and
     ``rejected`` are non-empty strings and ``chosen`` differs from ``rejected`` by more than spacing
-    (compared after :func:`minirlhf.world.normalize_text`: ``"Paris ."`` is ``"Paris."``)."""
+    (compared after :func:`minirlhf.world.normalize_text`: ``"Paris ."`` is ``"Paris."``). With
+    ``allow_empty_answers``, an empty answer passes: a policy that samples its EOS first says nothing,
+    and a rater can judge that (the reward-model refresh of PPO rates such pairs)."""
     for column in PREFERENCE_COLUMNS:
         value = row.get(column)
         if not isinstance(value, str):
@@ -237,7 +239,7 @@ def check_preference_row(i: int, row: dict) -> None:
                     if isinstance(value, (list, dict)) else "")
             raise PreferenceDataError(f"Row {i}: {column!r} must be a string, got {type(value).__name__} "
                                       f"{value!r}.{hint}")
-        if not value.strip():
+        if not value.strip() and (column == "prompt" or not allow_empty_answers):
             raise PreferenceDataError(f"Row {i}: {column!r} is empty. Drop the row or fill it in.")
     if world.normalize_text(row["chosen"]) == world.normalize_text(row["rejected"]):
         raise PreferenceDataError(f"Row {i}: 'chosen' ({row['chosen']!r}) and 'rejected' "
@@ -245,7 +247,8 @@ def check_preference_row(i: int, row: dict) -> None:
                                   "say nothing about preference. Drop them.")
 
 
-def check_preference_data(data, what: str = "preference data", tokenizer=None) -> None:
+def check_preference_data(data, what: str = "preference data", tokenizer=None,
+                          allow_empty_answers: bool = False) -> None:
     """THE check of preference data, used by :func:`load_preferences`, the reward model and DPO.
 
     ``data`` must be a ``datasets.Dataset`` with string columns ``prompt``, ``chosen`` and
@@ -266,7 +269,7 @@ def check_preference_data(data, what: str = "preference data", tokenizer=None) -
     if len(data) == 0:
         raise PreferenceDataError(f"The {what} are empty: give at least one (prompt, chosen, rejected).")
     for i, texts in enumerate(zip(*(data[c] for c in PREFERENCE_COLUMNS))):
-        check_preference_row(i, dict(zip(PREFERENCE_COLUMNS, texts)))
+        check_preference_row(i, dict(zip(PREFERENCE_COLUMNS, texts)), allow_empty_answers)
     if tokenizer is not None:
         chosen, rejected = (encode_texts(tokenizer, data[c], "response") for c in ("chosen", "rejected"))
         for i, (c, r) in enumerate(zip(chosen, rejected)):

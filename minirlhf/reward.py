@@ -325,7 +325,7 @@ def score_preference_pairs(reward_model: RewardModel, tokenizer, data: Dataset):
 
 def evaluate_reward_model(reward_model: RewardModel, tokenizer, data: Dataset) -> dict[str, float]:
     """:func:`reward_metrics` over all pairs of ``data`` (no gradients)."""
-    check_preference_data(data, "evaluation data")
+    check_preference_data(data, "evaluation data", allow_empty_answers=True)
     return reward_metrics(*score_preference_pairs(reward_model, tokenizer, data))
 
 
@@ -356,9 +356,9 @@ def train_reward_model(reward_model: RewardModel, tokenizer, train_data: Dataset
     same metrics over all of it as ``eval/...``.
     """
     config = config or RewardConfig()
-    check_preference_data(train_data, "training data", tokenizer)
+    check_preference_data(train_data, "training data", tokenizer, allow_empty_answers=True)
     if eval_data is not None:
-        check_preference_data(eval_data, "evaluation data")
+        check_preference_data(eval_data, "evaluation data", allow_empty_answers=True)
     generator = seed_everything(config.seed)
     device = reward_model.device
     encoded = encode_pairs(tokenizer, train_data, device, model=reward_model.backbone)
