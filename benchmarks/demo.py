@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write the runs and the median to this file")
     args = parser.parse_args(argv)
     runs = []
-    for i in range(args.runs):
+    for _ in range(args.runs):
         with tempfile.TemporaryDirectory() as tmp:
             runs.append(one_run(Path(tmp) / "demo"))
         print(json.dumps(runs[-1]), flush=True)
