@@ -48,8 +48,7 @@ from minirlhf.logprobs import response_logprobs, token_log_ratios
 from minirlhf.models import load_base_model
 from minirlhf.online_dpo import OnlineDPOConfig, train_online_dpo
 from minirlhf.optimum import ExactEvaluator, optimal_value, with_outside
-from minirlhf.plots import (plot_beta_sweep, plot_distributions, plot_history, plot_runs,
-                            plot_token_log_ratios)
+from minirlhf.plots import plot_distributions, plot_history, plot_runs, plot_token_log_ratios
 from minirlhf.preferences import default_preferences
 
 SEED, THREADS = 0, 2      # change them to see another run; the lessons hold for any
@@ -307,32 +306,7 @@ assert final["rater_labels"] > labels_paid                           # ... and p
 assert final["exact/coverage"] > 0.95                                # the malformed text was seen
 
 # %% [markdown]
-# ## 6. A beta sweep against the exact optimum
-#
-# Each beta has its own optimum $\pi^*_\beta$: small beta, far from the reference (more reward, more
-# KL); large beta, close to it. Offline DPO with the defaults, at three betas.
-
-# %%
-betas = [0.05, 0.3, 1.0]
-measured = {"true reward": [], "KL": [], "attainment": []}
-optimum = {"true reward": [], "KL": [], "attainment": []}
-for beta in betas:
-    p, _ = train_dpo(copy.deepcopy(ref_model), ref_model, tokenizer, preferences["train"],
-                     DPOConfig(beta=beta, seed=SEED, progress=False))
-    report = evaluator.evaluate(p, beta)
-    star = evaluator.evaluate_probs(evaluator.optimum(beta)[:, :-1], beta)
-    for name, key in (("true reward", "true_reward"), ("KL", "kl"), ("attainment", "attainment")):
-        measured[name].append(report[key])
-        optimum[name].append(star[key])
-fig = plot_beta_sweep(betas, measured, optimum, method="DPO", title="Offline DPO across beta")
-print({k: [round(v, 3) for v in vals] for k, vals in measured.items()})
-
-# %%
-assert measured["KL"][0] > measured["KL"][-1]                    # smaller beta, further from pi_ref
-assert optimum["KL"][0] > optimum["KL"][-1]                      # ... as for pi*
-
-# %% [markdown]
-# ## 7. Inside one pair: the log-ratio of every token
+# ## 6. Inside one pair: the log-ratio of every token
 #
 # $\log \pi(y_t|\ldots) - \log \pi_{ref}(y_t|\ldots)$ for each token of the chosen Paris answer, the
 # rejected Berlin answer and the hedge, under the online DPO policy. The sequence's log-ratio (what

@@ -51,7 +51,7 @@ from minirlhf.compare import (PLAIN_DPO, frontier_curve, frontier_efficiency, of
                               optimal_reward_at_kl, unseen_mass)
 from minirlhf.dpo import DPOConfig, train_dpo
 from minirlhf.models import load_base_model
-from minirlhf.optimum import ExactEvaluator, with_outside
+from minirlhf.optimum import ExactEvaluator
 from minirlhf.plots import plot_distributions, plot_frontier
 from minirlhf.preferences import default_preferences
 
