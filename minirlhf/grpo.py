@@ -108,11 +108,9 @@ def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: 
         L = sum_{i,t} w_it [ clipped surrogate_it + beta * k3_it ] / N
 
     with PPO's surrogate (:func:`~minirlhf.ppo.ppo_policy_loss`), k3 from :func:`kl_estimators`
-    (pass ``beta=0`` when the KL is in the reward instead). GRPO (``length_normalise``): w = 1/|y_i|,
-    N = B. Dr. GRPO: w = 1, N = B * ``max_tokens`` (a constant; without it, the tokens in the batch).
-    Returns ``(loss, stats)``: ppo's ``policy/approxkl``, ``policy/clipfrac``, ``loss/policy``, and
-    ``kl`` (the mean k3 per token, TRL's name).
-    """
+    (``beta=0`` when the KL is in the reward). GRPO (``length_normalise``): w = 1/|y_i|, N = B. Dr. GRPO:
+    w = 1, N = B * ``max_tokens`` (a constant; without it, the tokens in the batch). Returns ``(loss,
+    stats)``: ppo's ``policy/*`` and ``loss/policy``, and ``kl`` (mean k3 per token, TRL's name)."""
     check_positive("beta", beta, allow_zero=True)
     weights = token_weights(response_mask, length_normalise)
     token_advantages = advantages[:, None].to(logprobs.dtype).expand_as(logprobs)
@@ -195,8 +193,8 @@ class GRPOConfig:
         if self.kl not in KL_PLACES or self.advantage not in ADVANTAGES or self.group_size < 2:
             raise ValueError(f"kl must be one of {KL_PLACES}, advantage one of {ADVANTAGES} and group_size "
                              f">= 2, got {self.kl!r}, {self.advantage!r} and {self.group_size}.")
-        if (self.prompts_per_step * self.group_size) % self.minibatches:
-            raise ValueError("prompts_per_step * group_size must be a multiple of minibatches.")
+        if self.prompts_per_step % self.minibatches:
+            raise ValueError("prompts_per_step must be a multiple of minibatches (whole groups in each).")
 
     def normalises_length(self) -> bool:
         """``length_normalise``, or when None: True for GRPO, False for Dr. GRPO and RLOO."""
@@ -238,13 +236,15 @@ def sequence_rewards(batch: dict, scores: torch.Tensor, config: GRPOConfig, beta
 
 def grpo_update(policy, optimizer, batch: dict, advantages: torch.Tensor, config: GRPOConfig,
                 generator: torch.Generator | None = None) -> dict[str, float]:
-    """4. ``epochs`` passes over shuffled minibatches of :func:`grpo_loss`; returns mean statistics."""
-    B = batch["input_ids"].shape[0]
+    """4. ``epochs`` passes over shuffled minibatches of whole groups (a group's advantages sum to 0, so
+    the gradients of the tokens its answers share cancel) of :func:`grpo_loss`; returns mean statistics."""
+    B, G = batch["input_ids"].shape[0], config.group_size
     size = B // config.minibatches
     beta_in_loss = config.beta if config.kl == "loss" else 0.0
     stats = []
     for _ in range(config.epochs):
-        order = torch.randperm(B, generator=generator).to(batch["input_ids"].device)
+        groups = torch.randperm(B // G, generator=generator)
+        order = (groups[:, None] * G + torch.arange(G)).view(-1).to(batch["input_ids"].device)
         for start in range(0, B, size):
             rows = order[start:start + size]
             logprobs = token_logprobs(policy, batch["input_ids"][rows], batch["attention_mask"][rows],
