@@ -172,6 +172,7 @@ def test_config_defaults():
     assert GRPOConfig(advantage="dr_grpo", length_normalise=True).normalises_length()
     assert GRPOConfig(beta=0.5).policy_learning_rate() == pytest.approx(2e-4)
     assert GRPOConfig(beta=0.0).policy_learning_rate() == 3e-4
+    assert GRPOConfig().prompts_per_step * GRPOConfig().group_size == 64
 
 
 def test_rollout_groups_repeats_each_prompt_g_times(base):
