@@ -81,15 +81,19 @@ def main(argv=None) -> dict:
     parser.add_argument("--learning-rate", type=float, default=None,
                         help="default: GRPOConfig's, min(3e-4, 1e-4 / beta)")
     parser.add_argument("--epochs", type=int, default=None, help="default: GRPOConfig's")
-    parser.add_argument("--group-size", type=int, default=None, help="G (default: GRPOConfig's, 8)")
-    parser.add_argument("--prompts-per-step", type=int, default=None, help="default: GRPOConfig's, 8")
+    parser.add_argument("--group-size", type=int, default=None, help="G (default: GRPOConfig's, 4)")
+    parser.add_argument("--prompts-per-step", type=int, default=None, help="default: GRPOConfig's, 16")
+    parser.add_argument("--minibatches", type=int, default=None, help="default: GRPOConfig's, 2")
+    parser.add_argument("--embedding-lr-scale", type=float, default=None, help="default: GRPOConfig's, 0.1")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     overrides = {name: value for name, value in (
         ("steps", args.steps), ("learning_rate", args.learning_rate), ("epochs", args.epochs),
-        ("group_size", args.group_size), ("prompts_per_step", args.prompts_per_step)) if value is not None}
+        ("group_size", args.group_size), ("prompts_per_step", args.prompts_per_step),
+        ("minibatches", args.minibatches), ("embedding_lr_scale", args.embedding_lr_scale))
+        if value is not None}
     ref, tokenizer = load_base_model()
     evaluators = {split: ExactEvaluator(ref, tokenizer, world.prompts(split))
                   for split in ("train", "held_out")}

@@ -171,9 +171,9 @@ assert (grads["k3_loss"] - exact).norm() > 0.1 * exact.norm()
 #
 # ## 3. GRPO and RLOO, briefly
 #
-# Short runs (100 steps of 8 prompts x G answers) with the true reward at beta = 0.1: GRPO with k1 in the
-# reward, GRPO with k3 in the loss (TRL's recipe), and RLOO. We watch the exact attainment of the
-# KL-regularised objective (1 = pi*) and P("Paris") for France.
+# Short runs (100 steps of 16 prompts x G = 4 answers, the defaults) with the true reward at beta = 0.1:
+# GRPO with k1 in the reward, GRPO with k3 in the loss (TRL's recipe), and RLOO. We watch the exact
+# attainment of the KL-regularised objective (1 = pi*) and P("Paris") for France.
 
 # %%
 STEPS = 100
