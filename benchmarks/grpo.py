@@ -84,6 +84,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--group-size", type=int, default=None, help="G (default: GRPOConfig's, 4)")
     parser.add_argument("--prompts-per-step", type=int, default=None, help="default: GRPOConfig's, 16")
     parser.add_argument("--minibatches", type=int, default=None, help="default: GRPOConfig's, 2")
+    parser.add_argument("--adam-eps", type=float, default=None, help="default: GRPOConfig's, 1e-8")
     parser.add_argument("--embedding-lr-scale", type=float, default=None, help="default: GRPOConfig's, 0.1")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--threads", type=int, default=1)
@@ -92,7 +93,8 @@ def main(argv=None) -> dict:
     overrides = {name: value for name, value in (
         ("steps", args.steps), ("learning_rate", args.learning_rate), ("epochs", args.epochs),
         ("group_size", args.group_size), ("prompts_per_step", args.prompts_per_step),
-        ("minibatches", args.minibatches), ("embedding_lr_scale", args.embedding_lr_scale))
+        ("minibatches", args.minibatches), ("embedding_lr_scale", args.embedding_lr_scale),
+        ("adam_eps", args.adam_eps))
         if value is not None}
     ref, tokenizer = load_base_model()
     evaluators = {split: ExactEvaluator(ref, tokenizer, world.prompts(split))

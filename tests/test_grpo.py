@@ -7,8 +7,9 @@ import torch
 
 from minirlhf import world
 from minirlhf.evaluation import exact_metrics
-from minirlhf.grpo import (GRPOConfig, group_advantages, grpo_loss, kl_estimators, rollout_groups,
-                           sequence_rewards, token_weights, train_grpo)
+from minirlhf import grpo
+from minirlhf.grpo import (GRPOConfig, group_advantages, grpo_loss, grpo_update, kl_estimators,
+                           rollout_groups, sequence_rewards, token_weights, train_grpo)
 from minirlhf.optimum import ExactEvaluator
 from minirlhf.utils import seed_everything
 
@@ -165,6 +166,28 @@ def test_sequence_rewards_put_k1_in_the_reward_or_not():
 def test_config_refuses_wrong_values(field, value, match):
     with pytest.raises(ValueError, match=match):
         GRPOConfig(**{field: value})
+
+
+def test_update_minibatches_hold_whole_groups(monkeypatch):
+    # 3 prompts x G = 4 answers, 3 minibatches: each must be one whole group, in a shuffled order
+    config = GRPOConfig(prompts_per_step=3, group_size=4, minibatches=3, epochs=2)
+    ids = torch.arange(12)[:, None].repeat(1, 3)  # row i is made of the token i: we can see it
+    weight = torch.nn.Parameter(torch.zeros(()))
+    seen = []
+
+    def fake_logprobs(policy, input_ids, attention_mask, temperature):
+        seen.append(sorted(input_ids[:, 0].tolist()))
+        return weight + torch.zeros(input_ids.shape)
+
+    monkeypatch.setattr(grpo, "token_logprobs", fake_logprobs)
+    batch = {"input_ids": ids, "attention_mask": torch.ones(12, 3), "logprobs": torch.zeros(12, 3),
+             "ref_logprobs": torch.zeros(12, 3), "response_mask": torch.ones(12, 3)}
+    stats = grpo_update(None, torch.optim.SGD([weight], lr=0.0), batch, torch.randn(12), config,
+                        seed_everything(0))
+    groups = [list(range(g * 4, g * 4 + 4)) for g in range(3)]
+    assert len(seen) == 6 and all(rows in groups for rows in seen)
+    assert sorted(map(tuple, seen[:3])) == sorted(map(tuple, groups))  # each epoch sees every group once
+    assert "policy/clipfrac" in stats and "kl" in stats
 
 
 def test_config_defaults():
