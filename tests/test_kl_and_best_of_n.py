@@ -171,3 +171,45 @@ def test_best_of_n_on_france_agrees_with_monte_carlo(france):
     kl = kl_divergence(exact, ref).item()
     assert abs(estimate - kl) <= 3 * stderr
     assert kl < best_of_n_kl_formula(n)
+
+
+# ------------------------------------------------------------------------------------------------
+# What k3 in the loss optimises: the reverse-KL optimum
+# ------------------------------------------------------------------------------------------------
+
+
+def test_reverse_kl_optimum_maximises_its_objective():
+    from minirlhf.optimum import reverse_kl_optimum
+
+    rewards = torch.tensor([1.0, 0.0, -1.0], dtype=torch.float64)
+    beta = 0.5
+    best = reverse_kl_optimum(REF, rewards, beta)
+    assert best.sum().item() == pytest.approx(1.0)
+
+    def value(pi):
+        return (pi * rewards).sum() - beta * kl_divergence(REF, pi)
+
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(200):  # no nearby distribution does better
+        noise = 0.05 * torch.randn(3, generator=generator, dtype=torch.float64)
+        other = torch.softmax(best.log() + noise, -1)
+        assert value(other) <= value(best) + 1e-12
+    # stationarity: r(y) + beta pi_ref(y) / pi(y) is the same for every y
+    stationary = rewards + beta * REF / best
+    torch.testing.assert_close(stationary, stationary.mean().expand(3))
+    # it keeps more of the worst answer than pi* does, and a large beta gives pi_ref back
+    assert best[2] > optimal_policy(REF, rewards, beta)[2]
+    torch.testing.assert_close(reverse_kl_optimum(REF, rewards, 1e4), REF, atol=1e-3, rtol=0)
+
+
+def test_k3_in_the_loss_cannot_reach_pi_star_on_the_toy_world(base):
+    from minirlhf.optimum import reverse_kl_optimum
+
+    ref, tokenizer = base
+    evaluator = ExactEvaluator(ref, tokenizer, world.prompts("train"))
+    ref_probs = with_outside(evaluator.ref_set_probs).double()
+    ref_probs = ref_probs / ref_probs.sum(-1, keepdim=True)
+    for beta, ceiling in ((0.1, 0.97), (0.5, 0.95)):
+        best = reverse_kl_optimum(ref_probs, evaluator.rewards, beta)
+        attainment = evaluator.evaluate_probs(best[:, :-1].float(), beta)["attainment"]
+        assert 0.9 < attainment < ceiling
