@@ -45,7 +45,8 @@ from minirlhf.evaluation import answer_tracker, exact_metrics
 from minirlhf.grpo import GRPOConfig, group_advantages, rollout_groups, sequence_rewards, train_grpo
 from minirlhf.models import load_base_model
 from minirlhf.optimum import (ExactEvaluator, best_of_n_kl_formula, best_of_n_probs, kl_divergence,
-                              kl_estimator_gradients, kl_estimator_moments, optimal_policy, with_outside)
+                              kl_estimator_gradients, kl_estimator_moments, optimal_policy,
+                              reverse_kl_optimum, with_outside)
 from minirlhf.plots import plot_frontier, plot_runs
 from minirlhf.ppo import score_rollouts
 from minirlhf.utils import seed_everything
@@ -169,6 +170,26 @@ assert (grads["k3_loss"] - exact).norm() > 0.1 * exact.norm()
 # the forward KL does. For a whole answer this is exact; GRPO applies k3 token by token, which is a
 # per-token version of the same thing. (k2 in the loss would give the exact gradient.)
 #
+# Where does that objective lead? Its maximiser is exact too: `pi(y) = beta pi_ref(y) / (lambda - r(y))`, with
+# `lambda` set so that it sums to 1. Its probabilities fall like one over the reward gap, not exponentially
+# like `pi*`'s, so it keeps some of every wrong answer. Measured with the yardstick of `pi*`:
+
+# %%
+all_ref = with_outside(evaluator.ref_set_probs).double()
+all_ref = all_ref / all_ref.sum(-1, keepdim=True)
+all_rewards = evaluator.rewards.double()
+ceilings = {}
+for beta in (0.1, 0.5):
+    reverse_best = reverse_kl_optimum(all_ref, all_rewards, beta)
+    ceilings[beta] = evaluator.evaluate_probs(reverse_best[:, :-1].float(), beta)
+    print(f"beta {beta}: the reverse-KL optimum reaches attainment {ceilings[beta]['attainment']:.3f} "
+          f"(P(correct) {ceilings[beta]['p_correct']:.3f}; pi* has "
+          f"{optimal_policy(all_ref, all_rewards, beta)[:, 0].mean():.3f})")
+assert 0.9 < ceilings[0.1]["attainment"] < 0.97 and 0.9 < ceilings[0.5]["attainment"] < 0.95
+
+# %% [markdown]
+# Even trained perfectly, GRPO with k3 in the loss would stop at about 0.96 of the way to `pi*` at beta = 0.1.
+#
 # ## 3. GRPO and RLOO, briefly
 #
 # Short runs (80 steps of 16 prompts x G = 4 answers, the defaults) with the true reward at beta = 0.1:
@@ -227,9 +248,6 @@ for results_file in sorted(Path("../benchmarks/results").glob("grpo*.json")):
 # takes five values, so the real KL is smaller: best-of-n can only move mass between reward levels.
 
 # %%
-all_ref = with_outside(evaluator.ref_set_probs).double()
-all_ref = all_ref / all_ref.sum(-1, keepdim=True)
-all_rewards = evaluator.rewards.double()
 bon_points = []
 print("  n   KL (exact)  log n - (n-1)/n   E[r]    P(correct)")
 for n in (1, 2, 4, 8, 16, 64):
