@@ -21,6 +21,7 @@ Functions on tensors (:func:`optimal_policy`, :func:`optimal_value`, :func:`kl_d
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -159,3 +160,110 @@ def answer_kind_probs(model, tokenizer, prompts: list[str]) -> dict[str, torch.T
             out[kind][i] += probs[i, j]
     out["outside"] = (1 - probs.sum(-1)).clamp(min=0)
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# KL estimators and best-of-n, exactly (on any finite distribution, e.g. a candidate set)
+# ----------------------------------------------------------------------------------------------
+
+def kl_estimator_values(probs: torch.Tensor, ref_probs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The per-sample KL estimates of every outcome y, as if y were drawn from ``probs`` (K,)::
+
+        d = log pi_ref(y) - log pi(y);   k1 = -d,   k2 = d^2 / 2,   k3 = exp(d) - 1 - d
+
+    (the same formulas as :func:`minirlhf.grpo.kl_estimators`). Outcomes with pi(y) = 0 are never
+    sampled: their value is 0. Returns ``{"k1", "k2", "k3"}``, each of shape (K,)."""
+    d = torch.where(probs > 0, _log(ref_probs) - _log(probs), torch.zeros_like(probs))
+    return {"k1": -d, "k2": 0.5 * d ** 2, "k3": torch.expm1(d) - d}
+
+
+def kl_estimator_moments(probs: torch.Tensor, ref_probs: torch.Tensor) -> dict[str, dict[str, float]]:
+    """Exact mean, bias and spread of k1, k2, k3 under y ~ ``probs``, by enumeration (K,)::
+
+        mean = sum_y pi(y) k(y),   bias = mean - KL(pi || pi_ref),   std = sqrt(sum_y pi(y) (k(y) - mean)^2)
+
+    k1 and k3 are unbiased; k2 is biased (by the third and higher cumulants of log(pi/pi_ref));
+    k3 >= 0 on every sample and usually has the smallest spread near pi_ref."""
+    kl = kl_divergence(probs, ref_probs).item()
+    out = {}
+    for name, values in kl_estimator_values(probs, ref_probs).items():
+        mean = (probs * values).sum()
+        std = (probs * (values - mean) ** 2).sum().sqrt()
+        out[name] = {"mean": mean.item(), "bias": mean.item() - kl, "std": std.item(), "exact": kl}
+    return out
+
+
+def kl_estimator_gradients(logits: torch.Tensor, ref_probs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Exact expected gradients, with respect to the ``logits`` (K,) of pi = softmax(logits), of each
+    way of putting a KL estimate into training, next to the gradient of KL(pi || pi_ref) itself.
+    Samples y ~ pi carry no gradient (no reparametrisation), as in RL on text::
+
+        "kN_loss"    E_y[ grad kN(y) ]                    the estimate added to the loss (GRPO: k3)
+        "kN_reward"  E_y[ kN(y) * grad log pi(y) ]        the estimate subtracted from the reward (PPO: k1)
+        "exact"      grad KL(pi || pi_ref);  "reverse"  grad KL(pi_ref || pi)
+
+    Enumeration gives, for any pi: k1_loss = 0, k2_loss = k1_reward = exact, k3_loss = reverse."""
+    logits = logits.detach().double().requires_grad_(True)
+    ref_probs = ref_probs.double()
+
+    def grad(f) -> torch.Tensor:
+        return torch.autograd.grad(f, logits, retain_graph=True)[0]
+
+    logp = torch.log_softmax(logits, -1)
+    probs = logp.exp().detach()  # the sampling distribution: no gradient flows through it
+    d = _log(ref_probs) - logp
+    values = {"k1": -d, "k2": 0.5 * d ** 2, "k3": torch.expm1(d) - d}
+    out = {"exact": grad(kl_divergence(logp.exp(), ref_probs)),
+           "reverse": grad(kl_divergence(ref_probs, logp.exp()))}
+    for name, k in values.items():
+        out[f"{name}_loss"] = grad((probs * k).sum())
+        out[f"{name}_reward"] = grad((probs * k.detach() * logp).sum())
+    return out
+
+
+def best_of_n_probs(probs: torch.Tensor, rewards: torch.Tensor, n: int) -> torch.Tensor:
+    """Exact answer distribution of best-of-n: draw n answers from ``probs``, keep the highest reward
+    (ties: any one of the tied answers, e.g. the first drawn). Shapes (..., K) -> (..., K)::
+
+        F(y)  = P(r(Y) <= r(y)),   F-(y) = P(r(Y) < r(y))          (Y ~ pi, the CDF of the reward)
+        P(best reward = r(y))  = F(y)^n - F-(y)^n
+        P_bon(y)               = pi(y) / (F(y) - F-(y)) * (F(y)^n - F-(y)^n)
+
+    Among answers of equal reward the winner is distributed as pi restricted to them."""
+    if not (isinstance(n, int) and n >= 1):
+        raise ValueError(f"n must be an integer >= 1, got {n!r}.")
+    probs, rewards = torch.broadcast_tensors(probs.double(), rewards.double())
+    le = (rewards.unsqueeze(-2) <= rewards.unsqueeze(-1)).double()  # [.., y, y']: r(y') <= r(y)
+    lt = (rewards.unsqueeze(-2) < rewards.unsqueeze(-1)).double()
+    cdf = (le * probs.unsqueeze(-2)).sum(-1).clamp(max=1)
+    below = (lt * probs.unsqueeze(-2)).sum(-1).clamp(max=1)
+    tied = cdf - below
+    safe = torch.where(tied > 0, tied, torch.ones_like(tied))
+    return torch.where(probs > 0, probs / safe * (cdf ** n - below ** n), torch.zeros_like(probs))
+
+
+def best_of_n_kl_formula(n: int) -> float:
+    """The usual closed form of KL(best-of-n || pi): ``log n - (n - 1) / n``. Exact only for a
+    continuous reward without ties; on a finite set it is an upper bound (Beirami et al. 2024)."""
+    return math.log(n) - (n - 1) / n
+
+
+def reverse_kl_optimum(ref_probs: torch.Tensor, rewards: torch.Tensor, beta: float,
+                       iterations: int = 200) -> torch.Tensor:
+    """The maximiser of ``E_pi[r] - beta * KL(pi_ref || pi)`` (the *reverse* KL, whose gradient k3 in
+    the loss follows), shapes (..., K) -> (..., K). Setting the derivative to zero on the simplex::
+
+        pi(y) = beta * pi_ref(y) / (lambda - r(y)),   lambda > max r chosen so that sum_y pi(y) = 1
+
+    (found by bisection). Unlike pi*, it keeps every answer of pi_ref at a probability that falls only
+    like 1 / (reward gap), not exponentially."""
+    check_positive("beta", beta)
+    ref_probs, rewards = torch.broadcast_tensors(ref_probs.double(), rewards.double())
+    low = rewards.max(-1, keepdim=True).values
+    high = low + beta  # sum_y beta pi_ref / (lambda - r) <= beta / (lambda - max r) = 1 here
+    for _ in range(iterations):
+        middle = (low + high) / 2
+        too_much = (beta * ref_probs / (middle - rewards)).sum(-1, keepdim=True) > 1
+        low, high = torch.where(too_much, middle, low), torch.where(too_much, high, middle)
+    probs = beta * ref_probs / (high - rewards)
+    return probs / probs.sum(-1, keepdim=True)

@@ -151,4 +151,44 @@ MAPPING = {
             "eval_every": ("eval_steps", "with `eval_strategy=\"steps\"`; minirlhf counts rounds."),
         },
     },
+    "minirlhf.grpo.GRPOConfig": {
+        "trl": "trl.GRPOConfig",
+        "intro": ("TRL's `GRPOTrainer` samples `num_generations` answers per prompt, computes group-relative "
+                  "advantages and minimises the same clipped surrogate, with a k3 KL estimate in the loss "
+                  "when `beta > 0` (minirlhf's `kl=\"loss\"`). TRL's `RLOOTrainer` (`trl.RLOOConfig`) is the "
+                  "leave-one-out counterpart. TRL counts its batch in answers, not prompts."),
+        "fields": {
+            "beta": ("beta", "TRL's recent default is 0 (no KL term)."),
+            "kl": (None, ("TRL's GRPO puts k3 in the loss; k1 in the reward (minirlhf's default, PPO's "
+                          "place) has no GRPO switch.")),
+            "advantage": ("scale_rewards", ("`scale_rewards` on (per group) is GRPO, off with "
+                                            "`loss_type=\"dr_grpo\"` is Dr. GRPO; RLOO is `RLOOTrainer`.")),
+            "length_normalise": ("loss_type", ("`\"grpo\"` averages over each answer's tokens; "
+                                               "`\"dr_grpo\"` divides the summed tokens by a constant.")),
+            "group_size": ("num_generations", ""),
+            "prompts_per_step": ("per_device_train_batch_size",
+                                 "TRL counts answers: `prompts_per_step * group_size` per step."),
+            "epochs": ("num_iterations", "TRL's default is 1 (one gradient step per batch of answers)."),
+            "minibatches": ("steps_per_generation", "or `gradient_accumulation_steps`."),
+            "clip_range": ("epsilon", ""),
+            "temperature": ("temperature", ""),
+            "max_new_tokens": ("max_completion_length", ""),
+            "missing_eos_penalty": (None, ("TRL can drop answers cut without EOS from the loss "
+                                           "(`mask_truncated_completions`), or score them in the reward "
+                                           "function.")),
+            "reward_refresh_every": (None, "TRL keeps its reward functions fixed; see PPOConfig's note."),
+            "refresh_pairs_per_prompt": (None, "see `reward_refresh_every`."),
+            "learning_rate": ("learning_rate", "minirlhf's None means min(3e-4, 1e-4 / beta), as for PPO."),
+            "embedding_lr_scale": _EMBEDDING_LR,
+            "adam_eps": ("adam_epsilon", ""),
+            "frozen_blocks": _FROZEN_BLOCKS,
+            "warmup_steps": ("warmup_steps", ""),
+            "max_grad_norm": _CLIP,
+            "steps": ("max_steps", ""),
+            "seed": _SEED,
+            "eval_every": ("eval_steps", ("with `eval_strategy=\"steps\"`; the exact evaluation is "
+                                          "minirlhf's own.")),
+            "progress": _PROGRESS,
+        },
+    },
 }

@@ -1,0 +1,350 @@
+"""Critic-free RL: GRPO (Shao et al. 2024), Dr. GRPO (Liu et al. 2025) and RLOO (Ahmadian et al. 2024).
+
+Read this file top to bottom; it is the whole algorithm. PPO learns a critic to say what an answer
+was worth *on average*; these methods sample a *group* of G answers to the same prompt and let the
+group be the baseline. One step is::
+
+    1. rollout     each of ``prompts_per_step`` prompts G times; sample y ~ pi(.|x); record
+                   log pi(y_t|..) and log pi_ref(y_t|..) on one (B, T) grid, B = prompts x G
+    2. reward      R(x, y) = score(x, y)                                 (kl="loss")
+                   R(x, y) = score(x, y) - beta * sum_t k1_t             (kl="reward", as PPO's reward)
+    3. advantages  one number per answer, from its group of G, the same on every one of its tokens:
+                     GRPO      A = (R - mean_group R) / (std_group R + eps)
+                     Dr. GRPO  A =  R - mean_group R
+                     RLOO      A =  R - mean of the *other* G - 1 answers' R  = G/(G-1) (R - mean)
+    4. update      ``epochs`` passes of minibatches of PPO's clipped surrogate (imported from ppo.py),
+                   + beta * k3 on every token when kl="loss" (as TRL's GRPOTrainer), averaged over
+                   each answer's tokens then over answers (GRPO's length normalisation), or summed
+                   over tokens and divided by a constant (Dr. GRPO, RLOO: no length bias)
+
+The three KL estimators, per token, with d = log pi_ref(y_t|..) - log pi(y_t|..) and y ~ pi::
+
+    k1 = -d                    unbiased value;  in the *reward* its score-function gradient is exact
+    k2 = d^2 / 2               biased value;    in the *loss* its gradient is the exact one
+    k3 = exp(d) - 1 - d  >= 0  unbiased value;  in the *loss* its gradient is that of KL(pi_ref || pi)
+
+(Schulman 2020; on a whole answer, exactly: notebook 06.) The objective is PPO's, ``J(pi) = E[r]
+- beta KL(pi || pi_ref)``, maximised by ``pi*`` (:mod:`minirlhf.optimum`); which variant reaches
+it is measured in ``benchmarks/grpo.py``.
+
+Conventions as in :mod:`minirlhf.ppo`: left-padded prompts, per-token tensors (B, T) with column
+``t`` about token ``t`` given ``< t``, dropout off. The G answers of a prompt are consecutive rows.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from minirlhf import world
+from minirlhf.logprobs import generate, token_logprobs
+from minirlhf.models import check_tokenizer_matches, embedding_param_groups, frozen_blocks, fused_gelu
+from minirlhf.ppo import masked_mean, per_token_rewards, ppo_policy_loss, score_rollouts
+from minirlhf.reward import check_reward_model, refresh_reward_model
+from minirlhf.utils import (check_config, check_finite_loss, check_positive, clip_grad_norm, lr_factor,
+                            seed_everything)
+
+ADVANTAGES = ("grpo", "dr_grpo", "rloo")
+KL_PLACES = ("reward", "loss")
+
+# ----------------------------------------------------------------------------------------------
+# Pure functions of tensors (unit-tested against hand-computed numbers)
+# ----------------------------------------------------------------------------------------------
+
+def kl_estimators(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The per-sample estimates k1, k2, k3 of KL(pi || pi_ref) from ``log pi`` and ``log pi_ref`` of
+    samples drawn from pi (any shape, kept)::
+
+        d  = log pi_ref - log pi
+        k1 = -d,    k2 = d^2 / 2,    k3 = exp(d) - 1 - d   (computed as expm1(d) - d: exact near 0)
+    """
+    d = ref_logprobs - logprobs
+    return {"k1": -d, "k2": 0.5 * d ** 2, "k3": torch.expm1(d) - d}
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, kind: str = "grpo",
+                     eps: float = 1e-4) -> torch.Tensor:
+    """Group-relative advantages, one per answer: ``rewards`` (B,) with the G = ``group_size`` answers
+    of each prompt in consecutive rows -> (B,). Mean and std are over each group, never the batch::
+
+        grpo     A_i = (R_i - mean_g R) / (std_g R + eps)    std unbiased (1/(G-1)), as TRL
+        dr_grpo  A_i =  R_i - mean_g R
+        rloo     A_i =  R_i - sum_{j != i} R_j / (G - 1)     (the answer left out of its own baseline)
+    """
+    if kind not in ADVANTAGES:
+        raise ValueError(f"kind must be one of {ADVANTAGES}, got {kind!r}.")
+    if group_size < 2 or rewards.dim() != 1 or rewards.shape[0] % group_size:
+        raise ValueError(f"Need a (B,) tensor of rewards, B a multiple of group_size >= 2; got shape "
+                         f"{tuple(rewards.shape)} and group_size {group_size}.")
+    groups = rewards.view(-1, group_size)
+    mean = groups.mean(-1, keepdim=True)
+    if kind == "grpo":
+        return ((groups - mean) / (groups.std(-1, keepdim=True) + eps)).view(-1)
+    if kind == "dr_grpo":
+        return (groups - mean).view(-1)
+    baseline = (groups.sum(-1, keepdim=True) - groups) / (group_size - 1)
+    return (groups - baseline).view(-1)
+
+
+def token_weights(response_mask: torch.Tensor, length_normalise: bool) -> torch.Tensor:
+    """How much each token counts in the loss, (B, T): 1/|y| on an answer's tokens with
+    ``length_normalise`` (GRPO: every answer weighs the same), else 1 (Dr. GRPO, RLOO: every token)."""
+    mask = response_mask.float()
+    if not length_normalise:
+        return mask
+    return mask / mask.sum(-1, keepdim=True).clamp(min=1)
+
+
+def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
+              advantages: torch.Tensor, response_mask: torch.Tensor, clip_range: float, beta: float = 0.0,
+              length_normalise: bool = True, max_tokens: int | None = None) -> tuple[torch.Tensor, dict]:
+    """The update's loss, shapes (B, T) (``advantages`` (B,), broadcast over each answer's tokens)::
+
+        L = sum_{i,t} w_it [ clipped surrogate_it + beta * k3_it ] / N
+
+    with PPO's surrogate (:func:`~minirlhf.ppo.ppo_policy_loss`), k3 from :func:`kl_estimators`
+    (``beta=0`` when the KL is in the reward). GRPO (``length_normalise``): w = 1/|y_i|, N = B. Dr. GRPO:
+    w = 1, N = B * ``max_tokens`` (a constant; without it, the tokens in the batch). Returns ``(loss,
+    stats)``: ppo's ``policy/*`` and ``loss/policy``, and ``kl`` (mean k3 per token, TRL's name)."""
+    check_positive("beta", beta, allow_zero=True)
+    weights = token_weights(response_mask, length_normalise)
+    token_advantages = advantages[:, None].to(logprobs.dtype).expand_as(logprobs)
+    loss, stats = ppo_policy_loss(logprobs, old_logprobs, token_advantages, weights, clip_range)
+    k3 = kl_estimators(logprobs, ref_logprobs)["k3"]
+    if beta > 0:
+        loss = loss + beta * masked_mean(k3, weights)
+    if not length_normalise and max_tokens is not None:  # mean over tokens -> sum / constant
+        loss = loss * weights.sum() / (weights.shape[0] * max_tokens)
+    stats["kl"] = masked_mean(k3.detach(), response_mask)
+    return loss, stats
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class GRPOConfig:
+    """Hyperparameters of :func:`train_grpo`, tuned on the toy world (``benchmarks/grpo.py``)."""
+
+    beta: float = 0.1
+    """KL coefficient (0 = no pull back to the reference)."""
+    kl: str = "reward"
+    """Where the KL goes: ``"reward"`` (k1 in the answer's reward, as PPO) or ``"loss"`` (k3, as TRL)."""
+    advantage: str = "grpo"
+    """``"grpo"`` (group mean and std), ``"dr_grpo"`` (group mean only) or ``"rloo"`` (leave-one-out)."""
+    length_normalise: bool | None = None
+    """Average the loss over each answer's tokens (GRPO). None: on for ``grpo``, off for the others."""
+    group_size: int = 4
+    """G, answers sampled per prompt: the group that is each answer's baseline."""
+    prompts_per_step: int = 16
+    """Prompts per step (with replacement; batch ``prompts_per_step * group_size``): 16 x 4 carried over
+    to held-out prompts better than 8 x 8 (docs/defaults.md)."""
+    epochs: int = 4
+    """Passes over each batch of answers."""
+    minibatches: int = 2
+    """Minibatches per pass."""
+    clip_range: float = 0.2
+    """PPO's epsilon: how far the ratio pi/pi_old may move before the gain is cut."""
+    temperature: float = 1.0
+    """Sampling temperature; the log-probs of policy and reference use the same one."""
+    max_new_tokens: int = 16
+    """Length cap of an answer; also Dr. GRPO's constant normaliser of the summed token losses."""
+    missing_eos_penalty: float | None = None
+    """If set, subtract this from the score of an answer cut at ``max_new_tokens`` without EOS."""
+    reward_refresh_every: int = 25
+    """With a learned reward model *and* a ``rater``: refresh it on the policy's answers every this
+    many steps, as PPO does (0 = never)."""
+    refresh_pairs_per_prompt: int = 8
+    """Pairs sampled per training prompt at each refresh."""
+    learning_rate: float | None = None
+    """Peak Adam learning rate (warm-up, then linear decay to 0). None picks PPO's
+    ``min(3e-4, 1e-4 / beta)``."""
+    embedding_lr_scale: float = 0.1
+    """Token embeddings (tied to the output layer) learn at this fraction of the rate (0 freezes them)."""
+    adam_eps: float = 1e-8
+    """Adam's epsilon."""
+    frozen_blocks: int = 1
+    """Keep the policy's first transformer blocks as SFT left them (0 trains every block)."""
+    warmup_steps: int = 5
+    """Linear warm-up steps of the learning rate."""
+    max_grad_norm: float = 1.0
+    """Clip the gradient norm of the policy."""
+    steps: int = 1000
+    """Steps (each: one batch of groups, then ``epochs x minibatches`` optimiser steps)."""
+    seed: int = 0
+    """Seed of sampling and shuffling."""
+    eval_every: int = 100
+    """Call ``evaluate`` every this many steps (and at the first and last); 0 never calls it."""
+    progress: bool = True
+    """Show a tqdm progress bar."""
+
+    def __post_init__(self):
+        check_config(self, positive=("group_size", "prompts_per_step", "epochs", "minibatches", "clip_range",
+                                     "temperature", "max_new_tokens", "refresh_pairs_per_prompt",
+                                     "learning_rate", "adam_eps", "max_grad_norm", "steps"),
+                     non_negative=("beta", "embedding_lr_scale", "frozen_blocks", "reward_refresh_every",
+                                   "warmup_steps", "eval_every"))
+        if self.kl not in KL_PLACES or self.advantage not in ADVANTAGES or self.group_size < 2:
+            raise ValueError(f"kl must be one of {KL_PLACES}, advantage one of {ADVANTAGES} and group_size "
+                             f">= 2, got {self.kl!r}, {self.advantage!r} and {self.group_size}.")
+        if self.prompts_per_step % self.minibatches:
+            raise ValueError("prompts_per_step must be a multiple of minibatches (whole groups in each).")
+
+    def normalises_length(self) -> bool:
+        """``length_normalise``, or when None: True for GRPO, False for Dr. GRPO and RLOO."""
+        return self.advantage == "grpo" if self.length_normalise is None else self.length_normalise
+
+    def policy_learning_rate(self) -> float:
+        """``learning_rate``, or when None: min(3e-4, 1e-4 / beta) (3e-4 at beta 0)."""
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 3e-4 if self.beta == 0 else min(3e-4, 1e-4 / self.beta)
+
+
+# ----------------------------------------------------------------------------------------------
+# The step, piece by piece
+# ----------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def rollout_groups(policy, ref_model, tokenizer, prompts: list[str], config: GRPOConfig,
+                   generator: torch.Generator | None = None) -> dict:
+    """1. Sample ``group_size`` answers to each of ``prompts`` (consecutive rows): the batch layout
+    of :func:`minirlhf.logprobs.generate`, ``prompts`` (repeated), ``logprobs``, ``ref_logprobs`` (B, T)."""
+    repeated = [p for p in prompts for _ in range(config.group_size)]
+    batch = generate(policy, tokenizer, repeated, config.max_new_tokens, config.temperature, generator)
+    ids, attention = batch["input_ids"], batch["attention_mask"]
+    batch["response_mask"] = batch["response_mask"].float()
+    batch["logprobs"] = token_logprobs(policy, ids, attention, config.temperature)
+    batch["ref_logprobs"] = token_logprobs(ref_model, ids, attention, config.temperature)
+    batch["prompts"] = repeated
+    return batch
+
+
+def sequence_rewards(batch: dict, scores: torch.Tensor, config: GRPOConfig, beta: float) -> torch.Tensor:
+    """2. R(x, y) of each answer (B,): the score, minus ``beta`` times the summed k1 if kl="reward"."""
+    if config.kl == "loss":
+        return scores
+    return per_token_rewards(batch["logprobs"], batch["ref_logprobs"], scores, batch["response_mask"],
+                             beta).sum(-1)
+
+
+def grpo_update(policy, optimizer, batch: dict, advantages: torch.Tensor, config: GRPOConfig,
+                generator: torch.Generator | None = None) -> dict[str, float]:
+    """4. ``epochs`` passes over shuffled minibatches of whole groups (a group's advantages sum to 0, so
+    the gradients of the tokens its answers share cancel) of :func:`grpo_loss`; returns mean statistics."""
+    B, G = batch["input_ids"].shape[0], config.group_size
+    size = B // config.minibatches
+    beta_in_loss = config.beta if config.kl == "loss" else 0.0
+    stats = []
+    for _ in range(config.epochs):
+        groups = torch.randperm(B // G, generator=generator)
+        order = (groups[:, None] * G + torch.arange(G)).view(-1).to(batch["input_ids"].device)
+        for start in range(0, B, size):
+            rows = order[start:start + size]
+            logprobs = token_logprobs(policy, batch["input_ids"][rows], batch["attention_mask"][rows],
+                                      config.temperature)
+            loss, step_stats = grpo_loss(logprobs, batch["logprobs"][rows], batch["ref_logprobs"][rows],
+                                         advantages[rows], batch["response_mask"][rows], config.clip_range,
+                                         beta_in_loss, config.normalises_length(), config.max_new_tokens)
+            check_finite_loss(loss, len(stats))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            clip_grad_norm(optimizer, config.max_grad_norm)
+            optimizer.step()
+            stats.append(step_stats)
+    return {key: torch.stack([s[key] for s in stats]).mean().item() for key in stats[0]}
+
+
+@torch.no_grad()
+def step_metrics(batch: dict, scores: torch.Tensor, rewards: torch.Tensor, group_size: int,
+                 beta: float) -> dict[str, float]:
+    """5. What a step logs, as TRL names it: ``objective/kl`` is the sequence KL to pi_ref (k1)."""
+    kl = ((batch["logprobs"] - batch["ref_logprobs"]) * batch["response_mask"]).sum(-1)
+    group_std = rewards.view(-1, group_size).std(-1)
+    true_reward = sum(map(world.true_reward, batch["prompts"], batch["responses"])) / len(scores)
+    return {"objective/scores": scores.mean().item(), "objective/kl": kl.mean().item(),
+            "objective/rlhf_reward": (scores - beta * kl).mean().item(),
+            "objective/true_reward": true_reward, "reward_std": group_std.mean().item(),
+            "frac_reward_zero_std": (group_std < 1e-6).float().mean().item(),
+            "eos_fraction": batch["finished"].float().mean().item()}
+
+
+# ----------------------------------------------------------------------------------------------
+# The training loop
+# ----------------------------------------------------------------------------------------------
+
+def train_grpo(policy, ref_model, tokenizer, prompts: list[str], config: GRPOConfig | None = None,
+               reward_model=None, rater=None, reward_data=None, evaluate: Callable | None = None):
+    """Train ``policy`` (a causal LM, in place) with GRPO, Dr. GRPO or RLOO (``config.advantage``).
+
+    Each step draws ``prompts_per_step`` of the training ``prompts`` and samples ``group_size``
+    answers to each. ``reward_model``: None for the true reward, or a
+    :class:`~minirlhf.reward.RewardModel`; with a ``rater`` a copy of it is refreshed every
+    ``reward_refresh_every`` steps on the rater's labels and ``reward_data``, as in
+    :func:`~minirlhf.ppo.train_ppo`. ``evaluate(step, policy) -> dict`` (e.g.
+    :func:`minirlhf.evaluation.exact_metrics`): at step 0, every ``eval_every`` steps, at the end.
+    Returns ``(policy, history)``: one dict per step (:func:`step_metrics`, the update's statistics,
+    ``rater_labels`` so far, and what ``evaluate`` gave)."""
+    config = config or GRPOConfig()
+    if not prompts:
+        raise ValueError("No prompts to train on: pass e.g. minirlhf.world.prompts('train').")
+    if rater is not None and reward_model is None:
+        raise ValueError("A rater refreshes a learned reward model: pass a reward model, or no rater.")
+    check_tokenizer_matches(policy, tokenizer)
+    if reward_model is not None:
+        check_reward_model(reward_model, tokenizer)
+        reward_model.eval()
+    refreshing = rater is not None and config.reward_refresh_every > 0
+    if refreshing:  # refresh a copy: the caller's reward model stays as it was
+        reward_model = copy.deepcopy(reward_model)
+    distinct_prompts = list(dict.fromkeys(prompts))
+    seen = (reward_data.select_columns(["prompt", "chosen", "rejected"])
+            if refreshing and reward_data is not None else None)
+    generator = seed_everything(config.seed)
+    device = next(policy.parameters()).device
+    policy.eval()  # dropout off; gradients still flow
+    ref_model.eval()
+    learning_rate = config.policy_learning_rate()
+    optimizer = torch.optim.Adam(embedding_param_groups(policy, learning_rate, config.embedding_lr_scale),
+                                 lr=learning_rate, eps=config.adam_eps, fused=device.type in ("cpu", "cuda"))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, config.steps, config.warmup_steps, decay="linear"))
+    labels = 0
+    with fused_gelu(policy, ref_model, reward_model), frozen_blocks(policy, config.frozen_blocks):
+        start = time.perf_counter()
+        evaluating = evaluate is not None and config.eval_every > 0
+        history = [{"step": 0, **evaluate(0, policy), "time": 0.0}] if evaluating else []
+        for step in tqdm(range(1, config.steps + 1), desc=config.advantage, disable=not config.progress):
+            step_start = time.perf_counter()
+            rows = torch.randint(len(prompts), (config.prompts_per_step,), generator=generator).tolist()
+            # 1. rollout G answers per prompt, 2. reward (k1 inside it if kl="reward")
+            batch = rollout_groups(policy, ref_model, tokenizer, [prompts[i] for i in rows], config,
+                                   generator)
+            scores = score_rollouts(batch, reward_model, config.missing_eos_penalty)
+            rewards = sequence_rewards(batch, scores, config, config.beta)
+            # 3. group-relative advantages, 4. update (k3 in the loss if kl="loss")
+            advantages = group_advantages(rewards, config.group_size, config.advantage)
+            stats = grpo_update(policy, optimizer, batch, advantages, config, generator)
+            scheduler.step()
+            record = {"step": step, **stats,
+                      **step_metrics(batch, scores, rewards, config.group_size, config.beta),
+                      "learning_rate": scheduler.get_last_lr()[0],
+                      "time/step": time.perf_counter() - step_start}
+            # 5. (learned reward model and rater) the rater judges the policy's answers, the model learns
+            if refreshing and step % config.reward_refresh_every == 0 and step < config.steps:
+                seen, refresh = refresh_reward_model(reward_model, policy, tokenizer, distinct_prompts,
+                                                     rater, seen, config.refresh_pairs_per_prompt,
+                                                     config.seed + step)
+                labels += refresh["reward_model/refresh_pairs"]
+                record.update(refresh)
+            if evaluating and (step % config.eval_every == 0 or step == config.steps):
+                record.update(evaluate(step, policy))
+            record.update(rater_labels=labels, time=time.perf_counter() - start)
+            history.append(record)
+    return policy, history
