@@ -250,7 +250,8 @@ def test_demo_interrupted_marks_the_folder_and_leaves_no_old_report(tmp_path, mo
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "sft_stage", lambda outdir, seed, quick: {})
+    sft = {"trained_steps": 0, "seconds": 0.0, "france": {"Paris": 0.3, "Berlin": 0.4, "hedge": 0.1}}
+    monkeypatch.setattr(pipeline, "sft_stage", lambda outdir, seed, quick, retrain: sft)
     monkeypatch.setattr(pipeline, "reward_stage", stopped)
     with pytest.raises(KeyboardInterrupt):
         pipeline.demo(out, quick=True)
