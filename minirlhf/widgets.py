@@ -1,47 +1,104 @@
 """ipywidgets explorers for the notebooks.
 
 Each widget keeps its logic in plain Python (testable without a browser) and only draws with
-ipywidgets; building a widget never needs a browser, so notebooks run headless under nbval.
+ipywidgets. In a live notebook (JupyterLab, Jupyter Notebook, Colab) it shows the interactive
+panel; anywhere else (plain Python, headless execution by nbconvert or nbval, the stored notebook,
+the docs) it shows a static picture of its first state and one line saying how to get the panel,
+and creates no widget at all, so that no widget state is stored.
 """
 
 from __future__ import annotations
 
+import html
 import math
+import os
+import sys
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
+from IPython import get_ipython
 from IPython.display import display
 
 from minirlhf.optimum import optimal_policy, with_outside
 from minirlhf.plots import plot_distributions
 
+LIVE_ENV = "MINIRLHF_WIDGETS"
+"""Set to 1 to force interactive widgets (e.g. in an editor this module does not recognise), 0 to
+force the static picture."""
 
-def beta_explorer(evaluator, prompt_index: int = 0, betas=(0.02, 5.0), value: float = 0.5):
+
+def live_frontend() -> bool:
+    """True in a kernel that a person is looking at: started by a Jupyter server (JupyterLab,
+    Jupyter Notebook, which set ``JPY_SESSION_NAME``) or on Colab. False in plain Python and in
+    headless execution (nbconvert, nbval, the docs build). ``MINIRLHF_WIDGETS=1`` / ``0`` overrides."""
+    forced = os.environ.get(LIVE_ENV)
+    if forced is not None:
+        return forced.strip() not in ("", "0", "false", "False")
+    shell = get_ipython()
+    if shell is None or type(shell).__name__ != "ZMQInteractiveShell":
+        return False
+    return "JPY_SESSION_NAME" in os.environ or "google.colab" in sys.modules
+
+
+def show_note(text: str) -> None:
+    """Display one line of italic text (HTML, with a plain-text fallback)."""
+    display({"text/plain": text, "text/html": f"<p><em>{html.escape(text)}</em></p>"}, raw=True)
+
+
+class BetaExplorer:
+    """pi_ref and pi* for one prompt, with a slider over beta (see :func:`beta_explorer`)."""
+
+    def __init__(self, evaluator, prompt_index: int = 0, betas=(0.02, 5.0), value: float = 0.5):
+        self.ref = with_outside(evaluator.ref_set_probs[prompt_index])
+        self.rewards = evaluator.rewards[prompt_index]
+        self.candidates = evaluator.candidates[prompt_index]
+        self.prompt = evaluator.prompts[prompt_index]
+        self.betas, self.value = betas, value
+
+    def figure(self, beta: float):
+        """The figure for one ``beta``: bars of pi_ref and pi* over the likeliest answers."""
+        star = optimal_policy(self.ref, self.rewards, beta)
+        return plot_distributions({"pi_ref": self.ref, "pi*": star}, self.candidates,
+                                  title=f"{self.prompt}  beta={beta:.3f}")
+
+    def widget(self) -> widgets.VBox:
+        """The interactive panel: a log-scale slider over beta above the figure."""
+        slider = widgets.FloatLogSlider(value=self.value, base=10, min=math.log10(self.betas[0]),
+                                        max=math.log10(self.betas[1]), step=0.05,
+                                        description="beta", readout_format=".3f")
+        output = widgets.Output()
+
+        def redraw(_=None):
+            with output:
+                output.clear_output(wait=True)
+                fig = self.figure(slider.value)
+                display(fig)
+                plt.close(fig)
+
+        slider.observe(redraw, names="value")
+        redraw()
+        return widgets.VBox([slider, output])
+
+    def _ipython_display_(self):
+        if live_frontend():
+            display(self.widget())
+            return
+        fig = self.figure(self.value)
+        display(fig)
+        plt.close(fig)
+        show_note(f"A static picture at beta = {self.value}: run this cell in Jupyter for the "
+                  "interactive slider.")
+
+
+def beta_explorer(evaluator, prompt_index: int = 0, betas=(0.02, 5.0),
+                  value: float = 0.5) -> BetaExplorer:
     """A slider over beta that redraws pi_ref and pi* for one prompt of ``evaluator``.
 
     ``evaluator`` is a :class:`minirlhf.optimum.ExactEvaluator`. Small beta: pi* piles onto the
-    best answer; large beta: pi* stays with the reference. Returns the widget (display it).
+    best answer; large beta: pi* stays with the reference. Display the result (last line of a
+    cell): in a live notebook it is the slider, elsewhere the figure at ``value``.
     """
-    ref = with_outside(evaluator.ref_set_probs[prompt_index])
-    rewards = evaluator.rewards[prompt_index]
-    candidates = evaluator.candidates[prompt_index]
-    slider = widgets.FloatLogSlider(value=value, base=10, min=math.log10(betas[0]),
-                                    max=math.log10(betas[1]),
-                                    step=0.05, description="beta", readout_format=".3f")
-    output = widgets.Output()
-
-    def redraw(_=None):
-        with output:
-            output.clear_output(wait=True)
-            star = optimal_policy(ref, rewards, slider.value)
-            fig = plot_distributions({"pi_ref": ref, "pi*": star}, candidates,
-                                     title=f"{evaluator.prompts[prompt_index]}  beta={slider.value:.3f}")
-            display(fig)
-            plt.close(fig)
-
-    slider.observe(redraw, names="value")
-    redraw()
-    return widgets.VBox([slider, output])
+    return BetaExplorer(evaluator, prompt_index, betas, value)
 
 
 # --- labeling panel (issue 3): be the human rater --------------------------------------------------
@@ -160,16 +217,26 @@ class LabelingPanel:
 
     Display it in a notebook (``panel`` as the last line of a cell); when you are done,
     ``panel.session.to_dataset()`` is your preference data. Building it needs no browser, and
-    ``panel.buttons["left"].click()`` works in code as in the page.
+    ``panel.buttons["left"].click()`` works in code as in the page. With ``build=False`` no widget
+    is created until the panel is displayed in a live notebook (see :func:`live_frontend`);
+    displayed anywhere else, it shows the current pair as a static picture.
     """
 
-    def __init__(self, session: LabelingSession):
+    def __init__(self, session: LabelingSession, build: bool = True):
         self.session = session
+        self.widget = None
+        if build:
+            self.build()
+
+    def build(self) -> widgets.VBox:
+        """Create the widgets (once) and return the panel."""
+        if self.widget is not None:
+            return self.widget
         self.prompt = widgets.HTML()
-        self.answers = {side: widgets.HTML(layout=widgets.Layout(width="48%", border="1px solid #ccc",
-                                                                  padding="6px"))
-                        for side in ("left", "right")}
-        labels = {"left": "left is better", "right": "right is better", "skip": "skip", "undo": "undo"}
+        box = widgets.Layout(width="48%", border="1px solid #ccc", padding="6px")
+        self.answers = {side: widgets.HTML(layout=box) for side in ("left", "right")}
+        labels = {"left": "left is better", "right": "right is better", "skip": "skip",
+                  "undo": "undo"}
         self.buttons = {name: widgets.Button(description=text) for name, text in labels.items()}
         for name in LabelingSession.CHOICES:
             self.buttons[name].on_click(lambda _, name=name: self._choose(name))
@@ -182,6 +249,7 @@ class LabelingPanel:
             self.count,
         ])
         self.refresh()
+        return self.widget
 
     def _choose(self, choice: str) -> None:
         if not self.session.done:
@@ -195,11 +263,12 @@ class LabelingPanel:
 
     def refresh(self) -> None:
         """Redraw from the session's state."""
-        import html
-
+        if self.widget is None:
+            return
         current = self.session.current
         if current is None:
-            self.prompt.value = ("<b>All pairs done.</b> Your data: <code>panel.session.to_dataset()</code>")
+            self.prompt.value = ("<b>All pairs done.</b> Your data: "
+                                 "<code>panel.session.to_dataset()</code>")
             for side in self.answers:
                 self.answers[side].value = ""
         else:
@@ -212,11 +281,34 @@ class LabelingPanel:
         self.buttons["undo"].disabled = not self.session.choices
         self.count.value = self.session.status()
 
+    def static_html(self) -> str:
+        """The panel's current state as plain HTML (no buttons that do anything)."""
+        current = self.session.current
+        if current is None:
+            return f"<p><b>All pairs done.</b> {html.escape(self.session.status())}</p>"
+        prompt, left, right = (html.escape(t) for t in current)
+        cell = 'style="width:48%;border:1px solid #ccc;padding:6px;vertical-align:top"'
+        buttons = " ".join(f"<code>[{label}]</code>" for label in
+                           ("left is better", "right is better", "skip", "undo"))
+        return (f"<p><b>Prompt:</b> {prompt}</p>"
+                f"<table><tr><td {cell}>{left}</td><td {cell}>{right}</td></tr></table>"
+                f"<p>{buttons}<br>{html.escape(self.session.status())}</p>")
+
     def _ipython_display_(self):
-        display(self.widget)
+        if live_frontend():
+            display(self.build())
+            return
+        current = self.session.current
+        text = (f"Prompt: {current[0]}\n  left:  {current[1]}\n  right: {current[2]}"
+                if current is not None else "All pairs done.")
+        display({"text/plain": text, "text/html": self.static_html()}, raw=True)
+        show_note("A static picture of the first pair: run this cell in Jupyter to click "
+                  "through the pairs.")
 
 
 def labeling_panel(model, tokenizer, n_pairs: int = 20, prompts: list[str] | None = None,
                    seed: int = 0) -> LabelingPanel:
-    """A labeling panel over ``n_pairs`` answer pairs sampled from ``model`` (the SFT model)."""
-    return LabelingPanel(LabelingSession.from_model(model, tokenizer, prompts, n_pairs, seed))
+    """A labeling panel over ``n_pairs`` answer pairs sampled from ``model`` (the SFT model).
+    Its widgets are created when it is displayed in a live notebook (none in headless runs)."""
+    return LabelingPanel(LabelingSession.from_model(model, tokenizer, prompts, n_pairs, seed),
+                         build=live_frontend())

@@ -16,97 +16,134 @@
 # %% [markdown]
 # # 02 · Preferences and the Bradley-Terry reward model
 #
-# The SFT model of notebook 01 knows that Paris is the capital of France, but it says so only 60% of
-# the time: it was never told which answers people *prefer*. RLHF's second step teaches a model to
-# predict exactly that:
+# The base model of notebook 01 answers "What is the capital of France?" with Berlin
+# more often than with Paris: it imitates its corpus and was never told which answers
+# people *prefer*. In the article this tutorial follows (Anish Dubey, "LLM Alignment:
+# Reward-Based vs Reward-Free Methods", 2024), reward-based alignment first teaches a
+# second model to predict exactly that:
 #
-# 1. **Collect preferences.** For each prompt, sample two answers from the SFT model and let a rater
-#    pick the better one. Store the triplet $(x, y_w, y_l)$: prompt, winner (*chosen*), loser (*rejected*).
-# 2. **Fit a reward model** $r_\phi(x, y)$: the SFT transformer with a linear head on the last token,
-#    trained so that the Bradley-Terry probability of the observed choice is high:
+# 1. **Collect preferences.** For each prompt, sample two answers from the SFT model and
+#    let a rater pick the better one. Store the triplet $(x, y_w, y_l)$: prompt, winner
+#    (*chosen*), loser (*rejected*).
+# 2. **Fit a reward model** $r_\phi(x, y)$: the SFT transformer with a linear head on
+#    the last token, trained so that the Bradley-Terry probability of the observed
+#    choice is high:
 #
 # $$P(y_w \succ y_l \mid x) = \sigma\big(r_\phi(x, y_w) - r_\phi(x, y_l)\big), \qquad
-# \mathcal{L}(\phi) = -\,\mathbb{E}\,\log \sigma\big(r_\phi(x, y_w) - r_\phi(x, y_l)\big).$$
+# \mathcal{L}(\phi) = -\,\mathbb{E}\,
+#   \log \sigma\big(r_\phi(x, y_w) - r_\phi(x, y_l)\big).$$
 #
-# **What this notebook shows (and asserts):**
-# the learned reward ranks "Paris" above the hedging answer and the hedging answer above "Berlin";
-# on held-out pairs it agrees with the noisy rater almost as often as the best possible model does;
-# it recovers the true reward *up to a constant* where the preference data say something, and only
-# guesses where they say nothing; and a reward model whose backbone stays frozen learns much less.
+# **Learning objectives.** After this notebook you can:
+# * describe preference data (prompt, chosen, rejected) and a noisy rater;
+# * compute the Bradley-Terry loss of one pair, "Paris" against "Berlin", by hand;
+# * train a reward model and judge it: its accuracy against the best any model can
+#   reach, and its margins against the true reward;
+# * explain why a reward model can only be trusted on answers its preference data show
+#   (their *coverage*), and why its backbone must learn.
 
 # %%
-import torch
-import matplotlib.pyplot as plt
+import tempfile
+
 import pandas as pd
+import torch
+from IPython.display import display
 
 from minirlhf import plots, world
-from minirlhf.preferences import bayes_optimal_accuracy, default_preferences, load_preferences
-from minirlhf.evaluation import candidate_scores, margin_calibration, reward_model_report
-from minirlhf.pipeline import REWARD_PAIRS_PER_PROMPT, train_default_reward_model
-from minirlhf.reward import RewardConfig, RewardModel, bradley_terry_loss, train_reward_model
+from minirlhf.evaluation import (candidate_scores, margin_calibration,
+                                 reward_model_report)
+from minirlhf.logprobs import generate, response_logprobs
 from minirlhf.models import load_base_model
+from minirlhf.pipeline import train_default_reward_model
+from minirlhf.preferences import (bayes_optimal_accuracy, default_preferences,
+                                  load_preferences)
+from minirlhf.reward import (RewardConfig, RewardModel, bradley_terry_loss,
+                             evaluate_reward_model, load_reward_model,
+                             train_reward_model)
 from minirlhf.widgets import labeling_panel
 
+# %%
+# Settings: the seed of every random step, and the number of CPU threads.
+SEED = 0
 torch.set_num_threads(2)
+
 sft_model, tokenizer = load_base_model()
 FRANCE = world.make_prompt("France")
+ANSWERS = {"Paris": world.make_response("France", "correct"),
+           "hedge": world.make_response("France", "hedge"),
+           "Berlin": world.make_response("France", "wrong", "Berlin")}
 
 # %% [markdown]
 # ## 1. Collecting preferences with a simulated rater
 #
-# A person is slow, so the tutorial's default rater is simulated: `world.SimulatedRater` prefers $y_1$
-# over $y_2$ with probability $\sigma\big(r(x, y_1) - r(x, y_2)\big)$, where $r$ is the toy world's
-# ground-truth reward (+1 correct, 0 hedging, -1 wrong city, -1.5 hedging with a wrong city, -2 anything
-# else). It is a *Bradley-Terry* rater with temperature 1, so it makes mistakes: it picks a wrong city
-# over Paris 12% of the time. We keep the true rewards as extra columns, for teaching only.
+# A person is slow, so the tutorial's default rater is simulated: `world.SimulatedRater`
+# prefers $y_1$ over $y_2$ with probability $\sigma\big(r(x, y_1) - r(x, y_2)\big)$,
+# where $r$ is the toy world's ground-truth reward (+1 correct, 0 hedging, -1 wrong
+# city, -1.5 hedging with a wrong city, -2 anything else). It is a *Bradley-Terry* rater
+# with temperature 1, so it makes mistakes: it picks a wrong city over Paris with
+# probability $\sigma(-2) = 0.12$. The default data have 128 pairs per training prompt,
+# split 80% / 20% into training and test pairs. We keep the true rewards as extra
+# columns, for teaching only.
 
 # %%
-data = default_preferences(pairs_per_prompt=REWARD_PAIRS_PER_PROMPT)
+data = default_preferences(seed=SEED, progress=False)
 print(data)
 pd.DataFrame(data["train"][:6])
+
+# %% [markdown]
+# The heat map below counts the training pairs by the **kind** of answer that won (rows)
+# and lost (columns), with the kinds of notebook 01: *correct* (the right capital, said
+# plainly), *wrong* (another city), *hedge* ("There are several capitals, but ... is the
+# official capital." with the right city), *hedge_wrong* (the hedge with a wrong city)
+# and *malformed* (anything else).
 
 # %%
 train = data["train"]
 mistakes = sum(c < r for c, r in zip(train["chosen_reward"], train["rejected_reward"]))
-print(f"the rater preferred the truly worse answer in {mistakes} of {len(train)} training pairs")
+print(f"the rater preferred the truly worse answer in {mistakes} of {len(train)} "
+      "training pairs")
 bayes = bayes_optimal_accuracy(data["test"])
-print(f"best possible accuracy on the test pairs against these noisy labels: {bayes:.3f}")
+print(f"best possible accuracy on the test pairs against these noisy labels: "
+      f"{bayes:.3f}")
 fig = plots.plot_preference_pairs(train)
 
 # %% [markdown]
-# The heat map counts the pairs by the kind of answer that won (rows) and lost (columns). Most pairs
-# pit the correct answer against a wrong city or a hedge, because that is what the SFT model says.
-# Below the diagonal are the rater's "mistakes". No model can predict those: the **Bayes-optimal
-# accuracy** (mean of $\max(p, 1-p)$ over the pairs) is the ceiling for any reward model.
+# Most pairs pit a wrong city against the correct answer or a hedge, because that is
+# what the SFT model says. Below the diagonal are the rater's "mistakes". No model can
+# predict those: the **Bayes-optimal accuracy** (mean of $\max(p, 1-p)$ over the pairs,
+# with $p$ the rater's probability) is the ceiling for any reward model.
 #
 # ## 2. Be the rater yourself
 #
-# Run the next cell in Jupyter and click through a few pairs; then run the cell after it to get your
-# labels as a `Dataset` of the same format. (Run top to bottom without a browser, nothing is clicked
-# and your data set is simply empty.)
+# Run the next cell in Jupyter and click through a few pairs; then run the cell after it
+# to get your labels as a `Dataset` of the same format. The stored notebook (and the
+# docs) show a static picture of the first pair; run top to bottom without a browser,
+# nothing is clicked and your data set is simply empty.
 
 # %%
-panel = labeling_panel(sft_model, tokenizer, n_pairs=10, seed=1)
-panel
+panel = labeling_panel(sft_model, tokenizer, n_pairs=10, seed=SEED)
+display(panel)
 
 # %%
 mine = panel.session.to_dataset()
 print(panel.session.status())
 if len(mine):
-    print("you agreed with the true reward on", panel.session.agreement_with_true_reward(), "of the pairs")
-mine
+    agreement = panel.session.agreement_with_true_reward()
+    print("you agreed with the true reward on", agreement, "of the pairs")
+display(mine)
 
 # %% [markdown]
 # ## 3. Bringing other preference data
 #
-# Any `datasets.Dataset` or local `.json` / `.jsonl` / `.csv` file with string columns `prompt`,
-# `chosen`, `rejected` works; `load_preferences` checks it and names the first problem it finds.
+# Any `datasets.Dataset` or local `.json` / `.jsonl` / `.csv` file with string columns
+# `prompt`, `chosen`, `rejected` works; `load_preferences` checks it and names the first
+# problem it finds.
 
 # %%
-rows = [{"question": FRANCE, "good": "The capital of France is Paris.",
+rows = [{"question": FRANCE, "good": ANSWERS["Paris"],
          "bad": "The capital of France is Rome."}]
-print(load_preferences(rows, columns={"question": "prompt", "good": "chosen", "bad": "rejected"})[0])
-for bad in ([{"prompt": FRANCE, "chosen": "The capital of France is Paris."}],
+names = {"question": "prompt", "good": "chosen", "bad": "rejected"}
+print(load_preferences(rows, columns=names)[0])
+for bad in ([{"prompt": FRANCE, "chosen": ANSWERS["Paris"]}],
             [{"prompt": FRANCE, "chosen": "Paris.", "rejected": "Paris."}]):
     try:
         load_preferences(bad)
@@ -114,158 +151,211 @@ for bad in ([{"prompt": FRANCE, "chosen": "The capital of France is Paris."}],
         print("ValueError:", error)
 
 # %% [markdown]
-# ## 4. The loss, by hand
+# ## 4. The loss, by hand: Paris against Berlin
 #
-# Only the *difference* of the two scores matters. With equal scores the loss is $\log 2$ (a coin flip);
-# a margin of 2 in the right direction costs $\log(1 + e^{-2}) = 0.127$.
+# Only the *difference* of the two scores matters. Take the article's pair: "Paris"
+# chosen, "Berlin" rejected. A reward model that scores them equally pays
+# $\log 2 = 0.693$ (a coin flip); one that scores them like the true reward (+1 and -1,
+# a margin of 2) pays $\log(1 + e^{-2}) = 0.127$; one that prefers Berlin by the same
+# margin pays 2.127.
 
-# %% tags=["nbval-check-output"]
-chosen, rejected = torch.tensor([0.0, 2.0, 5.0]), torch.tensor([0.0, 0.0, 7.0])
-by_hand = -torch.log(torch.sigmoid(chosen - rejected)).mean()
-library = bradley_terry_loss(chosen, rejected)
+# %%
+r_paris = torch.tensor([0.0, 1.0, -1.0])   # three reward models' scores for Paris ...
+r_berlin = torch.tensor([0.0, -1.0, 1.0])  # ... and for Berlin
+by_hand = -torch.log(torch.sigmoid(r_paris - r_berlin))
+library = torch.stack([bradley_terry_loss(p[None], b[None])
+                       for p, b in zip(r_paris, r_berlin)])
+print("by hand:", [round(x, 3) for x in by_hand.tolist()])
+print("library:", [round(x, 3) for x in library.tolist()])
 assert torch.allclose(by_hand, library)
-print(f"by hand {by_hand:.4f}, library {library:.4f}")
 
 # %% [markdown]
 # ## 5. Training the reward model
 #
-# `train_default_reward_model` does the whole stage: it copies the SFT transformer, puts a zero-initialised
-# linear head on the hidden state of the last token (the EOS), and minimises the loss above on the training
-# pairs. By default only the head and the backbone's attention layers learn; section 8 compares this with a
-# frozen backbone and with full fine-tuning.
+# `train_default_reward_model` does the whole stage: it copies the SFT transformer, puts
+# a zero-initialised linear head on the hidden state of the last token (the EOS), and
+# minimises the loss above on the training pairs: 300 steps of 256 pairs (the
+# `RewardConfig` defaults). Only the head and the backbone's attention layers learn;
+# section 8 shows what happens when the backbone stays frozen.
 
 # %%
-reward_model, tokenizer, data, history = train_default_reward_model(seed=0)
+reward_model, tokenizer, data, history = train_default_reward_model(seed=SEED,
+                                                                    progress=False)
 print(f"trained on {len(data['train'])} pairs, {len(history)} log records")
 keys = ["loss", "accuracy", "margin", "eval/accuracy", "eval/margin", "reward/mean"]
-fig = plots.plot_history(history, keys, title="Reward model training (eval/ = held-out pairs)")
+fig = plots.plot_history(history, keys,
+                         title="Reward model training (eval/ = held-out pairs)")
 
 # %% [markdown]
 # ## 6. Does it prefer what the rater prefers?
+#
+# The article's three answers to the France prompt, and the Bradley-Terry loss of the
+# Paris-versus-Berlin pair under the trained reward model, by hand and with the library:
 
 # %%
-answers = {"correct": "The capital of France is Paris.",
-           "hedge": "There are several capitals, but Paris is the official capital.",
-           "wrong": "The capital of France is Berlin."}
-scores = reward_model.score_texts(tokenizer, [FRANCE] * 3, list(answers.values()))
-for (kind, answer), score in zip(answers.items(), scores):
-    print(f"{score:+.2f}  true {world.true_reward(FRANCE, answer):+.1f}  {answer}")
-assert scores[0] > scores[1] > scores[2], "Paris > hedge > Berlin"
+scores = dict(zip(ANSWERS, reward_model.score_texts(tokenizer, [FRANCE] * 3,
+                                                    list(ANSWERS.values())).tolist()))
+for name, answer in ANSWERS.items():
+    true = world.true_reward(FRANCE, answer)
+    print(f"{scores[name]:+.2f}  true {true:+.1f}  {answer}")
+margin = scores["Paris"] - scores["Berlin"]
+by_hand = -torch.log(torch.sigmoid(torch.tensor(margin)))
+library = bradley_terry_loss(torch.tensor([scores["Paris"]]),
+                             torch.tensor([scores["Berlin"]]))
+print(f"Paris vs Berlin: margin {margin:+.2f}, loss by hand {by_hand:.3f}, "
+      f"library {library:.3f} (a coin flip: 0.693)")
+assert torch.allclose(by_hand, library)
+assert margin > 0.5  # Paris clearly above Berlin
+
+# %% [markdown]
+# Paris scores clearly above Berlin. Where the hedge lands between them is less certain:
+# only a few pairs of the data compare the hedge with Paris directly for France (counted
+# below), and the rater picks the hedge in 27% of such pairs ($\sigma(-1)$). Over all 20
+# training countries the reward model has much more evidence, and there it orders the
+# three kinds as the truth does: the correct capital above the hedge above the country's
+# common confusion.
+
+# %%
+direct = sum(p == FRANCE and {c, r} == {ANSWERS["Paris"], ANSWERS["hedge"]}
+             for p, c, r in zip(train["prompt"], train["chosen"], train["rejected"]))
+print(f"France pairs comparing Paris with the hedge: {direct} of {len(train)}")
+countries = world.TRAIN_COUNTRIES
+kinds = {"correct": [world.make_response(c, "correct") for c in countries],
+         "hedge": [world.make_response(c, "hedge") for c in countries],
+         "confusion": [world.make_response(c, "wrong", world.CONFUSION[c])
+                       for c in countries]}
+prompts = [world.make_prompt(c) for c in countries]
+mean = {kind: reward_model.score_texts(tokenizer, prompts, answers).mean().item()
+        for kind, answers in kinds.items()}
+print("mean learned reward over the training countries:",
+      {kind: round(value, 2) for kind, value in mean.items()})
+assert mean["correct"] > mean["hedge"] > mean["confusion"]
 
 # %%
 report = reward_model_report(reward_model, tokenizer, data)
 print(f"held-out pair accuracy {report['test_accuracy']:.3f}, "
-      f"Bayes-optimal {report['bayes_optimal_accuracy']:.3f}, ratio {report['accuracy_ratio']:.3f}")
+      f"Bayes-optimal {report['bayes_optimal_accuracy']:.3f}, "
+      f"ratio {report['accuracy_ratio']:.3f}")
 print("without label noise (expected agreement with the rater): "
       f"ratio {report['expected_accuracy_ratio']:.3f}")
-assert report["accuracy_ratio"] >= 0.95
+assert report["accuracy_ratio"] > 0.9
 
 # %% [markdown]
 # ## 7. Learned versus true reward
 #
-# With a temperature-1 rater, a Bradley-Terry fit estimates the true reward itself, up to a constant per
-# prompt (only differences enter the loss). So on held-out pairs the learned margin
-# $r_\phi(x, y_1) - r_\phi(x, y_2)$ should match the true margin $r(x, y_1) - r(x, y_2)$, not just its sign:
+# With a temperature-1 rater, a Bradley-Terry fit estimates the true reward itself, up
+# to a constant per prompt (only differences enter the loss). So on held-out pairs the
+# learned margin $r_\phi(x, y_1) - r_\phi(x, y_2)$ should match the true margin
+# $r(x, y_1) - r(x, y_2)$, not just its sign, wherever there are enough pairs to average
+# over:
 
 # %%
 calibration = margin_calibration(reward_model, tokenizer, data["test"])
 fig = plots.plot_margin_calibration(calibration)
-for margin, row in calibration.items():
-    print(f"true margin {margin:.1f}: mean learned margin {row['learned_margin']:.2f} "
-          f"({row['pairs']} pairs)")
+for true_margin, row in calibration.items():
+    print(f"true margin {true_margin:.1f}: mean learned margin "
+          f"{row['learned_margin']:.2f} ({row['pairs']} pairs)")
 common = [m for m, row in calibration.items() if row["pairs"] >= 20]
-assert common and all(abs(calibration[m]["learned_margin"] - m) <= 0.35 * m for m in common)
+assert common
+assert all(0.35 * m - abs(calibration[m]["learned_margin"] - m) > 0 for m in common)
 
 # %% [markdown]
-# That is what lets PPO use the learned reward on the scale of the true one. But the pairs come from the
-# SFT model, so they only cover what the SFT model says. Over all 48 candidate answers to the France
-# prompt, filled points are answers that the training pairs showed, hollow points answers they never showed:
+# That is what lets PPO use the learned reward on the scale of the true one. But the
+# pairs come from the SFT model, so they only cover what the SFT model says. The next
+# figure shows all 48 candidate answers to the France prompt, with their true reward (x)
+# and learned reward (y), colored by kind: filled points are answers that the training
+# pairs showed (*seen*), hollow points answers they never showed. The **ranking
+# agreement** is the share of answer pairs with different true reward that the learned
+# reward orders the same way (1 = every pair in the right order, 0.5 = a coin flip).
 
 # %%
 france = candidate_scores(reward_model, tokenizer, FRANCE, data["train"])
 fig = plots.plot_learned_vs_true_reward(france, title="France: learned vs true reward")
 seen = sum(n > 0 for n in france["seen"])
 print(f"{seen} of 48 candidates appear in the training pairs for France")
-print(f"answer pairs ordered as the true reward orders them: {report['ranking_agreement']:.3f} of all, "
-      f"{report['ranking_agreement_seen']:.3f} among the seen ones")
-print(f"Spearman rho over all 48: {report['rank_correlation']:.3f} (even a perfect reward model gets at "
-      f"most {report['best_rank_correlation']:.3f} here: the true reward has ties)")
+print("ranking agreement, France: "
+      f"{report['ranking_agreement_seen']:.2f} among the seen answers, "
+      f"{report['ranking_agreement']:.2f} over all 48")
+print("ranking agreement over all candidates of the 20 training prompts: "
+      f"{report['ranking_agreement_train']:.2f}")
 
 # %%
-# Why the hollow points are guesses: how likely the SFT model is to say each kind of France answer
-from minirlhf.logprobs import response_logprobs
-
-probs = response_logprobs(sft_model, tokenizer, [FRANCE] * 48, france["responses"]).exp()
-table = pd.DataFrame({"kind": france["kinds"], "P_sft": probs.numpy(), "seen": france["seen"]})
-table.groupby("kind").agg(answers=("P_sft", "size"), P_sft=("P_sft", "sum"), times_seen=("seen", "sum"))
+# Why the hollow points are guesses: how likely the SFT model is to say each kind of
+# France answer, and how often the training pairs showed it.
+probs = response_logprobs(sft_model, tokenizer, [FRANCE] * 48,
+                          france["responses"]).exp()
+table = pd.DataFrame({"kind": france["kinds"], "P_sft": probs.numpy(),
+                      "seen": france["seen"]})
+table.groupby("kind").agg(answers=("P_sft", "size"), P_sft=("P_sft", "sum"),
+                          times_seen=("seen", "sum"))
 
 # %% [markdown]
-# **Lesson: a reward model is only as good as the coverage of its preference data.** The SFT model
-# hedges with a *wrong* city almost never (see `P_sft` above), so the rater hardly ever judged such answers
-# and the reward model did not learn that they are bad: every hedge it saw named the right capital, so
-# "a hedge is a middling answer" explains its data just as well, and it extrapolates that to hedges with
-# any city. The same goes for wrong cities that the SFT model rarely names: their scores are guesses,
-# pulled around by how good the city was as an answer to *other* prompts.
-# A policy optimised against this reward model (notebook 03, PPO) would be rewarded for drifting into such
-# holes, which is one face of *reward hacking*; the KL penalty that keeps the policy near the SFT model
-# is what keeps it inside the region where the reward model can be trusted.
+# **Lesson: a reward model is only as good as the coverage of its preference data.** The
+# reward model orders the answers it has seen well, but over all candidate answers its
+# ranking agreement is far from 1. The SFT model hedges with a *wrong* city almost never
+# (see `P_sft` above), so the rater hardly ever judged such answers and the reward model
+# did not learn that they are bad: every hedge it saw named the right capital, so "a
+# hedge is a middling answer" explains its data just as well, and it extrapolates that
+# to hedges with any city. The same goes for wrong cities that the SFT model rarely
+# names: their scores are guesses. A policy optimised against this reward model
+# (notebook 03, PPO) would be rewarded for drifting into such holes, which is one face
+# of *reward hacking*; the KL penalty that keeps the policy near the SFT model is what
+# keeps it inside the region where the reward model can be trusted.
 #
-# ## 8. Frozen backbone, attention only, full fine-tuning
+# ## 8. What if the backbone stays frozen?
 #
-# The article notes that the reward model's backbone stays *mostly frozen* and the linear layer does most
-# of the learning. Here the backbone is tiny and was never asked, during SFT, to judge whether a city
-# matches a country at the last token. Compare three choices on the same data and configuration:
+# The article notes that the reward model's backbone often stays *mostly frozen* and the
+# linear head does most of the learning. Here only the head would learn (65 parameters:
+# 64 weights and a bias). The head has so few parameters that a short run is enough to
+# train it: 60 steps of 64 pairs.
 
 # %%
-runs = {"attention only (default)": (reward_model, history)}
-for name, kwargs in {"frozen backbone": {"freeze_backbone": True}, "full fine-tuning": {}}.items():
-    torch.manual_seed(0)
-    model = RewardModel.from_base(sft_model, **kwargs)
-    runs[name] = (model, train_reward_model(model, tokenizer, data["train"], RewardConfig(progress=False),
-                                            eval_data=data["test"]))
-fig = plots.plot_runs({name: h for name, (_, h) in runs.items()},
-                                  ["loss", "eval/accuracy", "eval/margin"])
+torch.manual_seed(SEED)
+frozen = RewardModel.from_base(sft_model, freeze_backbone=True)
+config = RewardConfig(steps=60, batch_size=64, seed=SEED, progress=False)
+frozen_history = train_reward_model(frozen, tokenizer, data["train"], config)
 rows = {}
-for name, (model, h) in runs.items():
-    r = reward_model_report(model, tokenizer, data)
-    rows[name] = {"trained parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-                  "held-out accuracy / Bayes": r["accuracy_ratio"], "Paris": r["reward_correct"],
-                  "hedge": r["reward_hedge"], "Berlin": r["reward_berlin"],
-                  "ranking (seen)": r["ranking_agreement_seen"], "ranking (all 48)": r["ranking_agreement"]}
+for name, model in {"attention + head (default)": reward_model,
+                    "frozen backbone, head only": frozen}.items():
+    accuracy = evaluate_reward_model(model, tokenizer, data["test"])["accuracy"]
+    paris, berlin = model.score_texts(tokenizer, [FRANCE] * 2,
+                                      [ANSWERS["Paris"], ANSWERS["Berlin"]]).tolist()
+    rows[name] = {"trained parameters": sum(p.numel() for p in model.parameters()
+                                            if p.requires_grad),
+                  "held-out accuracy / Bayes": accuracy / bayes,
+                  "r(Paris) - r(Berlin)": paris - berlin}
 comparison = pd.DataFrame(rows).T.astype({"trained parameters": int})
 comparison.round(3)
 
 # %%
-frozen = comparison.loc["frozen backbone", "held-out accuracy / Bayes"]
-assert frozen < 0.85, "a linear head on frozen SFT features cannot tell Paris from Berlin"
-assert comparison.loc["attention only (default)", "held-out accuracy / Bayes"] > frozen + 0.1
-assert comparison.loc["full fine-tuning", "held-out accuracy / Bayes"] > frozen + 0.1
+accuracy = comparison["held-out accuracy / Bayes"]
+gap = comparison["r(Paris) - r(Berlin)"]
+default, head_only = "attention + head (default)", "frozen backbone, head only"
+assert accuracy[head_only] < 0.85
+assert accuracy[default] > accuracy[head_only] + 0.1
+assert abs(gap[head_only]) < 0.25 < gap[default]
 
 # %% [markdown]
-# With a frozen backbone only the head learns (65 parameters here), and the hidden state of the EOS token
-# of this small SFT model does not say whether the city fits the country: held-out accuracy stays far
-# below the ceiling. Its scores are close to a sum of a "template" term and a "city" term, which happens
-# to order the unseen hedges sensibly (the "all 48" column) but cannot tell Paris from Berlin for France.
-# Letting the backbone learn fixes that. Both fine-tuned variants reach the ceiling on held-out pairs;
-# they differ on answers the data never showed. Training only the attention layers (which can *match* the
-# city against the country) keeps the SFT model's MLPs and embeddings, and across seeds it ranks unseen
-# combinations such as France/Berlin right more often than full fine-tuning does; that is why it is the
-# default here (`python benchmarks/reward_model.py --backbone full` measures the alternative).
+# With a frozen backbone, the hidden state of the last token of this small SFT model
+# does not say whether the city fits the country: the head gives Paris and Berlin almost
+# the same score for France, and held-out accuracy stays far below the ceiling. Letting
+# the backbone's attention layers learn (they can *match* the city against the country)
+# fixes that, while the SFT model's MLPs and embeddings keep their weights. Why the
+# default trains the attention layers rather than the whole backbone is explained in the
+# docs page "How the defaults were found".
 #
 # ## 9. Scale, normalisation, saving
 #
-# PPO (notebook 03) uses the learned reward in place of the true one, so the default keeps its scale:
-# with a temperature-1 rater the learned reward differences estimate the true ones. Scores can be
-# normalised to mean 0 and standard deviation 1 on reference samples if a method wants that; the
-# shift and scale are stored in the model, and saved with it (safetensors, no pickle).
+# PPO (notebook 03) uses the learned reward in place of the true one, so the default
+# keeps its scale: with a temperature-1 rater the learned reward differences estimate
+# the true ones. Scores can be normalised to mean 0 and standard deviation 1 on
+# reference samples if a method wants that; the shift and scale are stored in the model,
+# and saved with it (safetensors, no pickle).
 
 # %%
-import tempfile
-from minirlhf.logprobs import generate
-from minirlhf.reward import load_reward_model
-
 prompts = world.prompts("train") * 10
-samples = generate(sft_model, tokenizer, prompts, generator=torch.Generator().manual_seed(0))
+samples = generate(sft_model, tokenizer, prompts,
+                   generator=torch.Generator().manual_seed(SEED))
 raw = reward_model.score_texts(tokenizer, prompts, samples["responses"])
 with tempfile.TemporaryDirectory() as folder:
     reward_model.save(f"{folder}/rm", tokenizer)
@@ -279,11 +369,12 @@ assert torch.allclose(scaled, (raw - raw.mean()) / raw.std(), atol=1e-4)
 # %% [markdown]
 # ## Summary
 #
-# * Preference data are triplets (prompt, chosen, rejected) in a `datasets.Dataset`; the rater can be
-#   simulated (Bradley-Terry, noisy), a person (the labeling panel), or any data set that
-#   `load_preferences` accepts.
-# * The reward model is the SFT transformer plus a linear head on the last token, trained with
-#   $-\log\sigma(r_w - r_l)$. It reaches the noisy rater's accuracy ceiling on held-out pairs and ranks
-#   Paris > hedge > Berlin.
-# * It recovers the true reward up to a constant where the data cover the answers, and only guesses
-#   elsewhere. Next: use it as the reward of PPO (notebook 03), or skip it altogether with DPO.
+# * Preference data are triplets (prompt, chosen, rejected) in a `datasets.Dataset`; the
+#   rater can be simulated (Bradley-Terry, noisy), a person (the labeling panel), or any
+#   data set that `load_preferences` accepts.
+# * The reward model is the SFT transformer plus a linear head on the last token,
+#   trained with $-\log\sigma(r_w - r_l)$. It comes close to the noisy rater's accuracy
+#   ceiling on held-out pairs and scores Paris well above Berlin.
+# * It recovers the true reward up to a constant where the data cover the answers, and
+#   only guesses elsewhere. Next: use it as the reward of PPO (notebook 03), or skip it
+#   altogether with DPO (notebook 04).
