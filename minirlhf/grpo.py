@@ -92,7 +92,7 @@ def group_advantages(rewards: torch.Tensor, group_size: int, kind: str = "grpo",
 
 
 def token_weights(response_mask: torch.Tensor, length_normalise: bool) -> torch.Tensor:
-    """How much each token counts in the loss, (B, T): 1/|y| on an answer's tokens with
+    """How much each token counts in the loss, (B, T): 1/len(y) on an answer's tokens with
     ``length_normalise`` (GRPO: every answer weighs the same), else 1 (Dr. GRPO, RLOO: every token)."""
     mask = response_mask.float()
     if not length_normalise:
@@ -108,7 +108,7 @@ def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: 
         L = sum_{i,t} w_it [ clipped surrogate_it + beta * k3_it ] / N
 
     with PPO's surrogate (:func:`~minirlhf.ppo.ppo_policy_loss`), k3 from :func:`kl_estimators`
-    (``beta=0`` when the KL is in the reward). GRPO (``length_normalise``): w = 1/|y_i|, N = B. Dr. GRPO:
+    (``beta=0`` when the KL is in the reward). GRPO (``length_normalise``): w = 1/len(y_i), N = B. Dr. GRPO:
     w = 1, N = B * ``max_tokens`` (a constant; without it, the tokens in the batch). Returns ``(loss,
     stats)``: ppo's ``policy/*`` and ``loss/policy``, and ``kl`` (mean k3 per token, TRL's name)."""
     check_positive("beta", beta, allow_zero=True)

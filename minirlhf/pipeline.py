@@ -325,8 +325,8 @@ def report_blocks(metrics: dict) -> list[tuple]:
         ("img", "comparison_frontier.png", "True reward against KL: the exact optimal curve, each method."),
         ("h2", "5. Read next"),
         ("p", "The notebooks build each stage by hand, notebooks/01_sft_tiny_gpt.ipynb to "
-              "05_ppo_vs_dpo.ipynb. Every number of this run is in metrics.json; more figures: "
-              + ", ".join(others) + "."),
+              "06_beyond_ppo.ipynb. Every number of this run is in metrics.json. More figures:"),
+        ("links", others),
     ]
 
 
@@ -351,6 +351,10 @@ def write_report(outdir: Path, metrics: dict) -> Path:
             html.append("<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr>"
                         + "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>"
                                   for row in rows) + "</table>")
+        elif kind == "links":
+            md += [", ".join(f"[{name}]({name})" for name in block[1]), ""]
+            links = ", ".join(f"<a href='{escape(n)}'>{escape(n)}</a>" for n in block[1])
+            html.append(f"<p>{links}</p>")
         elif kind == "img":
             name, caption = block[1], block[2]
             md += [f"![{caption}]({name})", "", f"*{caption}*", ""]
