@@ -30,21 +30,29 @@ def test_unknown_command_is_refused(capsys):
     assert "invalid choice" in capsys.readouterr().err
 
 
-def test_demo_quick_writes_a_report_with_every_figure_and_number(tmp_path):
+def test_demo_quick_writes_a_report_with_every_figure_and_number(tmp_path, capsys):
     import json
 
     assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
     report = (tmp_path / "report.md").read_text()
+    html = (tmp_path / "report.html").read_text()
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     figures = sorted(p.name for p in tmp_path.glob("*.png"))
     assert len(figures) >= 5
-    for name in figures:
+    for name in figures:  # every figure is shown or linked
         assert f"]({name})" in report, f"{name} is not in the report"
+    shown = [name for name in figures if "![" in report.split(f"]({name})")[0].rsplit("\n", 1)[-1]]
+    assert 3 <= len(shown) <= 6                                   # at most 6 in the main flow
+    assert html.count("data:image/png;base64,") == len(shown)     # the page carries its images
     for stage in ("sft", "reward_model", "ppo", "dpo", "comparison"):
-        assert stage in metrics and f"## {stage}" in report
-    for name in ("dpo_training.png", "dpo_token_log_ratios.png", "comparison_frontier.png"):
-        assert name in figures
-    assert metrics["comparison"]["table_markdown"] in report
+        assert stage in metrics
+    for heading in ("The base model says Berlin", "What the raters preferred", "PPO and DPO on France",
+                    "How close each came to the exact optimum", "Read next"):
+        assert heading in report and heading in html
+    for stage in ("1/5 SFT", "2/5 reward model", "3/5 PPO", "4/5 DPO", "5/5"):  # one line a stage
+        assert f"[{stage}" in printed
+    assert "report.html" in printed.splitlines()[-1]
     methods = [row["method"] for row in metrics["comparison"]["table"]]
     assert "PPO" in methods and "DPO" in methods
     assert 0 <= metrics["dpo"]["coverage"] <= 1 and metrics["dpo"]["rater_labels"] > 0
