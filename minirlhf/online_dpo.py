@@ -10,7 +10,7 @@ TRL's ``OnlineDPOTrainer``). Each round is::
 
 Unlike offline DPO, it sees the answers the policy is drifting to, and pushes the bad ones down;
 the price is a rater on call during training and many more labels. Why each default:
-docs/defaults.md#online-dpo.
+docs/defaults.md, "Online DPO".
 """
 
 from __future__ import annotations
