@@ -6,6 +6,9 @@ included): the prompt is given, not predicted, and padding is not text::
     L_SFT = - (1 / N) * sum_{b, t} m[b, t] * log pi(y[b, t] | x[b], y[b, <t])
 
 where ``m`` is the response mask and ``N = sum m`` the number of response tokens in the batch.
+Training is: tokenise the corpus once; then each step draws a random minibatch, computes the
+per-token log-probs (:func:`minirlhf.logprobs.token_logprobs`), the loss above and one AdamW step
+(warm-up, then cosine decay; gradient norm clipped at 1).
 """
 
 from __future__ import annotations
