@@ -142,6 +142,16 @@ def last_token_index(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long() * positions).argmax(-1)
 
 
+def close_cut_answers(input_ids: torch.Tensor, attention_mask: torch.Tensor, finished: torch.Tensor,
+                      eos_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """End every answer cut at the length limit with EOS, as the texts a rater judges end: (B, T) ->
+    (B, T + 1). Rows that ended with EOS get one masked column (their scores do not change)."""
+    cut = ~finished.to(input_ids.device)
+    column = torch.full_like(input_ids[:, :1], eos_token_id)
+    mask_column = cut[:, None].to(attention_mask.dtype)
+    return torch.cat([input_ids, column], 1), torch.cat([attention_mask, mask_column], 1)
+
+
 def sequence_logprobs(model, batch: dict[str, torch.Tensor], temperature: float = 1.0) -> torch.Tensor:
     """Summed log-prob of each response, log pi(y | x) = sum_t log pi(y_t | x, y_<t). Shape (B,).
 

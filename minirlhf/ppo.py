@@ -10,7 +10,7 @@ Read this file top to bottom; it is the whole algorithm. One PPO *step* is::
     4. update      a few epochs over shuffled minibatches of the clipped surrogate and value losses
     5. beta        fixed, or adapted towards a target KL (Ziegler et al. 2019)
     6. refresh     (optional, with a learned reward model and a rater) every few steps the rater
-                   judges pairs of the policy's own answers and the reward model learns from them
+                   compares the policy's answers with pi_ref's and the reward model learns from them
 
 The score comes from a learned reward model (classic RLHF) or, with ``reward_model=None``, from
 the toy world's true reward ("PPO-GT": PPO with a perfect reward model).
@@ -40,7 +40,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from minirlhf import world
-from minirlhf.logprobs import generate, last_token_index, position_ids_from_mask, token_logprobs
+from minirlhf.logprobs import (close_cut_answers, generate, last_token_index, position_ids_from_mask,
+                               token_logprobs)
 from minirlhf.models import check_tokenizer_matches, embedding_param_groups, frozen_blocks, fused_gelu
 from minirlhf.reward import check_reward_model, refresh_reward_model
 from minirlhf.utils import (check_config, check_finite_loss, check_positive, clip_grad_norm, lr_factor,
@@ -349,13 +350,18 @@ def rollout(policy, ref_model, critic, tokenizer, prompts: list[str], config: PP
 def score_rollouts(batch: dict, reward_model=None, missing_eos_penalty: float | None = None
                    ) -> torch.Tensor:
     """2. The score r(x, y) of each response, shape (B,): the learned ``reward_model``'s, or when it is
-    None the true reward of the decoded text (PPO-GT). Without EOS, minus ``missing_eos_penalty`` if set."""
+    None the true reward of the decoded text (PPO-GT). Without EOS, minus ``missing_eos_penalty`` if set.
+    An answer cut at the length limit is scored closed with EOS, as the rater and the reward model see
+    every answer: at a token where no rated answer ended, the reward model's score is arbitrary, and
+    PPO learns to stop there (the classic "never say EOS" exploit)."""
     device = batch["input_ids"].device
     if reward_model is None:
         scores = torch.tensor([world.true_reward(p, y) for p, y in zip(batch["prompts"],
                                                                        batch["responses"])])
-    else:
-        scores = reward_model(batch["input_ids"], batch["attention_mask"]).float()
+    else:  # it learned from complete answers (text + EOS): score a cut one as the rater sees it
+        ids, mask = close_cut_answers(batch["input_ids"], batch["attention_mask"], batch["finished"],
+                                      reward_model.backbone.config.eos_token_id)
+        scores = reward_model(ids, mask).float()
     scores = scores.to(device)
     if missing_eos_penalty is not None:
         scores = scores - missing_eos_penalty * (~batch["finished"]).to(device).float()
@@ -491,7 +497,7 @@ def train_ppo(policy, ref_model, tokenizer, prompts: list[str], config: PPOConfi
             if refreshing and step % config.reward_refresh_every == 0 and step < config.steps:
                 seen, refresh = refresh_reward_model(reward_model, policy, tokenizer, distinct_prompts,
                                                      rater, seen, config.refresh_pairs_per_prompt,
-                                                     config.seed + step)
+                                                     config.seed + step, against=ref_model)
                 labels += refresh["reward_model/refresh_pairs"]
                 record.update(refresh)
             if evaluating and (step % config.eval_every == 0 or step == config.steps):

@@ -117,7 +117,7 @@ def collect_preferences(model, tokenizer, prompts: list[str], pairs_per_prompt: 
 
 
 def on_policy_pairs(policy, tokenizer, prompts: list[str], pairs_per_prompt: int, rater, seed: int,
-                    temperature: float = 1.0):
+                    temperature: float = 1.0, against=None):
     """Fresh preference pairs sampled from the *current* policy, labelled by ``rater``.
 
     This is where on-policy DPO, and PPO's reward-model refreshes, get their data: the answers the
@@ -131,7 +131,8 @@ def on_policy_pairs(policy, tokenizer, prompts: list[str], pairs_per_prompt: int
     generator = seed_everything(seed)
     batch = [p for p in prompts for _ in range(pairs_per_prompt)]
     first = generate(policy, tokenizer, batch, temperature=temperature, generator=generator)["responses"]
-    second = generate(policy, tokenizer, batch, temperature=temperature, generator=generator)["responses"]
+    second = generate(against if against is not None else policy, tokenizer, batch, temperature=temperature,
+                      generator=generator)["responses"]
     rows = []
     for prompt, y1, y2 in zip(batch, first, second):
         if y1 != y2:

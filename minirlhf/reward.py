@@ -437,17 +437,18 @@ REFRESH_TEMPERATURE = 1.3
 
 
 def refresh_reward_model(reward_model: RewardModel, policy, tokenizer, prompts: list[str], rater, seen,
-                         pairs_per_prompt: int = 8, seed: int = 0):
+                         pairs_per_prompt: int = 8, seed: int = 0, against=None):
     """Iterated RLHF (PPO's step 6): ``rater`` judges ``pairs_per_prompt`` pairs of the policy's current
-    answers to each prompt, and ``reward_model`` trains further, in place, on every pair so far
-    (``seen``, a Dataset or None, plus the fresh ones).
+    answers to each prompt (each against an answer of ``against``, e.g. pi_ref, when given: a policy
+    that always says the same thing is still compared with something), and ``reward_model`` trains
+    further, in place, on every pair so far (``seen``, a Dataset or None, plus the fresh ones).
 
     Returns ``(seen, metrics)``: the grown data, ``reward_model/refresh_pairs`` (the rater's new
     labels) and ``reward_model/refresh_accuracy``: how often the reward model agreed with the rater
     on the fresh pairs *before* learning from them (low: the policy found answers it scores wrongly).
     """
     fresh = on_policy_pairs(policy, tokenizer, prompts, pairs_per_prompt, rater, seed=seed,
-                            temperature=REFRESH_TEMPERATURE)
+                            temperature=REFRESH_TEMPERATURE, against=against)
     if len(fresh) == 0:  # the policy gives one answer per prompt: nothing to compare
         return seen, {"reward_model/refresh_pairs": 0}
     agreement = evaluate_reward_model(reward_model, tokenizer, fresh)["accuracy"]

@@ -235,6 +235,25 @@ def test_scores_from_the_truth_and_from_a_reward_model(base):
     torch.testing.assert_close(penalised, torch.tensor([-0.75, 0.25, 0.25, 0.25]))
 
 
+def test_a_cut_answer_is_scored_closed_with_eos_as_the_rater_sees_it(base):
+    model, tokenizer = base
+    from minirlhf.reward import RewardModel
+
+    torch.manual_seed(0)
+    reward_model = RewardModel.from_base(model).eval()
+    with torch.no_grad():
+        reward_model.head.weight.normal_()  # a head that reads the last token's features
+    prompts = world.prompts("train")[:8]
+    batch = rollout(model, model, Critic.from_model(model), tokenizer, prompts,
+                    PPOConfig(max_new_tokens=3), seed_everything(0))
+    assert not batch["finished"].any()  # 3 tokens: every answer is cut
+    scores = score_rollouts(batch, reward_model)
+    texts = reward_model.score_texts(tokenizer, prompts, batch["responses"])  # text + EOS
+    torch.testing.assert_close(scores, texts, rtol=1e-4, atol=1e-4)
+    unclosed = reward_model(batch["input_ids"], batch["attention_mask"])
+    assert (unclosed - texts).abs().max() > 1e-2  # without the EOS the score is another number
+
+
 # ------------------------------------------------------------------------------------------------
 # Training
 # ------------------------------------------------------------------------------------------------
