@@ -36,32 +36,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from minirlhf import world
-from minirlhf.logprobs import (close_cut_answers, generate, last_token_index, position_ids_from_mask,
-                               token_logprobs)
-from minirlhf.models import check_tokenizer_matches, embedding_param_groups, frozen_blocks, fused_gelu
+from minirlhf.logprobs import (close_cut_answers, generate, last_token_index, token_logprobs)
+from minirlhf.models import Critic, check_tokenizer_matches, embedding_param_groups, frozen_blocks, fused_gelu
 from minirlhf.reward import check_reward_model, refresh_reward_model
-from minirlhf.utils import (check_config, check_finite_loss, check_positive, clip_grad_norm, lr_factor,
-                            seed_everything)
+from minirlhf.utils import (check_config, check_finite_loss, check_positive, clip_grad_norm,
+                            explained_variance, lr_factor, masked_mean, seed_everything, whiten)
 
 # ----------------------------------------------------------------------------------------------
 # Pure functions of tensors (unit-tested against hand-computed numbers)
 # ----------------------------------------------------------------------------------------------
-
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` over positions where ``mask`` is 1 (a scalar). Shapes (B, T)."""
-    mask = mask.to(values.dtype)
-    return (values * mask).sum() / mask.sum().clamp(min=1)
-
-
-def masked_var(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Variance (biased, 1/N) of ``values`` over positions where ``mask`` is 1 (a scalar)."""
-    mean = masked_mean(values, mask)
-    return masked_mean((values - mean) ** 2, mask)
-
 
 def per_token_rewards(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, scores: torch.Tensor,
                       response_mask: torch.Tensor, beta: float) -> torch.Tensor:
@@ -79,19 +65,6 @@ def per_token_rewards(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, scores
     rows = torch.arange(rewards.shape[0], device=rewards.device)
     rewards[rows, last] += scores.to(rewards.dtype)
     return rewards
-
-
-def whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """``(x - mean) / sqrt(var + 1e-8)`` with mean and variance over the real tokens (``mask`` = 1)
-    only; padding is set to 0. ``shift_mean=False`` adds the mean back. Shapes (B, T) -> (B, T)."""
-    n = mask.sum()
-    if n < 2:
-        raise ValueError(f"Whitening needs at least 2 real tokens, got {int(n)}.")
-    mean, var = masked_mean(values, mask), masked_var(values, mask)
-    out = (values - mean) * torch.rsqrt(var + 1e-8)
-    if not shift_mean:
-        out = out + mean
-    return out * mask.to(values.dtype)
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, response_mask: torch.Tensor, gamma: float,
@@ -162,13 +135,6 @@ def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torc
     return loss, stats
 
 
-def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
-    """1 - Var(R - V) / Var(R) over real tokens: 1 = the critic predicts the returns, 0 = no better
-    than their mean, < 0 = worse."""
-    var_returns = masked_var(returns, mask)
-    return (1 - masked_var(returns - values, mask) / var_returns.clamp(min=1e-8)).item()
-
-
 class AdaptiveKLController:
     """Adapt beta so that the sequence KL stays near ``target_kl`` (Ziegler et al. 2019, sec. 2.2)::
 
@@ -188,42 +154,6 @@ class AdaptiveKLController:
         error = min(max(current_kl / self.target_kl - 1.0, -0.2), 0.2)
         self.value *= 1.0 + error * n_steps / self.horizon
         return self.value
-
-
-class Critic(nn.Module):
-    """V(x, y_<t): a transformer trunk and a scalar head. ``forward(input_ids, attention_mask)``
-    gives (B, T): ``out[:, t]`` is the value of the state in which token t is chosen, ``out[:, 0] = 0``."""
-
-    def __init__(self, trunk: nn.Module):
-        super().__init__()
-        self.trunk = trunk
-        self.head = nn.Linear(trunk.config.hidden_size, 1)
-        nn.init.zeros_(self.head.weight)  # V = 0 at the start: no made-up values
-        nn.init.zeros_(self.head.bias)
-
-    @classmethod
-    def from_model(cls, model) -> Critic:
-        """A critic whose trunk is a copy of ``model``'s transformer (e.g. the SFT model's)."""
-        return cls(copy.deepcopy(model.base_model)).requires_grad_(True)
-
-    @classmethod
-    def from_reward_model(cls, reward_model) -> Critic:
-        """A copy of a :class:`minirlhf.reward.RewardModel` (trunk, and head with the score normalisation
-        folded in) read at every position: its first values are already on the score's scale, as in TRL."""
-        critic = cls(copy.deepcopy(reward_model.backbone))
-        with torch.no_grad():  # (raw - mean) / std  ==  head'(h) with w' = w / std, b' = (b - mean) / std
-            std = reward_model.score_std
-            critic.head.weight.copy_(reward_model.head.weight / std)
-            critic.head.bias.copy_((reward_model.head.bias - reward_model.score_mean) / std)
-        return critic.requires_grad_(True)  # the reward model may have frozen parts of its trunk
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Values V(x, y_<t) of shape (B, T) for ids and mask of shape (B, T); ``out[:, 0] = 0``."""
-        hidden = self.trunk(input_ids=input_ids, attention_mask=attention_mask,
-                            position_ids=position_ids_from_mask(attention_mask),
-                            use_cache=False).last_hidden_state  # one pass, no KV cache needed
-        values = self.head(hidden[:, :-1]).squeeze(-1).float()
-        return nn.functional.pad(values, (1, 0))
 
 
 # ----------------------------------------------------------------------------------------------
