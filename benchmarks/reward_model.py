@@ -38,12 +38,12 @@ BACKBONES = {"attention": {"attention_only": True}, "full": {"attention_only": F
 
 
 def run_seed(seed: int, backbone: str = "attention") -> dict:
-    from minirlhf.preferences import default_preferences
     from minirlhf.evaluation import reward_model_report
-    from minirlhf.pipeline import REWARD_PAIRS_PER_PROMPT, train_default_reward_model
+    from minirlhf.pipeline import train_default_reward_model
+    from minirlhf.preferences import PAIRS_PER_PROMPT, default_preferences
 
     start, cpu_start = time.perf_counter(), time.process_time()
-    default_preferences(pairs_per_prompt=REWARD_PAIRS_PER_PROMPT, seed=seed, progress=False)  # cached
+    default_preferences(pairs_per_prompt=PAIRS_PER_PROMPT, seed=seed, progress=False)  # cached
     collect_seconds = time.perf_counter() - start
     reward_model, tokenizer, data, history = train_default_reward_model(seed=seed, progress=False,
                                                                         **BACKBONES[backbone])

@@ -276,6 +276,17 @@ def demo(outdir: Path, seed: int = 0, quick: bool = False, retrain: bool = False
     return outdir / "report.html"
 
 
+def learned_order(rm: dict) -> str:
+    """The reward model's order of Paris, the hedge and Berlin for France, in words, checked against
+    the true order (Paris > hedge > Berlin)."""
+    scores = {"Paris": rm["reward_correct"], "the hedge": rm["reward_hedge"], "Berlin": rm["reward_berlin"]}
+    order = sorted(scores, key=scores.get, reverse=True)
+    text = " > ".join(f"{name} ({scores[name]:+.2f})" for name in order)
+    if order == ["Paris", "the hedge", "Berlin"]:
+        return text + ", the true order"
+    return text + ": not the true order (Paris > hedge > Berlin), which PPO's refreshes have to correct"
+
+
 def report_blocks(metrics: dict) -> list[tuple]:
     """The demo's story, as blocks ``("h1" | "h2" | "p", text)``, ``("table", header, rows)`` and
     ``("img", file name, caption)``: rendered as Markdown and as HTML by :func:`write_report`."""
@@ -295,18 +306,16 @@ def report_blocks(metrics: dict) -> list[tuple]:
         ("p", f"Seed {metrics['seed']}, {run}, {metrics['total_seconds']:.0f} s in all. It follows the "
               "article (Anish Dubey, \"LLM Alignment: Reward-Based vs Reward-Free Methods\", 2024) on "
               "the question \"What is the capital of France?\"."),
-        ("h2", "1. The base model says Berlin"),
+        ("h2", "1. The base model says Berlin" if france["Berlin"] > france["Paris"] else "1. The base model"),
         ("p", "After supervised fine-tuning, the model answers France with \"The capital of France is "
-              f"Berlin.\" (probability {france['Berlin']:.2f}) more often than with Paris "
-              f"({france['Paris']:.2f}); it hedges {france['hedge']:.2f} of the time. It knows the "
-              "answer, but it is not aligned."),
+              f"Berlin.\" with probability {france['Berlin']:.2f} and with Paris {france['Paris']:.2f}; "
+              f"it hedges {france['hedge']:.2f} of the time. It knows the answer, but it is not aligned."),
         ("img", "sft_answer_distribution.png", "Every country's answers, exactly: correct, wrong (mostly "
                                                "the country's common confusion), hedging, or malformed."),
         ("h2", "2. What the raters preferred, and what the reward model learned"),
         ("p", f"A simulated rater compared {rm['n_train_pairs']:,} pairs of the base model's answers (one "
-              f"label each). From them the reward model learned that Paris ({rm['reward_correct']:+.2f}) "
-              f"beats the hedge ({rm['reward_hedge']:+.2f}), which beats Berlin "
-              f"({rm['reward_berlin']:+.2f}). On held-out pairs it agrees with the rater "
+              f"label each). From them the reward model learned, for France, {learned_order(rm)}. "
+              "On held-out pairs it agrees with the rater "
               f"{rm['test_accuracy']:.0%} of the time; the best possible model would agree "
               f"{rm['bayes_optimal_accuracy']:.0%} of the time (the rater is noisy)."),
         ("img", "preference_pairs.png", "Which kind of answer the rater preferred, pair by pair."),
