@@ -43,9 +43,10 @@ from tqdm.auto import tqdm
 
 from minirlhf import world
 from minirlhf.logprobs import generate, token_logprobs
-from minirlhf.models import check_tokenizer_matches, embedding_param_groups, frozen_blocks, fused_gelu
+from minirlhf.models import (check_reward_model, check_tokenizer_matches, embedding_param_groups,
+                             frozen_blocks, fused_gelu)
 from minirlhf.ppo import masked_mean, per_token_rewards, ppo_policy_loss, score_rollouts
-from minirlhf.reward import check_reward_model, refresh_reward_model
+from minirlhf.reward import refresh_reward_model
 from minirlhf.utils import (check_config, check_finite_loss, check_positive, clip_grad_norm, lr_factor,
                             seed_everything)
 

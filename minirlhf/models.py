@@ -73,6 +73,32 @@ def check_tokenizer_matches(model, tokenizer) -> None:
         )
 
 
+def check_reward_model(reward_model, tokenizer) -> None:
+    """Refuse a reward model that reads token ids differently from the policy's ``tokenizer``.
+
+    PPO hands the policy's token ids straight to the reward model, so both must share one
+    vocabulary (same words at the same ids, same PAD and EOS).
+    """
+    if not callable(reward_model):
+        raise TypeError("reward_model must be a module whose forward(input_ids, attention_mask) "
+                        "returns one score per row (a minirlhf.reward.RewardModel), or None.")
+    own = getattr(reward_model, "tokenizer", None)
+    if own is not None:
+        same = (own.get_vocab() == tokenizer.get_vocab() and own.pad_token_id == tokenizer.pad_token_id
+                and own.eos_token_id == tokenizer.eos_token_id)
+        if not same:
+            raise ValueError("The reward model's tokenizer differs from the policy's (vocabulary or "
+                             "PAD/EOS ids): its scores would read other words. Train the reward model "
+                             "with the policy's tokenizer (minirlhf.tokenizer.build_tokenizer()).")
+        return
+    backbone = getattr(reward_model, "backbone", reward_model)
+    embeddings = backbone.get_input_embeddings() if hasattr(backbone, "get_input_embeddings") else None
+    if embeddings is not None and embeddings.num_embeddings != len(tokenizer):
+        raise ValueError(f"The reward model's embedding has {embeddings.num_embeddings} tokens but the "
+                         f"tokenizer has {len(tokenizer)}: they do not belong together. Train the "
+                         "reward model with the policy's tokenizer.")
+
+
 # ---------------------------------------------------------------------------------------------
 # Saving and loading: what a checkpoint is, and which tokenizer its weights were trained with
 # ---------------------------------------------------------------------------------------------
@@ -171,6 +197,52 @@ def load_model(path: str | Path, device=None) -> tuple[GPT2LMHeadModel, PreTrain
     if device is not None:
         model.to(device)
     return model, tokenizer
+
+
+def write_reward_model_files(reward_model, path: str | Path) -> None:
+    """Write a reward model's ``config.json`` (its backbone's), ``model.safetensors`` and
+    ``reward_model.json`` (how it was built) into the folder ``path``."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    reward_model.backbone.config.save_pretrained(path)
+    state = {k: v.detach().contiguous().cpu() for k, v in reward_model.state_dict().items()}
+    save_file(state, path / "model.safetensors", metadata={"format": "pt"})
+    info = {"kind": "minirlhf.RewardModel", "freeze_backbone": reward_model.freeze_backbone,
+            "attention_only": reward_model.attention_only}
+    (path / REWARD_MODEL_FILE).write_text(json.dumps(info, indent=2))
+
+
+def save_reward_model(reward_model, path: str | Path, tokenizer=None) -> Path:
+    """Save a :class:`~minirlhf.reward.RewardModel` (and ``tokenizer``) as the checkpoint folder
+    ``path``, as :func:`save_model` does."""
+    objects = [reward_model] + ([tokenizer] if tokenizer is not None else [])
+    return save_atomically(objects, path, checkpoint_info("reward_model", tokenizer))
+
+
+def read_reward_model(cls, path: str | Path, device=None):
+    """Load the reward model (of class ``cls``) saved in ``path``, in eval mode, with its tokenizer as
+    ``.tokenizer`` (None if none was saved). Refuses a causal LM's checkpoint."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModel
+
+    path = check_checkpoint_dir(path)
+    if not (path / REWARD_MODEL_FILE).is_file():
+        raise ValueError(f"{str(path)!r} holds no reward model (no {REWARD_MODEL_FILE}). To start "
+                         "one from a causal LM use RewardModel.from_base(load_model(path)[0]).")
+    info = check_checkpoint_kind(path, "reward_model")
+    options = json.loads((path / REWARD_MODEL_FILE).read_text())
+    backbone = AutoModel.from_config(AutoConfig.from_pretrained(path))
+    model = cls(backbone, freeze_backbone=options["freeze_backbone"],
+                attention_only=options.get("attention_only", False))
+    with reading_weights(path / "model.safetensors"):
+        model.load_state_dict(load_file(path / "model.safetensors"))
+    if (path / "tokenizer.json").is_file():
+        model.tokenizer = load_tokenizer(path, info)
+        check_tokenizer_matches(model.backbone, model.tokenizer)
+    if device is not None:
+        model.to(device)
+    return model.eval()
 
 
 # The base model that later stages start from. It ships with the package (about 0.5 MB) so that

@@ -306,7 +306,7 @@ def report_blocks(metrics: dict) -> list[tuple]:
         ("p", f"Seed {metrics['seed']}, {run}, {metrics['total_seconds']:.0f} s in all. It follows the "
               "article (Anish Dubey, \"LLM Alignment: Reward-Based vs Reward-Free Methods\", 2024) on "
               "the question \"What is the capital of France?\"."),
-        ("h2", "1. The base model says Berlin" if france["Berlin"] > france["Paris"] else "1. The base model"),
+        ("h2", "1. The base model" + (" says Berlin" if france["Berlin"] > france["Paris"] else "")),
         ("p", "After supervised fine-tuning, the model answers France with \"The capital of France is "
               f"Berlin.\" with probability {france['Berlin']:.2f} and with Paris {france['Paris']:.2f}; "
               f"it hedges {france['hedge']:.2f} of the time. It knows the answer, but it is not aligned."),

@@ -40,8 +40,9 @@ from tqdm.auto import tqdm
 
 from minirlhf import world
 from minirlhf.logprobs import (close_cut_answers, generate, last_token_index, token_logprobs)
-from minirlhf.models import Critic, check_tokenizer_matches, embedding_param_groups, frozen_blocks, fused_gelu
-from minirlhf.reward import check_reward_model, refresh_reward_model
+from minirlhf.models import (Critic, check_reward_model, check_tokenizer_matches, embedding_param_groups,
+                             frozen_blocks, fused_gelu)
+from minirlhf.reward import refresh_reward_model
 from minirlhf.utils import (check_config, check_finite_loss, check_positive, clip_grad_norm,
                             explained_variance, lr_factor, masked_mean, seed_everything, whiten)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +30,10 @@ from datasets import Dataset, concatenate_datasets
 from tqdm.auto import tqdm
 
 from minirlhf.logprobs import encode_prompt_response, last_token_index, position_ids_from_mask, to_device
-from minirlhf.models import (REWARD_MODEL_FILE, check_checkpoint_kind, check_tokenizer_matches,
-                             checkpoint_info, load_tokenizer, reading_weights)
+from minirlhf.models import read_reward_model, save_reward_model, write_reward_model_files
 from minirlhf.preferences import check_preference_data, on_policy_pairs
-from minirlhf.utils import (check_checkpoint_dir, check_config, check_finite_loss, clip_grad_norm, lr_factor,
-                            save_atomically, seed_everything)
+from minirlhf.utils import (check_config, check_finite_loss, clip_grad_norm, lr_factor,
+                            seed_everything)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,52 +181,21 @@ class RewardModel(torch.nn.Module):
         self.score_std.fill_(1.0)
         return self
 
-    # --- saving and loading: safetensors + JSON, no pickle -------------------------------------
+    # --- saving and loading (safetensors + JSON, no pickle): minirlhf.models ----------------
 
     def save_pretrained(self, path: str | Path) -> None:
-        """Write ``config.json`` (the backbone's), ``model.safetensors`` and ``reward_model.json``."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        self.backbone.config.save_pretrained(path)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, path / "model.safetensors", metadata={"format": "pt"})
-        info = {"kind": "minirlhf.RewardModel", "freeze_backbone": self.freeze_backbone,
-                "attention_only": self.attention_only}
-        (path / REWARD_MODEL_FILE).write_text(json.dumps(info, indent=2))
+        """Write the checkpoint files into the folder ``path`` (called by :meth:`save`)."""
+        write_reward_model_files(self, path)
 
     def save(self, path: str | Path, tokenizer=None) -> Path:
-        """Save the model (and ``tokenizer``, or the one it was loaded with) as the checkpoint folder
-        ``path``, safe against interruptions and never deleting a file minirlhf did not write (see
-        :func:`minirlhf.utils.save_atomically`)."""
-        tokenizer = tokenizer or self.tokenizer
-        objects = [self] + ([tokenizer] if tokenizer is not None else [])
-        return save_atomically(objects, path, checkpoint_info("reward_model", tokenizer))
+        """Save as the checkpoint folder ``path``, with ``tokenizer`` (or the one it was loaded with)."""
+        return save_reward_model(self, path, tokenizer or self.tokenizer)
 
     @classmethod
     def load(cls, path: str | Path, device=None) -> RewardModel:
         """Load a reward model saved by :meth:`save`, in eval mode; ``.tokenizer`` is the saved
         tokenizer (or None)."""
-        from safetensors.torch import load_file
-        from transformers import AutoConfig, AutoModel
-
-        path = check_checkpoint_dir(path)
-        if not (path / REWARD_MODEL_FILE).is_file():
-            raise ValueError(f"{str(path)!r} holds no reward model (no {REWARD_MODEL_FILE}). To start "
-                             "one from a causal LM use RewardModel.from_base(load_model(path)[0]).")
-        info = check_checkpoint_kind(path, "reward_model")
-        options = json.loads((path / REWARD_MODEL_FILE).read_text())
-        backbone = AutoModel.from_config(AutoConfig.from_pretrained(path))
-        model = cls(backbone, freeze_backbone=options["freeze_backbone"],
-                    attention_only=options.get("attention_only", False))
-        with reading_weights(path / "model.safetensors"):
-            model.load_state_dict(load_file(path / "model.safetensors"))
-        if (path / "tokenizer.json").is_file():
-            model.tokenizer = load_tokenizer(path, info)
-            check_tokenizer_matches(model.backbone, model.tokenizer)
-        if device is not None:
-            model.to(device)
-        return model.eval()
+        return read_reward_model(cls, path, device)
 
 
 def load_reward_model(path: str | Path, device=None):
@@ -255,9 +222,6 @@ class RewardConfig:
     """Peak AdamW learning rate of the backbone (after warm-up, then cosine decay to 0)."""
     head_learning_rate: float = 1e-2
     """Peak learning rate of the linear head: it starts at zero and has the most to learn."""
-    head_only_steps: int = 0
-    """Train only the head for this many steps first (backbone frozen), then everything: "linear
-    probing, then fine-tuning". A zero head would send random gradients into the SFT features."""
     warmup_steps: int = 10
     """Linear warm-up steps (of each phase)."""
     weight_decay: float = 0.1
@@ -276,7 +240,16 @@ class RewardConfig:
     def __post_init__(self):
         check_config(self, positive=("steps", "batch_size", "learning_rate", "head_learning_rate",
                                      "log_every", "eval_every", "max_grad_norm"),
-                     non_negative=("warmup_steps", "weight_decay", "head_only_steps"))
+                     non_negative=("warmup_steps", "weight_decay"))
+
+
+def distinct_answers(data: Dataset) -> tuple[list[tuple[str, str]], list[int], list[int]]:
+    """The distinct ``(prompt, response)`` of ``data``, and the index in them of each pair's chosen and
+    rejected answer."""
+    prompts = list(data["prompt"])
+    chosen, rejected = list(zip(prompts, data["chosen"])), list(zip(prompts, data["rejected"]))
+    row_of = {key: i for i, key in enumerate(dict.fromkeys(chosen + rejected))}
+    return list(row_of), [row_of[k] for k in chosen], [row_of[k] for k in rejected]
 
 
 def encode_pairs(tokenizer, data: Dataset, device=None, model=None) -> dict[str, torch.Tensor]:
@@ -288,15 +261,10 @@ def encode_pairs(tokenizer, data: Dataset, device=None, model=None) -> dict[str,
     ``attention_mask`` (U, T) of the U distinct sequences, and ``chosen`` / ``rejected`` (N,): the
     row of each pair's chosen / rejected answer. With a ``model``, a text too long for it is refused.
     """
-    prompts = list(data["prompt"])
-    chosen = list(zip(prompts, data["chosen"]))
-    rejected = list(zip(prompts, data["rejected"]))
-    distinct = list(dict.fromkeys(chosen + rejected))
-    row_of = {key: i for i, key in enumerate(distinct)}
+    distinct, chosen, rejected = distinct_answers(data)
     batch = encode_prompt_response(tokenizer, [p for p, _ in distinct], [r for _, r in distinct], model=model)
     encoded = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
-               "chosen": torch.tensor([row_of[k] for k in chosen]),
-               "rejected": torch.tensor([row_of[k] for k in rejected])}
+               "chosen": torch.tensor(chosen), "rejected": torch.tensor(rejected)}
     return to_device(encoded, device) if device is not None else encoded
 
 
@@ -315,12 +283,9 @@ def score_pairs(reward_model: RewardModel, encoded: dict[str, torch.Tensor], row
 def score_preference_pairs(reward_model: RewardModel, tokenizer, data: Dataset):
     """Scores ``(r_w, r_l)``, each (N,) on the CPU, of every pair of ``data`` (no gradients;
     each distinct answer is scored once)."""
-    prompts = list(data["prompt"])
-    chosen, rejected = list(zip(prompts, data["chosen"])), list(zip(prompts, data["rejected"]))
-    distinct = list(dict.fromkeys(chosen + rejected))
+    distinct, chosen, rejected = distinct_answers(data)
     scores = reward_model.score_texts(tokenizer, [p for p, _ in distinct], [r for _, r in distinct])
-    score_of = dict(zip(distinct, scores.tolist()))
-    return (torch.tensor([score_of[k] for k in chosen]), torch.tensor([score_of[k] for k in rejected]))
+    return scores[chosen], scores[rejected]
 
 
 def evaluate_reward_model(reward_model: RewardModel, tokenizer, data: Dataset) -> dict[str, float]:
@@ -331,18 +296,13 @@ def evaluate_reward_model(reward_model: RewardModel, tokenizer, data: Dataset) -
 
 def _optimizer_and_schedule(reward_model: RewardModel, config: RewardConfig):
     """AdamW with two parameter groups (backbone, head; in the model's order, so that clipping sums
-    the gradient norm as over ``reward_model.parameters()``), each with a warm-up + cosine schedule;
-    the backbone's starts after ``head_only_steps``."""
-    groups, schedules = [], []
+    the gradient norm as over ``reward_model.parameters()``) and one warm-up + cosine schedule."""
+    groups = [{"params": list(reward_model.head.parameters()), "lr": config.head_learning_rate}]
     if not reward_model.freeze_backbone:
-        start = min(config.head_only_steps, config.steps - 1)
-        groups.append({"params": list(reward_model.backbone.parameters()), "lr": config.learning_rate})
-        schedules.append(lambda s: 0.0 if s < start else
-                         lr_factor(s - start, config.steps - start, config.warmup_steps))
-    groups.append({"params": list(reward_model.head.parameters()), "lr": config.head_learning_rate})
-    schedules.append(functools.partial(lr_factor, total=config.steps, warmup=config.warmup_steps))
+        groups.insert(0, {"params": list(reward_model.backbone.parameters()), "lr": config.learning_rate})
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedules)
+    schedule = functools.partial(lr_factor, total=config.steps, warmup=config.warmup_steps)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
 def train_reward_model(reward_model: RewardModel, tokenizer, train_data: Dataset,
@@ -369,12 +329,8 @@ def train_reward_model(reward_model: RewardModel, tokenizer, train_data: Dataset
         return {f"eval/{k}": v for k, v in metrics.items()}
 
     history, start = [], time.perf_counter()
-    trainable = {name: p.requires_grad for name, p in reward_model.backbone.named_parameters()}
     reward_model.train()
     for step in tqdm(range(config.steps), desc="Reward model", disable=not config.progress):
-        linear_probing = step < config.head_only_steps  # no backbone gradients yet
-        for name, parameter in reward_model.backbone.named_parameters():
-            parameter.requires_grad_(trainable[name] and not linear_probing)
         rows = torch.randint(len(train_data), (config.batch_size,), generator=generator).to(device)
         chosen, rejected = score_pairs(reward_model, encoded, rows)
         loss = bradley_terry_loss(chosen, rejected)  # -log sigmoid(r_w - r_l)
@@ -394,8 +350,6 @@ def train_reward_model(reward_model: RewardModel, tokenizer, train_data: Dataset
                 record.update(evaluate())
                 reward_model.train()
             history.append(record)
-    for name, parameter in reward_model.backbone.named_parameters():
-        parameter.requires_grad_(trainable[name])
     reward_model.eval()
     return history
 
@@ -403,32 +357,6 @@ def train_reward_model(reward_model: RewardModel, tokenizer, train_data: Dataset
 # ---------------------------------------------------------------------------------------------
 # Refreshing a reward model during PPO (iterated RLHF)
 # ---------------------------------------------------------------------------------------------
-
-def check_reward_model(reward_model, tokenizer) -> None:
-    """Refuse a reward model that reads token ids differently from the policy's ``tokenizer``.
-
-    PPO hands the policy's token ids straight to the reward model, so both must share one
-    vocabulary (same words at the same ids, same PAD and EOS).
-    """
-    if not callable(reward_model):
-        raise TypeError("reward_model must be a module whose forward(input_ids, attention_mask) "
-                        "returns one score per row (a minirlhf.reward.RewardModel), or None.")
-    own = getattr(reward_model, "tokenizer", None)
-    if own is not None:
-        same = (own.get_vocab() == tokenizer.get_vocab() and own.pad_token_id == tokenizer.pad_token_id
-                and own.eos_token_id == tokenizer.eos_token_id)
-        if not same:
-            raise ValueError("The reward model's tokenizer differs from the policy's (vocabulary or "
-                             "PAD/EOS ids): its scores would read other words. Train the reward model "
-                             "with the policy's tokenizer (minirlhf.tokenizer.build_tokenizer()).")
-        return
-    backbone = getattr(reward_model, "backbone", reward_model)
-    embeddings = backbone.get_input_embeddings() if hasattr(backbone, "get_input_embeddings") else None
-    if embeddings is not None and embeddings.num_embeddings != len(tokenizer):
-        raise ValueError(f"The reward model's embedding has {embeddings.num_embeddings} tokens but the "
-                         f"tokenizer has {len(tokenizer)}: they do not belong together. Train the "
-                         "reward model with the policy's tokenizer.")
-
 
 # A refresh trains briefly and gently, so that the scores (and the critic's targets) move a little at a
 # time; on pairs sampled at a temperature above 1, so that rare answers are judged too.

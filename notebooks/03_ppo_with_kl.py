@@ -148,7 +148,10 @@ torch.testing.assert_close(rollout_logp, alone, atol=1e-4, rtol=1e-4)
 # The RLHF objective is `E[r(x, y)] - beta * KL(pi || pi_ref)`. The KL of a sampled answer is
 # estimated by `sum_t log pi(y_t|..) - log pi_ref(y_t|..)` ("k1"), so each token pays
 # `-beta * (log pi - log pi_ref)` and the score `r(x, y)` is added at the last token (the EOS).
-# Here the score is the true reward (PPO-GT); with a learned reward model it is `r_phi(x, y)`. At
+# Here the score is the true reward (PPO-GT); with a learned reward model it is `r_phi(x, y)`, read
+# at the EOS, and an answer cut at `max_new_tokens` is scored with an EOS appended: the reward model
+# learned from complete answers, and its number at a mid-sentence token is arbitrary (a policy
+# would learn never to finish, and collect it). At
 # the very first step the policy *is* the reference, so the KL part is 0; we nudge the policy's
 # log-probs to see it at work.
 
@@ -511,10 +514,11 @@ assert progress > 0.1
 # (beta is the number beside each point), but it cannot tell `r_phi`'s errors from its truths.
 #
 # **The cure is to ask the rater again.** Given a rater, `train_ppo(...,
-# rater=world.SimulatedRater(), reward_data=rm_data["train"])` has it judge pairs of the policy's
-# *current* answers every `reward_refresh_every` steps (25 by default), and `r_phi` learns from
-# them (iterated RLHF, as in Anthropic's 2022 assistant): wherever the policy goes, `r_phi` is
-# corrected there. It shows over long runs, which `benchmarks/ppo.py` compares (1000 steps of 64
+# rater=world.SimulatedRater(), reward_data=rm_data["train"])` has it compare the policy's
+# *current* answers with the reference's every `reward_refresh_every` steps (25 by default), and
+# `r_phi` learns from them (iterated RLHF, as in Anthropic's 2022 assistant): wherever the policy
+# goes, `r_phi` is corrected there. (Pairs against the reference, not two of the policy's own
+# answers: a policy that says one thing every time would leave the rater nothing to compare.) It shows over long runs, which `benchmarks/ppo.py` compares (1000 steps of 64
 # answers, the fixed and the refreshed reward model).
 
 # %% [markdown]

@@ -75,8 +75,6 @@ MAPPING = {
             "learning_rate": ("learning_rate", ""),
             "head_learning_rate": (None, ("TRL uses one rate for all weights; pass your own optimizer with "
                                           "two parameter groups as `RewardTrainer(optimizers=...)`.")),
-            "head_only_steps": (None, ("freeze the backbone (`requires_grad_(False)`) for a first short run, "
-                                       "then train everything in a second one.")),
             "warmup_steps": ("warmup_steps", "with `lr_scheduler_type=\"cosine\"`."),
             "weight_decay": ("weight_decay", ""),
             "max_grad_norm": _CLIP,
