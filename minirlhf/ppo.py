@@ -200,8 +200,8 @@ class PPOConfig:
     missing_eos_penalty: float | None = None
     """If set, subtract this from the score of an answer cut at ``max_new_tokens`` without EOS."""
     reward_refresh_every: int = 25
-    """With a learned reward model *and* a ``rater``: every this many steps the rater judges fresh
-    pairs of the policy's own answers and the reward model learns from them (0 = never)."""
+    """With a learned reward model *and* a ``rater``: every this many steps the rater compares the
+    policy's answers with pi_ref's and the reward model learns from them (0 = never)."""
     refresh_pairs_per_prompt: int = 8
     """Pairs sampled per training prompt at each refresh."""
     learning_rate: float | None = None
