@@ -75,7 +75,9 @@ def ipo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
 
         L = ( h - 1 / (2 * beta) )^2,   h = the log-ratio margin of :func:`dpo_loss`
 
-    (``beta`` plays the role of the paper's tau, as in TRL).
+    (``beta`` plays the role of the paper's tau, as in TRL). The paper's equation on sequence log-probs;
+    TRL's ``loss_type="ipo"`` first divides each answer's log-ratio by its token count, which equals
+    this function on log-probs divided by the answer lengths (tested).
     """
     check_positive("beta", beta)
     h = _log_ratio_margin(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
@@ -91,7 +93,11 @@ def conservative_dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_log
 
         L = -(1 - eps) * log sigmoid(beta * h) - eps * log sigmoid(-beta * h)
 
-    With eps > 0 the loss has a finite minimum, at ``beta * h = log((1 - eps) / eps)``.
+    With eps > 0 the loss has a finite minimum, at ``beta * h = log((1 - eps) / eps)``. This is the
+    expected DPO loss under flipped labels (eric-mitchell's ``label_smoothing``). TRL 1.16's
+    ``"sigmoid"`` loss ignores ``label_smoothing``, and its ``"robust"`` loss (Chowdhury et al. 2024)
+    is another estimator, ``((1 - eps) L(h) - eps L(-h)) / (1 - 2 eps)`` with L the DPO loss: unbiased
+    for the clean loss, with no finite minimum (tested against both).
     """
     check_positive("beta", beta)
     if not 0 <= label_smoothing < 0.5:

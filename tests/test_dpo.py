@@ -55,6 +55,57 @@ def test_conservative_dpo_loss_hand_computed():
         dpo_loss(*PAIR, beta=0.5).item())
 
 
+# TRL 1.16's DPOTrainer losses, written out from trl/trainer/dpo_trainer.py (TRL is not a dependency).
+# delta = (log pi(y_w) - log pi_ref(y_w)) - (log pi(y_l) - log pi_ref(y_l)), summed over each answer's tokens.
+def trl_ipo(chosen, rejected, ref_chosen, ref_rejected, beta, chosen_tokens, rejected_tokens):
+    """TRL's "ipo": each answer's log-ratio divided by its token count, then (delta - 1/(2 beta))^2."""
+    delta = (chosen - ref_chosen) / chosen_tokens - (rejected - ref_rejected) / rejected_tokens
+    return (delta - 1 / (2 * beta)) ** 2
+
+
+def trl_robust(chosen, rejected, ref_chosen, ref_rejected, beta, eps):
+    """TRL's "robust" (Chowdhury et al. 2024): ((1 - eps) L(delta) - eps L(-delta)) / (1 - 2 eps)."""
+    delta = (chosen - ref_chosen) - (rejected - ref_rejected)
+    clean = -(1 - eps) * torch.nn.functional.logsigmoid(beta * delta)
+    flipped = -eps * torch.nn.functional.logsigmoid(-beta * delta)
+    return (clean - flipped) / (1 - 2 * eps)
+
+
+LONG_PAIRS = [torch.tensor([-4.0, -9.0, -2.5]), torch.tensor([-7.0, -3.0, -6.0]),
+              torch.tensor([-5.0, -8.0, -2.0]), torch.tensor([-6.5, -4.0, -5.0])]
+
+
+def test_ipo_is_trls_ipo_on_log_probs_divided_by_answer_length():
+    lengths_w, lengths_l = torch.tensor([9.0, 13.0, 9.0]), torch.tensor([9.0, 9.0, 13.0])
+    theirs = trl_ipo(*LONG_PAIRS, 0.1, lengths_w, lengths_l)
+    # the paper's eq. 17 on sequence log-probs, as minirlhf computes it, is another number ...
+    assert not torch.allclose(ipo_loss(*LONG_PAIRS, beta=0.1), theirs)
+    # ... and TRL's length-normalised IPO is minirlhf's on per-token log-probs
+    per_token = [LONG_PAIRS[0] / lengths_w, LONG_PAIRS[1] / lengths_l,
+                 LONG_PAIRS[2] / lengths_w, LONG_PAIRS[3] / lengths_l]
+    torch.testing.assert_close(ipo_loss(*per_token, beta=0.1), theirs)
+    # one-token answers: the two agree
+    ones = torch.ones(3)
+    torch.testing.assert_close(ipo_loss(*LONG_PAIRS, beta=0.1), trl_ipo(*LONG_PAIRS, 0.1, ones, ones))
+
+
+def test_conservative_dpo_is_not_trls_robust_loss_and_says_how():
+    eps, beta = 0.2, 0.5
+    ours = conservative_dpo_loss(*LONG_PAIRS, beta=beta, label_smoothing=eps)
+    theirs = trl_robust(*LONG_PAIRS, beta, eps)
+    assert (ours - theirs).abs().min() > 1e-3  # different numbers
+    flipped = [LONG_PAIRS[1], LONG_PAIRS[0], LONG_PAIRS[3], LONG_PAIRS[2]]
+    # conservative DPO is the expected DPO loss when each label is flipped with probability eps ...
+    torch.testing.assert_close(ours, (1 - eps) * dpo_loss(*LONG_PAIRS, beta=beta)
+                               + eps * dpo_loss(*flipped, beta=beta))
+    # ... TRL's robust loss is the unbiased estimate of the *clean* loss from flipped labels:
+    # averaged over the flip, it gives back plain DPO on the true label
+    torch.testing.assert_close((1 - eps) * theirs + eps * trl_robust(*flipped, beta, eps),
+                               dpo_loss(*LONG_PAIRS, beta=beta))
+    # with eps = 0 all three are plain DPO
+    torch.testing.assert_close(trl_robust(*LONG_PAIRS, beta, 0.0), dpo_loss(*LONG_PAIRS, beta=beta))
+
+
 def test_implicit_reward_hand_computed():
     reward = implicit_reward(torch.tensor([-1.0, -4.0]), torch.tensor([-1.5, -2.0]), 0.1)
     assert reward.tolist() == pytest.approx([0.05, -0.2])
