@@ -5,7 +5,8 @@ teacher-forced log-probs give a model's probability of each candidate *exactly*.
 puts outside the set (malformed text) is lumped into one more outcome, "outside", which carries
 the reward of malformed text, so that leaked probability never flatters a result. (Lumping the
 outside texts together can only lower the KL, so the KL we report is a lower bound on the true
-one; the set-only figures, renormalised on the candidates, are reported beside it.)
+one, and the attainment an upper bound when mass leaks outside; the set-only figures, renormalised
+on the candidates, are reported beside it.)
 
 The RLHF objective for one prompt x, and its closed-form maximiser (Rafailov et al. 2023, eq. 4):
 
