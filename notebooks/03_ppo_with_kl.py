@@ -65,8 +65,8 @@ from minirlhf import world
 from minirlhf.evaluation import answer_tracker, exact_metrics
 from minirlhf.logprobs import response_logprobs, token_log_ratios
 from minirlhf.models import load_base_model
-from minirlhf.optimum import (ExactEvaluator, kl_divergence, optimal_policy,
-                              renormalise, with_outside)
+from minirlhf.optimum import (ExactEvaluator, best_of_n_probs, kl_divergence,
+                              optimal_policy, renormalise, with_outside)
 from minirlhf.pipeline import train_default_reward_model
 from minirlhf.plots import (plot_beta_sweep, plot_clipped_objective, plot_history,
                             plot_ppo_loop, plot_probability_curves, plot_token_kl)
@@ -437,8 +437,10 @@ assert kl[-1] < 0.25 * kl[0]  # beta = 3: it hardly left the SFT model
 # further from `pi_ref` (a larger KL) and its expected `r_phi`, the score PPO would see, can
 # only rise. Its *true* reward first rises (`r_phi` is right on average) and then falls, once
 # the policy concentrates on the answers that `r_phi` over-rates: that is over-optimisation
-# (Gao et al. 2022). The dots are PPO at beta = 0 against this reward model (40 steps of 16
-# answers), measured exactly every 10 steps.
+# (Gao et al. 2022). The squares are PPO at beta = 0 against this reward model (40 steps of 16
+# answers), measured exactly every 10 steps. The triangles are Gao et al.'s other optimiser,
+# **best-of-n**: draw n answers from `pi_ref` and keep the one `r_phi` scores highest, computed
+# exactly for n = 1 ... 256 (notebook 06 derives it).
 
 # %%
 candidates = evaluator.candidates
@@ -453,6 +455,16 @@ for b in sweep:
     curve["KL"].append(kl_divergence(star, ref_set).mean().item())
     curve["r_phi"].append((star * r_phi).sum(-1).mean().item())
     curve["true reward"].append((star * r_true).sum(-1).mean().item())
+
+
+# best-of-n on r_phi (Gao et al. 2022's other optimiser): n answers from pi_ref, keep r_phi's best
+bon = {"KL": [], "r_phi": [], "true reward": []}
+ns = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+for n in ns:
+    chosen = best_of_n_probs(ref_set, r_phi, n)
+    bon["KL"].append(kl_divergence(chosen, ref_set).mean().item())
+    bon["r_phi"].append((chosen * r_phi).sum(-1).mean().item())
+    bon["true reward"].append((chosen * r_true).sum(-1).mean().item())
 
 
 def on_candidates(step, policy):
@@ -476,6 +488,7 @@ for ax, key in zip(axes, ["r_phi", "true reward"]):
     for b, x, y in zip(sweep, curve["KL"], curve[key]):
         ax.annotate(f"{b:g}", (x, y), fontsize=9, xytext=(3, 3),
                     textcoords="offset points")
+    ax.plot(bon["KL"], bon[key], marker="^", color="C2", label="best-of-n on r_phi (n = 1 ... 256)")
     ax.plot([h["KL"] for h in points], [h[key] for h in points], "s", color="C3",
             label="PPO at beta = 0 (every 10 steps)")
     ax.set_xlabel("KL to the reference (nats)", fontsize=9)
