@@ -26,7 +26,9 @@ _DPO_FIELDS = {
             "label_smoothing": ("label_smoothing", ("conservative DPO (Mitchell 2023); TRL 1.16's "
                                                     "`\"sigmoid\"` ignores it, and its `\"robust\"` loss "
                                                     "is another formula.")),
-            "rpo_alpha": ("rpo_alpha", "the chosen answers' NLL added to the loss, as in TRL."),
+            "rpo_alpha": ("loss_weights", ("the chosen answers' NLL per token added to the loss: TRL 1.16's "
+                                           "`loss_type=[\"sigmoid\", \"sft\"]` with `loss_weights=[1.0, "
+                                           "rpo_alpha]` (before 1.16, `rpo_alpha`).")),
             "learning_rate": ("learning_rate", ("TRL's default (1e-6) is for billion-parameter models; "
                                                 "the tiny GPT needs about 1e-4 to 1e-3.")),
             "epochs": ("num_train_epochs", ""),
