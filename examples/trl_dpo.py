@@ -32,13 +32,13 @@ RECIPES = {"minirlhf": {}, "plain": PLAIN_DPO}
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="minirlhf")
-    parser.add_argument("--model", default=None, help="a causal LM folder or hub name (default: the tiny GPT)")
+    parser.add_argument("--model", default=None, help="a causal LM (default: the tiny GPT)")
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--learning-rate", type=float, default=None, help="default: the recipe's")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eval-every", type=int, default=16, help="optimizer steps between exact evaluations")
+    parser.add_argument("--eval-every", type=int, default=16, help="optimizer steps between evaluations")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--out", default="trl-dpo-output", help="TRL's output_dir (nothing is saved by default)")
+    parser.add_argument("--out", default="trl-dpo-output", help="TRL's output_dir (nothing saved)")
     args = parser.parse_args(argv)
 
     config = dpo.DPOConfig(beta=args.beta, seed=args.seed, **RECIPES[args.recipe],
@@ -53,8 +53,9 @@ def main(argv=None) -> dict:
     callback = ExactEvaluationCallback(ref_model, tokenizer, args.beta, every=args.eval_every).attach(trainer)
     trainer.train()
     final = callback.history[-1]
-    print(f"TRL DPOTrainer, recipe {args.recipe!r}, beta {args.beta}, {final['step']} steps: exact attainment "
-          f"{final['exact/attainment']:.3f} (held-out countries {final['exact_held_out/attainment']:.3f}), "
+    print(f"TRL DPOTrainer, recipe {args.recipe!r}, beta {args.beta}, {final['step']} steps: "
+          f"exact attainment {final['exact/attainment']:.3f} "
+          f"(held-out countries {final['exact_held_out/attainment']:.3f}), "
           f"KL {final['exact/kl']:.3f}, mass outside the candidate set {1 - final['exact/coverage']:.3f}")
     return final
 

@@ -33,18 +33,18 @@ RECIPE = {"kl": "loss", "embedding_lr_scale": 0.0}
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=None, help="a causal LM folder or hub name (default: the tiny GPT)")
+    parser.add_argument("--model", default=None, help="a causal LM (default: the tiny GPT)")
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--steps", type=int, default=200, help="batches of answers (minirlhf's steps)")
     parser.add_argument("--learning-rate", type=float, default=None, help="default: min(3e-4, 1e-4 / beta)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eval-every", type=int, default=200, help="optimizer steps between exact evaluations")
+    parser.add_argument("--eval-every", type=int, default=200, help="optimizer steps between evaluations")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--out", default="trl-grpo-output", help="TRL's output_dir (nothing is saved by default)")
+    parser.add_argument("--out", default="trl-grpo-output", help="TRL's output_dir (nothing saved)")
     args = parser.parse_args(argv)
 
-    config = grpo.GRPOConfig(beta=args.beta, steps=args.steps, seed=args.seed, learning_rate=args.learning_rate,
-                             **RECIPE)
+    config = grpo.GRPOConfig(beta=args.beta, steps=args.steps, seed=args.seed,
+                             learning_rate=args.learning_rate, **RECIPE)
     policy, ref_model, tokenizer = load_policy(args.model)
     freeze_like(policy, config.frozen_blocks, config.embedding_lr_scale)
     trainer = GRPOTrainer(
@@ -55,8 +55,9 @@ def main(argv=None) -> dict:
     callback = ExactEvaluationCallback(ref_model, tokenizer, args.beta, every=args.eval_every).attach(trainer)
     trainer.train()
     final = callback.history[-1]
-    print(f"TRL GRPOTrainer, beta {args.beta}, {args.steps} batches ({final['step']} optimizer steps): exact "
-          f"attainment {final['exact/attainment']:.3f} (held-out countries {final['exact_held_out/attainment']:.3f}), "
+    print(f"TRL GRPOTrainer, beta {args.beta}, {args.steps} batches ({final['step']} optimizer steps): "
+          f"exact attainment {final['exact/attainment']:.3f} "
+          f"(held-out countries {final['exact_held_out/attainment']:.3f}), "
           f"KL {final['exact/kl']:.3f}, mass outside the candidate set {1 - final['exact/coverage']:.3f}")
     return final
 

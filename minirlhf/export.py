@@ -10,16 +10,16 @@ Three kinds of data leave minirlhf (each a ``datasets.Dataset``, built by the fu
 
 :func:`export` writes them into a folder, in one of three layouts (:data:`FORMATS`)::
 
-    trl       sft.jsonl                   prompt, completion           (TRL's "prompt-completion")
-              preferences_{train,test}.jsonl   prompt, chosen, rejected (TRL's "preference")
-              prompts_{train,held_out}.jsonl   prompt, ground_truth     (TRL's "prompt-only"; GRPOTrainer
-                                                                        hands ground_truth to reward functions)
-    openrlhf  sft.jsonl                   input, output                (--data.input_key input --data.output_key output)
-              preferences_{train,test}.jsonl   prompt, chosen, rejected (--data.prompt_key prompt
-                                                                        --data.chosen_key chosen --data.rejected_key rejected)
-              prompts_{train,held_out}.jsonl   input, label             (--data.input_key input --data.label_key label)
-    verl      train.parquet, test.parquet  data_source, prompt (chat messages), ability,
-                                           reward_model {style: "rule", ground_truth}, extra_info
+    trl       sft.jsonl                        prompt, completion        TRL's "prompt-completion"
+              preferences_{train,test}.jsonl   prompt, chosen, rejected  TRL's "preference"
+              prompts_{train,held_out}.jsonl   prompt, ground_truth      TRL's "prompt-only" (GRPOTrainer
+                                                                         gives reward functions ground_truth)
+    openrlhf  sft.jsonl                        input, output             --data.input_key, --data.output_key
+              preferences_{train,test}.jsonl   prompt, chosen, rejected  --data.prompt_key, --data.chosen_key,
+                                                                         --data.rejected_key
+              prompts_{train,held_out}.jsonl   input, label              --data.input_key, --data.label_key
+    verl      train.parquet, test.parquet      data_source, prompt (chat messages), ability,
+                                               reward_model {style: "rule", ground_truth}, extra_info
 
 Answers start with a space (``" The capital of France is Paris."``): a sub-word tokenizer needs it
 between ``A:`` and the answer, and minirlhf's word-level tokenizer and reward ignore it.
@@ -86,8 +86,8 @@ def prompt_data(split: str = "train") -> Dataset:
     The reward is :func:`minirlhf.world.true_reward` of the prompt and the answer; the capital is
     what a rule-based reward in another library checks."""
     prompts = world.prompts(split)
-    return Dataset.from_dict({"prompt": prompts,
-                              "ground_truth": [world.CAPITAL_OF[world.country_of_prompt(p)] for p in prompts]})
+    capitals = [world.CAPITAL_OF[world.country_of_prompt(p)] for p in prompts]
+    return Dataset.from_dict({"prompt": prompts, "ground_truth": capitals})
 
 
 def verl_rows(split: str) -> Dataset:
@@ -196,5 +196,6 @@ def export(fmt: str, out: str | Path) -> list[Path]:
         if Path(stale).name == stale and (out / stale).is_file():
             (out / stale).unlink()  # an earlier export's file (its manifest says so) that this one replaces
     manifest = out / MANIFEST
-    manifest.write_text(json.dumps({"format": fmt, "files": sorted(tables)}, indent=2) + "\n", encoding="utf-8")
+    manifest.write_text(json.dumps({"format": fmt, "files": sorted(tables)}, indent=2) + "\n",
+                        encoding="utf-8")
     return written + [manifest]

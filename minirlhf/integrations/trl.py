@@ -64,8 +64,8 @@ def freeze_like(model, frozen_blocks: int = 0, embedding_lr_scale: float = 1.0):
     TRL trains every parameter that has ``requires_grad``, at one rate: a scale other than 0 or 1
     needs a custom optimizer (``optimizers=...``) and is refused here. Returns ``model``."""
     if embedding_lr_scale not in (0, 1):
-        raise ValueError(f"TRL trains all parameters at one rate: embedding_lr_scale must be 0 (frozen) or 1, "
-                         f"got {embedding_lr_scale}. Pass a custom optimizer to the trainer for another scale.")
+        raise ValueError(f"TRL trains all parameters at one rate: embedding_lr_scale must be 0 (frozen) or "
+                         f"1, got {embedding_lr_scale}. For another, pass a custom optimizer to the trainer.")
     if frozen_blocks:
         for block in transformer_blocks(model)[:frozen_blocks]:
             block.requires_grad_(False)

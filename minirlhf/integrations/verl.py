@@ -3,8 +3,9 @@
 verl scores each answer with ``compute_score(data_source, solution_str, ground_truth, extra_info)``.
 Point verl at this file for the data that ``minirlhf export --format verl --out DIR`` writes::
 
+    REWARD="$(python -c 'import minirlhf.integrations.verl as m; print(m.__file__)')"
     python -m verl.trainer.main_ppo data.train_files=DIR/train.parquet data.val_files=DIR/test.parquet \\
-        custom_reward_function.path=$(python -c "import minirlhf.integrations.verl as m; print(m.__file__)") \\
+        custom_reward_function.path="$REWARD" \\
         custom_reward_function.name=compute_score ...
 """
 
@@ -14,7 +15,8 @@ from minirlhf import world
 from minirlhf.export import DATA_SOURCE
 
 
-def compute_score(data_source: str, solution_str: str, ground_truth: str, extra_info: dict | None = None) -> float:
+def compute_score(data_source: str, solution_str: str, ground_truth: str,
+                  extra_info: dict | None = None) -> float:
     """:func:`minirlhf.world.true_reward` of the answer ``solution_str`` to the row's question
     (``extra_info["question"]``, or rebuilt from ``extra_info["country"]``): +1 for the concise,
     correct capital, down to -2 for malformed text. Raises ValueError for a row that is not from
