@@ -39,8 +39,9 @@ def test_the_config_translations_use_the_names_the_docs_map():
     for config, args, key in ((DPOConfig(), dpo_args(), "minirlhf.dpo.DPOConfig"),
                               (GRPOConfig(kl="loss"), grpo_args(), "minirlhf.grpo.GRPOConfig")):
         for field, (trl_name, _) in mapping[key]["fields"].items():
-            scaled = ("learning_rate", "warmup_steps", "steps", "prompts_per_step")  # converted, not copied
-            if trl_name in args and trl_name not in ("loss_type", "loss_weights") and field not in scaled:
+            converted = ("learning_rate", "warmup_steps", "steps", "prompts_per_step", "advantage",
+                         "length_normalise")  # values translated, not copied
+            if trl_name in args and trl_name not in ("loss_type", "loss_weights") and field not in converted:
                 assert args[trl_name] == getattr(config, field), field
     assert dpo_args()["loss_type"] == ["sigmoid", "sft"] and dpo_args()["loss_weights"] == [1.0, 1.0]
     assert grpo_args(GRPOConfig(kl="loss", steps=10))["max_steps"] == 10 * 4 * 2  # epochs x minibatches

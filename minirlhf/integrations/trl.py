@@ -112,7 +112,8 @@ def grpo_args(config: GRPOConfig | None = None) -> dict:
     optimizer_steps = config.epochs * config.minibatches
     return {**_common_args(config), "warmup_steps": config.warmup_steps * optimizer_steps,
             "beta": config.beta, "num_generations": config.group_size,
-            "generation_batch_size": answers, "per_device_train_batch_size": answers // config.minibatches,
+            "steps_per_generation": config.minibatches,
+            "per_device_train_batch_size": answers // config.minibatches,
             "num_iterations": config.epochs, "epsilon": config.clip_range, "temperature": config.temperature,
             "max_completion_length": config.max_new_tokens, "max_steps": config.steps * optimizer_steps,
             "learning_rate": config.learning_rate or min(3e-4, 1e-4 / config.beta),
