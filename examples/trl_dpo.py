@@ -48,8 +48,8 @@ def main(argv=None) -> dict:
     trainer = DPOTrainer(
         model=policy, ref_model=ref_model, processing_class=tokenizer,
         train_dataset=preference_data()["train"],
-        args=DPOConfig(output_dir=args.out, logging_steps=args.eval_every, precompute_ref_log_probs=True,
-                       **dpo_args(config), **run_args(args.threads)))
+        args=DPOConfig(output_dir=args.out, logging_steps=args.eval_every or 50,
+                       precompute_ref_log_probs=True, **dpo_args(config), **run_args(args.threads)))
     callback = ExactEvaluationCallback(ref_model, tokenizer, args.beta, every=args.eval_every).attach(trainer)
     trainer.train()
     final = callback.history[-1]

@@ -50,7 +50,7 @@ def main(argv=None) -> dict:
     trainer = GRPOTrainer(
         model=policy, reward_funcs=true_reward_func, processing_class=tokenizer,
         train_dataset=prompt_data("train"),
-        args=GRPOConfig(output_dir=args.out, logging_steps=args.eval_every, **grpo_args(config),
+        args=GRPOConfig(output_dir=args.out, logging_steps=args.eval_every or 50, **grpo_args(config),
                         **run_args(args.threads)))
     callback = ExactEvaluationCallback(ref_model, tokenizer, args.beta, every=args.eval_every).attach(trainer)
     trainer.train()
