@@ -52,7 +52,8 @@ def test_every_minirlhf_command_it_runs_exists_with_its_options(capsys):
         with pytest.raises(SystemExit) as exit_:
             main([words[1], "--help"])
         assert exit_.value.code == 0
-        assert all(option in capsys.readouterr().out for option in _options(words)), words
+        usage = capsys.readouterr().out
+        assert all(option in usage for option in _options(words)), words
 
 
 def test_the_openrlhf_and_verl_commands_name_what_the_export_writes():
