@@ -25,7 +25,6 @@ gradient checkpointing, pure recomputation on a model this small, off.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys
@@ -37,19 +36,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 warnings.filterwarnings("ignore")
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # for minirlhf.preferences only: the data (minirlhf needn't be installed)
+sys.path.insert(0, str(REPO))  # minirlhf from this checkout (it needn't be installed in the TRL venv)
 
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, PrinterCallback  # noqa: E402
+from transformers import PrinterCallback  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 from trl import DPOConfig, DPOTrainer  # noqa: E402
 
 from trl_timer import StepTimer  # noqa: E402  (benchmarks/, beside this script)
 
+from minirlhf.integrations.trl import load_policy  # noqa: E402
 from minirlhf.preferences import default_preferences  # noqa: E402
 
-CHECKPOINT = REPO / "minirlhf" / "checkpoints" / "sft-tiny-gpt"
 BATCH_SIZE = 16
 WARMUP = 5
 
@@ -69,10 +68,9 @@ def main():
     torch.manual_seed(0)
     hf_logging.set_verbosity_error()
 
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(CHECKPOINT)  # pad id 0, eos id 1
-    tokenizer.padding_side = "left"  # TRL's collator pads prompts left and completions right itself
-    policy = AutoModelForCausalLM.from_pretrained(CHECKPOINT)
-    ref_policy = copy.deepcopy(policy)  # with None TRL would use the policy itself for the precompute
+    # The shipped SFT model, a frozen copy as reference (with None TRL would use the policy itself for the
+    # precompute), and its tokenizer (pad id 0, eos id 1); TRL's collator pads prompts and answers itself.
+    policy, ref_policy, tokenizer = load_policy()
 
     pairs = default_preferences(progress=False)["train"]  # the pairs of benchmarks/dpo.py
     train = Dataset.from_dict({k: list(pairs[k]) for k in ("prompt", "chosen", "rejected")})

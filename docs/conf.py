@@ -24,7 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pipeline_figure  # noqa: E402
 import site_sources  # noqa: E402
 from sphinx.util import logging  # noqa: E402
-from trl_mapping import MAPPING  # noqa: E402
+from trl_mapping import ENGINES, MAPPING  # noqa: E402
 
 project = "minirlhf"
 author = "the minirlhf authors"
@@ -44,6 +44,7 @@ exclude_patterns = ["_build", "_generated", "_ext", "Thumbs.db", ".DS_Store", "*
 NOTEBOOKS = site_sources.sync_notebooks()  # notebooks/ -> docs/notebooks/, docs/exercises/
 API_MODULES = site_sources.write_api_pages()
 _UNMAPPED = site_sources.write_config_tables(MAPPING)
+_UNKNOWN_ENGINE_FIELDS = site_sources.write_engines_table(MAPPING, ENGINES)
 
 _FIGURE = DOCS / "_generated" / "pipeline.svg"
 _FIGURE.parent.mkdir(exist_ok=True)
@@ -95,6 +96,9 @@ def _report_unmapped(app):
         logging.getLogger("minirlhf.docs").warning(
             f"{name} is not in docs/_ext/trl_mapping.py: add its TRL counterpart (or None with a "
             "note) so that the 'Where to go next' page covers every config field.")
+    for name in _UNKNOWN_ENGINE_FIELDS:
+        logging.getLogger("minirlhf.docs").warning(
+            f"docs/_ext/trl_mapping.py's ENGINES names {name}, which is not a field of a minirlhf config.")
 
 
 def setup(app):

@@ -2,6 +2,7 @@
 
     minirlhf demo [--out DIR] [--quick] [--seed N] [--retrain]   the whole pipeline, report.html in DIR
     minirlhf sft --out DIR [--steps N] [--seed N]     train the SFT base model and save it
+    minirlhf export --format trl|openrlhf|verl --out DIR   the world's data for another library
 
 ``minirlhf COMMAND --help`` lists each command's options.
 """
@@ -17,7 +18,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # the CLI only writes files: set before pyplot is imported
 
-from minirlhf import pipeline  # noqa: E402
+from minirlhf import export, pipeline  # noqa: E402
 from minirlhf.models import save_model  # noqa: E402
 from minirlhf.sft import SFTConfig  # noqa: E402
 from minirlhf.utils import check_save_target, check_writable  # noqa: E402
@@ -38,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     sft_parser.add_argument("--out", type=Path, required=True, help="folder for the checkpoint")
     sft_parser.add_argument("--steps", type=int, default=None)
     sft_parser.add_argument("--seed", type=int, default=0)
+    export_parser = commands.add_parser("export", help="write the SFT corpus, preference pairs and prompts "
+                                        "in TRL's, OpenRLHF's or verl's format")
+    export_parser.add_argument("--format", required=True, choices=export.FORMATS, dest="fmt")
+    export_parser.add_argument("--out", type=Path, required=True,
+                               help="output folder (new, empty, or an earlier export's)")
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -57,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         model, tokenizer, history = pipeline.train_base_model(seed=args.seed, config=config)
         out = save_model(model, tokenizer, args.out, extra_files={"sft_history.json": json.dumps(history)})
         print(f"Saved the SFT model to {out} (final loss {history[-1]['loss']:.3f})")
+    elif args.command == "export":
+        try:
+            export.check_export_target(args.out)
+        except (ValueError, OSError) as error:
+            parser.error(str(error))
+        for path in export.export(args.fmt, args.out):
+            print(path)
     return 0
 
 

@@ -5,7 +5,8 @@
   appears on the site without touching the docs), without their widget outputs;
 * the API reference: one page per public module of minirlhf, in ``docs/api/``;
 * the table that maps every field of every minirlhf ``*Config`` to TRL, in
-  ``docs/_generated/config_tables.md`` (from :mod:`trl_mapping`).
+  ``docs/_generated/config_tables.md``, and the main ones to TRL, OpenRLHF and verl, in
+  ``docs/_generated/engines_table.md`` (both from :mod:`trl_mapping`).
 
 Generated files are git-ignored (``docs/.gitignore``). Each is rewritten only when its content
 changes, so that Sphinx's incremental builds stay incremental.
@@ -158,3 +159,28 @@ def write_config_tables(mapping: dict) -> list[str]:
     text, missing = config_tables(mapping)
     _write_if_changed(DOCS / "_generated" / "config_tables.md", text + "\n")
     return missing
+
+
+def engines_table(mapping: dict, engines: dict) -> tuple[str, list[str]]:
+    """One Markdown table of the main fields: minirlhf, TRL (from ``mapping``), OpenRLHF and verl (from
+    ``engines``), and the entries of ``engines`` that name no field of a minirlhf config."""
+    fields = {f"{c.__module__}.{c.__qualname__}": {f.name for f in dataclasses.fields(c)}
+              for c in config_classes()}
+    rows, unknown = ["| minirlhf | TRL | OpenRLHF | verl |", "|---|---|---|---|"], []
+    for key, entries in engines.items():
+        short = key.split(".", 1)[1]  # "ppo.PPOConfig"
+        for field, names in entries.items():
+            if field not in fields.get(key, ()):
+                unknown.append(f"{key}.{field}")
+                continue
+            trl_name = mapping[key]["fields"][field][0]
+            cells = [f"`{name}`" if name else "none" for name in (trl_name, *names)]
+            rows.append(f"| `{short}.{field}` | " + " | ".join(cells) + " |")
+    return "\n".join(rows), unknown
+
+
+def write_engines_table(mapping: dict, engines: dict) -> list[str]:
+    """Write ``_generated/engines_table.md``; returns the entries that name no config field."""
+    text, unknown = engines_table(mapping, engines)
+    _write_if_changed(DOCS / "_generated" / "engines_table.md", text + "\n")
+    return unknown

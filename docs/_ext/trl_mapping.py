@@ -26,7 +26,9 @@ _DPO_FIELDS = {
             "label_smoothing": ("label_smoothing", ("conservative DPO (Mitchell 2023); TRL 1.16's "
                                                     "`\"sigmoid\"` ignores it, and its `\"robust\"` loss "
                                                     "is another formula.")),
-            "rpo_alpha": ("rpo_alpha", "the chosen answers' NLL added to the loss, as in TRL."),
+            "rpo_alpha": ("loss_weights", ("the chosen answers' NLL per token added to the loss: TRL 1.16's "
+                                           "`loss_type=[\"sigmoid\", \"sft\"]` with `loss_weights=[1.0, "
+                                           "rpo_alpha]` (before 1.16, `rpo_alpha`).")),
             "learning_rate": ("learning_rate", ("TRL's default (1e-6) is for billion-parameter models; "
                                                 "the tiny GPT needs about 1e-4 to 1e-3.")),
             "epochs": ("num_train_epochs", ""),
@@ -190,3 +192,58 @@ MAPPING = {
         },
     },
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# The same knobs in the Ray-based engines
+# ---------------------------------------------------------------------------------------------
+
+ENGINES_INTRO = (
+    "The main knobs of PPO, GRPO and DPO in the two Ray-based engines, beside TRL's (from `MAPPING` "
+    "above). OpenRLHF's are the flags of `openrlhf.cli.train_ppo_ray` and `train_dpo` as of 0.8-0.9; newer "
+    "releases group them by prefix (`--data.chosen_key`, ...): check `--help` of your version. verl's are "
+    "the Hydra keys of `verl.trainer.main_ppo` (`ppo_trainer.yaml`); verl has no offline DPO trainer.")
+
+ENGINES = {
+    "minirlhf.ppo.PPOConfig": {
+        "beta": ("--init_kl_coef", "algorithm.kl_ctrl.kl_coef"),
+        "adaptive_kl": ("--kl_target (adaptive when set)", "algorithm.kl_ctrl.type=adaptive"),
+        "target_kl": ("--kl_target", "algorithm.kl_ctrl.target_kl"),
+        "horizon": ("--kl_horizon", "algorithm.kl_ctrl.horizon"),
+        "gamma": ("--gamma", "algorithm.gamma"),
+        "lam": ("--lambd", "algorithm.lam"),
+        "clip_range": ("--eps_clip", "actor_rollout_ref.actor.clip_ratio"),
+        "clip_range_value": ("--value_clip", "critic.cliprange_value"),
+        "epochs": ("--max_epochs", "actor_rollout_ref.actor.ppo_epochs"),
+        "rollouts_per_step": ("--rollout_batch_size", "data.train_batch_size"),
+        "temperature": ("--temperature", "actor_rollout_ref.rollout.temperature"),
+        "max_new_tokens": ("--generate_max_len", "data.max_response_length"),
+        "learning_rate": ("--actor_learning_rate", "actor_rollout_ref.actor.optim.lr"),
+        "max_grad_norm": ("--max_norm", "actor_rollout_ref.actor.grad_clip"),
+        "seed": ("--seed", None),
+    },
+    "minirlhf.grpo.GRPOConfig": {
+        "beta": ("--init_kl_coef", "actor_rollout_ref.actor.kl_loss_coef"),
+        "kl": ("--use_kl_loss --kl_estimator k3 (loss); default k1 (reward)",
+               "actor_rollout_ref.actor.use_kl_loss, kl_loss_type=low_var_kl (k3); algorithm.use_kl_in_reward"),
+        "advantage": ("--advantage_estimator group_norm, dr_grpo or rloo",
+                      "algorithm.adv_estimator=grpo or rloo; algorithm.norm_adv_by_std_in_grpo"),
+        "length_normalise": (None, "actor_rollout_ref.actor.loss_agg_mode"),
+        "group_size": ("--n_samples_per_prompt", "actor_rollout_ref.rollout.n"),
+        "prompts_per_step": ("--rollout_batch_size", "data.train_batch_size"),
+        "epochs": ("--max_epochs", "actor_rollout_ref.actor.ppo_epochs"),
+        "clip_range": ("--eps_clip", "actor_rollout_ref.actor.clip_ratio"),
+        "temperature": ("--temperature", "actor_rollout_ref.rollout.temperature"),
+        "max_new_tokens": ("--generate_max_len", "data.max_response_length"),
+        "learning_rate": ("--actor_learning_rate", "actor_rollout_ref.actor.optim.lr"),
+    },
+    "minirlhf.dpo.DPOConfig": {
+        "beta": ("--beta", None),
+        "loss_type": ("--ipo (for \"ipo\")", None),
+        "label_smoothing": ("--label_smoothing", None),
+        "learning_rate": ("--learning_rate", None),
+        "epochs": ("--max_epochs", None),
+        "batch_size": ("--micro_train_batch_size (per GPU), --train_batch_size (global)", None),
+    },
+}
+"""Per minirlhf config and field: (OpenRLHF's flag, verl's Hydra key), None where there is none."""
