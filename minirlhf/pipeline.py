@@ -131,7 +131,7 @@ def reward_stage(outdir: Path, quick: bool = False, seed: int = 0):
 
 def ppo_stage(outdir: Path, reward_model, reward_data, quick: bool = False, seed: int = 0):
     """PPO scored by ``reward_model``, refreshed by the simulated rater on ``reward_data`` plus the
-    policy's answers, from the shipped SFT model at the default config but 300 steps (about a
+    policy's answers, from the shipped SFT model at the default config but 150 steps (under a
     minute on 2 cores; ``benchmarks/ppo.py`` runs the full 1000). Returns ``(metrics, policy, history)``."""
     ref, tokenizer = load_base_model()
     config = (PPOConfig(steps=4, eval_every=2, progress=False, seed=seed) if quick
