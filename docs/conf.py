@@ -85,6 +85,10 @@ html_theme_options = {
     "navigation_with_keys": False,
     "use_download_button": True,
     "use_fullscreen_button": False,
+    # One search box: sphinx-book-theme has its own in the left sidebar (and a search button in the
+    # article header on narrow screens); pydata-sphinx-theme >= 0.16 adds a second one in a header
+    # bar above the page unless navbar_persistent is set. Empty, that header bar disappears.
+    "navbar_persistent": [],
 }
 html_context = {"default_mode": "light"}
 html_last_updated_fmt = None

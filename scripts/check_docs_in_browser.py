@@ -92,7 +92,8 @@ MEASURE_JS = r"""
   const text = article.innerText;
 
   // Notebook outputs (myst-nb: div.cell_output; plain pages have none).
-  const outputs = [...article.querySelectorAll("div.cell_output, div.output")];
+  const outputs = [...article.querySelectorAll("div.cell_output, div.output")]
+    .filter((o) => !o.parentElement.closest("div.cell_output, div.output"));  // outermost only
   const outputText = outputs.map((o) => o.innerText).join("\n");
   const errorOutputs = article.querySelectorAll("div.output.traceback, div.output.error");
 
