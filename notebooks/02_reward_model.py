@@ -294,10 +294,10 @@ table.groupby("kind").agg(answers=("P_sft", "size"), P_sft=("P_sft", "sum"),
 # reward model orders the answers it has seen well, but over all candidate answers its
 # ranking agreement is far from 1. The SFT model hedges with a *wrong* city almost never
 # (see `P_sft` above), so the rater hardly ever judged such answers and the reward model
-# did not learn that they are bad: every hedge it saw named the right capital, so "a
-# hedge is a middling answer" explains its data just as well, and it extrapolates that
-# to hedges with any city. The same goes for wrong cities that the SFT model rarely
-# names: their scores are guesses. A policy optimised against this reward model
+# did not learn how bad they are: it scores hedges naming a wrong city above plain wrong
+# answers, the reverse of the truth (-1.5 against -1). The same goes for wrong cities that
+# the SFT model rarely names: their scores are guesses, and some land above the right
+# answer. A policy optimised against this reward model
 # (notebook 03, PPO) would be rewarded for drifting into such holes, which is one face
 # of *reward hacking*; the KL penalty that keeps the policy near the SFT model is what
 # keeps it inside the region where the reward model can be trusted.

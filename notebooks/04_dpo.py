@@ -206,7 +206,7 @@ assert dists["after 40 steps"][-1] > 0.5           # most of it left the candida
 # reward, and DPO's target is exactly the $\pi^*$ above). 80% of them train; each pair cost one rater
 # label, paid once, before training. The same pairs train the reward model of notebook 02.
 #
-# **Plain DPO first**, at three learning rates. We watch what a DPO user watches (loss, margins,
+# **Plain DPO first**, at two learning rates. We watch what a DPO user watches (loss, margins,
 # accuracy of the implicit reward) and what only this world can show: the exact true reward and the
 # *coverage*, the probability the policy gives to any well-formed answer.
 

@@ -235,7 +235,7 @@ for results_file in sorted(Path("../benchmarks/results").glob("grpo*.json")):
 # Read the table for two things. On the training prompts, k1 in the reward (GRPO, Dr. GRPO, RLOO) gets close
 # to `pi*`, while GRPO with k3 in the loss stops short of it: it follows the gradient of the other KL, whose
 # optimum keeps more of the reference's answers. On the held-out countries every critic-free variant does
-# worse than PPO (about 0.95 there, notebook 03), and from seed to seed very differently. Without a critic,
+# worse than PPO (0.82 there at beta 0.1, notebook 05), and from seed to seed very differently. Without a critic,
 # every token of an answer gets the answer's advantage, the forced ones after the city included; PPO's critic
 # gives those tokens an advantage near 0. (`docs/defaults.md` has the runs.)
 #
