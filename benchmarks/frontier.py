@@ -201,7 +201,7 @@ def save_figure(result: dict, path: Path) -> None:
 def keep_previous(result: dict, previous: dict, rerun: list[str]) -> None:
     """Fill ``result`` (a run of the methods ``rerun`` only) with the other methods' results from
     ``previous`` (an earlier, complete frontier.json), in the order of a full run."""
-    order = ["PPO-GT", "PPO-RM", "DPO"]
+    order = ["PPO-GT", "PPO-RM", "DPO", "Online DPO"]
     runs = result["runs"] + [r for r in previous["runs"] if r["method"] not in rerun]
     result["runs"] = sorted(runs, key=lambda r: (r["beta"], order.index(r["method"]), r["seed"]))
     probs = {**previous["france"]["probs"], **result["france"]["probs"]}
