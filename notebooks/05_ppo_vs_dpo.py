@@ -108,23 +108,19 @@ for name, p in dists.items():
     print(f"{name:20s} P(Paris) {p[paris]:.3f}   P(Berlin) {p[berlin]:.3f}")
 
 # %% [markdown]
-# **Checked:** PPO-GT and online DPO move the France answers from Berlin to Paris and get close to the
-# optimum; offline DPO gets part of the way. **PPO-RM collapsed** in this run: its policy found text
-# that the learned reward model scores highly and the rater would reject (it ended on malformed
-# answers, coverage 0), and the refreshes did not catch it: once the policy gives one answer
-# every time, the rater has no two different answers to compare, and the reward model learns
-# nothing more. On the earlier base model the same code reached 0.974; on this one, a fixed learned
-# reward model is exactly the over-optimisation of notebook 03. (An open question for the next
-# session: the refreshes would need pairs against other answers, e.g. from the reference.)
+# **Checked:** PPO-GT, PPO-RM and online DPO move the France answers from Berlin to Paris and get
+# close to the optimum; offline DPO gets part of the way. PPO-RM leans on the rater, who keeps
+# correcting its reward model where the policy goes (notebook 03, section 10, shows where a reward
+# model left alone leads).
 
 # %%
 assert dists["pi_ref"][berlin] > dists["pi_ref"][paris]              # the reference says Berlin ...
-assert all(dists[m][paris] > dists[m][berlin] for m in ("PPO-GT", "DPO", "Online DPO"))  # ... no more
+assert all(dists[m][paris] > dists[m][berlin] for m in by_method)    # ... no more
 assert by_method["PPO-GT"]["attainment"] > 0.95
 assert by_method["Online DPO"]["attainment"] > by_method["DPO"]["attainment"] + 0.2
 assert all(by_method[m]["attainment_held_out"] < by_method[m]["attainment"]   # unseen countries
-           for m in ("PPO-GT", "DPO", "Online DPO"))                          # gain less
-assert by_method["PPO-RM"]["coverage"] < 0.5     # PPO-RM: the learned reward model was exploited
+           for m in by_method)                                                # gain less
+assert by_method["PPO-RM"]["attainment"] > 0.9   # a learned reward model, refreshed, is enough
 
 # %% [markdown]
 # ## 2. The reward-KL frontier
@@ -172,6 +168,45 @@ ax.set_xlabel("rater labels")
 ax.set_ylabel("attainment (training prompts)")
 ax.set_title(f"What each method reached, and the labels it paid (beta = {BETA})", fontsize=10)
 fig.tight_layout()
+
+# %% [markdown]
+# One run per method says little about cost. `python benchmarks/label_budget.py --notebook-cache`
+# gives each method a budget of rater labels, from 500 to 16,000, and measures where it gets:
+# PPO-RM spends half on the reward model's pairs and half on refreshes (PPO runs 300 steps there,
+# not 1000), offline DPO spends all of it on pairs from the SFT model, online DPO on rounds of fresh
+# pairs. Each point is at the labels the method actually paid.
+
+# %%
+budget = json.loads((Path("data") / "label_budget.json").read_text())
+print("cache made by:", budget["command"])
+fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.2), sharey=True)
+curves = {}
+for method in dict.fromkeys(r["method"] for r in budget["runs"]):
+    runs = sorted((r for r in budget["runs"] if r["method"] == method), key=lambda r: r["labels"])
+    curves[method] = runs
+    for ax, key in zip(axes, ("attainment", "attainment_held_out")):
+        ax.plot([r["labels"] for r in runs], [r[key] for r in runs], marker="o", label=method)
+for ax, title in zip(axes, ("training prompts", "held-out prompts")):
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set(xscale="log", xlabel="rater labels paid", title=f"Attainment on the {title}")
+    ax.title.set_fontsize(10)
+axes[0].set_ylabel("attainment (1 = pi*)")
+axes[0].legend(fontsize=9)
+fig.tight_layout()
+for method, runs in curves.items():
+    print(f"{method:10s}", "  ".join(f"{r['labels']:>6,}: {r['attainment']:+.2f}" for r in runs))
+
+# %%
+def best_within(method, labels):
+    """The best training attainment ``method`` reached with at most ``labels`` rater labels."""
+    return max((r["attainment"] for r in curves[method] if r["labels"] <= labels), default=float("-inf"))
+
+
+# the lessons: with a few thousand labels PPO with a learned (and refreshed) reward model goes
+# furthest; offline DPO improves with more pairs but stays far below; online DPO needs many rounds
+assert best_within("PPO-RM", 5000) > 0.9
+assert best_within("PPO-RM", 5000) > best_within("DPO", 5000) + 0.3
+assert best_within("PPO-RM", 5000) > best_within("Online DPO", 5000) + 0.3
 
 # %% [markdown]
 # ## 4. Off-policy preference data
@@ -231,9 +266,10 @@ gt, rm, dpo, online = (by_method[m] for m in ("PPO-GT", "PPO-RM", "DPO", "Online
 display(Markdown(f"""
 * **Given a reward you can trust, PPO is the most direct route to the optimum** (attainment
   {gt['attainment']:.3f} at beta {BETA}, efficiency above 0.9 on the frontier).
-* **With a learned reward model, PPO is only as good as that model where the policy goes.** Here it
-  collapsed ({rm['attainment']:.2f}, after {rm['rater_labels']:,} labels): the policy found answers the
-  reward model overrates faster than the refreshes could correct them.
+* **With a learned reward model, PPO is only as good as that model where the policy goes.** With the
+  rater refreshing it on the policy's answers it reaches {rm['attainment']:.3f}, for
+  {rm['rater_labels']:,} labels; with a fixed reward model the policy drifts to answers the model
+  overrates (notebook 03).
 * **Offline DPO, the article's reward-free method, is cheap and safe with a guard, but it gets only
   part of the way** ({dpo['attainment']:.3f} for {dpo['rater_labels']:,} labels): its pairs come from
   the SFT model, and it cannot see the answers they never show. Without the guard, on off-policy pairs,
@@ -242,7 +278,7 @@ display(Markdown(f"""
 * **Online DPO closes most of the gap** ({online['attainment']:.3f}), paying
   {online['rater_labels']:,} labels: fresh pairs from the current policy show it what it is drifting to.
 
-So, as in Xu et al., PPO with a good reward wins here, and PPO with a learned one can lose everything;
+So, as in Xu et al., PPO wins here, with the true reward or with a learned one kept honest by the rater;
 DPO's advantage is its simplicity and its cost, and its weakness is the coverage of its pairs. Count
 labels before calling one "cheaper".
 """))
