@@ -200,8 +200,8 @@ ADVANTAGE_MISTAKES = [
             lambda r, g, k: _advantages_with(r, g, k, rloo_divisor=lambda n: n)),
     Mistake("Dr. GRPO divided by the std",
             "Dr. GRPO's advantage is divided by the group's std, like GRPO's; but removing that division "
-            "is the point of Dr. GRPO (Liu et al. 2025): it weighs groups whose answers barely differ "
-            "(too easy or too hard prompts) as much as the others.",
+            "is the point of Dr. GRPO (Liu et al. 2025): it inflates the advantages of groups whose "
+            "answers barely differ (prompts too easy or too hard), so those prompts weigh more.",
             "for kind == 'dr_grpo' return R - group mean, with no division.",
             lambda r, g, k: _advantages_with(r, g, k, dr_grpo_std=True)),
 ]
