@@ -179,6 +179,60 @@ def dpo_cross_entropy(policy_chosen_logps, policy_rejected_logps, ref_chosen_log
     return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
 
 
+def advantages_loop_float64(rewards, group_size, kind):
+    out = []
+    for group in rewards.double().split(group_size):
+        mean = group.sum() / group_size
+        if kind == "grpo":
+            std = torch.sqrt(((group - mean) ** 2).sum() / (group_size - 1))
+            out.append((group - mean) / (std + 1e-4))
+        elif kind == "dr_grpo":
+            out.append(group - mean)
+        else:
+            out.append(torch.stack([r - (group.sum() - r) / (group_size - 1) for r in group]))
+    return torch.cat(out)
+
+
+def advantages_repeat_interleave(rewards, group_size, kind):
+    groups = rewards.reshape(-1, group_size)
+    mean = groups.mean(dim=1).repeat_interleave(group_size)
+    if kind == "grpo":
+        return (rewards - mean) / (torch.var(groups, dim=1).sqrt().repeat_interleave(group_size) + 1e-4)
+    if kind == "rloo":  # the leave-one-out advantage is Dr. GRPO's times G / (G - 1)
+        return group_size / (group_size - 1) * (rewards - mean)
+    return rewards - mean
+
+
+def advantages_std_mean_unflatten(rewards, group_size, kind):
+    groups = rewards.unflatten(0, (-1, group_size))
+    std, mean = torch.std_mean(groups, dim=-1, keepdim=True)
+    baselines = {"grpo": mean, "dr_grpo": mean,
+                 "rloo": (groups.sum(-1, keepdim=True) - groups) / (group_size - 1)}
+    advantages = groups - baselines[kind]
+    return (advantages / (std + 1e-4) if kind == "grpo" else advantages).flatten()
+
+
+def token_advantages_where(advantages, response_mask):
+    return torch.where(response_mask.bool(), advantages.unsqueeze(-1), 0.0)
+
+
+def token_advantages_float64(advantages, response_mask):
+    return advantages.double()[:, None] * response_mask.double()
+
+
+def token_advantages_einsum(advantages, response_mask):
+    return torch.einsum("b,bt->bt", advantages, response_mask.float())
+
+
+def token_advantages_loop(advantages, response_mask):
+    out = torch.zeros(response_mask.shape)
+    for b in range(response_mask.shape[0]):
+        for t in range(response_mask.shape[1]):
+            if response_mask[b, t]:
+                out[b, t] = advantages[b]
+    return out
+
+
 CORRECT = [
     ("sft_loss", sft_boolean_index), ("sft_loss", sft_float64), ("sft_loss", sft_where),
     ("sft_loss", sft_loop),
@@ -194,6 +248,10 @@ CORRECT = [
     ("sequence_logps", sequence_einsum), ("sequence_logps", sequence_rows),
     ("dpo_loss", dpo_softplus), ("dpo_loss", dpo_logaddexp), ("dpo_loss", dpo_float64),
     ("dpo_loss", dpo_cross_entropy),
+    ("group_advantages", advantages_loop_float64), ("group_advantages", advantages_repeat_interleave),
+    ("group_advantages", advantages_std_mean_unflatten),
+    ("token_advantages", token_advantages_where), ("token_advantages", token_advantages_float64),
+    ("token_advantages", token_advantages_einsum), ("token_advantages", token_advantages_loop),
 ]
 
 
@@ -206,7 +264,8 @@ def test_a_correct_answer_written_another_way_passes(exercise, answer):
 def test_every_exercise_has_correct_alternatives_including_float64():
     assert {exercise for exercise, _ in CORRECT} == set(EXERCISES)
     assert {exercise for exercise, answer in CORRECT if "float64" in answer.__name__} >= {
-        "sft_loss", "sequence_logps", "dpo_loss", "ppo_policy_loss", "whiten", "gae"}
+        "sft_loss", "sequence_logps", "dpo_loss", "ppo_policy_loss", "whiten", "gae", "group_advantages",
+        "token_advantages"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,6 +367,128 @@ def bt_log1p_exp(chosen_scores, rejected_scores):
     return torch.log1p(torch.exp(rejected_scores - chosen_scores)).mean()
 
 
+def _by_kind(groups, group_size, kind, std):
+    """A student's advantages from (B/G, G) groups, with ``std`` the (broadcastable) std for GRPO."""
+    mean = groups.mean(-1, keepdim=True)
+    if kind == "grpo":
+        return ((groups - mean) / (std + 1e-4)).flatten()
+    if kind == "dr_grpo":
+        return (groups - mean).flatten()
+    return (groups - (groups.sum(-1, keepdim=True) - groups) / (group_size - 1)).flatten()
+
+
+def advantages_batch_std(rewards, group_size, kind):
+    return _by_kind(rewards.view(-1, group_size), group_size, kind, rewards.std())
+
+
+def advantages_whole_batch(rewards, group_size, kind):
+    if kind == "grpo":
+        return (rewards - rewards.mean()) / (rewards.std() + 1e-4)
+    if kind == "dr_grpo":
+        return rewards - rewards.mean()
+    return rewards - (rewards.sum() - rewards) / (len(rewards) - 1)
+
+
+def advantages_population_std(rewards, group_size, kind):
+    groups = rewards.view(-1, group_size)
+    return _by_kind(groups, group_size, kind, groups.std(-1, keepdim=True, correction=0))
+
+
+def advantages_population_std_from_var(rewards, group_size, kind):
+    groups = rewards.view(-1, group_size)
+    return _by_kind(groups, group_size, kind, groups.var(-1, unbiased=False, keepdim=True).sqrt())
+
+
+def _standardised_or_by_kind(rewards, group_size, kind, standardise):
+    groups = rewards.view(-1, group_size)
+    if kind == "grpo":
+        return standardise(groups - groups.mean(-1, keepdim=True), groups).view(-1)
+    return _by_kind(groups, group_size, kind, None)
+
+
+def advantages_no_epsilon(rewards, group_size, kind):
+    return _standardised_or_by_kind(rewards, group_size, kind,
+                                    lambda centred, groups: centred / groups.std(-1, keepdim=True))
+
+
+def advantages_epsilon_1e8(rewards, group_size, kind):
+    return _standardised_or_by_kind(rewards, group_size, kind,
+                                    lambda centred, groups: centred / (groups.std(-1, keepdim=True) + 1e-8))
+
+
+def advantages_epsilon_in_root(rewards, group_size, kind):
+    return _standardised_or_by_kind(rewards, group_size, kind,
+                                    lambda centred, groups: centred / torch.sqrt(
+                                        groups.var(-1, keepdim=True) + 1e-4))
+
+
+def advantages_rloo_with_itself(rewards, group_size, kind):
+    groups = rewards.view(-1, group_size)
+    mean = groups.mean(-1, keepdim=True)
+    if kind == "grpo":
+        return ((groups - mean) / (groups.std(-1, keepdim=True) + 1e-4)).view(-1)
+    return (groups - mean).view(-1)  # Dr. GRPO and RLOO alike
+
+
+def advantages_rloo_over_g(rewards, group_size, kind):
+    groups = rewards.view(-1, group_size)
+    if kind == "rloo":
+        return (groups - (groups.sum(-1, keepdim=True) - groups) / group_size).view(-1)
+    return _by_kind(groups, group_size, kind, groups.std(-1, keepdim=True))
+
+
+def advantages_dr_grpo_standardised(rewards, group_size, kind):
+    groups = rewards.view(-1, group_size)
+    if kind == "rloo":
+        return _by_kind(groups, group_size, kind, None)
+    mean, std = groups.mean(-1, keepdim=True), groups.std(-1, keepdim=True)
+    return ((groups - mean) / (std + 1e-4)).view(-1)
+
+
+def advantages_interleaved(rewards, group_size, kind):
+    groups = rewards.view(group_size, -1)  # a prompt's answers taken as a column
+    mean, std = groups.mean(0), groups.std(0)
+    if kind == "grpo":
+        return ((groups - mean) / (std + 1e-4)).view(-1)
+    if kind == "dr_grpo":
+        return (groups - mean).view(-1)
+    return (groups - (groups.sum(0) - groups) / (group_size - 1)).view(-1)
+
+
+def advantages_group_size_as_groups(rewards, group_size, kind):
+    groups = rewards.view(group_size, -1)
+    n = groups.shape[1]
+    mean = groups.mean(1, keepdim=True)
+    if kind == "grpo":
+        return ((groups - mean) / (groups.std(1, keepdim=True) + 1e-4)).view(-1)
+    if kind == "dr_grpo":
+        return (groups - mean).view(-1)
+    return (groups - (groups.sum(1, keepdim=True) - groups) / (n - 1)).view(-1)
+
+
+def token_advantages_unsqueezed(advantages, response_mask):
+    return advantages.unsqueeze(-1)
+
+
+def token_advantages_expanded(advantages, response_mask):
+    return advantages.unsqueeze(1).expand_as(response_mask)
+
+
+def token_advantages_repeated(advantages, response_mask):
+    return advantages[:, None].repeat(1, response_mask.shape[1])
+
+
+def token_advantages_per_token_share(advantages, response_mask):
+    lengths = response_mask.sum(dim=1, keepdim=True)
+    return advantages[:, None] * response_mask / lengths
+
+
+def token_advantages_on_eos(advantages, response_mask):
+    out = torch.zeros(response_mask.shape)
+    out[torch.arange(len(advantages)), _last_index(response_mask)] = advantages
+    return out
+
+
 WRONG = [
     ("sft_loss", sft_sliced_shift, "log-probs shifted by one position (the token before scored)"),
     ("sft_loss", sft_shift_the_other_way, "log-probs shifted by one position (the token after scored)"),
@@ -328,10 +509,30 @@ WRONG = [
     ("ppo_policy_loss", ppo_product_clipped, "advantage clipped instead of the ratio"),
     ("ppo_policy_loss", ppo_per_sequence_means, "mean of per-sequence means"),
     ("bradley_terry_loss", bt_log1p_exp, "log(sigmoid(x)) computed in two steps"),
+    ("group_advantages", advantages_batch_std, "std over the whole batch, not the group"),
+    ("group_advantages", advantages_whole_batch, "mean and std over the whole batch, not the group"),
+    ("group_advantages", advantages_population_std,
+     "population std (divided by G) instead of the sample std (divided by G - 1)"),
+    ("group_advantages", advantages_population_std_from_var,
+     "population std (divided by G) instead of the sample std (divided by G - 1)"),
+    ("group_advantages", advantages_no_epsilon, "epsilon missing"),
+    ("group_advantages", advantages_epsilon_1e8, "epsilon of another size than 1e-4"),
+    ("group_advantages", advantages_epsilon_in_root, "epsilon under the square root"),
+    ("group_advantages", advantages_rloo_with_itself, "RLOO baseline includes the answer itself"),
+    ("group_advantages", advantages_rloo_over_g, "leave-one-out sum divided by G"),
+    ("group_advantages", advantages_dr_grpo_standardised, "Dr. GRPO divided by the std"),
+    ("group_advantages", advantages_interleaved, "groups read as interleaved rows"),
+    ("group_advantages", advantages_group_size_as_groups, "group_size read as the number of groups"),
+    ("token_advantages", token_advantages_unsqueezed, "advantages not broadcast over the tokens"),
+    ("token_advantages", token_advantages_expanded, "prompt and padding tokens get the advantage too"),
+    ("token_advantages", token_advantages_repeated, "prompt and padding tokens get the advantage too"),
+    ("token_advantages", token_advantages_per_token_share, "advantage divided among the tokens"),
+    ("token_advantages", token_advantages_on_eos, "advantage only on the last response token"),
 ]
 
 
 @pytest.mark.parametrize("exercise, answer, slip", WRONG, ids=lambda v: getattr(v, "__name__", None))
+@pytest.mark.filterwarnings(r"ignore:std\(\). degrees of freedom")  # a slip's 'group' of one answer
 def test_a_usual_slip_written_as_a_student_would_is_caught_and_named(exercise, answer, slip):
     result = run_check(EXERCISES[exercise], answer, verbose=False, raise_on_failure=False)
     assert not result.passed

@@ -79,6 +79,88 @@ def test_the_sequence_logps_reference_is_the_librarys_sum(base):
     assert torch.allclose(masked_sequence_sum(token_logps, batch["response_mask"]), expected)
 
 
+def test_the_token_advantages_reference_is_how_grpo_loss_weighs_the_tokens():
+    """Exercise 6b's reference puts A_i on answer i's response tokens as minirlhf.grpo.grpo_loss does:
+    at ratio 1, without length normalisation, the loss's gradient on each token is -A_it / N."""
+    from minirlhf.exercises.grpo import broadcast_advantages
+    from minirlhf.grpo import grpo_loss
+
+    mask = torch.tensor([[0, 0, 1, 1, 0], [0, 1, 1, 1, 1], [0, 0, 0, 1, 0]])
+    advantages = torch.tensor([1.5, -0.5, 2.0])
+    logprobs = -torch.rand(mask.shape) - 0.1
+    logprobs.requires_grad_(True)
+    loss, _ = grpo_loss(logprobs, logprobs.detach(), logprobs.detach(), advantages, mask, clip_range=0.2,
+                        length_normalise=False)
+    loss.backward()
+    torch.testing.assert_close(-logprobs.grad * mask.sum(), broadcast_advantages(advantages, mask))
+
+
+def test_the_group_advantage_cases_hold_the_numbers_they_state():
+    """The hand-made cases of exercise 6a say their numbers in words; the library gives them."""
+    from minirlhf.exercises.grpo import ADVANTAGE_EXERCISE
+    from minirlhf.grpo import group_advantages
+
+    cases = {case.name: case.args for case in ADVANTAGE_EXERCISE.make_cases()}
+    one_group = cases["GRPO, one group of 4"]
+    torch.testing.assert_close(group_advantages(**one_group),
+                               torch.tensor([1.0, 0.0, 0.0, -1.0]) / ((2 / 3) ** 0.5 + 1e-4))
+    torch.testing.assert_close(group_advantages(**cases["RLOO, the same group"]),
+                               torch.tensor([4 / 3, 0.0, 0.0, -4 / 3]))
+    same = group_advantages(**cases["every answer scored the same"])
+    assert torch.equal(same, torch.zeros(8))  # 0, not nan
+    barely = group_advantages(**cases["rewards that barely differ"])
+    assert abs(barely[0].item() - 1.091) < 1e-3
+    several = cases["three prompts in one batch (GRPO)"]
+    assert several["rewards"].shape[0] != several["group_size"] ** 2  # B = G^2 would hide a layout slip
+    for case in ADVANTAGE_EXERCISE.make_cases():  # every group's advantages sum to 0
+        groups = group_advantages(**case.args).view(-1, case.args["group_size"])
+        torch.testing.assert_close(groups.sum(-1), torch.zeros(len(groups)), atol=1e-5, rtol=0)
+
+
+def test_the_group_advantage_slips_the_issue_names_are_catalogued():
+    from minirlhf.exercises.grpo import ADVANTAGE_EXERCISE, TOKEN_EXERCISE
+
+    names = {m.name for m in ADVANTAGE_EXERCISE.mistakes + TOKEN_EXERCISE.mistakes}
+    assert {"std over the whole batch, not the group", "mean and std over the whole batch, not the group",
+            "RLOO baseline includes the answer itself", "advantages not broadcast over the tokens",
+            "prompt and padding tokens get the advantage too",
+            "population std (divided by G) instead of the sample std (divided by G - 1)",
+            "Dr. GRPO divided by the std"} <= names
+
+
+def test_a_missing_epsilon_is_named_from_its_nan():
+    from minirlhf.exercises import check_group_advantages
+
+    def no_epsilon(rewards, group_size, kind):
+        groups = rewards.view(-1, group_size)
+        mean = groups.mean(-1, keepdim=True)
+        if kind == "grpo":
+            return ((groups - mean) / groups.std(-1, keepdim=True)).view(-1)
+        if kind == "dr_grpo":
+            return (groups - mean).view(-1)
+        return (groups - (groups.sum(-1, keepdim=True) - groups) / (group_size - 1)).view(-1)
+
+    result = check_group_advantages(no_epsilon, verbose=False, raise_on_failure=False)
+    assert result.mistake.name == "epsilon missing"
+    problems = {c.case.name: c.problem for c in result.failed_cases}
+    assert "contains inf or nan where the library's is finite" in problems["every answer scored the same"]
+    assert "This looks like a common slip: epsilon missing." in result.report()
+
+
+def test_two_group_advantage_slips_at_once_are_partly_explained():
+    def batch_std_and_rloo_with_itself(rewards, group_size, kind):
+        groups = rewards.view(-1, group_size)
+        centred = groups - groups.mean(-1, keepdim=True)
+        return (centred / (rewards.std() + 1e-4) if kind == "grpo" else centred).view(-1)
+
+    from minirlhf.exercises import check_group_advantages
+
+    result = check_group_advantages(batch_std_and_rloo_with_itself, verbose=False, raise_on_failure=False)
+    assert result.mistake is None
+    mistake, explained, failing = result.partial
+    assert mistake.name == "RLOO baseline includes the answer itself" and 0 < explained < failing
+
+
 # --- wrong implementations that are not in the catalogue still get specific feedback -----------
 
 

@@ -18,13 +18,17 @@ The exercises, the functions the student writes, and their checks:
    :func:`~minirlhf.exercises.ppo.check_whiten` and :func:`~minirlhf.exercises.ppo.check_ppo_policy_loss`.
 5. Sequence log-probs and the DPO loss: ``sequence_logps`` and ``dpo_loss``,
    :func:`~minirlhf.exercises.dpo.check_sequence_logps` and :func:`~minirlhf.exercises.dpo.check_dpo_loss`.
+6. Group-relative advantages (GRPO, Dr. GRPO, RLOO): ``group_advantages`` and ``token_advantages``,
+   :func:`~minirlhf.exercises.grpo.check_group_advantages` and
+   :func:`~minirlhf.exercises.grpo.check_token_advantages`.
 
 The machinery (cases, the catalogue of mistakes, the feedback) is in :mod:`minirlhf.exercises.checking`.
 """
 
-from minirlhf.exercises import dpo, ppo, reward, sft
+from minirlhf.exercises import dpo, grpo, ppo, reward, sft
 from minirlhf.exercises.checking import CheckResult, ExerciseCheckFailed
 from minirlhf.exercises.dpo import check_dpo_loss, check_sequence_logps
+from minirlhf.exercises.grpo import check_group_advantages, check_token_advantages
 from minirlhf.exercises.ppo import check_gae, check_per_token_rewards, check_ppo_policy_loss, check_whiten
 from minirlhf.exercises.reward import check_bradley_terry_loss
 from minirlhf.exercises.sft import check_sft_loss
@@ -32,10 +36,11 @@ from minirlhf.exercises.sft import check_sft_loss
 # Every exercise, by the name of the function the student writes (the tests walk this).
 EXERCISES = {exercise.function_name: exercise for exercise in (
     sft.EXERCISE, reward.EXERCISE, ppo.REWARD_EXERCISE, ppo.GAE_EXERCISE, ppo.WHITEN_EXERCISE,
-    ppo.LOSS_EXERCISE, dpo.SEQUENCE_EXERCISE, dpo.DPO_EXERCISE)}
+    ppo.LOSS_EXERCISE, dpo.SEQUENCE_EXERCISE, dpo.DPO_EXERCISE, grpo.ADVANTAGE_EXERCISE,
+    grpo.TOKEN_EXERCISE)}
 
 __all__ = [
     "EXERCISES", "CheckResult", "ExerciseCheckFailed", "check_bradley_terry_loss", "check_dpo_loss",
-    "check_gae", "check_per_token_rewards", "check_ppo_policy_loss", "check_sequence_logps",
-    "check_sft_loss", "check_whiten",
+    "check_gae", "check_group_advantages", "check_per_token_rewards", "check_ppo_policy_loss",
+    "check_sequence_logps", "check_sft_loss", "check_token_advantages", "check_whiten",
 ]
