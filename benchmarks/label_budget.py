@@ -110,6 +110,17 @@ def plot(runs: list[dict], beta: float, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def save(runs: list[dict], args, argv) -> dict:
+    """Write the runs so far to benchmarks/results/label_budget.json (and the notebook's cache)."""
+    command = "python benchmarks/label_budget.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    out = {"command": command.strip(), "beta": args.beta, "seed": args.seed, "ppo_steps": args.ppo_steps,
+           "threads": args.threads, "runs": runs}
+    (ROOT / "benchmarks" / "results" / "label_budget.json").write_text(json.dumps(out, indent=1))
+    if args.notebook_cache:
+        (ROOT / "notebooks" / "data" / "label_budget.json").write_text(json.dumps(out, indent=1))
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budgets", type=int, nargs="+", default=[500, 1000, 2000, 4000, 8000, 16000])
@@ -133,17 +144,13 @@ def main(argv=None) -> int:
             runs.append({"method": method, "budget": budget, **result,
                          "attainment": train.evaluate(policy, args.beta)["attainment"],
                          "attainment_held_out": held_out.evaluate(policy, args.beta)["attainment"]})
+            save(runs, args, argv)  # after every run: a crash later keeps what was measured
             r = runs[-1]
             print(f"{method:10s} budget {budget:6d}: {r['labels']:6d} labels, "
                   f"attainment {r['attainment']:.3f}, held-out {r['attainment_held_out']:.3f} "
                   f"({r['seconds']:.0f} s)", flush=True)
-    command = "python benchmarks/label_budget.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    out = {"command": command.strip(), "beta": args.beta, "seed": args.seed, "ppo_steps": args.ppo_steps,
-           "threads": args.threads, "runs": runs}
+    out = save(runs, args, argv)
     results = ROOT / "benchmarks" / "results"
-    (results / "label_budget.json").write_text(json.dumps(out, indent=1))
-    if args.notebook_cache:
-        (ROOT / "notebooks" / "data" / "label_budget.json").write_text(json.dumps(out, indent=1))
     lines = [f"`{out['command']}` (beta {args.beta}, seed {args.seed}, PPO {args.ppo_steps} steps)", "",
              "| method | budget | labels paid | attainment | held-out | seconds |",
              "|---|---|---|---|---|---|"]

@@ -271,9 +271,9 @@ def train_dpo(policy, ref_model, tokenizer, train_data, config: DPOConfig | None
     :func:`dpo_metrics` (TRL's names), ``learning_rate``, ``time``, ``eval/loss`` and ``evaluate``'s.
     """
     config = config or DPOConfig()
-    check_preference_data(train_data, tokenizer=tokenizer)
+    check_preference_data(train_data, tokenizer=tokenizer, allow_empty_answers=True)
     if eval_data is not None:
-        check_preference_data(eval_data, "evaluation pairs", tokenizer)
+        check_preference_data(eval_data, "evaluation pairs", tokenizer, allow_empty_answers=True)
     device = next(policy.parameters()).device
     ref_model.eval()
     policy.eval()  # no dropout: the log-probs must match the reference's at step 0

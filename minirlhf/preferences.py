@@ -231,8 +231,9 @@ def check_preference_row(i: int, row: dict, allow_empty_answers: bool = False) -
     """Raise a :class:`PreferenceDataError` naming row ``i`` unless its ``prompt``, ``chosen`` and
     ``rejected`` are non-empty strings and ``chosen`` differs from ``rejected`` by more than spacing
     (compared after :func:`minirlhf.world.normalize_text`: ``"Paris ."`` is ``"Paris."``). With
-    ``allow_empty_answers``, an empty answer passes: a policy that samples its EOS first says nothing,
-    and a rater can judge that (the reward-model refresh of PPO rates such pairs)."""
+    ``allow_empty_answers``, an empty answer passes: a model that samples its EOS first says nothing,
+    and a rater can judge that (pairs sampled from the SFT model can hold one; the reward model and
+    DPO learn from them)."""
     for column in PREFERENCE_COLUMNS:
         value = row.get(column)
         if not isinstance(value, str):

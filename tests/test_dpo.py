@@ -106,6 +106,17 @@ def test_conservative_dpo_is_not_trls_robust_loss_and_says_how():
     torch.testing.assert_close(trl_robust(*LONG_PAIRS, beta, 0.0), dpo_loss(*LONG_PAIRS, beta=beta))
 
 
+def test_an_empty_sampled_answer_is_a_pair_dpo_learns_from(base):
+    model, tokenizer = base
+    prompt = world.make_prompt("France")
+    data = Dataset.from_list([{"prompt": prompt, "chosen": world.make_response("France", "correct"),
+                               "rejected": ""}] * 4)  # the model said EOS first: malformed, rated down
+    policy = copy.deepcopy(model)
+    _, history = train_dpo(policy, model, tokenizer, data, DPOConfig(epochs=2, batch_size=4, progress=False))
+    empty = response_logprobs(policy, tokenizer, [prompt], [""]).item()
+    assert empty < response_logprobs(model, tokenizer, [prompt], [""]).item()  # pushed down
+
+
 def test_implicit_reward_hand_computed():
     reward = implicit_reward(torch.tensor([-1.0, -4.0]), torch.tensor([-1.5, -2.0]), 0.1)
     assert reward.tolist() == pytest.approx([0.05, -0.2])
