@@ -518,8 +518,15 @@ assert curve["true reward"][-1] < peak - 0.3
 assert curve["true reward"][-1] < ref_true
 # PPO without a penalty climbs r_phi
 assert progress > 0.1
+# best-of-n over-optimises too: its true reward peaks, then falls as n (and the KL) grows
+print(f"best-of-n: true reward {bon['true reward'][0]:.2f} (n = 1) -> {max(bon['true reward']):.2f} "
+      f"(peak) -> {bon['true reward'][-1]:.2f} (n = {ns[-1]}), KL up to {bon['KL'][-1]:.1f}")
+assert bon["true reward"][-1] < max(bon["true reward"]) - 0.3
 
 # %% [markdown]
+# Both of Gao et al.'s optimisers tell the same story: the harder `r_phi` is optimised (a smaller
+# beta, a larger n), the higher the score and, past a peak, the lower the true reward.
+#
 # PPO sees only `r_phi`, and without a penalty the best it can do is the right end of the curve
 # (beta -> 0), where the true reward is lowest. A run as short as this one covers only the first
 # part of the way, where `r_phi` is still right on average and the true reward still rises; the
