@@ -1,7 +1,8 @@
 """TRL's own DPOTrainer on minirlhf's world, scored exactly. Needs the extra: pip install -e ".[trl]".
 
     python examples/trl_dpo.py                        # minirlhf's offline DPO recipe, trained by TRL
-    python examples/trl_dpo.py --recipe plain         # TRL as it comes: every weight, no NLL term
+    python examples/trl_dpo.py --recipe plain         # every weight, no NLL term (compare.PLAIN_DPO)
+    python examples/trl_dpo.py --recipe trl           # TRL's own defaults (lr 1e-6, batch 8, 3 epochs)
     accelerate launch examples/trl_dpo.py --model PATH --learning-rate 5e-7   # a real checkpoint, GPUs
 
 The policy starts from the shipped SFT tiny GPT (or ``--model``), learns from the tutorial's preference
@@ -31,7 +32,7 @@ RECIPES = {"minirlhf": {}, "plain": PLAIN_DPO}
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--recipe", choices=sorted(RECIPES), default="minirlhf")
+    parser.add_argument("--recipe", choices=sorted(RECIPES) + ["trl"], default="minirlhf")
     parser.add_argument("--model", default=None, help="a causal LM (default: the tiny GPT)")
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--learning-rate", type=float, default=None, help="default: the recipe's")
@@ -41,15 +42,20 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default="trl-dpo-output", help="TRL's output_dir (nothing saved)")
     args = parser.parse_args(argv)
 
-    config = dpo.DPOConfig(beta=args.beta, seed=args.seed, **RECIPES[args.recipe],
-                           **({"learning_rate": args.learning_rate} if args.learning_rate else {}))
     policy, ref_model, tokenizer = load_policy(args.model)
-    freeze_like(policy, config.frozen_blocks, config.embedding_lr_scale)
+    if args.recipe == "trl":  # TRL's own defaults (lr 1e-6, batch 8, 3 epochs, ...): only beta and seed set
+        settings = {"beta": args.beta, "seed": args.seed,
+                    **({"learning_rate": args.learning_rate} if args.learning_rate else {})}
+    else:
+        config = dpo.DPOConfig(beta=args.beta, seed=args.seed, **RECIPES[args.recipe],
+                               **({"learning_rate": args.learning_rate} if args.learning_rate else {}))
+        freeze_like(policy, config.frozen_blocks, config.embedding_lr_scale)
+        settings = dpo_args(config)
     trainer = DPOTrainer(
         model=policy, ref_model=ref_model, processing_class=tokenizer,
         train_dataset=preference_data()["train"],
         args=DPOConfig(output_dir=args.out, logging_steps=args.eval_every or 50,
-                       precompute_ref_log_probs=True, **dpo_args(config), **run_args(args.threads)))
+                       precompute_ref_log_probs=True, **settings, **run_args(args.threads)))
     callback = ExactEvaluationCallback(ref_model, tokenizer, args.beta, every=args.eval_every).attach(trainer)
     trainer.train()
     final = callback.history[-1]
