@@ -62,7 +62,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--betas", type=float, nargs="+", default=[0.1, 0.5])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--grid", type=float, nargs="+", default=[1e-6, 1e-5, 1e-4],
+    parser.add_argument("--grid", type=float, nargs="+", default=[1e-6, 1e-5, 3e-5, 1e-4],
                         help="TRL's learning rates to try (its default is 1e-6)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
