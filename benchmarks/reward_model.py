@@ -3,6 +3,8 @@
     python benchmarks/reward_model.py                 # seeds 0-4, 2 threads
     python benchmarks/reward_model.py --seeds 0 1 2 --json out.json
     python benchmarks/reward_model.py --backbone full     # or frozen: the alternatives
+    python benchmarks/reward_model.py --temperature 1.5   # pairs sampled hotter
+    python benchmarks/reward_model.py --pairs-per-prompt 256
 
 For each seed it runs :func:`minirlhf.pipeline.train_default_reward_model` (default preference
 data from the shipped SFT model, default config) and measures:
@@ -32,27 +34,41 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+import torch  # noqa: E402
+
 
 BACKBONES = {"attention": {"attention_only": True}, "full": {"attention_only": False},
              "frozen": {"freeze_backbone": True}}
 
 
-def run_seed(seed: int, backbone: str = "attention") -> dict:
+def run_seed(seed: int, backbone: str = "attention", temperature: float = 1.0,
+             pairs_per_prompt: int | None = None) -> dict:
+    from minirlhf import world
     from minirlhf.evaluation import reward_model_report
+    from minirlhf.models import load_base_model
     from minirlhf.pipeline import train_default_reward_model
-    from minirlhf.preferences import PAIRS_PER_PROMPT, default_preferences
+    from minirlhf.preferences import PAIRS_PER_PROMPT, collect_preferences
+    from minirlhf.reward import RewardConfig, RewardModel, train_reward_model
 
+    pairs_per_prompt = pairs_per_prompt or PAIRS_PER_PROMPT
     start, cpu_start = time.perf_counter(), time.process_time()
-    default_preferences(pairs_per_prompt=PAIRS_PER_PROMPT, seed=seed, progress=False)  # cached
-    collect_seconds = time.perf_counter() - start
-    reward_model, tokenizer, data, history = train_default_reward_model(seed=seed, progress=False,
-                                                                        **BACKBONES[backbone])
+    if temperature == 1.0:  # the tutorial's stage, as the demo runs it
+        reward_model, tokenizer, data, history = train_default_reward_model(
+            seed=seed, progress=False, pairs_per_prompt=pairs_per_prompt, **BACKBONES[backbone])
+    else:  # the same, on pairs sampled at another temperature
+        base, tokenizer = load_base_model()
+        pairs = collect_preferences(base, tokenizer, world.prompts("train"), pairs_per_prompt, seed=seed,
+                                    temperature=temperature, progress=False)
+        data = pairs.train_test_split(test_size=0.2, seed=seed)
+        torch.manual_seed(seed)
+        reward_model = RewardModel.from_base(base, **BACKBONES[backbone])
+        history = train_reward_model(reward_model, tokenizer, data["train"],
+                                     RewardConfig(seed=seed, progress=False), eval_data=data["test"])
     stage_seconds = time.perf_counter() - start
     stage_cpu_seconds = time.process_time() - cpu_start
     report = reward_model_report(reward_model, tokenizer, data)
     report.update({
         "seed": seed,
-        "collect_seconds": collect_seconds,
         "train_seconds": history[-1]["time"],
         "stage_seconds": stage_seconds,
         "stage_cpu_seconds": stage_cpu_seconds,
@@ -72,15 +88,15 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the target: 2)")
     parser.add_argument("--backbone", choices=sorted(BACKBONES), default="attention",
                         help="what learns besides the head (the default stage: attention)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the pairs")
+    parser.add_argument("--pairs-per-prompt", type=int, default=None, help="default: the tutorial's 128")
     parser.add_argument("--json", help="also write every number to this JSON file")
     args = parser.parse_args(argv)
-
-    import torch
 
     torch.set_num_threads(args.threads)
     rows = []
     for seed in args.seeds:
-        row = run_seed(seed, args.backbone)
+        row = run_seed(seed, args.backbone, args.temperature, args.pairs_per_prompt)
         rows.append(row)
         print(f"seed {seed}: test acc {row['test_accuracy']:.3f} / Bayes {row['bayes_optimal_accuracy']:.3f}"
               f" = {row['accuracy_ratio']:.3f} (expected {row['expected_accuracy_ratio']:.3f}), "
@@ -89,7 +105,8 @@ def main(argv=None) -> int:
               f"France P/H/B {row['reward_correct']:.2f}/{row['reward_hedge']:.2f}/"
               f"{row['reward_berlin']:.2f}, train {row['train_seconds']:.1f} s, "
               f"stage {row['stage_seconds']:.1f} s (CPU {row['stage_cpu_seconds']:.1f} s)", flush=True)
-    print(f"\nmedians over seeds {args.seeds} (backbone: {args.backbone}, {args.threads} threads, "
+    print(f"\nmedians over seeds {args.seeds} (backbone: {args.backbone}, temperature {args.temperature}, "
+          f"pairs per prompt {args.pairs_per_prompt or 'default'}, {args.threads} threads, "
           f"torch {torch.__version__}, load average {os.getloadavg()[0]:.1f}):")
     medians = {}
     for key, target in COLUMNS:
@@ -99,8 +116,9 @@ def main(argv=None) -> int:
     print(f"  France: correct > hedge > Berlin in {ok}/{len(rows)} seeds")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"runs": rows, "medians": medians, "threads": args.threads,
-                       "backbone": args.backbone}, f, indent=2)
+            json.dump({"runs": rows, "medians": medians, "threads": args.threads, "backbone": args.backbone,
+                       "temperature": args.temperature, "pairs_per_prompt": args.pairs_per_prompt},
+                      f, indent=2)
     return 0
 
 
