@@ -115,7 +115,7 @@ def save(runs: list[dict], args, argv) -> dict:
     command = "python benchmarks/label_budget.py " + " ".join(argv if argv is not None else sys.argv[1:])
     out = {"command": command.strip(), "beta": args.beta, "seed": args.seed, "ppo_steps": args.ppo_steps,
            "threads": args.threads, "runs": runs}
-    (ROOT / "benchmarks" / "results" / "label_budget.json").write_text(json.dumps(out, indent=1))
+    (ROOT / "benchmarks" / "results" / f"{args.name}.json").write_text(json.dumps(out, indent=1))
     if args.notebook_cache:
         (ROOT / "notebooks" / "data" / "label_budget.json").write_text(json.dumps(out, indent=1))
     return out
@@ -129,6 +129,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ppo-steps", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--name", default="label_budget", help="results file name in benchmarks/results/")
     parser.add_argument("--notebook-cache", action="store_true",
                         help="also write notebooks/data/label_budget.json (notebook 05 reads it)")
     args = parser.parse_args(argv)
@@ -156,8 +157,8 @@ def main(argv=None) -> int:
              "|---|---|---|---|---|---|"]
     lines += [f"| {r['method']} | {r['budget']:,} | {r['labels']:,} | {r['attainment']:.3f} | "
               f"{r['attainment_held_out']:.3f} | {r['seconds']:.0f} |" for r in runs]
-    (results / "label_budget.md").write_text("\n".join(lines) + "\n")
-    plot(runs, args.beta, results / "label_budget.png")
+    (results / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    plot(runs, args.beta, results / f"{args.name}.png")
     print("\n".join(lines))
     return 0
 
