@@ -321,14 +321,16 @@ def report_blocks(metrics: dict) -> list[tuple]:
         ("img", "preference_pairs.png", "Which kind of answer the rater preferred, pair by pair."),
         ("h2", "3. PPO and DPO on France"),
         ("p", f"PPO (beta {beta}) samples its own answers, scores them with the reward model (which the "
-              "rater refreshes on the policy's answers) and pays a KL penalty for leaving the base model. "
+              "rater keeps correcting, comparing the policy's answers with the base model's) and pays a KL "
+              "penalty for leaving the base model. "
               "DPO learns offline from the same rated pairs: no reward model, no sampling."),
         ("img", "france_over_training.png", "P(Paris) and P(Berlin) during training."),
         ("h2", "4. How close each came to the exact optimum"),
-        ("p", "Attainment is exact: 1 is the best policy of the KL-regularised objective, 0 no better "
-              "than the base model; the held-out countries were never trained on. The KL to the base "
-              "model (nats) lumps all malformed text in one outcome, so it is a lower bound. Rater "
-              "labels are what a real project pays for; seconds are this machine's."),
+        ("p", "Attainment is computed exactly on the candidate answers: 1 is the best policy of the "
+              "KL-regularised objective, 0 no better than the base model; the held-out countries were "
+              "never trained on. The KL to the base model (nats) lumps all malformed text in one "
+              "outcome, so it is a lower bound, and the attainment an upper bound. Rater labels are what "
+              "a real project pays for; seconds are this machine's."),
         ("table", ["method", "attainment", "held-out", "KL", "rater labels", "seconds"], rows),
         ("img", "comparison_france.png", "France: the base model, the optimum pi* and each policy."),
         ("img", "comparison_frontier.png", "True reward against KL: the exact optimal curve, each method."),
