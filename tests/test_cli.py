@@ -47,7 +47,7 @@ def test_demo_quick_writes_a_report_with_every_figure_and_number(tmp_path, capsy
     assert html.count("data:image/png;base64,") == len(shown)     # the page carries its images
     for stage in ("sft", "reward_model", "ppo", "dpo", "comparison"):
         assert stage in metrics
-    for heading in ("The base model says Berlin", "What the raters preferred", "PPO and DPO on France",
+    for heading in ("1. The base model", "What the raters preferred", "PPO and DPO on France",
                     "How close each came to the exact optimum", "Read next"):
         assert heading in report and heading in html
     for stage in ("1/5 SFT", "2/5 reward model", "3/5 PPO", "4/5 DPO", "5/5"):  # one line a stage
@@ -57,3 +57,14 @@ def test_demo_quick_writes_a_report_with_every_figure_and_number(tmp_path, capsy
     assert "PPO" in methods and "DPO" in methods
     assert 0 <= metrics["dpo"]["coverage"] <= 1 and metrics["dpo"]["rater_labels"] > 0
     assert (tmp_path / "sft-model" / "model.safetensors").is_file()
+
+
+def test_the_report_states_the_reward_models_order_as_its_scores_give_it():
+    from minirlhf.pipeline import learned_order
+
+    right = learned_order({"reward_correct": 1.0, "reward_hedge": 0.2, "reward_berlin": -1.0})
+    assert right.startswith("Paris (+1.00) > the hedge (+0.20) > Berlin (-1.00)")
+    assert "the true order" in right
+    wrong = learned_order({"reward_correct": -2.29, "reward_hedge": -1.46, "reward_berlin": -3.48})
+    assert wrong.startswith("the hedge (-1.46) > Paris (-2.29) > Berlin (-3.48)")
+    assert "not the true order" in wrong
