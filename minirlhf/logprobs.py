@@ -145,7 +145,8 @@ def last_token_index(mask: torch.Tensor) -> torch.Tensor:
 def close_cut_answers(input_ids: torch.Tensor, attention_mask: torch.Tensor, finished: torch.Tensor,
                       eos_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """End every answer cut at the length limit with EOS, as the texts a rater judges end: (B, T) ->
-    (B, T + 1). Rows that ended with EOS get one masked column (their scores do not change)."""
+    (B, T + 1), for a batch of :func:`generate` (a cut answer runs to the last column). Rows that
+    ended with EOS get one masked column (their scores do not change)."""
     cut = ~finished.to(input_ids.device)
     column = torch.full_like(input_ids[:, :1], eos_token_id)
     mask_column = cut[:, None].to(attention_mask.dtype)
