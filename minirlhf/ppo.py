@@ -39,7 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from minirlhf import world
-from minirlhf.logprobs import (close_cut_answers, generate, last_token_index, token_logprobs)
+from minirlhf.logprobs import close_cut_answers, generate, last_token_index, token_logprobs
 from minirlhf.models import (Critic, check_reward_model, check_tokenizer_matches, embedding_param_groups,
                              frozen_blocks, fused_gelu)
 from minirlhf.reward import refresh_reward_model
