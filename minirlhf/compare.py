@@ -130,8 +130,9 @@ def unseen_mass(evaluator, set_probs: torch.Tensor, data: Dataset) -> dict[str, 
 
 PLAIN_DPO = {"epochs": 4, "batch_size": 64, "learning_rate": 3e-4, "frozen_blocks": 0,
              "embedding_lr_scale": 1.0, "rpo_alpha": 0.0}
-"""Plain offline DPO as TRL's ``DPOTrainer`` runs it (a few passes over fixed pairs, every parameter
-trained, no NLL term), for the off-policy experiment: ``DPOConfig(beta=..., **PLAIN_DPO)``."""
+"""Plain offline DPO as TRL's ``DPOTrainer`` trains (a few passes over fixed pairs, every parameter
+trained, no NLL term), at a learning rate this tiny model feels (TRL's default, 1e-6, barely moves it;
+``benchmarks/dpo_vs_trl.py``), for the off-policy experiment: ``DPOConfig(beta=..., **PLAIN_DPO)``."""
 
 
 # --- The comparison stage of `minirlhf demo` --------------------------------------------------
