@@ -183,7 +183,7 @@ print(list(zip(tokens, [round(v, 3) for v in rewards[row][real].tolist()])))
 # With `gamma = 1` (the only task reward comes at the end of a short answer), the value after the
 # EOS is 0.
 #
-# **Whitening, an option.** TRL rescales each batch's advantages to mean 0 and variance 1
+# **Whitening, an option.** TRL (Hugging Face's RLHF library) rescales each batch's advantages to mean 0 and variance 1
 # ("whitening"); here `PPOConfig(whiten_advantages=True)` does the same. It is off by default:
 # once nearly every answer is right, the advantages that remain are mostly noise, and whitening
 # blows that noise up to full-size steps.
@@ -394,7 +394,8 @@ assert history[-1]["P(Paris)"] > max(history[-1][k] for k in
 # close. Dashed: the exact optimum `pi*` at each beta (its true reward and its KL to `pi_ref`),
 # which PPO approaches (these runs are short, 25 steps of 16 answers; `benchmarks/ppo.py` runs
 # 1000 steps of 64). In a short run the KL penalty has little time to act: at the two smaller
-# betas the KL is set by how far 25 steps can go, below the optimum's. At beta = 3 the optimum
+# betas the KL is set by how far 25 steps can go, below the optimum's (here the two even end in
+# reverse order). At beta = 3 the optimum
 # barely leaves `pi_ref`, and neither does PPO: at a large beta, moving is itself the cost.
 
 # %%
@@ -529,8 +530,7 @@ assert bon["true reward"][-1] < max(bon["true reward"]) - 0.3
 #
 # PPO sees only `r_phi`, and without a penalty the best it can do is the right end of the curve
 # (beta -> 0), where the true reward is lowest. A run as short as this one covers only the first
-# part of the way, where `r_phi` is still right on average and the true reward still rises; the
-# exact curve shows what lies further on. A KL penalty stops the policy earlier on the curve
+# part of the way (a KL of 0.8, of the curve's 4); the exact curve shows what lies further on. A KL penalty stops the policy earlier on the curve
 # (beta is the number beside each point), but it cannot tell `r_phi`'s errors from its truths.
 #
 # **The cure is to ask the rater again.** Given a rater, `train_ppo(...,

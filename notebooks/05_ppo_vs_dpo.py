@@ -33,8 +33,9 @@
 #   learned from: the same labels PPO-RM starts with, and no more;
 # * **online DPO**: fresh pairs from the current policy, rated as it trains.
 #
-# PPO takes minutes per run on a laptop CPU, so the sweep is cached: `python benchmarks/frontier.py
-# --notebook-cache` trains every method at every beta and writes `notebooks/data/frontier.json`. This
+# PPO takes minutes per run on a laptop CPU, so the runs are cached: `python benchmarks/frontier.py
+# --notebook-cache --betas 0.1` trains every method at beta 0.1 and writes `notebooks/data/frontier.json`
+# (the command that made it is printed below; without `--betas` it sweeps 0.03 to 1, for an hour). This
 # notebook reads it, recomputes the exact curve, and reruns the cheap parts live.
 
 # %%
@@ -125,8 +126,8 @@ assert by_method["PPO-RM"]["attainment"] > 0.9   # a learned reward model, refre
 # %% [markdown]
 # ## 2. The reward-KL frontier
 #
-# Every policy is a point: how far it moved from the reference (KL) and how much true reward it earns;
-# each point is labelled with its beta. For each beta, $\pi^*_\beta$ is the best policy *with its KL*,
+# Every policy is a point: how far it moved from the reference (KL) and how much true reward it earns
+# (here all at beta 0.1). For each beta, $\pi^*_\beta$ is the best policy *with its KL*,
 # so the curve they trace is a ceiling no method can cross. A method's **efficiency** at its KL is the
 # fraction of the achievable reward gain it reaches there: $(r - r_{ref}) / (r^*(KL) - r_{ref})$.
 
@@ -137,7 +138,7 @@ for run in cache["runs"]:
     points.setdefault(run["method"], []).append((run["kl"], run["true_reward"]))
     betas.setdefault(run["method"], []).append(run["beta"])
 fig = plot_frontier(curve, points, betas=next(iter(betas.values())),
-                    title="Training prompts: true reward vs KL over a beta sweep")
+                    title=f"Training prompts: true reward vs KL, each method at beta {BETA}")
 for run in cache["runs"]:
     run["efficiency_now"] = frontier_efficiency(curve, run["kl"], run["true_reward"])
     print(f"{run['method']:10s} beta={run['beta']:<5} KL={run['kl']:.3f} reward={run['true_reward']:.3f} "
@@ -213,9 +214,10 @@ assert best_within("PPO-RM", 5000) > best_within("Online DPO", 5000) + 0.3
 # model, trained on a few hundred pairs, is exploited before the first refresh (attainment below 0).
 # From about 2,000 labels on, PPO with a learned, refreshed reward model is far ahead. Offline DPO
 # climbs slowly with more pairs from the SFT model: more of the same pairs do not show it the answers
-# it drifts to. Online DPO needs its many rounds, about 15,000 labels, to catch up. This is Xu et al.'s
-# finding, measured in the currency practitioners pay. (PPO runs 300 steps in this sweep; with its
-# default 1000, PPO-RM reaches 0.981 with 3,604 labels: `benchmarks/results/label_budget_ppo1000.md`.)
+# it drifts to. Online DPO needs its many rounds, about 15,000 labels, to catch up. This is the
+# finding of Xu et al. (2024, "Is DPO Superior to PPO for LLM Alignment?", section 5 below),
+# measured in the currency practitioners pay. (PPO runs 300 steps in this sweep; with its default
+# 1000, PPO-RM reaches 0.981 with 3,604 labels: `benchmarks/results/label_budget_ppo1000.md`.)
 
 # %% [markdown]
 # ## 4. Off-policy preference data
@@ -279,11 +281,14 @@ display(Markdown(f"""
   rater refreshing it on the policy's answers it reaches {rm['attainment']:.3f}, for
   {rm['rater_labels']:,} labels; with a fixed reward model the policy drifts to answers the model
   overrates (notebook 03).
-* **Offline DPO, the article's reward-free method, is cheap and safe with a guard, but it gets only
-  part of the way** ({dpo['attainment']:.3f} for {dpo['rater_labels']:,} labels): its pairs come from
-  the SFT model, and it cannot see the answers they never show. Without the guard, on off-policy pairs,
-  it pushed {mass[off]['outside']:.0%} of the probability onto malformed text (the SFT model:
-  {mass['pi_ref']['outside']:.1%}), as Xu et al. found.
+* **Offline DPO, the article's reward-free method, is cheap and safe with its guard (the NLL term on
+  the chosen answers, notebook 04), but it gets only part of the way** ({dpo['attainment']:.3f} for
+  {dpo['rater_labels']:,} labels): its pairs come from the SFT model, and it cannot see the answers
+  they never show. Without the guard it leaks: on the hand-written pairs it pushed
+  {mass[off]['outside']:.0%} of the probability onto malformed text (the SFT model:
+  {mass['pi_ref']['outside']:.1%}) and left the wrong answers no pair shows where they were; on pairs
+  sampled from the SFT model it collapsed, {mass['plain DPO, pairs sampled from pi_ref']['outside']:.0%}
+  outside the set. Xu et al. describe the first failure: DPO cannot see what its data do not show.
 * **Online DPO closes most of the gap** ({online['attainment']:.3f}), paying
   {online['rater_labels']:,} labels: fresh pairs from the current policy show it what it is drifting to.
 
