@@ -37,15 +37,18 @@
 # policy of the KL-regularised objective, `pi*(y|x) ~ pi_ref(y|x) exp(r(x,y) / beta)`, which we
 # can compute exactly in this world.
 #
-# We will:
-# 1. draw the loop,
-# 2. build each piece by hand and check it against `minirlhf.ppo`: rollout, reward, advantages,
-#    the clipped update, the adaptive KL controller,
-# 3. run PPO on the true reward ("PPO-GT") and watch P("Paris") overtake P("Berlin"),
-# 4. score the article's four answers before and after PPO,
-# 5. sweep beta against the exact optimum,
-# 6. see a learned reward model over-optimised,
-# 7. look at the KL of one answer, token by token.
+# We will (section numbers in brackets):
+# - draw the loop (1),
+# - build each piece by hand and check it against `minirlhf.ppo`: rollout, reward, advantages,
+#   the clipped update, the adaptive KL controller (2-6),
+# - run PPO on the true reward ("PPO-GT") and watch P("Paris") overtake P("Berlin") (7),
+# - score the article's four answers before and after PPO (8),
+# - sweep beta against the exact optimum (9),
+# - see a learned reward model over-optimised (10),
+# - look at the KL of one answer, token by token (11).
+#
+# How close a policy gets is measured by its **attainment**: 0 for the SFT model, 1 for the exact
+# optimum `pi*` (section 7 defines it).
 #
 # The runs are short (about a minute in all on a 2-core laptop CPU); `benchmarks/ppo.py` runs the long
 # ones.
