@@ -33,7 +33,6 @@ Conventions as in :mod:`minirlhf.ppo`: left-padded prompts, per-token tensors (B
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,11 +41,11 @@ import torch
 from tqdm.auto import tqdm
 
 from minirlhf import world
-from minirlhf.logprobs import generate, token_logprobs
-from minirlhf.models import (check_reward_model, check_tokenizer_matches, embedding_param_groups,
+from minirlhf.logprobs import token_logprobs
+from minirlhf.models import (check_tokenizer_matches, embedding_param_groups,
                              frozen_blocks, fused_gelu)
-from minirlhf.ppo import masked_mean, per_token_rewards, ppo_policy_loss, score_rollouts
-from minirlhf.reward import refresh_reward_model
+from minirlhf.ppo import masked_mean, per_token_rewards, ppo_policy_loss, rollout
+from minirlhf.rl import RaterRefreshes, RLConfig, score_rollouts
 from minirlhf.utils import (check_config, check_finite_loss, check_positive, clip_grad_norm, lr_factor,
                             seed_everything)
 
@@ -130,11 +129,11 @@ def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: 
 # ----------------------------------------------------------------------------------------------
 
 @dataclass
-class GRPOConfig:
-    """Hyperparameters of :func:`train_grpo`, tuned on the toy world (``benchmarks/grpo.py``)."""
+class GRPOConfig(RLConfig):
+    """Hyperparameters of :func:`train_grpo`, tuned on the toy world (``benchmarks/grpo.py``): those of
+    :class:`~minirlhf.rl.RLConfig` (beta, sampling, optimiser, refreshes; ``max_new_tokens`` is also
+    Dr. GRPO's constant normaliser of the summed token losses) and GRPO's own below."""
 
-    beta: float = 0.1
-    """KL coefficient (0 = no pull back to the reference)."""
     kl: str = "reward"
     """Where the KL goes: ``"reward"`` (k1 in the answer's reward, as PPO) or ``"loss"`` (k3, as TRL)."""
     advantage: str = "grpo"
@@ -146,51 +145,10 @@ class GRPOConfig:
     prompts_per_step: int = 16
     """Prompts per step (with replacement; batch ``prompts_per_step * group_size``): 16 x 4 carried over
     to held-out prompts better than 8 x 8 (docs/defaults.md)."""
-    epochs: int = 4
-    """Passes over each batch of answers."""
-    minibatches: int = 2
-    """Minibatches per pass."""
-    clip_range: float = 0.2
-    """PPO's epsilon: how far the ratio pi/pi_old may move before the gain is cut."""
-    temperature: float = 1.0
-    """Sampling temperature; the log-probs of policy and reference use the same one."""
-    max_new_tokens: int = 16
-    """Length cap of an answer; also Dr. GRPO's constant normaliser of the summed token losses."""
-    missing_eos_penalty: float | None = None
-    """If set, subtract this from the score of an answer cut at ``max_new_tokens`` without EOS."""
-    reward_refresh_every: int = 25
-    """With a learned reward model *and* a ``rater``: refresh it on the policy's answers every this
-    many steps, as PPO does (0 = never)."""
-    refresh_pairs_per_prompt: int = 8
-    """Pairs sampled per training prompt at each refresh."""
-    learning_rate: float | None = None
-    """Peak Adam learning rate (warm-up, then linear decay to 0). None picks PPO's
-    ``min(3e-4, 1e-4 / beta)``."""
-    embedding_lr_scale: float = 0.1
-    """Token embeddings (tied to the output layer) learn at this fraction of the rate (0 freezes them)."""
-    adam_eps: float = 1e-8
-    """Adam's epsilon."""
-    frozen_blocks: int = 1
-    """Keep the policy's first transformer blocks as SFT left them (0 trains every block)."""
-    warmup_steps: int = 5
-    """Linear warm-up steps of the learning rate."""
-    max_grad_norm: float = 1.0
-    """Clip the gradient norm of the policy."""
-    steps: int = 1000
-    """Steps (each: one batch of groups, then ``epochs x minibatches`` optimiser steps)."""
-    seed: int = 0
-    """Seed of sampling and shuffling."""
-    eval_every: int = 100
-    """Call ``evaluate`` every this many steps (and at the first and last); 0 never calls it."""
-    progress: bool = True
-    """Show a tqdm progress bar."""
 
     def __post_init__(self):
-        check_config(self, positive=("group_size", "prompts_per_step", "epochs", "minibatches", "clip_range",
-                                     "temperature", "max_new_tokens", "refresh_pairs_per_prompt",
-                                     "learning_rate", "adam_eps", "max_grad_norm", "steps"),
-                     non_negative=("beta", "embedding_lr_scale", "frozen_blocks", "reward_refresh_every",
-                                   "warmup_steps", "eval_every"))
+        super().__post_init__()
+        check_config(self, positive=("group_size", "prompts_per_step"))
         if self.kl not in KL_PLACES or self.advantage not in ADVANTAGES or self.group_size < 2:
             raise ValueError(f"kl must be one of {KL_PLACES}, advantage one of {ADVANTAGES} and group_size "
                              f">= 2, got {self.kl!r}, {self.advantage!r} and {self.group_size}.")
@@ -201,30 +159,17 @@ class GRPOConfig:
         """``length_normalise``, or when None: True for GRPO, False for Dr. GRPO and RLOO."""
         return self.advantage == "grpo" if self.length_normalise is None else self.length_normalise
 
-    def policy_learning_rate(self) -> float:
-        """``learning_rate``, or when None: min(3e-4, 1e-4 / beta) (3e-4 at beta 0)."""
-        if self.learning_rate is not None:
-            return self.learning_rate
-        return 3e-4 if self.beta == 0 else min(3e-4, 1e-4 / self.beta)
-
 
 # ----------------------------------------------------------------------------------------------
 # The step, piece by piece
 # ----------------------------------------------------------------------------------------------
 
-@torch.no_grad()
 def rollout_groups(policy, ref_model, tokenizer, prompts: list[str], config: GRPOConfig,
                    generator: torch.Generator | None = None) -> dict:
-    """1. Sample ``group_size`` answers to each of ``prompts`` (consecutive rows): the batch layout
-    of :func:`minirlhf.logprobs.generate`, ``prompts`` (repeated), ``logprobs``, ``ref_logprobs`` (B, T)."""
+    """1. Sample ``group_size`` answers to each of ``prompts`` (consecutive rows): PPO's
+    :func:`~minirlhf.ppo.rollout` without a critic, on the prompts repeated."""
     repeated = [p for p in prompts for _ in range(config.group_size)]
-    batch = generate(policy, tokenizer, repeated, config.max_new_tokens, config.temperature, generator)
-    ids, attention = batch["input_ids"], batch["attention_mask"]
-    batch["response_mask"] = batch["response_mask"].float()
-    batch["logprobs"] = token_logprobs(policy, ids, attention, config.temperature)
-    batch["ref_logprobs"] = token_logprobs(ref_model, ids, attention, config.temperature)
-    batch["prompts"] = repeated
-    return batch
+    return rollout(policy, ref_model, None, tokenizer, repeated, config, generator)
 
 
 def sequence_rewards(batch: dict, scores: torch.Tensor, config: GRPOConfig, beta: float) -> torch.Tensor:
@@ -295,18 +240,9 @@ def train_grpo(policy, ref_model, tokenizer, prompts: list[str], config: GRPOCon
     config = config or GRPOConfig()
     if not prompts:
         raise ValueError("No prompts to train on: pass e.g. minirlhf.world.prompts('train').")
-    if rater is not None and reward_model is None:
-        raise ValueError("A rater refreshes a learned reward model: pass a reward model, or no rater.")
     check_tokenizer_matches(policy, tokenizer)
-    if reward_model is not None:
-        check_reward_model(reward_model, tokenizer)
-        reward_model.eval()
-    refreshing = rater is not None and config.reward_refresh_every > 0
-    if refreshing:  # refresh a copy: the caller's reward model stays as it was
-        reward_model = copy.deepcopy(reward_model)
-    distinct_prompts = list(dict.fromkeys(prompts))
-    seen = (reward_data.select_columns(["prompt", "chosen", "rejected"])
-            if refreshing and reward_data is not None else None)
+    refreshes = RaterRefreshes(reward_model, rater, reward_data, ref_model, tokenizer, prompts, config)
+    reward_model = refreshes.reward_model  # a copy, when the rater refreshes it
     generator = seed_everything(config.seed)
     device = next(policy.parameters()).device
     policy.eval()  # dropout off; gradients still flow
@@ -316,7 +252,6 @@ def train_grpo(policy, ref_model, tokenizer, prompts: list[str], config: GRPOCon
                                  lr=learning_rate, eps=config.adam_eps, fused=device.type in ("cpu", "cuda"))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, config.steps, config.warmup_steps, decay="linear"))
-    labels = 0
     with fused_gelu(policy, ref_model, reward_model), frozen_blocks(policy, config.frozen_blocks):
         start = time.perf_counter()
         evaluating = evaluate is not None and config.eval_every > 0
@@ -338,14 +273,9 @@ def train_grpo(policy, ref_model, tokenizer, prompts: list[str], config: GRPOCon
                       "learning_rate": scheduler.get_last_lr()[0],
                       "time/step": time.perf_counter() - step_start}
             # 5. (learned reward model and rater) the rater judges the policy's answers, the model learns
-            if refreshing and step % config.reward_refresh_every == 0 and step < config.steps:
-                seen, refresh = refresh_reward_model(reward_model, policy, tokenizer, distinct_prompts,
-                                                     rater, seen, config.refresh_pairs_per_prompt,
-                                                     config.seed + step)
-                labels += refresh["reward_model/refresh_pairs"]
-                record.update(refresh)
+            record.update(refreshes.after_step(step, policy))
             if evaluating and (step % config.eval_every == 0 or step == config.steps):
                 record.update(evaluate(step, policy))
-            record.update(rater_labels=labels, time=time.perf_counter() - start)
+            record.update(rater_labels=refreshes.labels, time=time.perf_counter() - start)
             history.append(record)
     return policy, history

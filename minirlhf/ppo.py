@@ -30,7 +30,6 @@ is off (``eval()`` mode; gradients still flow).
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,10 +38,10 @@ import torch
 from tqdm.auto import tqdm
 
 from minirlhf import world
-from minirlhf.logprobs import close_cut_answers, generate, last_token_index, token_logprobs
-from minirlhf.models import (Critic, check_reward_model, check_tokenizer_matches, embedding_param_groups,
+from minirlhf.logprobs import generate, last_token_index, token_logprobs
+from minirlhf.models import (Critic, check_tokenizer_matches, embedding_param_groups,
                              frozen_blocks, fused_gelu)
-from minirlhf.reward import refresh_reward_model
+from minirlhf.rl import RaterRefreshes, RLConfig, score_rollouts
 from minirlhf.utils import (check_config, check_finite_loss, check_positive, clip_grad_norm,
                             explained_variance, lr_factor, masked_mean, seed_everything, whiten)
 
@@ -162,11 +161,10 @@ class AdaptiveKLController:
 # ----------------------------------------------------------------------------------------------
 
 @dataclass
-class PPOConfig:
-    """Hyperparameters of :func:`train_ppo`, tuned on the toy world (``benchmarks/ppo.py``)."""
+class PPOConfig(RLConfig):
+    """Hyperparameters of :func:`train_ppo`, tuned on the toy world (``benchmarks/ppo.py``): those of
+    :class:`~minirlhf.rl.RLConfig` (beta, sampling, optimiser, refreshes) and PPO's own below."""
 
-    beta: float = 0.1
-    """KL coefficient: weight of -log(pi/pi_ref) in every token's reward (0 = no penalty)."""
     adaptive_kl: bool = False
     """Adapt beta towards ``target_kl`` with :class:`AdaptiveKLController` instead of keeping it fixed."""
     target_kl: float = 0.5
@@ -177,8 +175,6 @@ class PPOConfig:
     """Discount: 1, since the only task reward comes at the end of a short answer."""
     lam: float = 0.95
     """GAE lambda: 1 = Monte-Carlo returns (unbiased, noisy), 0 = one-step TD (biased by the critic)."""
-    clip_range: float = 0.2
-    """PPO's epsilon: how far the ratio pi/pi_old may move before the gain is cut."""
     clip_range_value: float = 0.2
     """How far a value may move from its rollout-time value before the value loss is clipped."""
     whiten_advantages: bool = False
@@ -186,70 +182,22 @@ class PPOConfig:
     every answer is right, whitening blows the remaining noise up to full-size steps."""
     vf_coef: float = 0.1
     """Weight of the value loss in ``L = L_policy + vf_coef * L_value``."""
-    epochs: int = 4
-    """Passes over each batch of rollouts."""
-    minibatches: int = 2
-    """Minibatches per pass (each of ``rollouts_per_step / minibatches`` rollouts)."""
     rollouts_per_step: int = 64
     """Answers sampled per PPO step (prompts drawn uniformly with replacement). More rollouts sample
     the rare answers pi* keeps, and make each step less noisy."""
-    temperature: float = 1.0
-    """Sampling temperature; the log-probs of policy and reference use the same one."""
-    max_new_tokens: int = 16
-    """Length cap of an answer (the longest valid answer is 13 tokens with its EOS)."""
-    missing_eos_penalty: float | None = None
-    """If set, subtract this from the score of an answer cut at ``max_new_tokens`` without EOS."""
-    reward_refresh_every: int = 25
-    """With a learned reward model *and* a ``rater``: every this many steps the rater compares the
-    policy's answers with pi_ref's and the reward model learns from them (0 = never)."""
-    refresh_pairs_per_prompt: int = 8
-    """Pairs sampled per training prompt at each refresh."""
-    learning_rate: float | None = None
-    """Peak Adam learning rate of the policy (warm-up, then linear decay to 0). None picks
-    ``min(3e-4, 1e-4 / beta)``: at large beta pi* keeps rare answers that big steps would wipe out."""
-    embedding_lr_scale: float = 0.1
-    """Token embeddings (tied to GPT-2's output layer) learn at this fraction of the rate (0 freezes
-    them): a fast output layer lowers names no prompt samples, held-out countries' included."""
     critic_lr_scale: float = 5.0
     """The critic learns at ``learning_rate * critic_lr_scale``: it starts further from its target."""
-    adam_eps: float = 1e-8
-    """Adam's epsilon."""
-    frozen_blocks: int = 1
-    """Keep the policy's first transformer blocks as SFT left them (0 trains every block): PPO should
-    change *how* it answers, not what it knows about each country."""
-    warmup_steps: int = 5
-    """Linear warm-up steps of the learning rate."""
-    max_grad_norm: float = 1.0
-    """Clip the gradient norm of policy and critic together (as TRL does)."""
-    steps: int = 1000
-    """PPO steps (each: one rollout batch, then ``epochs x minibatches`` optimiser steps)."""
-    seed: int = 0
-    """Seed of sampling and shuffling."""
-    eval_every: int = 100
-    """Call ``evaluate`` every this many steps (and at the first and last); 0 never calls it."""
-    progress: bool = True
-    """Show a tqdm progress bar."""
 
     def __post_init__(self):
-        check_config(self, positive=("target_kl", "horizon", "clip_range", "clip_range_value", "temperature",
-                                     "max_grad_norm", "learning_rate", "critic_lr_scale", "adam_eps",
-                                     "epochs", "minibatches", "rollouts_per_step", "max_new_tokens", "steps",
-                                     "refresh_pairs_per_prompt"),
-                     non_negative=("beta", "vf_coef", "embedding_lr_scale", "frozen_blocks",
-                                   "reward_refresh_every", "warmup_steps", "eval_every"),
-                     unit_interval=("gamma", "lam"))
+        super().__post_init__()
+        check_config(self, positive=("target_kl", "horizon", "clip_range_value", "critic_lr_scale",
+                                     "rollouts_per_step"),
+                     non_negative=("vf_coef",), unit_interval=("gamma", "lam"))
         if self.rollouts_per_step % self.minibatches:
             raise ValueError(f"rollouts_per_step ({self.rollouts_per_step}) must be a multiple of "
                              f"minibatches ({self.minibatches}).")
         if self.adaptive_kl and self.beta == 0:
             raise ValueError("The adaptive KL controller starts from beta and scales it: give beta > 0.")
-
-    def policy_learning_rate(self) -> float:
-        """``learning_rate``, or when it is None the default for this beta: min(3e-4, 1e-4 / beta)
-        (with the adaptive controller, for the starting beta)."""
-        if self.learning_rate is not None:
-            return self.learning_rate
-        return 3e-4 if self.beta == 0 else min(3e-4, 1e-4 / self.beta)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -264,7 +212,8 @@ def rollout(policy, ref_model, critic, tokenizer, prompts: list[str], config: PP
     Returns the batch layout of :func:`minirlhf.logprobs.generate` (``input_ids``,
     ``attention_mask``, ``response_mask``, ``responses``, ``finished``) plus ``prompts`` and
     ``logprobs``, ``ref_logprobs``, ``entropy`` and ``values``, each (B, T), computed by
-    teacher forcing with the shared helper at the sampling temperature.
+    teacher forcing with the shared helper at the sampling temperature (``values`` None without a
+    ``critic``, as in GRPO).
     """
     batch = generate(policy, tokenizer, prompts, config.max_new_tokens, config.temperature, generator)
     ids, attention = batch["input_ids"], batch["attention_mask"]
@@ -272,31 +221,9 @@ def rollout(policy, ref_model, critic, tokenizer, prompts: list[str], config: PP
     batch["logprobs"], batch["entropy"] = token_logprobs(policy, ids, attention, config.temperature,
                                                          return_entropy=True)
     batch["ref_logprobs"] = token_logprobs(ref_model, ids, attention, config.temperature)
-    batch["values"] = critic(ids, attention)
+    batch["values"] = critic(ids, attention) if critic is not None else None
     batch["prompts"] = list(prompts)
     return batch
-
-
-@torch.no_grad()
-def score_rollouts(batch: dict, reward_model=None, missing_eos_penalty: float | None = None
-                   ) -> torch.Tensor:
-    """2. The score r(x, y) of each response, shape (B,): the learned ``reward_model``'s, or when it is
-    None the true reward of the decoded text (PPO-GT). Without EOS, minus ``missing_eos_penalty`` if set.
-    An answer cut at the length limit is scored closed with EOS, as the rater and the reward model see
-    every answer: at a token where no rated answer ended, the reward model's score is arbitrary, and
-    PPO learns to stop there (the classic "never say EOS" exploit)."""
-    device = batch["input_ids"].device
-    if reward_model is None:
-        scores = torch.tensor([world.true_reward(p, y) for p, y in zip(batch["prompts"],
-                                                                       batch["responses"])])
-    else:  # it learned from complete answers (text + EOS): score a cut one as the rater sees it
-        ids, mask = close_cut_answers(batch["input_ids"], batch["attention_mask"], batch["finished"],
-                                      reward_model.backbone.config.eos_token_id)
-        scores = reward_model(ids, mask).float()
-    scores = scores.to(device)
-    if missing_eos_penalty is not None:
-        scores = scores - missing_eos_penalty * (~batch["finished"]).to(device).float()
-    return scores
 
 
 def ppo_update(policy, critic, optimizer, batch: dict, advantages: torch.Tensor,
@@ -365,19 +292,9 @@ def train_ppo(policy, ref_model, tokenizer, prompts: list[str], config: PPOConfi
     config = config or PPOConfig()
     if not prompts:
         raise ValueError("No prompts to train on: pass e.g. minirlhf.world.prompts('train').")
-    if rater is not None and reward_model is None:
-        raise ValueError("A rater refreshes a learned reward model, and PPO-GT (reward_model=None) "
-                         "has none: pass a reward model, or no rater.")
     check_tokenizer_matches(policy, tokenizer)
-    if reward_model is not None:
-        check_reward_model(reward_model, tokenizer)
-        reward_model.eval()
-    refreshing = rater is not None and config.reward_refresh_every > 0
-    if refreshing:  # refresh a copy: the caller's reward model stays as it was
-        reward_model = copy.deepcopy(reward_model)
-    distinct_prompts = list(dict.fromkeys(prompts))
-    seen = (reward_data.select_columns(["prompt", "chosen", "rejected"])
-            if refreshing and reward_data is not None else None)
+    refreshes = RaterRefreshes(reward_model, rater, reward_data, ref_model, tokenizer, prompts, config)
+    reward_model = refreshes.reward_model  # a copy, when the rater refreshes it
     generator = seed_everything(config.seed)
     device = next(policy.parameters()).device
     policy.eval()  # dropout off everywhere; gradients still flow through the policy and critic
@@ -393,7 +310,7 @@ def train_ppo(policy, ref_model, tokenizer, prompts: list[str], config: PPOConfi
         optimizer, lambda s: lr_factor(s, config.steps, config.warmup_steps, decay="linear"))
     kl_controller = (AdaptiveKLController(config.beta, config.target_kl, config.horizon)
                      if config.adaptive_kl else None)
-    beta, labels = config.beta, 0
+    beta = config.beta
     # GPT-2's activation as one kernel while we train (same function, ~15% faster); the first
     # config.frozen_blocks blocks of the policy get no gradient (both undone at the end)
     with fused_gelu(policy, ref_model, critic, reward_model), frozen_blocks(policy, config.frozen_blocks):
@@ -425,14 +342,9 @@ def train_ppo(policy, ref_model, tokenizer, prompts: list[str], config: PPOConfi
             if kl_controller is not None:
                 beta = kl_controller.update(record["objective/kl"], config.rollouts_per_step)
             # 6. the rater judges the policy's answers, the reward model learns (not after the last step)
-            if refreshing and step % config.reward_refresh_every == 0 and step < config.steps:
-                seen, refresh = refresh_reward_model(reward_model, policy, tokenizer, distinct_prompts,
-                                                     rater, seen, config.refresh_pairs_per_prompt,
-                                                     config.seed + step, against=ref_model)
-                labels += refresh["reward_model/refresh_pairs"]
-                record.update(refresh)
+            record.update(refreshes.after_step(step, policy))
             if evaluating and (step % config.eval_every == 0 or step == config.steps):
                 record.update(evaluate(step, policy))
-            record.update(rater_labels=labels, time=time.perf_counter() - start)
+            record.update(rater_labels=refreshes.labels, time=time.perf_counter() - start)
             history.append(record)
     return policy, history

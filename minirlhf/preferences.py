@@ -172,6 +172,15 @@ def default_preferences(model=None, tokenizer=None, pairs_per_prompt: int = PAIR
     return data.train_test_split(test_size=test_fraction, seed=seed)
 
 
+def distinct_answers(data: Dataset) -> tuple[list[tuple[str, str]], list[int], list[int]]:
+    """The distinct ``(prompt, response)`` of ``data``, and the index in them of each pair's chosen and
+    rejected answer (the reward model scores each distinct answer once)."""
+    prompts = list(data["prompt"])
+    chosen, rejected = list(zip(prompts, data["chosen"])), list(zip(prompts, data["rejected"]))
+    row_of = {key: i for i, key in enumerate(dict.fromkeys(chosen + rejected))}
+    return list(row_of), [row_of[k] for k in chosen], [row_of[k] for k in rejected]
+
+
 def bayes_optimal_accuracy(data: Dataset, rater: world.SimulatedRater | None = None) -> float:
     """The best pair accuracy any model can reach on ``data`` against the rater's noisy labels.
 

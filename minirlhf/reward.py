@@ -26,12 +26,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from datasets import Dataset, concatenate_datasets
+from datasets import Dataset
 from tqdm.auto import tqdm
 
 from minirlhf.logprobs import encode_prompt_response, last_token_index, position_ids_from_mask, to_device
 from minirlhf.models import read_reward_model, save_reward_model, write_reward_model_files
-from minirlhf.preferences import check_preference_data, on_policy_pairs
+from minirlhf.preferences import check_preference_data, distinct_answers
 from minirlhf.utils import (check_config, check_finite_loss, clip_grad_norm, lr_factor,
                             seed_everything)
 
@@ -223,7 +223,7 @@ class RewardConfig:
     head_learning_rate: float = 1e-2
     """Peak learning rate of the linear head: it starts at zero and has the most to learn."""
     warmup_steps: int = 10
-    """Linear warm-up steps (of each phase)."""
+    """Linear warm-up steps."""
     weight_decay: float = 0.1
     """AdamW weight decay (of backbone and head): keeps the scores from growing without need."""
     max_grad_norm: float = 1.0
@@ -241,15 +241,6 @@ class RewardConfig:
         check_config(self, positive=("steps", "batch_size", "learning_rate", "head_learning_rate",
                                      "log_every", "eval_every", "max_grad_norm"),
                      non_negative=("warmup_steps", "weight_decay"))
-
-
-def distinct_answers(data: Dataset) -> tuple[list[tuple[str, str]], list[int], list[int]]:
-    """The distinct ``(prompt, response)`` of ``data``, and the index in them of each pair's chosen and
-    rejected answer."""
-    prompts = list(data["prompt"])
-    chosen, rejected = list(zip(prompts, data["chosen"])), list(zip(prompts, data["rejected"]))
-    row_of = {key: i for i, key in enumerate(dict.fromkeys(chosen + rejected))}
-    return list(row_of), [row_of[k] for k in chosen], [row_of[k] for k in rejected]
 
 
 def encode_pairs(tokenizer, data: Dataset, device=None, model=None) -> dict[str, torch.Tensor]:
@@ -352,35 +343,3 @@ def train_reward_model(reward_model: RewardModel, tokenizer, train_data: Dataset
             history.append(record)
     reward_model.eval()
     return history
-
-
-# ---------------------------------------------------------------------------------------------
-# Refreshing a reward model during PPO (iterated RLHF)
-# ---------------------------------------------------------------------------------------------
-
-# A refresh trains briefly and gently, so that the scores (and the critic's targets) move a little at a
-# time; on pairs sampled at a temperature above 1, so that rare answers are judged too.
-REFRESH_REWARD_CONFIG = {"steps": 30, "learning_rate": 1e-3, "head_learning_rate": 3e-3, "warmup_steps": 5}
-REFRESH_TEMPERATURE = 1.3
-
-
-def refresh_reward_model(reward_model: RewardModel, policy, tokenizer, prompts: list[str], rater, seen,
-                         pairs_per_prompt: int = 8, seed: int = 0, against=None):
-    """Iterated RLHF (PPO's step 6): ``rater`` judges ``pairs_per_prompt`` pairs of the policy's current
-    answers to each prompt (each against an answer of ``against``, e.g. pi_ref, when given: a policy
-    that always says the same thing is still compared with something), and ``reward_model`` trains
-    further, in place, on every pair so far (``seen``, a Dataset or None, plus the fresh ones).
-
-    Returns ``(seen, metrics)``: the grown data, ``reward_model/refresh_pairs`` (the rater's new
-    labels) and ``reward_model/refresh_accuracy``: how often the reward model agreed with the rater
-    on the fresh pairs *before* learning from them (low: the policy found answers it scores wrongly).
-    """
-    fresh = on_policy_pairs(policy, tokenizer, prompts, pairs_per_prompt, rater, seed=seed,
-                            temperature=REFRESH_TEMPERATURE, against=against)
-    if len(fresh) == 0:  # the policy gives one answer per prompt: nothing to compare
-        return seen, {"reward_model/refresh_pairs": 0}
-    agreement = evaluate_reward_model(reward_model, tokenizer, fresh)["accuracy"]
-    seen = fresh if seen is None else concatenate_datasets([seen, fresh])
-    config = RewardConfig(seed=seed, progress=False, **REFRESH_REWARD_CONFIG)
-    train_reward_model(reward_model, tokenizer, seen, config)
-    return seen, {"reward_model/refresh_pairs": len(fresh), "reward_model/refresh_accuracy": agreement}

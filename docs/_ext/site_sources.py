@@ -105,14 +105,20 @@ def write_api_pages() -> list[str]:
     return modules
 
 
+SHARED_CONFIGS = {"minirlhf.rl.RLConfig"}
+"""Base classes of other configs, not given to any trainer: their fields are mapped under PPOConfig's
+and GRPOConfig's."""
+
+
 def config_classes() -> list[type]:
-    """Every ``@dataclass`` named ``*Config`` defined in a public module of minirlhf."""
+    """Every ``@dataclass`` named ``*Config`` defined in a public module of minirlhf (but the shared
+    base classes)."""
     found = []
     for name in public_modules():
         module = importlib.import_module(name)
         for obj in vars(module).values():
             if (isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__name__.endswith("Config")
-                    and obj.__module__ == name):
+                    and obj.__module__ == name and f"{name}.{obj.__qualname__}" not in SHARED_CONFIGS):
                 found.append(obj)
     return found
 

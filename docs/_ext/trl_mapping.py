@@ -225,7 +225,8 @@ ENGINES = {
     "minirlhf.grpo.GRPOConfig": {
         "beta": ("--init_kl_coef", "actor_rollout_ref.actor.kl_loss_coef"),
         "kl": ("--use_kl_loss --kl_estimator k3 (loss); default k1 (reward)",
-               "actor_rollout_ref.actor.use_kl_loss, kl_loss_type=low_var_kl (k3); algorithm.use_kl_in_reward"),
+               "actor_rollout_ref.actor.use_kl_loss, kl_loss_type=low_var_kl (k3); "
+               "algorithm.use_kl_in_reward"),
         "advantage": ("--advantage_estimator group_norm, dr_grpo or rloo",
                       "algorithm.adv_estimator=grpo or rloo; algorithm.norm_adv_by_std_in_grpo"),
         "length_normalise": (None, "actor_rollout_ref.actor.loss_agg_mode"),
