@@ -56,9 +56,7 @@ def main(argv=None) -> dict:
     trainer.train()
     final = callback.history[-1]
     print(f"TRL GRPOTrainer, beta {args.beta}, {args.steps} batches ({final['step']} optimizer steps): "
-          f"exact attainment {final['exact/attainment']:.3f} "
-          f"(held-out countries {final['exact_held_out/attainment']:.3f}), "
-          f"KL {final['exact/kl']:.3f}, mass outside the candidate set {1 - final['exact/coverage']:.3f}")
+          f"{callback.summary()}")
     return final
 
 

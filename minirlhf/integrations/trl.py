@@ -170,6 +170,13 @@ class ExactEvaluationCallback(TrainerCallback):
         self.trainer = None
         self.history: list[dict] = []
 
+    def summary(self) -> str:
+        """The last evaluation in words: attainment (training and held-out prompts), KL, leak."""
+        last = self.history[-1]
+        return (f"exact attainment {last['exact/attainment']:.3f} (held-out countries "
+                f"{last['exact_held_out/attainment']:.3f}), KL {last['exact/kl']:.3f}, "
+                f"mass outside the candidate set {1 - last['exact/coverage']:.3f}")
+
     def attach(self, trainer: Trainer) -> ExactEvaluationCallback:
         """Add this callback to ``trainer`` and log through it; returns the callback."""
         self.trainer = trainer
