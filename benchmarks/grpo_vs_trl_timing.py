@@ -12,6 +12,11 @@ split in two by wrapping the library's own functions:
   ``_generate_and_score_completions`` (8 optimizer steps, loss, backward, optimizer);
 * **sampling and scoring**: the rest of a step (generation, log-probs of policy and reference, reward).
 
+It also times a **floor**: minirlhf's update with GRPO's loss replaced by the plainest policy-gradient
+loss, ``-sum(advantage * log pi(token)) / tokens``. What is left (forward, backward, gradient clipping,
+Adam, for the same 8 minibatches) is work any GRPO update does, TRL's included; so ``TRL update / floor``
+bounds the speed-up that any implementation could show against TRL here.
+
 Prints seconds per minirlhf step (= 8 TRL optimizer steps), medians over the runs, and the ratios;
 writes ``benchmarks/results/grpo_vs_trl_timing.json``.
 """
@@ -56,18 +61,28 @@ def timed(function, spent: list):
     return wrapper
 
 
-def minirlhf_run(steps: int, seed: int) -> dict:
+def plain_policy_gradient_loss(logprobs, old_logprobs, ref_logprobs, advantages, response_mask, *args,
+                                **kwargs):
+    """The floor's loss: no ratio, no clipping, no KL; only what every policy-gradient update computes."""
+    loss = -(logprobs * advantages[:, None] * response_mask).sum() / response_mask.sum()
+    return loss, {"loss/policy": loss.detach()}
+
+
+def minirlhf_run(steps: int, seed: int, floor: bool = False) -> dict:
+    """``floor``: the same run with :func:`plain_policy_gradient_loss` in place of GRPO's loss."""
     ref, tokenizer = load_base_model()
     updates = []
-    original = grpo.grpo_update
+    original, original_loss = grpo.grpo_update, grpo.grpo_loss
     grpo.grpo_update = timed(original, updates)  # train_grpo calls it through the module
+    if floor:
+        grpo.grpo_loss = plain_policy_gradient_loss
     try:
         config = grpo.GRPOConfig(steps=steps, seed=seed, progress=False, **trl_grpo.RECIPE)
         start = time.perf_counter()
         grpo.train_grpo(copy.deepcopy(ref), ref, tokenizer, world.prompts("train"), config)
         total = time.perf_counter() - start
     finally:
-        grpo.grpo_update = original
+        grpo.grpo_update, grpo.grpo_loss = original, original_loss
     return {"step": total / steps, "update": sum(updates) / steps}
 
 
@@ -98,19 +113,24 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    runs = {"minirlhf": [], "trl": []}
-    for run in range(args.runs):  # alternate, so that a busy spell hits both
+    runs = {"minirlhf": [], "trl": [], "floor": []}
+    for run in range(args.runs):  # alternate, so that a busy spell hits all three
         runs["minirlhf"].append(minirlhf_run(args.steps, run))
         runs["trl"].append(trl_run(args.steps, run, args.threads))
+        runs["floor"].append(minirlhf_run(args.steps, run, floor=True))
         print(json.dumps({k: v[-1] for k, v in runs.items()}), flush=True)
     medians = {lib: {key: statistics.median(r[key] for r in rs) for key in ("step", "update")}
                for lib, rs in runs.items()}
     ratios = {key: medians["trl"][key] / medians["minirlhf"][key] for key in ("step", "update")}
+    ratios["update_trl_over_floor"] = medians["trl"]["update"] / medians["floor"]["update"]
+    ratios["update_minirlhf_over_floor"] = medians["minirlhf"]["update"] / medians["floor"]["update"]
     print(f"seconds per step of 64 answers (8 optimizer steps), medians of {args.runs} runs, "
           f"{args.threads} thread(s), {cpu_model()}:")
     for lib, m in medians.items():
         print(f"  {lib:9s} update {m['update']:.3f}   whole step {m['step']:.3f}")
     print(f"  TRL / minirlhf: update {ratios['update']:.2f}x, whole step {ratios['step']:.2f}x")
+    print(f"  update / floor: minirlhf {ratios['update_minirlhf_over_floor']:.2f}x, "
+          f"TRL {ratios['update_trl_over_floor']:.2f}x (the most any implementation could gain on TRL)")
     (ROOT / "benchmarks" / "results" / "grpo_vs_trl_timing.json").write_text(json.dumps({
         "command": " ".join(["python benchmarks/grpo_vs_trl_timing.py", *(argv or sys.argv[1:])]),
         "runs": runs, "medians": medians, "ratios": ratios, "threads": args.threads, "cpu": cpu_model(),

@@ -5,6 +5,7 @@
     python benchmarks/reward_model.py --backbone full     # or frozen: the alternatives
     python benchmarks/reward_model.py --temperature 1.5   # pairs sampled hotter
     python benchmarks/reward_model.py --pairs-per-prompt 256
+    python benchmarks/reward_model.py --pairs-from candidates   # not from a model: see below
 
 For each seed it runs :func:`minirlhf.pipeline.train_default_reward_model` (default preference
 data from the shipped SFT model, default config) and measures:
@@ -12,11 +13,18 @@ data from the shipped SFT model, default config) and measures:
 1. France, as in the article: the learned reward orders Paris > hedge > Berlin (target: every seed);
 2. the ranking agreement over the candidate answers of the training prompts: the share of answer
    pairs with different true reward that the learned reward orders the same way (target >= 0.9),
-   and the same on the held-out prompts (reported; no pair there was ever rated);
+   and the same on the held-out prompts (reported; no pair there was ever rated); also with each
+   pair weighted by how often two samples of the SFT model are that pair (``..._sft_weighted``):
+   the ranking on the answers the policy meets first, rather than on all 48 alike;
 3. held-out pair accuracy against the rater's labels, divided by the rater's Bayes-optimal
    accuracy on the same pairs; also the label-noise-free ("expected") version;
 4. the time of reward-model training, and of the whole stage (collecting the preferences +
    training); the stage's CPU time too, which says more than the wall clock on a busy machine.
+
+``--pairs-from`` says where the two answers of each rated pair come from: ``sft`` (the tutorial's
+stage: two samples of the shipped SFT model), ``candidates`` (two different answers drawn uniformly
+from the prompt's 48 candidates: a *diagnostic*, since no model writes these answers and a rater
+would never be shown them) or ``mix`` (half of each). Same rater, same number of labels.
 
 (Spearman's rho over the France candidates, an earlier target, cannot pass 0.883 here: the true
 reward ties 23 answers at -1 and 23 at -1.5. The ranking agreement has no such ceiling.)
@@ -41,25 +49,44 @@ BACKBONES = {"attention": {"attention_only": True}, "full": {"attention_only": F
              "frozen": {"freeze_backbone": True}}
 
 
-def run_seed(seed: int, backbone: str = "attention", temperature: float = 1.0,
-             pairs_per_prompt: int | None = None) -> dict:
+PAIR_SOURCES = ("sft", "candidates", "mix")
+
+
+def candidate_pairs(prompts: list[str], pairs_per_prompt: int, seed: int) -> list[tuple[str, str, str]]:
+    """``pairs_per_prompt`` pairs of two different answers drawn uniformly from each prompt's candidates."""
+    import random
+
     from minirlhf import world
-    from minirlhf.evaluation import reward_model_report
+
+    rng = random.Random(seed)
+    return [(p, *rng.sample(world.candidate_responses(p), 2))
+            for p in prompts for _ in range(pairs_per_prompt)]
+
+
+def run_seed(seed: int, backbone: str = "attention", temperature: float = 1.0,
+             pairs_per_prompt: int | None = None, pairs_from: str = "sft") -> dict:
+    from minirlhf import world
+    from minirlhf.evaluation import candidate_ranking_agreement, reward_model_report
     from minirlhf.models import load_base_model
+    from minirlhf.optimum import ExactEvaluator
     from minirlhf.pipeline import train_default_reward_model
-    from minirlhf.preferences import PAIRS_PER_PROMPT, collect_preferences
+    from minirlhf.preferences import PAIRS_PER_PROMPT, label_pairs, sample_response_pairs
     from minirlhf.reward import RewardConfig, RewardModel, train_reward_model
 
     pairs_per_prompt = pairs_per_prompt or PAIRS_PER_PROMPT
     start, cpu_start = time.perf_counter(), time.process_time()
-    if temperature == 1.0:  # the tutorial's stage, as the demo runs it
+    if temperature == 1.0 and pairs_from == "sft":  # the tutorial's stage, as the demo runs it
         reward_model, tokenizer, data, history = train_default_reward_model(
             seed=seed, progress=False, pairs_per_prompt=pairs_per_prompt, **BACKBONES[backbone])
-    else:  # the same, on pairs sampled at another temperature
+    else:  # the same, on pairs sampled at another temperature or drawn from the candidates
         base, tokenizer = load_base_model()
-        pairs = collect_preferences(base, tokenizer, world.prompts("train"), pairs_per_prompt, seed=seed,
-                                    temperature=temperature, progress=False)
-        data = pairs.train_test_split(test_size=0.2, seed=seed)
+        prompts = world.prompts("train")
+        drawn = {"sft": 0, "candidates": pairs_per_prompt, "mix": pairs_per_prompt // 2}[pairs_from]
+        pairs = candidate_pairs(prompts, drawn, seed) if drawn else []
+        if drawn < pairs_per_prompt:
+            pairs += sample_response_pairs(base, tokenizer, prompts, pairs_per_prompt - drawn, seed=seed,
+                                           temperature=temperature, progress=False)
+        data = label_pairs(pairs, world.SimulatedRater(seed=seed)).train_test_split(test_size=0.2, seed=seed)
         torch.manual_seed(seed)
         reward_model = RewardModel.from_base(base, **BACKBONES[backbone])
         history = train_reward_model(reward_model, tokenizer, data["train"],
@@ -67,6 +94,10 @@ def run_seed(seed: int, backbone: str = "attention", temperature: float = 1.0,
     stage_seconds = time.perf_counter() - start
     stage_cpu_seconds = time.process_time() - cpu_start
     report = reward_model_report(reward_model, tokenizer, data)
+    base, tokenizer = load_base_model()
+    prompts = world.prompts("train")
+    report["ranking_agreement_train_sft_weighted"] = candidate_ranking_agreement(
+        reward_model, tokenizer, prompts, set_probs=ExactEvaluator(base, tokenizer, prompts).ref_set_probs)
     report.update({
         "seed": seed,
         "train_seconds": history[-1]["time"],
@@ -78,6 +109,7 @@ def run_seed(seed: int, backbone: str = "attention", temperature: float = 1.0,
 
 
 COLUMNS = [("ranking_agreement_train", ">= 0.9"), ("ranking_agreement_held_out", ""),
+           ("ranking_agreement_train_sft_weighted", ""),
            ("ranking_agreement", "France"), ("accuracy_ratio", ""), ("expected_accuracy_ratio", ""),
            ("train_seconds", ""), ("stage_seconds", ""), ("stage_cpu_seconds", "")]
 
@@ -90,23 +122,27 @@ def main(argv=None) -> int:
                         help="what learns besides the head (the default stage: attention)")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the pairs")
     parser.add_argument("--pairs-per-prompt", type=int, default=None, help="default: the tutorial's 128")
+    parser.add_argument("--pairs-from", choices=PAIR_SOURCES, default="sft",
+                        help="where each rated pair's answers come from (default: the SFT model's samples)")
     parser.add_argument("--json", help="also write every number to this JSON file")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     rows = []
     for seed in args.seeds:
-        row = run_seed(seed, args.backbone, args.temperature, args.pairs_per_prompt)
+        row = run_seed(seed, args.backbone, args.temperature, args.pairs_per_prompt, args.pairs_from)
         rows.append(row)
         print(f"seed {seed}: test acc {row['test_accuracy']:.3f} / Bayes {row['bayes_optimal_accuracy']:.3f}"
               f" = {row['accuracy_ratio']:.3f} (expected {row['expected_accuracy_ratio']:.3f}), "
-              f"agreement train {row['ranking_agreement_train']:.3f}, held-out "
+              f"agreement train {row['ranking_agreement_train']:.3f} (SFT-weighted "
+              f"{row['ranking_agreement_train_sft_weighted']:.3f}), held-out "
               f"{row['ranking_agreement_held_out']:.3f}, France {row['ranking_agreement']:.3f}, "
               f"France P/H/B {row['reward_correct']:.2f}/{row['reward_hedge']:.2f}/"
               f"{row['reward_berlin']:.2f}, train {row['train_seconds']:.1f} s, "
               f"stage {row['stage_seconds']:.1f} s (CPU {row['stage_cpu_seconds']:.1f} s)", flush=True)
     print(f"\nmedians over seeds {args.seeds} (backbone: {args.backbone}, temperature {args.temperature}, "
-          f"pairs per prompt {args.pairs_per_prompt or 'default'}, {args.threads} threads, "
+          f"pairs per prompt {args.pairs_per_prompt or 'default'}, pairs from {args.pairs_from}, "
+          f"{args.threads} threads, "
           f"torch {torch.__version__}, load average {os.getloadavg()[0]:.1f}):")
     medians = {}
     for key, target in COLUMNS:
@@ -117,7 +153,9 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"runs": rows, "medians": medians, "threads": args.threads, "backbone": args.backbone,
-                       "temperature": args.temperature, "pairs_per_prompt": args.pairs_per_prompt},
+                       "temperature": args.temperature, "pairs_per_prompt": args.pairs_per_prompt,
+                       "pairs_from": args.pairs_from, "command": "python benchmarks/reward_model.py "
+                       + " ".join(argv if argv is not None else sys.argv[1:])},
                       f, indent=2)
     return 0
 

@@ -110,19 +110,30 @@ def best_rank_correlation(true) -> float:
     return rank_correlation(true + 1e-9 * torch.arange(len(true)), true)
 
 
-def candidate_ranking_agreement(reward_model: RewardModel, tokenizer, prompts: list[str]) -> float:
+def candidate_ranking_agreement(reward_model: RewardModel, tokenizer, prompts: list[str],
+                                set_probs: torch.Tensor | None = None) -> float:
     """Over every prompt's candidate answers (the toy world's 48), the share of answer pairs with
     *different* true reward that the learned reward orders the same way (a tie counts 1/2), pooled
-    over the prompts: 1 = the reward model ranks every answer as the truth does."""
-    agree, pairs = 0.0, 0
-    for prompt in prompts:
+    over the prompts: 1 = the reward model ranks every answer as the truth does.
+
+    ``set_probs`` (N prompts, 48), e.g. ``ExactEvaluator(ref, tokenizer, prompts).ref_set_probs``:
+    weigh the pair (y_i, y_j) of a prompt by ``p_i * p_j``, how often two samples of that model are
+    that pair. The share then counts the pairs that model's samples show, not every pair alike."""
+    shape = (len(prompts), len(world.candidate_responses(prompts[0]))) if prompts else None
+    if set_probs is not None and tuple(set_probs.shape) != shape:
+        raise ValueError(f"set_probs must have shape {shape} (prompts, candidates), "
+                         f"got {tuple(set_probs.shape)}.")
+    agree, pairs = 0.0, 0.0
+    for n, prompt in enumerate(prompts):
         responses = world.candidate_responses(prompt)
         learned = reward_model.score_texts(tokenizer, [prompt] * len(responses), responses).double()
         true = torch.tensor([world.true_reward(prompt, r) for r in responses], dtype=torch.float64)
         better = (true[:, None] - true[None, :]) > 0  # [i, j]: i truly better than j
+        probs = torch.ones_like(true) if set_probs is None else set_probs[n].double()
+        weight = probs[:, None] * probs[None, :]
         diff = (learned[:, None] - learned[None, :])[better]
-        agree += ((diff > 0).double() + 0.5 * (diff == 0).double()).sum().item()
-        pairs += int(better.sum())
+        agree += (weight[better] * ((diff > 0).double() + 0.5 * (diff == 0).double())).sum().item()
+        pairs += weight[better].sum().item()
     return agree / pairs
 
 

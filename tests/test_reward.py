@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from datasets import Dataset
 
 from minirlhf import world
-from minirlhf.evaluation import (best_rank_correlation, candidate_scores, expected_accuracy,
+from minirlhf.evaluation import (best_rank_correlation, candidate_ranking_agreement, candidate_scores,
+                                 expected_accuracy,
                                  margin_calibration, rank_correlation, ranking_agreement)
 from minirlhf.logprobs import encode_prompt_response, last_token_index
 from minirlhf.preferences import preference_row
@@ -272,3 +273,33 @@ def test_ranking_agreement_and_best_rank_correlation():
     best = best_rank_correlation(true)
     assert best == pytest.approx(rank_correlation([4, 3, 2, 1], true)) and best < 1
     assert best_rank_correlation([1.0, 2.0, 3.0]) == pytest.approx(1.0)
+
+
+def test_candidate_ranking_agreement_counts_every_pair_or_the_pairs_a_model_shows(base):
+    class FormatBlind(RewardModel):
+        """Right about the city, blind to the format: a hedge scores as its concise answer."""
+
+        def score_texts(self, tokenizer, prompts, responses, batch_size=256):
+            return torch.tensor([1.0 if world.classify_response(p, r) in ("correct", "hedge") else -1.0
+                                 for p, r in zip(prompts, responses)])
+
+    model, tokenizer = base
+    blind = FormatBlind.from_base(model)
+    # Of France's 622 candidate pairs with different true reward, the blind model ties 530 (Paris vs
+    # its hedge, and the 23 x 23 concise wrong cities vs hedged wrong cities): each counts 1/2
+    true = [world.true_reward(FRANCE, r) for r in world.candidate_responses(FRANCE)]
+    learned = blind.score_texts(tokenizer, [FRANCE] * 48, world.candidate_responses(FRANCE)).tolist()
+    expected = ranking_agreement(learned, true)
+    assert candidate_ranking_agreement(blind, tokenizer, [FRANCE]) == pytest.approx(expected)
+    assert expected == pytest.approx(1 - 0.5 * (1 + 529) / 622)
+    # weighted by a model that only ever says Paris or Berlin, the blind model is always right
+    probs = torch.zeros(1, 48)
+    probs[0, 0] = 0.5
+    probs[0, world.candidate_responses(FRANCE).index(BERLIN)] = 0.5
+    assert candidate_ranking_agreement(blind, tokenizer, [FRANCE], set_probs=probs) == pytest.approx(1.0)
+    # ... and by one that says Paris or its hedge, it is a coin (a tie counts 1/2)
+    probs = torch.zeros(1, 48)
+    probs[0, 0] = probs[0, 24] = 0.5
+    assert candidate_ranking_agreement(blind, tokenizer, [FRANCE], set_probs=probs) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="shape"):
+        candidate_ranking_agreement(blind, tokenizer, [FRANCE], set_probs=torch.ones(2, 48))
