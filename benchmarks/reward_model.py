@@ -6,11 +6,14 @@
     python benchmarks/reward_model.py --temperature 1.5   # pairs sampled hotter
     python benchmarks/reward_model.py --pairs-per-prompt 256
     python benchmarks/reward_model.py --pairs-from candidates   # not from a model: see below
+    python benchmarks/reward_model.py --set steps=600 --set weight_decay=0   # RewardConfig fields
 
 For each seed it runs :func:`minirlhf.pipeline.train_default_reward_model` (default preference
 data from the shipped SFT model, default config) and measures:
 
 1. France, as in the article: the learned reward orders Paris > hedge > Berlin (target: every seed);
+   and whether the rater's labels alone do: the exact Bradley-Terry fit of one score per answer to
+   France's own rated pairs (no network, no sharing across countries);
 2. the ranking agreement over the candidate answers of the training prompts: the share of answer
    pairs with different true reward that the learned reward orders the same way (target >= 0.9),
    and the same on the held-out prompts (reported; no pair there was ever rated); also with each
@@ -63,8 +66,31 @@ def candidate_pairs(prompts: list[str], pairs_per_prompt: int, seed: int) -> lis
             for p in prompts for _ in range(pairs_per_prompt)]
 
 
+def label_fit(data, prompt: str, answers: list[str], l2: float = 0.01) -> list[float]:
+    """What the labels alone say: the exact Bradley-Terry fit of one score per distinct answer to
+    ``prompt``'s rated pairs in ``data`` (a small ``l2`` keeps answers that never lost finite).
+    Returns the fitted scores of ``answers`` (0 for an answer no pair shows)."""
+    from minirlhf.reward import bradley_terry_loss
+
+    rows = [(c, r) for p, c, r in zip(data["prompt"], data["chosen"], data["rejected"]) if p == prompt]
+    index = {a: i for i, a in enumerate(sorted({a for row in rows for a in row}))}
+    scores = torch.zeros(len(index), dtype=torch.float64, requires_grad=True)
+    chosen, rejected = (torch.tensor([index[row[k]] for row in rows]) for k in (0, 1))
+    optimizer = torch.optim.LBFGS([scores], max_iter=500)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = len(rows) * bradley_terry_loss(scores[chosen], scores[rejected]) + l2 * scores.square().sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return [scores[index[a]].item() if a in index else 0.0 for a in answers]
+
+
 def run_seed(seed: int, backbone: str = "attention", temperature: float = 1.0,
-             pairs_per_prompt: int | None = None, pairs_from: str = "sft") -> dict:
+             pairs_per_prompt: int | None = None, pairs_from: str = "sft", overrides: dict | None = None
+             ) -> dict:
     from minirlhf import world
     from minirlhf.evaluation import candidate_ranking_agreement, reward_model_report
     from minirlhf.models import load_base_model
@@ -77,7 +103,8 @@ def run_seed(seed: int, backbone: str = "attention", temperature: float = 1.0,
     start, cpu_start = time.perf_counter(), time.process_time()
     if temperature == 1.0 and pairs_from == "sft":  # the tutorial's stage, as the demo runs it
         reward_model, tokenizer, data, history = train_default_reward_model(
-            seed=seed, progress=False, pairs_per_prompt=pairs_per_prompt, **BACKBONES[backbone])
+            seed=seed, progress=False, pairs_per_prompt=pairs_per_prompt,
+            config=RewardConfig(seed=seed, progress=False, **(overrides or {})), **BACKBONES[backbone])
     else:  # the same, on pairs sampled at another temperature or drawn from the candidates
         base, tokenizer = load_base_model()
         prompts = world.prompts("train")
@@ -90,7 +117,8 @@ def run_seed(seed: int, backbone: str = "attention", temperature: float = 1.0,
         torch.manual_seed(seed)
         reward_model = RewardModel.from_base(base, **BACKBONES[backbone])
         history = train_reward_model(reward_model, tokenizer, data["train"],
-                                     RewardConfig(seed=seed, progress=False), eval_data=data["test"])
+                                     RewardConfig(seed=seed, progress=False, **(overrides or {})),
+                                     eval_data=data["test"])
     stage_seconds = time.perf_counter() - start
     stage_cpu_seconds = time.process_time() - cpu_start
     report = reward_model_report(reward_model, tokenizer, data)
@@ -98,8 +126,14 @@ def run_seed(seed: int, backbone: str = "attention", temperature: float = 1.0,
     prompts = world.prompts("train")
     report["ranking_agreement_train_sft_weighted"] = candidate_ranking_agreement(
         reward_model, tokenizer, prompts, set_probs=ExactEvaluator(base, tokenizer, prompts).ref_set_probs)
+    france = world.make_prompt("France")
+    answers = [world.make_response("France", "correct"), world.make_response("France", "hedge"),
+               world.make_response("France", "wrong", "Berlin")]
+    paris, hedge, berlin = label_fit(data["train"], france, answers)
     report.update({
         "seed": seed,
+        "labels_france_order_ok": paris > hedge > berlin,
+        "labels_france": [paris, hedge, berlin],
         "train_seconds": history[-1]["time"],
         "stage_seconds": stage_seconds,
         "stage_cpu_seconds": stage_cpu_seconds,
@@ -124,13 +158,20 @@ def main(argv=None) -> int:
     parser.add_argument("--pairs-per-prompt", type=int, default=None, help="default: the tutorial's 128")
     parser.add_argument("--pairs-from", choices=PAIR_SOURCES, default="sft",
                         help="where each rated pair's answers come from (default: the SFT model's samples)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a RewardConfig field other than its default, e.g. steps=600 (repeatable)")
     parser.add_argument("--json", help="also write every number to this JSON file")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
+    overrides = {}
+    for item in args.set:
+        field, _, value = item.partition("=")
+        overrides[field] = float(value) if "." in value or "e" in value else int(value)
     rows = []
     for seed in args.seeds:
-        row = run_seed(seed, args.backbone, args.temperature, args.pairs_per_prompt, args.pairs_from)
+        row = run_seed(seed, args.backbone, args.temperature, args.pairs_per_prompt, args.pairs_from,
+                       overrides)
         rows.append(row)
         print(f"seed {seed}: test acc {row['test_accuracy']:.3f} / Bayes {row['bayes_optimal_accuracy']:.3f}"
               f" = {row['accuracy_ratio']:.3f} (expected {row['expected_accuracy_ratio']:.3f}), "
@@ -138,10 +179,13 @@ def main(argv=None) -> int:
               f"{row['ranking_agreement_train_sft_weighted']:.3f}), held-out "
               f"{row['ranking_agreement_held_out']:.3f}, France {row['ranking_agreement']:.3f}, "
               f"France P/H/B {row['reward_correct']:.2f}/{row['reward_hedge']:.2f}/"
-              f"{row['reward_berlin']:.2f}, train {row['train_seconds']:.1f} s, "
+              f"{row['reward_berlin']:.2f} (labels alone: "
+              f"{'/'.join(f'{x:.2f}' for x in row['labels_france'])}), "
+              f"train {row['train_seconds']:.1f} s, "
               f"stage {row['stage_seconds']:.1f} s (CPU {row['stage_cpu_seconds']:.1f} s)", flush=True)
     print(f"\nmedians over seeds {args.seeds} (backbone: {args.backbone}, temperature {args.temperature}, "
           f"pairs per prompt {args.pairs_per_prompt or 'default'}, pairs from {args.pairs_from}, "
+          f"RewardConfig {overrides or 'defaults'}, "
           f"{args.threads} threads, "
           f"torch {torch.__version__}, load average {os.getloadavg()[0]:.1f}):")
     medians = {}
@@ -149,13 +193,16 @@ def main(argv=None) -> int:
         medians[key] = statistics.median(r[key] for r in rows)
         print(f"  {key:28s} {medians[key]:8.3f}   {target}")
     ok = sum(r["france_order_ok"] for r in rows)
-    print(f"  France: correct > hedge > Berlin in {ok}/{len(rows)} seeds")
+    print(f"  France: correct > hedge > Berlin in {ok}/{len(rows)} seeds; in the exact Bradley-Terry fit of "
+          f"France's own labels in {sum(r['labels_france_order_ok'] for r in rows)}/{len(rows)}, "
+          f"at the same seeds: {all(r['labels_france_order_ok'] == r['france_order_ok'] for r in rows)}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"runs": rows, "medians": medians, "threads": args.threads, "backbone": args.backbone,
                        "temperature": args.temperature, "pairs_per_prompt": args.pairs_per_prompt,
-                       "pairs_from": args.pairs_from, "command": "python benchmarks/reward_model.py "
-                       + " ".join(argv if argv is not None else sys.argv[1:])},
+                       "pairs_from": args.pairs_from, "overrides": overrides,
+                       "command": " ".join(["python benchmarks/reward_model.py",
+                                            *(argv if argv is not None else sys.argv[1:])])},
                       f, indent=2)
     return 0
 

@@ -49,10 +49,11 @@ import torch
 from IPython.display import display
 
 from minirlhf import plots, world
-from minirlhf.evaluation import (candidate_scores, margin_calibration,
-                                 reward_model_report)
+from minirlhf.evaluation import (candidate_ranking_agreement, candidate_scores,
+                                 margin_calibration, reward_model_report)
 from minirlhf.logprobs import generate, response_logprobs
 from minirlhf.models import load_base_model
+from minirlhf.optimum import ExactEvaluator
 from minirlhf.pipeline import train_default_reward_model
 from minirlhf.preferences import (bayes_optimal_accuracy, default_preferences,
                                   load_preferences)
@@ -278,6 +279,12 @@ print("ranking agreement, France: "
       f"{report['ranking_agreement']:.2f} over all 48")
 print("ranking agreement over all candidates of the 20 training prompts: "
       f"{report['ranking_agreement_train']:.2f}")
+# the same pairs, each weighted by how often two samples of the SFT model are that pair
+sft_probs = ExactEvaluator(sft_model, tokenizer, world.prompts("train")).ref_set_probs
+weighted = candidate_ranking_agreement(reward_model, tokenizer, world.prompts("train"),
+                                       set_probs=sft_probs)
+print(f"... each pair weighted by how often SFT samples make it: {weighted:.2f}")
+assert weighted > report["ranking_agreement_train"] + 0.2
 
 # %%
 # Why the hollow points are guesses: how likely the SFT model is to say each kind of
@@ -297,7 +304,9 @@ table.groupby("kind").agg(answers=("P_sft", "size"), P_sft=("P_sft", "sum"),
 # did not learn how bad they are: it scores hedges naming a wrong city above plain wrong
 # answers, the reverse of the truth (-1.5 against -1). The same goes for wrong cities that
 # the SFT model rarely names: their scores are guesses, and some land above the right
-# answer. A policy optimised against this reward model
+# answer. Weighted by how often the SFT model's own samples make each pair, the
+# agreement is high: the reward model is right where the policy starts, and guesses
+# where it has never looked. A policy optimised against this reward model
 # (notebook 03, PPO) would be rewarded for drifting into such holes, which is one face
 # of *reward hacking*; the KL penalty that keeps the policy near the SFT model is what
 # keeps it inside the region where the reward model can be trusted.
