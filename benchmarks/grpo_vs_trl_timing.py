@@ -14,8 +14,9 @@ split in two by wrapping the library's own functions:
 
 It also times a **floor**: minirlhf's update with GRPO's loss replaced by the plainest policy-gradient
 loss, ``-sum(advantage * log pi(token)) / tokens``. What is left (forward, backward, gradient clipping,
-Adam, for the same 8 minibatches) is work any GRPO update does, TRL's included; so ``TRL update / floor``
-bounds the speed-up that any implementation could show against TRL here.
+Adam, for the same 8 minibatches of the same model) is work any GRPO update does, TRL's included; so
+``TRL update / floor`` bounds the speed-up over TRL that any GRPO loss and training loop could show,
+short of a faster model (compiled, or on other hardware).
 
 Prints seconds per minirlhf step (= 8 TRL optimizer steps), medians over the runs, and the ratios;
 writes ``benchmarks/results/grpo_vs_trl_timing.json``.
@@ -130,7 +131,7 @@ def main(argv=None) -> None:
         print(f"  {lib:9s} update {m['update']:.3f}   whole step {m['step']:.3f}")
     print(f"  TRL / minirlhf: update {ratios['update']:.2f}x, whole step {ratios['step']:.2f}x")
     print(f"  update / floor: minirlhf {ratios['update_minirlhf_over_floor']:.2f}x, "
-          f"TRL {ratios['update_trl_over_floor']:.2f}x (the most any implementation could gain on TRL)")
+          f"TRL {ratios['update_trl_over_floor']:.2f}x (the most a loss and loop could gain on TRL)")
     (ROOT / "benchmarks" / "results" / "grpo_vs_trl_timing.json").write_text(json.dumps({
         "command": " ".join(["python benchmarks/grpo_vs_trl_timing.py", *(argv or sys.argv[1:])]),
         "runs": runs, "medians": medians, "ratios": ratios, "threads": args.threads, "cpu": cpu_model(),
