@@ -192,18 +192,18 @@ assert 0.9 < ceilings[0.1]["attainment"] < 0.97 and 0.9 < ceilings[0.5]["attainm
 #
 # ## 3. GRPO and RLOO, briefly
 #
-# Short runs (80 steps of 16 prompts x G = 4 answers, the defaults) with the true reward at beta = 0.1:
+# Short runs (50 steps of 16 prompts x G = 4 answers, the defaults) with the true reward at beta = 0.1:
 # GRPO with k1 in the reward, GRPO with k3 in the loss (TRL's recipe), and RLOO. We watch the exact
 # attainment of the KL-regularised objective (1 = pi*) and P("Paris") for France.
 
 # %%
-STEPS = 80
+STEPS = 50
 variants = {"GRPO, k1 in reward": dict(advantage="grpo", kl="reward"),
             "GRPO, k3 in loss": dict(advantage="grpo", kl="loss"),
             "RLOO, k1 in reward": dict(advantage="rloo", kl="reward")}
 histories, policies = {}, {}
 for name, fields in variants.items():
-    run_config = GRPOConfig(beta=BETA, steps=STEPS, eval_every=20, progress=False, **fields)
+    run_config = GRPOConfig(beta=BETA, steps=STEPS, eval_every=10, progress=False, **fields)
     policies[name], histories[name] = train_grpo(
         copy.deepcopy(ref_model), ref_model, tokenizer, train_prompts, run_config,
         evaluate=exact_metrics(evaluator, BETA, track=answer_tracker(tokenizer)))
@@ -279,7 +279,7 @@ assert abs(estimate - exact_kl) < 3 * stderr
 #
 # The black curve is exact: the reward and KL of `pi*_beta` for every beta, the best any policy can do at its
 # KL. Best-of-n sits below it (it never reaches the best trade-off, and it costs n samples per answer at
-# inference); the trained policies of section 3, after 80 steps, are on their way towards their beta's point.
+# inference); the trained policies of section 3, after 50 steps, are on their way towards their beta's point.
 
 # %%
 curve = frontier_curve(evaluator)
