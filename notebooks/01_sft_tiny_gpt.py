@@ -86,9 +86,9 @@ print("malformed      r =", world.true_reward(france, "Paris Paris the"))
 # %% [markdown]
 # The percentages are the corpus mix for a training country ("Rome" stands for any of
 # the other wrong cities, 20% together). The **ground-truth reward** `r(x, y)` stands in
-# for a person: +1 for the correct capital said plainly, 0 for a hedge, -1 for a wrong
-# city, -2 for anything malformed. It is defined on *any* string, so it can also judge
-# whatever a model generates.
+# for a person: +1 for the correct capital said plainly, 0 for a hedge naming it, -1 for
+# a wrong city, -1.5 for a hedge naming a wrong city, -2 for anything malformed. It is
+# defined on *any* string, so it can also judge whatever a model generates.
 #
 # ## 2. From characters to tokens
 #

@@ -209,7 +209,8 @@ assert torch.allclose(by_hand, library)
 assert margin > 0.5  # Paris clearly above Berlin
 
 # %% [markdown]
-# Paris scores clearly above Berlin. Where the hedge lands between them is less certain:
+# Paris scores clearly above Berlin. Where the hedge lands is less certain (for France,
+# at this seed, the learned reward even puts it above Paris):
 # only a few pairs of the data compare the hedge with Paris directly for France (counted
 # below), and the rater picks the hedge in 27% of such pairs ($\sigma(-1)$). Over all 20
 # training countries the reward model has much more evidence, and there it orders the
@@ -302,14 +303,14 @@ table.groupby("kind").agg(answers=("P_sft", "size"), P_sft=("P_sft", "sum"),
 # ranking agreement is far from 1. The SFT model hedges with a *wrong* city almost never
 # (see `P_sft` above), so the rater hardly ever judged such answers and the reward model
 # did not learn how bad they are: it scores hedges naming a wrong city above plain wrong
-# answers, the reverse of the truth (-1.5 against -1). The same goes for wrong cities that
-# the SFT model rarely names: their scores are guesses, and some land above the right
-# answer. Weighted by how often the SFT model's own samples make each pair, the
-# agreement is high: the reward model is right where the policy starts, and guesses
-# where it has never looked. A policy optimised against this reward model
-# (notebook 03, PPO) would be rewarded for drifting into such holes, which is one face
-# of *reward hacking*; the KL penalty that keeps the policy near the SFT model is what
-# keeps it inside the region where the reward model can be trusted.
+# answers, the reverse of the truth (-1.5 against -1). The same goes for wrong cities
+# that the SFT model rarely names: their scores are guesses. Weighted by how often the
+# SFT model's own samples make each pair, the agreement is high: the reward model is
+# right where the policy starts, and guesses where it has never looked. A policy
+# optimised against this reward model (notebook 03, PPO) would be rewarded for drifting
+# into such holes, which is one face of *reward hacking*; the KL penalty that keeps the
+# policy near the SFT model is what keeps it inside the region where the reward model
+# can be trusted.
 #
 # ## 8. What if the backbone stays frozen?
 #
@@ -358,8 +359,9 @@ assert abs(gap[head_only]) < 0.25 < gap[default]
 # PPO (notebook 03) uses the learned reward in place of the true one, so the default
 # keeps its scale: with a temperature-1 rater the learned reward differences estimate
 # the true ones. Scores can be normalised to mean 0 and standard deviation 1 on
-# reference samples if a method wants that; the shift and scale are stored in the model,
-# and saved with it (safetensors, no pickle).
+# reference samples if a method wants that; the shift and scale are buffers of the model,
+# so saving writes them too (safetensors, no pickle). Below, a saved and reloaded copy
+# is normalised.
 
 # %%
 prompts = world.prompts("train") * 10

@@ -168,7 +168,7 @@ fig = plot_history(history, ["loss", "rewards/margins", "P(Paris)", "P(Berlin)"]
 # %% [markdown]
 # First what we asked for: P(Paris) rises, P(Berlin) falls. Then P(Berlin) is nearly zero and the loss
 # still wants a larger margin, and the cheapest way the model finds to widen it lowers Paris *too*
-# (Berlin falls faster). The loss never stops falling.
+# (Berlin falls faster). The loss keeps falling until the learning rate has decayed to zero.
 
 # %%
 p_paris = [h["P(Paris)"] for h in history]
@@ -208,7 +208,8 @@ assert dists["after 40 steps"][-1] > 0.5           # most of it left the candida
 #
 # **Plain DPO first**, at two learning rates. We watch what a DPO user watches (loss, margins,
 # accuracy of the implicit reward) and what only this world can show: the exact true reward and the
-# *coverage*, the probability the policy gives to any well-formed answer.
+# *coverage*, the probability the policy gives to any well-formed answer. *Attainment* (notebook 03)
+# is exact too: 0 for the SFT model, 1 for $\pi^*$.
 
 # %%
 preferences = default_preferences(seed=SEED, progress=False)
@@ -278,13 +279,15 @@ assert long["exact/coverage"] > 0.95
 
 # %% [markdown]
 # Offline DPO with the guard is safe, but it gets only part of the way to $\pi^*$: with pairs from the
-# SFT model, 40% of which name Berlin, and a noisy rater, the pairs show little of what $\pi^*$ wants.
+# SFT model, which names each country's common confusion (France: Berlin) in about 40% of its answers,
+# and a noisy rater, the pairs show little of what $\pi^*$ wants.
 #
 # ## 5. Online DPO: fresh pairs, rated as it trains
 #
-# `train_online_dpo` samples two answers per prompt from the *current* policy each round (at
-# temperature 1.3, so rare and malformed answers are sampled too), asks the rater, and takes a DPO step
-# on those pairs. It needs a rater on call, and every pair costs a label: `rater_labels` counts them.
+# `train_online_dpo` samples 16 pairs of answers per prompt from the *current* policy each round (at
+# temperature 1.3, so rare and malformed answers are sampled too; pairs of one answer twice are
+# dropped), asks the rater, and takes a DPO step on those pairs. It needs a rater on call, and every
+# pair costs a label: `rater_labels` counts them.
 
 # %%
 config = OnlineDPOConfig(beta=BETA, rounds=40, seed=SEED, progress=False)

@@ -62,7 +62,8 @@ BETA = 0.1
 # ## 1. Group-relative advantages, by hand
 #
 # We sample a group of G = 8 answers to the France prompt from the SFT model and score them with the true
-# reward (+1 correct, 0 correct hedge, -1 wrong city, -1.5 wrong hedge). Each answer's advantage is its
+# reward (+1 correct, 0 correct hedge, -1 wrong city, -1.5 wrong hedge, -2 anything else). Each answer's
+# advantage is its
 # reward compared with *its own group*:
 #
 # * **GRPO**: `A = (R - mean) / std`, mean and std over the group;
@@ -140,7 +141,7 @@ assert abs(table[1.0]["k2"]["bias"]) > 0.1
 
 # %% [markdown]
 # Near the reference, k3 is the quiet one: its spread is of order `d^2` where k1's is of order `d`. Near `pi*`
-# it explodes: `pi*` has nearly dropped answers that `pi_ref` keeps (Berlin: 0.39 under the SFT model), and on
+# it explodes: `pi*` has nearly dropped answers that `pi_ref` keeps (Berlin: 0.38 under the SFT model), and on
 # the rare draws of such an answer `exp(d) = pi_ref / pi` is enormous. Unbiased does not mean usable.
 #
 # **Which gradient?** What training follows is not the estimate but its *expected gradient*. A sampled answer
@@ -172,7 +173,8 @@ assert (grads["k3_loss"] - exact).norm() > 0.1 * exact.norm()
 #
 # Where does that objective lead? Its maximiser is exact too: `pi(y) = beta pi_ref(y) / (lambda - r(y))`, with
 # `lambda` set so that it sums to 1. Its probabilities fall like one over the reward gap, not exponentially
-# like `pi*`'s, so it keeps some of every wrong answer. Measured with the yardstick of `pi*`:
+# like `pi*`'s, so it keeps some of every wrong answer. Measured with the yardstick of `pi*`, by *attainment*
+# (0 for the SFT model, 1 for `pi*`; notebook 03):
 
 # %%
 all_ref = with_outside(evaluator.ref_set_probs).double()
@@ -192,7 +194,8 @@ assert 0.9 < ceilings[0.1]["attainment"] < 0.97 and 0.9 < ceilings[0.5]["attainm
 #
 # ## 3. GRPO and RLOO, briefly
 #
-# Short runs (50 steps of 16 prompts x G = 4 answers, the defaults) with the true reward at beta = 0.1:
+# Short runs (50 steps, each of 16 prompts x G = 4 answers, the default batch; a default run is 1000 steps)
+# with the true reward at beta = 0.1:
 # GRPO with k1 in the reward, GRPO with k3 in the loss (TRL's recipe), and RLOO. We watch the exact
 # attainment of the KL-regularised objective (1 = pi*) and P("Paris") for France.
 
