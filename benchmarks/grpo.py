@@ -21,6 +21,7 @@ Usage::
     python benchmarks/grpo.py --variants grpo_k1,rloo --betas 0.1 --out benchmarks/results/grpo_targets.json
     python benchmarks/grpo.py --variants grpo_k3,dr_grpo --betas 0.1,0.5 --seeds 0
     python benchmarks/grpo.py --betas 0 --steps 300
+    python benchmarks/grpo.py --variants dr_grpo --length-normalise on --betas 0.1   # GRPO without the std
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--minibatches", type=int, default=None, help="default: GRPOConfig's, 2")
     parser.add_argument("--adam-eps", type=float, default=None, help="default: GRPOConfig's, 1e-8")
     parser.add_argument("--embedding-lr-scale", type=float, default=None, help="default: GRPOConfig's, 0.1")
+    parser.add_argument("--length-normalise", choices=("on", "off"), default=None,
+                        help="average each answer's token losses (default: the variant's; on for GRPO only)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
@@ -94,7 +97,8 @@ def main(argv=None) -> dict:
         ("steps", args.steps), ("learning_rate", args.learning_rate), ("epochs", args.epochs),
         ("group_size", args.group_size), ("prompts_per_step", args.prompts_per_step),
         ("minibatches", args.minibatches), ("embedding_lr_scale", args.embedding_lr_scale),
-        ("adam_eps", args.adam_eps))
+        ("adam_eps", args.adam_eps),
+        ("length_normalise", None if args.length_normalise is None else args.length_normalise == "on"))
         if value is not None}
     ref, tokenizer = load_base_model()
     evaluators = {split: ExactEvaluator(ref, tokenizer, world.prompts(split))
