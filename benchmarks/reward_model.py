@@ -66,33 +66,11 @@ def candidate_pairs(prompts: list[str], pairs_per_prompt: int, seed: int) -> lis
             for p in prompts for _ in range(pairs_per_prompt)]
 
 
-def label_fit(data, prompt: str, answers: list[str], l2: float = 0.01) -> list[float]:
-    """What the labels alone say: the exact Bradley-Terry fit of one score per distinct answer to
-    ``prompt``'s rated pairs in ``data`` (a small ``l2`` keeps answers that never lost finite).
-    Returns the fitted scores of ``answers`` (0 for an answer no pair shows)."""
-    from minirlhf.reward import bradley_terry_loss
-
-    rows = [(c, r) for p, c, r in zip(data["prompt"], data["chosen"], data["rejected"]) if p == prompt]
-    index = {a: i for i, a in enumerate(sorted({a for row in rows for a in row}))}
-    scores = torch.zeros(len(index), dtype=torch.float64, requires_grad=True)
-    chosen, rejected = (torch.tensor([index[row[k]] for row in rows]) for k in (0, 1))
-    optimizer = torch.optim.LBFGS([scores], max_iter=500)
-
-    def closure():
-        optimizer.zero_grad()
-        loss = len(rows) * bradley_terry_loss(scores[chosen], scores[rejected]) + l2 * scores.square().sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return [scores[index[a]].item() if a in index else 0.0 for a in answers]
-
-
 def run_seed(seed: int, backbone: str = "attention", temperature: float = 1.0,
              pairs_per_prompt: int | None = None, pairs_from: str = "sft", overrides: dict | None = None
              ) -> dict:
     from minirlhf import world
-    from minirlhf.evaluation import candidate_ranking_agreement, reward_model_report
+    from minirlhf.evaluation import candidate_ranking_agreement, label_scores, reward_model_report
     from minirlhf.models import load_base_model
     from minirlhf.optimum import ExactEvaluator
     from minirlhf.pipeline import train_default_reward_model
@@ -129,7 +107,7 @@ def run_seed(seed: int, backbone: str = "attention", temperature: float = 1.0,
     france = world.make_prompt("France")
     answers = [world.make_response("France", "correct"), world.make_response("France", "hedge"),
                world.make_response("France", "wrong", "Berlin")]
-    paris, hedge, berlin = label_fit(data["train"], france, answers)
+    paris, hedge, berlin = label_scores(data["train"], france, answers)
     report.update({
         "seed": seed,
         "labels_france_order_ok": paris > hedge > berlin,

@@ -16,7 +16,7 @@ from minirlhf import world
 from minirlhf.logprobs import response_logprobs
 from minirlhf.optimum import ExactEvaluator, answer_kind_probs
 from minirlhf.preferences import bayes_optimal_accuracy
-from minirlhf.reward import RewardModel, evaluate_reward_model, score_preference_pairs
+from minirlhf.reward import RewardModel, bradley_terry_loss, evaluate_reward_model, score_preference_pairs
 
 EXACT_KEYS = ("attainment", "true_reward", "kl", "p_correct", "coverage")
 
@@ -135,6 +135,30 @@ def candidate_ranking_agreement(reward_model: RewardModel, tokenizer, prompts: l
         agree += (weight[better] * ((diff > 0).double() + 0.5 * (diff == 0).double())).sum().item()
         pairs += weight[better].sum().item()
     return agree / pairs
+
+
+def label_scores(data: Dataset, prompt: str, answers: list[str], l2: float = 0.01) -> list[float]:
+    """What the labels alone say: the Bradley-Terry fit of one free score per distinct answer to
+    ``prompt``'s rated pairs in ``data`` (no network, nothing shared with other prompts), exactly
+    (L-BFGS). A small ``l2`` keeps the score of an answer that never lost finite. Returns the scores
+    of ``answers``, NaN for one that no pair shows. A reward model that orders answers as this fit
+    does follows its data; where the fit is wrong, the labels are."""
+    rows = [(c, r) for p, c, r in zip(data["prompt"], data["chosen"], data["rejected"]) if p == prompt]
+    if not rows:
+        raise ValueError(f"No rated pair in data for the prompt {prompt!r}.")
+    index = {a: i for i, a in enumerate(sorted({a for row in rows for a in row}))}
+    scores = torch.zeros(len(index), dtype=torch.float64, requires_grad=True)
+    chosen, rejected = (torch.tensor([index[row[k]] for row in rows]) for k in (0, 1))
+    optimizer = torch.optim.LBFGS([scores], max_iter=500, tolerance_grad=1e-10, tolerance_change=1e-12)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = len(rows) * bradley_terry_loss(scores[chosen], scores[rejected]) + l2 * scores.square().sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return [scores[index[a]].item() if a in index else float("nan") for a in answers]
 
 
 def candidate_scores(reward_model: RewardModel, tokenizer, prompt: str, data: Dataset | None = None) -> dict:

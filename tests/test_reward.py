@@ -9,7 +9,7 @@ from datasets import Dataset
 
 from minirlhf import world
 from minirlhf.evaluation import (best_rank_correlation, candidate_ranking_agreement, candidate_scores,
-                                 expected_accuracy,
+                                 expected_accuracy, label_scores,
                                  margin_calibration, rank_correlation, ranking_agreement)
 from minirlhf.logprobs import encode_prompt_response, last_token_index
 from minirlhf.preferences import preference_row
@@ -303,3 +303,20 @@ def test_candidate_ranking_agreement_counts_every_pair_or_the_pairs_a_model_show
     assert candidate_ranking_agreement(blind, tokenizer, [FRANCE], set_probs=probs) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="shape"):
         candidate_ranking_agreement(blind, tokenizer, [FRANCE], set_probs=torch.ones(2, 48))
+
+
+def test_label_scores_fit_one_score_per_answer_to_the_labels_alone():
+    # Paris beats Berlin 3 times and loses once: the Bradley-Terry fit has P(Paris > Berlin) = 3/4,
+    # so the score difference is log 3, split evenly around 0 by the (tiny) L2 term.
+    data = pairs_dataset([(FRANCE, PARIS, BERLIN)] * 3 + [(FRANCE, BERLIN, PARIS)]
+                         + [(world.make_prompt("Japan"), "x", "y")] * 5)  # another prompt: ignored
+    paris, berlin, hedge = label_scores(data, FRANCE, [PARIS, BERLIN, HEDGE], l2=1e-8)
+    assert paris - berlin == pytest.approx(math.log(3), abs=1e-4)
+    assert paris == pytest.approx(-berlin, abs=1e-4)
+    assert math.isnan(hedge)  # no pair shows it
+    # an answer that never lost stays finite, and a chain is ordered
+    chain = pairs_dataset([(FRANCE, PARIS, HEDGE)] * 2 + [(FRANCE, HEDGE, BERLIN)] * 2)
+    paris, hedge, berlin = label_scores(chain, FRANCE, [PARIS, HEDGE, BERLIN])
+    assert math.isfinite(paris) and paris > hedge > berlin
+    with pytest.raises(ValueError, match="No rated pair"):
+        label_scores(chain, world.make_prompt("Japan"), [PARIS])
