@@ -40,3 +40,25 @@ def test_the_check_sees_a_difference(tmp_path):
     source = jupytext.read(ipynb.with_suffix(".py"))
     source.cells[1].source += "\nprint('edited in the source only')"
     assert cells(nbformat.read(ipynb, as_version=4)) != cells(source)
+
+
+STORED = PAIRS + sorted((NOTEBOOKS / "exercises" / "solutions").glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.mark.parametrize("ipynb", STORED, ids=[p.stem for p in STORED])
+def test_a_stored_notebook_shows_what_a_reader_should_see(ipynb):
+    """Opened in JupyterLab before anything runs: no widget state, no widget text, no stale
+    progress bar, no traceback (re-executing with ipywidgets installed stores the first two)."""
+    import re
+
+    notebook = nbformat.read(ipynb, as_version=4)
+    assert "widgets" not in notebook.metadata, (
+        f"{ipynb.name} stores widget state: remove metadata['widgets'] (nothing shows it)")
+    for index, cell in enumerate(notebook.cells):
+        for output in cell.get("outputs", []):
+            text = "".join(output.get("text", "")) + "".join(output.get("data", {}).get("text/plain", ""))
+            where = f"{ipynb.name}, cell {index}"
+            assert "application/vnd.jupyter.widget-view+json" not in output.get("data", {}), where
+            assert not re.search(r"[VH]Box\(children", text), f"{where}: a widget's text repr"
+            assert not re.search(r"\d+%\|", text), f"{where}: a progress bar: {text[:80]!r}"
+            assert output.get("output_type") != "error", f"{where}: a traceback"
