@@ -237,13 +237,12 @@ for results_file in sorted(Path("../benchmarks/results").glob("grpo*.json")):
 # %% [markdown]
 # Read the table for two things. On the training prompts, k1 in the reward (GRPO, Dr. GRPO, RLOO) gets close
 # to `pi*`, while GRPO with k3 in the loss stops short of it: it follows the gradient of the other KL, whose
-# optimum keeps more of the reference's answers. On the held-out countries every critic-free variant does
-# worse than PPO (0.82 there at beta 0.1, notebook 05), and from seed to seed very differently. Without a critic,
-# every token of an answer gets the answer's advantage, the forced ones after the city included; PPO's critic
-# gives those tokens an advantage near 0. GRPO fares worst, and its length normalisation is much of why:
-# without it, its held-out median rises from 0.12 to 0.76 over three seeds, as Dr. GRPO's authors argue
-# (averaged over its length, a long wrong answer is pushed down less per token, and the held-out failures
-# are answers that run on). (`docs/defaults.md` has the runs.)
+# optimum keeps more of the reference's answers. On the held-out countries, which training never samples, the
+# variants differ more, and from seed to seed: Dr. GRPO's median (0.79) equals PPO-GT's (0.79 over three seeds,
+# 0.82 at the seed of notebook 05), RLOO's is 0.71, GRPO's 0.12. GRPO's length normalisation is much of why:
+# without it, its held-out median rises to 0.76, as Dr. GRPO's authors argue (averaged over its length, a long
+# wrong answer is pushed down less per token, and the held-out failures are answers that run on).
+# (`docs/defaults.md` has the runs.)
 #
 # ## 4. Best-of-n, exactly
 #
@@ -305,7 +304,7 @@ for kl, reward in bon_points:
 # * **Where the KL goes decides what is optimised.** k1 in the reward gives the exact gradient of
 #   `KL(pi || pi_ref)`, so the method aims at `pi*`; k3 in the loss is unbiased as a number but its gradient
 #   is that of `KL(pi_ref || pi)`.
-# * **A critic is also credit assignment.** Without one every token of an answer shares its advantage: enough
-#   for the prompts we train on, not for the countries we never sample.
+# * **Normalising by length has a price.** Averaged over its own length, a long wrong answer is pushed down less
+#   per token. GRPO loses most of its held-out attainment to it; Dr. GRPO, without it, matches PPO there.
 # * **Best-of-n** is exact and cheap to reason about, but it lies below the optimal frontier, and its KL is
 #   smaller than the `log n - (n-1)/n` people quote whenever rewards tie.
