@@ -243,7 +243,7 @@ assert mean["correct"] > mean["hedge"] > mean["confusion"]
 # to its data, and with about a hundred noisy labels a prompt's data can be wrong. Over
 # five seeds (`benchmarks/reward_model.py`) the reward model orders France's three
 # answers as its labels' fit does at every seed; with twice the pairs, both are right at
-# every seed (`docs/defaults.md`).
+# all five (`docs/defaults.md`).
 
 # %%
 report = reward_model_report(reward_model, tokenizer, data)
