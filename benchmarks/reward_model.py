@@ -69,6 +69,9 @@ def candidate_pairs(prompts: list[str], pairs_per_prompt: int, seed: int) -> lis
 def run_seed(seed: int, backbone: str = "attention", temperature: float = 1.0,
              pairs_per_prompt: int | None = None, pairs_from: str = "sft", overrides: dict | None = None
              ) -> dict:
+    """One seed: collect the pairs, train the reward model, and return
+    :func:`~minirlhf.evaluation.reward_model_report`'s numbers plus the SFT-weighted agreement, what
+    France's labels alone say (``labels_france``: Paris, hedge, Berlin) and the times."""
     from minirlhf import world
     from minirlhf.evaluation import candidate_ranking_agreement, label_scores, reward_model_report
     from minirlhf.models import load_base_model
