@@ -66,16 +66,27 @@ def candidate_pairs(prompts: list[str], pairs_per_prompt: int, seed: int) -> lis
             for p in prompts for _ in range(pairs_per_prompt)]
 
 
-def run_seed(seed: int, backbone: str = "attention", temperature: float = 1.0,
+def sft_pair_weights() -> torch.Tensor:
+    """The SFT model's exact probability of each candidate of each training prompt, (20, 48): the
+    weights of the SFT-weighted agreement (the same for every seed, so computed once)."""
+    from minirlhf import world
+    from minirlhf.models import load_base_model
+    from minirlhf.optimum import ExactEvaluator
+
+    base, tokenizer = load_base_model()
+    return ExactEvaluator(base, tokenizer, world.prompts("train")).ref_set_probs
+
+
+def run_seed(seed: int, sft_probs: torch.Tensor, backbone: str = "attention", temperature: float = 1.0,
              pairs_per_prompt: int | None = None, pairs_from: str = "sft", overrides: dict | None = None
              ) -> dict:
     """One seed: collect the pairs, train the reward model, and return
-    :func:`~minirlhf.evaluation.reward_model_report`'s numbers plus the SFT-weighted agreement, what
-    France's labels alone say (``labels_france``: Paris, hedge, Berlin) and the times."""
+    :func:`~minirlhf.evaluation.reward_model_report`'s numbers plus the agreement weighted by
+    ``sft_probs`` (:func:`sft_pair_weights`), what France's labels alone say (``labels_france``:
+    Paris, hedge, Berlin) and the times."""
     from minirlhf import world
     from minirlhf.evaluation import candidate_ranking_agreement, label_scores, reward_model_report
     from minirlhf.models import load_base_model
-    from minirlhf.optimum import ExactEvaluator
     from minirlhf.pipeline import train_default_reward_model
     from minirlhf.preferences import PAIRS_PER_PROMPT, label_pairs, sample_response_pairs
     from minirlhf.reward import RewardConfig, RewardModel, train_reward_model
@@ -103,10 +114,8 @@ def run_seed(seed: int, backbone: str = "attention", temperature: float = 1.0,
     stage_seconds = time.perf_counter() - start
     stage_cpu_seconds = time.process_time() - cpu_start
     report = reward_model_report(reward_model, tokenizer, data)
-    base, tokenizer = load_base_model()
-    prompts = world.prompts("train")
     report["ranking_agreement_train_sft_weighted"] = candidate_ranking_agreement(
-        reward_model, tokenizer, prompts, set_probs=ExactEvaluator(base, tokenizer, prompts).ref_set_probs)
+        reward_model, tokenizer, world.prompts("train"), set_probs=sft_probs)
     france = world.make_prompt("France")
     answers = [world.make_response("France", "correct"), world.make_response("France", "hedge"),
                world.make_response("France", "wrong", "Berlin")]
@@ -150,9 +159,10 @@ def main(argv=None) -> int:
         field, _, value = item.partition("=")
         overrides[field] = float(value) if "." in value or "e" in value else int(value)
     rows = []
+    sft_probs = sft_pair_weights()
     for seed in args.seeds:
-        row = run_seed(seed, args.backbone, args.temperature, args.pairs_per_prompt, args.pairs_from,
-                       overrides)
+        row = run_seed(seed, sft_probs, args.backbone, args.temperature, args.pairs_per_prompt,
+                       args.pairs_from, overrides)
         rows.append(row)
         print(f"seed {seed}: test acc {row['test_accuracy']:.3f} / Bayes {row['bayes_optimal_accuracy']:.3f}"
               f" = {row['accuracy_ratio']:.3f} (expected {row['expected_accuracy_ratio']:.3f}), "
