@@ -1,0 +1,152 @@
+"""One source for every number: the README and the docs pages show what the runs wrote, never a number
+typed by hand, so a rerun cannot leave a page behind.
+
+* README.md is what ``scripts/make_readme.py`` writes, and its figure's data are current;
+* every ``{result}`` role on a page names a value that is in ``benchmarks/results/`` now;
+* the drift test: no page shows a number with a decimal point or a percent sign that is not pasted
+  from a run (``{result}``, ``{glue:text}``), marked as given (``{given}``: a paper's number with its
+  citation, a target), or matched by one entry of the short allow-list below (each with its reason).
+"""
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+sys.path.insert(0, str(DOCS / "_ext"))
+
+import run_results  # noqa: E402
+
+GENERATED = ("notebooks", "exercises", "api", "_generated", "_build")
+
+# At most 15 entries: (pattern, why a number it matches is not a measured result).
+ALLOWED = [
+    (r"(?i)\b(?:trl|torch|pytorch|accelerate|transformers|python|datasets|jupyterlab|myst-nb|sphinx|nbval|"
+     r"minirlhf)(?:'s)?\s*(?:==|>=|<=|<|>)?\s*\d+(?:\.\d+)+", "a software version"),
+    (r"(?i)\b(?:beta|β|tau|temperature|learning rate|lr|epsilon|eps|clip range|alpha)\s*(?:=\s*)?"
+     r"\d+(?:\.\d+)?(?:e-?\d+)?(?:\s*(?:/|,|and|or|to)\s*\d+(?:\.\d+)?(?:e-?\d+)?)*",
+     "a setting chosen for a run, not a result of one"),
+    (r"(?i)\b(?:section|step|stage|notebook|figure|table)s?\s+\d+(?:\.\d+)+", "a section number"),
+    (r"(?<![\w.])[-+]?(?:1\.5|0\.5)\b(?=[^.\n]{0,40}(?:hedge|wrong city|true reward|r = |reward of))",
+     "the true reward's definition (minirlhf.world.true_reward)"),
+    (r"(?<![\w.])(?:0|1)\.0\b", "the ends of a probability or attainment scale (0 and 1), a definition"),
+]
+assert len(ALLOWED) <= 15
+
+NUMBER = re.compile(r"(?<![\w.])[-+−]?\d*\.\d+%?|(?<![\w.])\d+%")
+STRIP = [
+    re.compile(r"```.*?```", re.S),                      # code blocks: commands and code
+    re.compile(r"<!--.*?-->", re.S),                     # comments
+    run_results.ROLE,                                    # pasted from a run, or marked as given
+    re.compile(r"\{(?:doc|ref|mod|func|class|meth|attr|glue:figure|glue)\}`[^`]*`"),
+    re.compile(r"`[^`\n]*`"),                            # inline code: names and commands
+    re.compile(r"\]\([^)]*\)"),                          # link targets
+    re.compile(r"^\s*:[\w-]+:.*$", re.M),                # directive options (:width: 100%)
+    re.compile(r"https?://\S+"),
+]
+
+
+def pages() -> list[Path]:
+    found = [ROOT / "README.md", ROOT / "scripts" / "README.template.md"]
+    for page in sorted(DOCS.rglob("*.md")):
+        if not page.relative_to(DOCS).parts[0] in GENERATED:
+            found.append(page)
+    return found
+
+
+def unpasted_numbers(text: str) -> list[str]:
+    """The numbers of ``text`` that no run pasted, no ``{given}`` marks and no allow-list entry
+    explains, each with its line."""
+    for pattern in STRIP:
+        text = pattern.sub(" ", text)
+    for pattern, _ in ALLOWED:
+        text = re.sub(pattern, " ", text, flags=re.M)
+    found = []
+    for line in text.splitlines():
+        found += [f"{m.group().strip()}  in: {line.strip()[:140]}" for m in NUMBER.finditer(line)]
+    return found
+
+
+def test_the_drift_test_finds_a_typed_number_and_accepts_pasted_ones():
+    assert unpasted_numbers("PPO reaches 0.989 on training countries.")
+    assert unpasted_numbers("it leaks 85% of its mass")
+    assert not unpasted_numbers("PPO reaches {result}`ppo_gt.json > x ; .3f` at beta 0.1.")
+    assert not unpasted_numbers("P(Berlin) {glue:text}`../notebooks/01_sft_tiny_gpt.ipynb::p_berlin:.3f`")
+    assert not unpasted_numbers("```bash\npython x.py --lr 0.5\n```\nand `lr=0.3`, with TRL 1.16")
+    assert not unpasted_numbers("Rafailov et al. report {given}`0.61 (Rafailov et al., 2023)`.")
+
+
+def test_no_page_shows_a_number_typed_by_hand():
+    drift = {str(page.relative_to(ROOT)): unpasted_numbers(page.read_text(encoding="utf-8"))
+             for page in pages()}
+    drift = {page: numbers for page, numbers in drift.items() if numbers}
+    report = "\n".join(f"{page}:\n  " + "\n  ".join(numbers) for page, numbers in drift.items())
+    assert not drift, ("numbers typed by hand (paste them from a run with {result} or {glue:text}, "
+                       "or mark a paper's number with {given}):\n" + report)
+
+
+def test_every_result_role_names_a_current_value():
+    roles = [(page, body) for page in pages() for role, body in
+             run_results.ROLE.findall(page.read_text(encoding="utf-8")) if role == "result"]
+    assert len(roles) >= 10
+    for page, body in roles:
+        try:
+            run_results.result(body)
+        except run_results.ResultError as error:
+            pytest.fail(f"{page.relative_to(ROOT)}: {error}")
+
+
+def test_a_result_role_reads_the_file_and_refuses_what_it_cannot_read():
+    summary = json.loads((run_results.RESULTS / "dpo.json").read_text())["summary"]
+    offline = [row for row in summary if row["method"] == "offline" and row["beta"] == 0.1]
+    assert run_results.result("dpo.json > summary > [method=offline, beta=0.1] > train_attainment_median"
+                              " ; .3f") == f"{offline[0]['train_attainment_median']:.3f}"
+    for bad in ("nope.json > a", "dpo.json > summary > [method=none]", "dpo.json > summary ; .3f",
+                "../README.md", "dpo.json > rows > rater_labels ; wobble ; d"):
+        with pytest.raises(run_results.ResultError):
+            run_results.result(bad)
+
+
+def _make_readme():
+    spec = importlib.util.spec_from_file_location("make_readme", ROOT / "scripts" / "make_readme.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_readme_is_what_the_script_writes():
+    assert _make_readme().main(["--check"]) == 0, "README.md is stale: run python scripts/make_readme.py"
+
+
+def test_the_readme_is_a_short_front_door():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    prose = re.sub(r"```.*?```", " ", text, flags=re.S)
+    assert len(re.findall(r"[A-Za-z][\w'-]*", prose)) <= 900
+    results = prose.split("## Results", 1)[1].split("\n## ", 1)[0]
+    assert len([line for line in results.splitlines() if line.startswith("| ") and "---" not in line]) <= 6
+
+
+def test_the_readme_figure_shows_the_shipped_model_and_the_current_results():
+    """The data behind the figure are the results file's, and the results file's SFT probabilities
+    are the shipped model's, computed exactly now."""
+    from minirlhf.models import load_base_model
+    from minirlhf.optimum import ExactEvaluator, with_outside
+    from minirlhf.world import make_prompt
+
+    make_readme = _make_readme()
+    stored = json.loads(make_readme.FIGURE_DATA.read_text(encoding="utf-8"))
+    assert stored == make_readme.figure_data(), "the figure is stale: run python scripts/make_readme.py"
+    france = json.loads((run_results.RESULTS / "frontier.json").read_text(encoding="utf-8"))["france"]
+    model, tokenizer = load_base_model()
+    evaluator = ExactEvaluator(model, tokenizer, [make_prompt("France")])
+    assert evaluator.candidates[0] == france["candidates"][:-1]
+    now = with_outside(evaluator.ref_set_probs[0])
+    assert torch.allclose(now, torch.tensor(france["probs"]["pi_ref"]), atol=2e-3), \
+        "frontier.json's pi_ref is not the shipped model's: rerun benchmarks/frontier.py"
+    assert stored["probs"]["SFT model (pi_ref)"][0] > stored["probs"]["SFT model (pi_ref)"][1]  # Berlin first
