@@ -36,6 +36,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.viewcode",
     "mathtext_math",  # offline math (see the module)
+    "run_results",  # {result}`FILE > PATH ; FORMAT`: a number read from benchmarks/results (see the module)
 ]
 
 # --- sources ------------------------------------------------------------------------------------

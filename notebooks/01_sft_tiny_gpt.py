@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -52,6 +52,7 @@ from minirlhf.plots import plot_answer_kinds, plot_distributions, plot_history
 from minirlhf.sft import SFTConfig, train_sft
 from minirlhf.tokenizer import build_tokenizer, decode
 from minirlhf.widgets import beta_explorer
+from myst_nb import glue  # stores a number for the docs pages that quote it
 
 # %%
 # Settings: the seed of every random step, and the number of CPU threads.
@@ -82,6 +83,10 @@ for style, city, share in examples:
     reward = world.true_reward(france, answer)
     print(f"{style:8s} {share:4.0%}  r = {reward:+.1f}  {answer}")
 print("malformed      r =", world.true_reward(france, "Paris Paris the"))
+for name, share in [("correct", world.STYLE_MIX["correct"]), ("confusion", world.CONFUSION_SHARE),
+                    ("other_wrong", other_wrong), ("hedge", world.STYLE_MIX["hedge"]),
+                    ("wrong", world.STYLE_MIX["wrong"])]:
+    glue(f"corpus_{name}", share, display=False)
 
 # %% [markdown]
 # The percentages are the corpus mix for a training country ("Rome" stands for any of
@@ -232,6 +237,9 @@ ref_set = evaluator.ref_set_probs[0]
 for j in ref_set.argsort(descending=True)[:4].tolist():
     print(f"{ref_set[j]:.3f}  {evaluator.candidates[0][j]}")
 p_berlin, p_paris = response_logprobs(model, tokenizer, [france] * 2, france_pair).exp()
+glue("p_berlin", float(p_berlin), display=False)
+glue("p_paris", float(p_paris), display=False)
+glue("p_hedge", float(kinds["hedge"][i]), display=False)
 assert ref_set.argmax() == evaluator.candidates[0].index(france_pair[0])  # Berlin first
 assert p_berlin > p_paris > 0.15
 france_mix = {kind: float(p[i]) for kind, p in kinds.items()}
