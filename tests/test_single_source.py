@@ -53,7 +53,7 @@ STRIP = [
 
 
 def pages() -> list[Path]:
-    found = [ROOT / "README.md", ROOT / "scripts" / "README.template.md"]
+    found = [ROOT / "scripts" / "README.template.md"]  # README.md is generated from it
     for page in sorted(DOCS.rglob("*.md")):
         if not page.relative_to(DOCS).parts[0] in GENERATED:
             found.append(page)
