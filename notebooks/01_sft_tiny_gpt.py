@@ -291,6 +291,12 @@ p_star = [float(optimal_policy(ref, evaluator.rewards[0], b)[0])
           for b in (100.0, 2.0, 0.5, 0.1)]
 assert all(a < b for a, b in zip(p_star, p_star[1:])), p_star
 assert abs(p_star[0] - float(ref[0])) < 0.01 and p_star[-1] > 0.99
+# The larger beta, the more of the base model's hedges pi* keeps (for the concept page on PPO).
+hedging = torch.tensor([world.classify_response(france, y).startswith("hedge")
+                        for y in evaluator.candidates[0]] + [False])
+for beta in (0.5, 1.0):
+    pi_star = optimal_policy(ref, evaluator.rewards[0], beta)
+    glue(f"pi_star_hedges_beta_{beta:g}", float(pi_star[hedging].sum()), display=False)
 
 # %% [markdown]
 # Move the slider to see `pi*` change with beta. The stored notebook (and the docs) show

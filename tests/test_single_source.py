@@ -29,7 +29,7 @@ GENERATED = ("notebooks", "exercises", "api", "_generated", "_build")
 ALLOWED = [
     (r"(?i)\b(?:trl|torch|pytorch|accelerate|transformers|python|datasets|jupyterlab|myst-nb|sphinx|nbval|"
      r"minirlhf)(?:'s)?\s*(?:==|>=|<=|<|>)?\s*\d+(?:\.\d+)+", "a software version"),
-    (r"(?i)\b(?:beta|β|tau|temperature|learning rate|lr|epsilon|eps|clip range|alpha)\s*(?:=\s*)?"
+    (r"(?i)\b(?:beta|β|tau|temperature|learning rate|lr|epsilon|eps|clip range|alpha)\s*(?:=|is)?\s*"
      r"\d+(?:\.\d+)?(?:e-?\d+)?(?:\s*(?:/|,|and|or|to)\s*\d+(?:\.\d+)?(?:e-?\d+)?)*",
      "a setting chosen for a run, not a result of one"),
     (r"(?i)\b(?:section|step|stage|notebook|figure|table)s?\s+\d+(?:\.\d+)+", "a section number"),
@@ -150,3 +150,17 @@ def test_the_readme_figure_shows_the_shipped_model_and_the_current_results():
     assert torch.allclose(now, torch.tensor(france["probs"]["pi_ref"]), atol=2e-3), \
         "frontier.json's pi_ref is not the shipped model's: rerun benchmarks/frontier.py"
     assert stored["probs"]["SFT model (pi_ref)"][0] > stored["probs"]["SFT model (pi_ref)"][1]  # Berlin first
+
+
+def test_the_results_page_claims_hold_for_its_label_budget_runs():
+    """docs/results.md reads the label-budget figure: PPO-RM ahead of both DPOs from about a thousand
+    labels on, online DPO catching up only at the largest budget, PPO-RM below zero at the smallest."""
+    runs = json.loads((run_results.RESULTS / "label_budget.json").read_text())["runs"]
+    at = {(run["method"], run["budget"]): run["attainment"] for run in runs}
+    budgets = sorted({budget for _, budget in at})
+    assert at[("PPO-RM", budgets[0])] < 0
+    for budget in budgets[1:]:
+        assert at[("PPO-RM", budget)] > max(at[("DPO", budget)], at[("Online DPO", budget)]), budget
+    assert at[("Online DPO", budgets[-1])] > 0.9 * at[("PPO-RM", budgets[-1])]
+    assert at[("Online DPO", budgets[-2])] < 0.8 * at[("PPO-RM", budgets[-2])]
+    assert at[("DPO", budgets[-1])] < 0.6 * at[("PPO-RM", budgets[-1])]
