@@ -164,3 +164,45 @@ def test_the_results_page_claims_hold_for_its_label_budget_runs():
     assert at[("Online DPO", budgets[-1])] > 0.9 * at[("PPO-RM", budgets[-1])]
     assert at[("Online DPO", budgets[-2])] < 0.8 * at[("PPO-RM", budgets[-2])]
     assert at[("DPO", budgets[-1])] < 0.6 * at[("PPO-RM", budgets[-1])]
+
+
+def _load_script(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_figure_the_readme_and_the_results_page_show_is_drawn_from_the_current_results(tmp_path):
+    """Each figure redrawn from its results file by the script that wrote it matches the stored one,
+    so a rerun that changes the file without the figure (or the reverse) fails here."""
+    from matplotlib.testing.compare import compare_images
+
+    frontier = _load_script(ROOT / "benchmarks" / "frontier.py")
+    label_budget = _load_script(ROOT / "benchmarks" / "label_budget.py")
+    make_readme = _make_readme()
+    frontier.save_figure(json.loads((run_results.RESULTS / "frontier.json").read_text()), tmp_path / "f.png")
+    budget = json.loads((run_results.RESULTS / "label_budget.json").read_text())
+    label_budget.plot(budget["runs"], budget["beta"], tmp_path / "l.png")
+    make_readme.draw_figure(make_readme.figure_data()).savefig(tmp_path / "r.png", dpi=110,
+                                                               metadata={"Software": None})
+    for new, stored in [("f.png", run_results.RESULTS / "frontier.png"),
+                        ("l.png", run_results.RESULTS / "label_budget.png"), ("r.png", make_readme.FIGURE)]:
+        assert compare_images(str(stored), str(tmp_path / new), tol=1) is None, \
+            f"{stored.relative_to(ROOT)} is not what its results file draws now: rerun its script"
+
+
+def test_the_frontier_in_the_results_is_the_shipped_models():
+    """frontier.json's exact curve (the line of the frontier figure) is the shipped SFT model's."""
+    from minirlhf.compare import frontier_curve
+    from minirlhf.models import load_base_model
+    from minirlhf.optimum import ExactEvaluator
+    from minirlhf.world import TRAIN_COUNTRIES, make_prompt
+
+    stored = json.loads((run_results.RESULTS / "frontier.json").read_text())["curve"]
+    model, tokenizer = load_base_model()
+    evaluator = ExactEvaluator(model, tokenizer, [make_prompt(c) for c in TRAIN_COUNTRIES])
+    now = frontier_curve(evaluator)
+    assert len(now) == len(stored)
+    for old, new in zip(stored, now):
+        assert abs(old["kl"] - new["kl"]) < 2e-3 and abs(old["reward"] - new["reward"]) < 2e-3, (old, new)
