@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -61,6 +61,7 @@ from minirlhf.reward import (RewardConfig, RewardModel, bradley_terry_loss,
                              evaluate_reward_model, load_reward_model,
                              train_reward_model)
 from minirlhf.widgets import labeling_panel
+from myst_nb import glue  # stores a number for the docs pages that quote it
 
 # %%
 # Settings: the seed of every random step, and the number of CPU threads.
@@ -105,6 +106,8 @@ print(f"the rater preferred the truly worse answer in {mistakes} of {len(train)}
 bayes = bayes_optimal_accuracy(data["test"])
 print(f"best possible accuracy on the test pairs against these noisy labels: "
       f"{bayes:.3f}")
+glue("rater_mistakes", int(mistakes), display=False)
+glue("train_pairs", len(train), display=False)
 fig = plots.plot_preference_pairs(train)
 
 # %% [markdown]
@@ -207,6 +210,8 @@ print(f"Paris vs Berlin: margin {margin:+.2f}, loss by hand {by_hand:.3f}, "
       f"library {library:.3f} (a coin flip: 0.693)")
 assert torch.allclose(by_hand, library)
 assert margin > 0.5  # Paris clearly above Berlin
+for name, score in scores.items():
+    glue(f"rm_score_{name.lower()}", float(score), display=False)
 
 # %% [markdown]
 # Paris scores clearly above Berlin. Where the hedge lands is less certain (for France,
@@ -252,6 +257,8 @@ print(f"held-out pair accuracy {report['test_accuracy']:.3f}, "
       f"ratio {report['accuracy_ratio']:.3f}")
 print("without label noise (expected agreement with the rater): "
       f"ratio {report['expected_accuracy_ratio']:.3f}")
+for key in ("test_accuracy", "bayes_optimal_accuracy", "accuracy_ratio"):
+    glue(f"rm_{key}", float(report[key]), display=False)
 assert report["accuracy_ratio"] > 0.9
 
 # %% [markdown]
@@ -297,6 +304,8 @@ sft_probs = ExactEvaluator(sft_model, tokenizer, world.prompts("train")).ref_set
 weighted = candidate_ranking_agreement(reward_model, tokenizer, world.prompts("train"),
                                        set_probs=sft_probs)
 print(f"... each pair weighted by how often SFT samples make it: {weighted:.2f}")
+glue("rm_agreement_france_seen", float(report["ranking_agreement_seen"]), display=False)
+glue("rm_agreement_france_all", float(report["ranking_agreement"]), display=False)
 assert weighted > report["ranking_agreement_train"] + 0.2
 
 # %%
@@ -308,6 +317,18 @@ table = pd.DataFrame({"kind": france["kinds"], "P_sft": probs.numpy(),
                       "seen": france["seen"]})
 table.groupby("kind").agg(answers=("P_sft", "size"), P_sft=("P_sft", "sum"),
                           times_seen=("seen", "sum"))
+
+# %%
+# The numbers of this table and the figure above that the docs pages quote (stored, not shown).
+by_kind = table.assign(learned=france["learned"]).groupby("kind")
+glue("france_hedge_wrong_answers", int(by_kind.size()["hedge_wrong"]), display=False)
+for kind in ("correct", "hedge", "hedge_wrong", "wrong"):
+    glue(f"france_p_sft_{kind}", float(by_kind["P_sft"].sum()[kind]), display=False)
+    glue(f"france_times_seen_{kind}", int(by_kind["seen"].sum()[kind]), display=False)
+    glue(f"france_mean_learned_{kind}", float(by_kind["learned"].mean()[kind]), display=False)
+moscow = france["responses"].index(world.make_response("France", "wrong", "Moscow"))
+glue("rm_score_moscow", float(france["learned"][moscow]), display=False)
+glue("france_times_seen_moscow", int(france["seen"][moscow]), display=False)
 
 # %% [markdown]
 # **Lesson: a reward model is only as good as the coverage of its preference data.** The
