@@ -1,8 +1,8 @@
 """Sphinx configuration of the minirlhf site.
 
-Build it (offline, warnings as errors) from the repository root with::
+Build it (offline, warnings as errors, every cross-reference resolved) from the repository root with::
 
-    sphinx-build -W -b html docs docs/_build/html
+    sphinx-build -n -W -b html docs docs/_build/html
 
 then open ``docs/_build/html/index.html``. Nothing is downloaded, neither while building nor
 while reading: notebooks are rendered from their stored outputs (no execution), formulas are drawn
@@ -37,6 +37,17 @@ extensions = [
     "sphinx.ext.viewcode",
     "mathtext_math",  # offline math (see the module)
     "run_results",  # {result}`FILE > PATH ; FORMAT`: a number read from benchmarks/results (see the module)
+    "reader_view",  # notebook figures: alt text and a link to the full size; reading order; search
+]
+
+# --- cross-references ---------------------------------------------------------------------------
+# Every cross-reference must resolve (the build runs with -n -W): a reference to a moved or misspelt
+# target fails the build instead of showing as plain code. Only the libraries the API's signatures
+# name are let through (their docs are not linked: intersphinx would download their inventories).
+nitpicky = True
+nitpick_ignore_regex = [
+    ("py:class", r"(torch|datasets|transformers|ipywidgets)\..+"),
+    ("py:class", r"pathlib\.Path|collections\.abc\.Callable"),
 ]
 
 # --- sources ------------------------------------------------------------------------------------
@@ -44,6 +55,7 @@ root_doc = "index"
 exclude_patterns = ["_build", "_generated", "_ext", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
 NOTEBOOKS = site_sources.sync_notebooks()  # notebooks/ -> docs/notebooks/, docs/exercises/
 API_MODULES = site_sources.write_api_pages()
+site_sources.write_api_index(API_MODULES)
 _UNMAPPED = site_sources.write_config_tables(MAPPING)
 _UNKNOWN_ENGINE_FIELDS = site_sources.write_engines_table(MAPPING, ENGINES)
 
@@ -59,6 +71,9 @@ myst_enable_extensions = ["dollarmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
 nb_execution_mode = "off"  # render the outputs stored in the notebooks; never run them here
 nb_merge_streams = True
+# A cell's Markdown output (notebook 05's results table) is rendered as GitHub Markdown, which has
+# tables; the default, CommonMark, shows a table as its pipe text.
+nb_render_markdown_format = "gfm"
 # Widgets cannot run in a static page: site_sources drops their outputs from the copies it renders,
 # and no widget JavaScript is loaded (it lives on a CDN; the site works offline).
 nb_ipywidgets_js = {}
@@ -81,6 +96,7 @@ html_title = "minirlhf"
 html_math_renderer = "mathtext"
 html_static_path = ["_static"]
 html_css_files = ["custom.css"]
+html_js_files = [("search_snippets.js", {"defer": "defer"})]
 html_theme_options = {
     "show_toc_level": 2,
     "navigation_with_keys": False,

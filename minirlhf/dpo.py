@@ -221,7 +221,7 @@ def dpo_step(policy, optimizer, encoded: dict[str, torch.Tensor], idx: torch.Ten
              ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, config: DPOConfig, lr: float,
              step: int = 0) -> dict[str, float]:
     """One optimiser step on the pairs ``idx`` (shape (B,)) of ``encoded`` (made by
-    :func:`encode_pairs`: one row per pair, chosen and rejected in one forward pass).
+    :func:`~minirlhf.logprobs.encode_pairs`: one row per pair, chosen and rejected in one forward pass).
     ``ref_chosen``, ``ref_rejected``: their reference log-probs, shape (B,). Returns the loss and
     the metrics of :func:`dpo_metrics`."""
     batch = {k: v[idx] for k, v in encoded.items()}

@@ -42,6 +42,7 @@ from minirlhf.preferences import PREFERENCE_COLUMNS, default_preferences
 from minirlhf.utils import check_writable
 
 FORMATS: tuple[str, ...] = ("trl", "openrlhf", "verl")
+"""The layouts :func:`export` writes: TRL's, OpenRLHF's and verl's (see the table above)."""
 MANIFEST = "minirlhf-export.json"
 """The file, in every export folder, that lists what the export wrote (and so may replace)."""
 DATA_SOURCE = "minirlhf/capitals"

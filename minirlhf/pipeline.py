@@ -53,7 +53,7 @@ def train_default_reward_model(seed: int = 0, progress: bool = True, freeze_back
     """The tutorial's reward model: pairs from the shipped SFT model labelled by the simulated rater
     (:func:`~minirlhf.preferences.default_preferences`), a reward model started from the SFT weights
     with only its head and attention layers learning (``attention_only``), the default
-    :class:`RewardConfig`. Returns ``(reward_model, tokenizer, data, history)``: ``data`` is the
+    :class:`~minirlhf.reward.RewardConfig`. Returns ``(reward_model, tokenizer, data, history)``: ``data`` is the
     train/test DatasetDict, and the history carries ``eval/...`` metrics on the test pairs."""
     base, tokenizer = load_base_model()
     data = default_preferences(pairs_per_prompt=pairs_per_prompt, seed=seed, progress=progress)

@@ -40,7 +40,9 @@ def metric_title(key: str) -> str:
 
 def plot_history(history: list[dict], keys: list[str], title: str = "", x: str = "step",
                  ncols: int = 3):
-    """One small panel per metric in ``keys``, drawn against ``x`` from a list-of-dicts history."""
+    """Training curves: one small panel per logged metric, against the step.
+
+    ``keys``: the metrics, drawn against ``x`` from a list-of-dicts ``history``."""
     nrows = -(-len(keys) // ncols)
     fig, axes = plt.subplots(nrows, min(ncols, len(keys)), figsize=(3.4 * min(ncols, len(keys)),
                              2.6 * nrows), squeeze=False)
@@ -84,13 +86,56 @@ def short_answer_label(response: str) -> str:
     return f"hedge: {words[-5]}" if response.startswith("There") else words[-1]
 
 
+def label_points(ax, xs, ys, labels, fontsize: int = 9, avoid=()) -> list:
+    """Write ``labels`` beside the points ``(xs, ys)`` of ``ax``, each where it overlaps neither
+    another label nor a point (of ``xs, ys`` or of ``avoid``, more ``(x, y)`` points) and stays
+    inside the axes; returns the texts. Call it once the axes have their final size and limits."""
+    fig = ax.figure
+    fig.canvas.draw()  # sizes of texts and axes are known only once drawn
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    points = [ax.transData.transform((x, y)) for x, y in list(zip(xs, ys)) + list(avoid)]
+    marker = 4.0 * fig.dpi / 72  # half a marker's width, in pixels
+    obstacles = [(px - marker, py - marker, px + marker, py + marker) for px, py in points]
+    placements = [(5, 4, "left", "bottom"), (5, -4, "left", "top"), (-5, 4, "right", "bottom"),
+                  (-5, -4, "right", "top"), (0, 7, "center", "bottom"), (0, -7, "center", "top"),
+                  (8, 0, "left", "center"), (-8, 0, "right", "center"), (8, 12, "left", "bottom"),
+                  (8, -12, "left", "top"), (-8, 12, "right", "bottom"), (-8, -12, "right", "top")]
+
+    def overlap(a, b):
+        return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+    texts, taken = [], []
+    for x, y, label in zip(xs, ys, labels):
+        best = None
+        for dx, dy, ha, va in placements:
+            text = ax.annotate(label, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
+                               fontsize=fontsize)
+            box = text.get_window_extent(renderer)
+            box = (box.x0 - 1, box.y0 - 1, box.x1 + 1, box.y1 + 1)
+            outside = (max(0.0, frame.x0 - box[0]) + max(0.0, box[2] - frame.x1)
+                       + max(0.0, frame.y0 - box[1]) + max(0.0, box[3] - frame.y1))
+            cost = 1000 * outside + sum(overlap(box, other) for other in taken + obstacles)
+            text.remove()
+            if best is None or cost < best[0]:
+                best = (cost, dx, dy, ha, va, box)
+            if cost == 0:
+                break
+        _, dx, dy, ha, va, box = best
+        texts.append(ax.annotate(label, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha,
+                                 va=va, fontsize=fontsize))
+        taken.append(box)
+    return texts
+
+
 def plot_distributions(distributions: dict, candidates: list[str], top_k: int = 8,
-                       title: str = ""):
-    """Grouped bars of several distributions over one prompt's answers (+ "outside").
+                       title: str = "", ylim: tuple[float, float] | None = None):
+    """Grouped bars of several answer distributions over one prompt's likeliest answers.
 
     ``distributions`` maps a name (e.g. ``"pi_ref"``, ``"pi*"``) to a (K + 1,) tensor over the
     candidates followed by the outside-the-set outcome. Shows the ``top_k`` answers most likely
-    under the first distribution, plus "outside".
+    under the first distribution, plus "outside". ``ylim`` fixes the y-axis (e.g. ``(0, 1)``, so
+    that figures drawn one after another compare at a glance).
     """
     names = list(distributions)
     first = distributions[names[0]]
@@ -105,6 +150,8 @@ def plot_distributions(distributions: dict, candidates: list[str], top_k: int = 
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(index))], labels, rotation=30,
                   ha="right", fontsize=9)
     ax.set_ylabel("probability")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=9)
     fig.tight_layout()
@@ -116,7 +163,7 @@ def plot_distributions(distributions: dict, candidates: list[str], top_k: int = 
 def plot_learned_vs_true_reward(scores: dict, title: str = "Learned vs true reward"):
     """Scatter of learned against true reward over one prompt's candidate answers.
 
-    ``scores`` is :func:`minirlhf.reward.candidate_scores`' output (``learned``, ``true``,
+    ``scores`` is :func:`minirlhf.evaluation.candidate_scores`' output (``learned``, ``true``,
     ``kinds``, and optionally ``seen``). The dashed line has slope 1 through the (seen) points: a
     Bradley-Terry reward fitted to a tau = 1 rater should lie on it, because it recovers the true
     reward up to a constant. With ``seen``, answers the preference data never showed are drawn
@@ -241,8 +288,11 @@ def plot_clipped_objective(clip_range: float = 0.2):
 
 def plot_probability_curves(history: list[dict], series: dict, title: str = "", logy: bool = False,
                             ylabel: str = "probability"):
-    """Several metrics of one run on one axes: ``series`` maps a label to a history key."""
-    fig, ax = plt.subplots(figsize=(5.0, 2.8))
+    """Curves of several answer probabilities (or other metrics) of one run against the PPO step.
+
+    ``series`` maps a label to a history key. The legend sits beside the axes, where it hides no
+    point."""
+    fig, ax = plt.subplots(figsize=(6.0, 2.8))
     for label, key in series.items():
         points = [(h["step"], h[key]) for h in history if key in h]
         ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=label)
@@ -252,15 +302,17 @@ def plot_probability_curves(history: list[dict], series: dict, title: str = "", 
     ax.set_ylabel(ylabel, fontsize=9)
     ax.tick_params(labelsize=9)
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=9)
+    ax.legend(fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     return fig
 
 
 def plot_token_kl(tokens: list[str], kl: list[list[float]], labels: list[str] | None = None,
                   title: str = "Per-token KL  log pi - log pi_ref"):
-    """Heatmap of per-token ``log pi(y_t) - log pi_ref(y_t)``: one row per response, one column per
-    token (``tokens`` are the first row's tokens, or give one list per row as ``labels``)."""
+    """Heatmap of the per-token log-ratio log pi(y_t) - log pi_ref(y_t), one row per response.
+
+    One column per token: ``tokens`` are the first row's tokens, or give one list per row as
+    ``labels``."""
     import numpy as np
 
     width = max(len(row) for row in kl)
@@ -284,7 +336,7 @@ def plot_token_kl(tokens: list[str], kl: list[list[float]], labels: list[str] | 
 
 def plot_beta_sweep(betas: list[float], measured: dict, optimum: dict | None = None,
                     method: str = "PPO", title: str = ""):
-    """Final figures of one method's runs against beta (log x axis), one panel per metric.
+    """One method's final metrics against beta (log x axis), one panel per metric.
 
     ``measured`` maps a metric name (e.g. ``"true reward"``, ``"KL"``) to one value per beta;
     ``optimum`` the same metric for the exact optimum pi* (drawn dashed), if given.
@@ -309,25 +361,85 @@ def plot_frontier(curve: list[dict], points: dict | None = None, title: str = "R
     """The exact optimal reward-KL curve, with methods' measured points on top.
 
     ``curve``: from :func:`minirlhf.compare.frontier_curve`. ``points`` maps a method name to a
-    list of ``(kl, reward)`` pairs, one per beta of ``betas`` (each point is labelled with its beta).
+    list of ``(kl, reward)`` pairs, one per beta of ``betas`` (each point is labelled with its beta,
+    unless all have the same: then say it in the title).
     """
     fig, ax = plt.subplots(figsize=(5.6, 3.6))
     ax.plot([p["kl"] for p in curve], [p["reward"] for p in curve], color="black",
             label="optimal (pi*_beta)")
+    everything = [(k, r) for pairs in (points or {}).values() for k, r in pairs]
     for (name, pairs), marker in zip((points or {}).items(), "osD^v"):
         ax.scatter([k for k, _ in pairs], [r for _, r in pairs], marker=marker, label=name, zorder=3)
-        for (kl, reward), beta in zip(pairs, betas or []):
-            ax.annotate(f"{beta:g}", (kl, reward), textcoords="offset points", xytext=(4, -10), fontsize=9)
     ax.set_xlabel("KL(pi || pi_ref)")
     ax.set_ylabel("expected true reward")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=9)
+    label = bool(betas) and len(set(betas)) > 1  # one beta for every point: the title says it
+    if label:
+        ax.margins(0.08)  # room for the labels
     fig.tight_layout()
+    if label:
+        labelled = [(k, r, f"{b:g}") for pairs in (points or {}).values() for (k, r), b in zip(pairs, betas)]
+        label_points(ax, *zip(*labelled), avoid=everything)
+    return fig
+
+
+def plot_over_optimisation(curve: dict, betas: list[float], best_of_n: dict | None = None,
+                           ppo: list[dict] | None = None,
+                           title: str = "Over-optimising a learned reward model, on the candidate answers"):
+    """Over-optimisation: the learned reward ``r_phi`` (what the policy sees) and the true reward
+    against the KL to the reference, for the policies that are best for ``r_phi``.
+
+    ``curve`` holds ``"KL"``, ``"r_phi"`` and ``"true reward"``, one value per beta of ``betas``
+    (the exact pi*_phi, each point labelled with its beta); ``best_of_n`` the same keys for
+    best-of-n on ``r_phi``; ``ppo`` the records (dicts with the same keys) of a PPO run at beta = 0.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.2))
+    panels = (("r_phi", "learned reward r_phi (what PPO sees)"), ("true reward", "true reward"))
+    for ax, (key, panel_title) in zip(axes, panels):
+        ax.plot(curve["KL"], curve[key], marker="o", label="pi*_phi (best for r_phi)")
+        if best_of_n:
+            ax.plot(best_of_n["KL"], best_of_n[key], marker="^", color="C2",
+                    label="best-of-n on r_phi (n = 1 ... 256)")
+        if ppo:
+            ax.plot([h["KL"] for h in ppo], [h[key] for h in ppo], "s", color="C3",
+                    label="PPO at beta = 0 (every 10 steps)")
+        ax.set_xlabel("KL to the reference (nats)", fontsize=9)
+        ax.set_title(panel_title, fontsize=9)
+        ax.tick_params(labelsize=9)
+        ax.margins(x=0.1, y=0.15)
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"{title} (numbers: beta)", fontsize=10)
+    fig.tight_layout()
+    for ax, (key, _) in zip(axes, panels):
+        others = [(x, y) for x, y in zip((best_of_n or {}).get("KL", []), (best_of_n or {}).get(key, []))]
+        others += [(h["KL"], h[key]) for h in ppo or []]
+        label_points(ax, curve["KL"], curve[key], [f"{b:g}" for b in betas], avoid=others)
+    return fig
+
+
+def plot_labels_paid(rows: list[dict], beta: float | None = None, x: str = "rater_labels",
+                     y: str = "attainment"):
+    """What each method reached against the rater labels it paid: one labelled point per method.
+
+    ``rows``: dicts with ``"method"``, ``x`` (the labels) and ``y`` (e.g. the attainment on the
+    training prompts).
+    """
+    fig, ax = plt.subplots(figsize=(5.6, 3.4))
+    for row in rows:
+        ax.scatter(row[x], row[y], s=40)
+    ax.set_xlabel("rater labels")
+    ax.set_ylabel("attainment (training prompts)")
+    at = f" (beta = {beta:g})" if beta is not None else ""
+    ax.set_title(f"What each method reached, and the labels it paid{at}", fontsize=10)
+    ax.margins(x=0.12, y=0.12)
+    fig.tight_layout()
+    label_points(ax, [r[x] for r in rows], [r[y] for r in rows], [r["method"] for r in rows])
     return fig
 
 
 def plot_margin_calibration(calibration: dict, title: str = "Learned vs true margin (held-out pairs)"):
-    """Mean learned margin against true margin, from :func:`minirlhf.reward.margin_calibration`.
+    """Mean learned margin against true margin, from :func:`minirlhf.evaluation.margin_calibration`.
 
     Marker area grows with the number of pairs; the dashed diagonal is "learned = true".
     """
@@ -336,21 +448,21 @@ def plot_margin_calibration(calibration: dict, title: str = "Learned vs true mar
     counts = [calibration[m]["pairs"] for m in margins]
     fig, ax = plt.subplots(figsize=(3.8, 3.2))
     ax.scatter(margins, learned, s=[10 + 200 * c / max(counts) for c in counts], alpha=0.7)
-    for m, y, c in zip(margins, learned, counts):
-        ax.annotate(f"{c} pairs", (m, y), textcoords="offset points", xytext=(6, -10), fontsize=9)
     top = max(max(margins), max(learned)) + 0.3
     ax.plot([0, top], [0, top], "k--", lw=0.8)
     ax.set_xlabel("true margin r(x, y_better) - r(x, y_worse)")
     ax.set_ylabel("mean learned margin")
     ax.set_title(title, fontsize=10)
+    ax.margins(0.1)
     fig.tight_layout()
+    label_points(ax, margins, learned, [f"{c} pairs" for c in counts])
     return fig
 
 
 # --- DPO (notebook 04, minirlhf.dpo.demo_stage) -----------------------------------------------
 
 def plot_runs(histories: dict, keys: list[str], title: str = "", x: str = "step", hlines: dict | None = None):
-    """Several runs on shared axes (notebooks 02-04): one panel per metric in ``keys``, one line per run.
+    """Training curves of several runs on shared axes, one panel per metric and one line per run.
 
     ``histories`` maps a run's label to its history (a list of dicts); ``hlines`` maps a metric to
     a reference value drawn dashed (e.g. the exact optimum).

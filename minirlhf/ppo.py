@@ -24,7 +24,7 @@ on a model this small a value head on the policy's trunk would bend the features
 How each default was chosen: the docs page "How the defaults were found" (docs/defaults.md).
 
 Conventions: prompts left-padded with ``position_ids`` from the attention mask; every per-token
-tensor is (B, T), column ``t`` about token ``t`` given ``< t`` (as :func:`token_logprobs`). Dropout
+tensor is (B, T), column ``t`` about token ``t`` given ``< t`` (as :func:`~minirlhf.logprobs.token_logprobs`). Dropout
 is off (``eval()`` mode; gradients still flow).
 """
 

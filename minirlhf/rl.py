@@ -161,7 +161,7 @@ class RaterRefreshes:
                      if self.active and reward_data is not None else None)
         self.rater, self.ref_model, self.tokenizer, self.config = rater, ref_model, tokenizer, config
         self.prompts = list(dict.fromkeys(prompts))
-        self.labels = 0
+        self.labels = 0  #: the rater's new labels so far (each refresh adds its pairs)
 
     def after_step(self, step: int, policy) -> dict:
         """Refresh every ``reward_refresh_every`` steps (not after the last); returns its metrics."""

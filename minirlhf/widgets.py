@@ -10,7 +10,6 @@ and creates no widget at all, so that no widget state is stored.
 from __future__ import annotations
 
 import html
-import math
 import os
 import sys
 
@@ -45,27 +44,37 @@ def show_note(text: str) -> None:
     display({"text/plain": text, "text/html": f"<p><em>{html.escape(text)}</em></p>"}, raw=True)
 
 
+BETA_STEPS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+"""The beta explorer's slider positions: 1-2-5 steps on a log scale, from a pi* that is nearly all
+on the best answer (0.01) to one that is the reference (100)."""
+
+
 class BetaExplorer:
     """pi_ref and pi* for one prompt, with a slider over beta (see :func:`beta_explorer`)."""
 
-    def __init__(self, evaluator, prompt_index: int = 0, betas=(0.02, 5.0), value: float = 0.5):
+    def __init__(self, evaluator, prompt_index: int = 0, betas=BETA_STEPS, value: float = 0.5):
         self.ref = with_outside(evaluator.ref_set_probs[prompt_index])
         self.rewards = evaluator.rewards[prompt_index]
         self.candidates = evaluator.candidates[prompt_index]
         self.prompt = evaluator.prompts[prompt_index]
-        self.betas, self.value = betas, value
+        betas = sorted(float(b) for b in betas)
+        if len(betas) == 2:  # a range: the 1-2-5 steps within it
+            betas = [b for b in BETA_STEPS if betas[0] <= b <= betas[1]] or betas
+        if value not in betas:
+            raise ValueError(f"value must be one of the slider's betas {betas}, got {value}.")
+        self.betas, self.value = tuple(betas), value
 
     def figure(self, beta: float):
-        """The figure for one ``beta``: bars of pi_ref and pi* over the likeliest answers."""
+        """Bars of pi_ref and pi* at one ``beta`` over the reference's likeliest answers (the same
+        answers, in the same order, and the same y-axis from 0 to 1 at every beta)."""
         star = optimal_policy(self.ref, self.rewards, beta)
         return plot_distributions({"pi_ref": self.ref, "pi*": star}, self.candidates,
-                                  title=f"{self.prompt}  beta={beta:.3f}")
+                                  title=f"{self.prompt}  beta = {beta:g}", ylim=(0.0, 1.0))
 
     def widget(self) -> widgets.VBox:
-        """The interactive panel: a log-scale slider over beta above the figure."""
-        slider = widgets.FloatLogSlider(value=self.value, base=10, min=math.log10(self.betas[0]),
-                                        max=math.log10(self.betas[1]), step=0.05,
-                                        description="beta", readout_format=".3f")
+        """The interactive panel: a slider over beta (log scale, 1-2-5 steps) above the figure."""
+        slider = widgets.SelectionSlider(options=[(f"{b:g}", b) for b in self.betas], value=self.value,
+                                         description="beta", continuous_update=False)
         output = widgets.Output()
 
         def redraw(_=None):
@@ -90,13 +99,15 @@ class BetaExplorer:
                   "interactive slider.")
 
 
-def beta_explorer(evaluator, prompt_index: int = 0, betas=(0.02, 5.0),
+def beta_explorer(evaluator, prompt_index: int = 0, betas=BETA_STEPS,
                   value: float = 0.5) -> BetaExplorer:
     """A slider over beta that redraws pi_ref and pi* for one prompt of ``evaluator``.
 
     ``evaluator`` is a :class:`minirlhf.optimum.ExactEvaluator`. Small beta: pi* piles onto the
-    best answer; large beta: pi* stays with the reference. Display the result (last line of a
-    cell): in a live notebook it is the slider, elsewhere the figure at ``value``.
+    best answer; large beta: pi* stays with the reference. ``betas``: the slider's positions (the
+    default :data:`BETA_STEPS`, 0.01 to 100), or ``(low, high)`` for the steps between;
+    ``value`` is one of them. Display the result (last line of a cell): in a live notebook it is
+    the slider, elsewhere the figure at ``value``.
     """
     return BetaExplorer(evaluator, prompt_index, betas, value)
 
@@ -203,12 +214,55 @@ class LabelingSession:
                                       "chosen_reward": [], "rejected_reward": []})
         return Dataset.from_list(rows)
 
+    def agreement_counts(self) -> dict[str, int]:
+        """How your labels compare with the true reward, as counts: ``labelled`` pairs,
+        ``skipped`` pairs, ``compared`` (the labelled pairs whose two answers differ in true
+        reward), ``agreed`` (of those, the ones where you picked the higher), and ``ties`` (two
+        answers of equal true reward, e.g. two wrong cities: no right choice, so left out)."""
+        data = self.to_dataset()
+        rewards = list(zip(data["chosen_reward"], data["rejected_reward"]))
+        compared = [(c, r) for c, r in rewards if c == c and r == r and c != r]  # c == c: not NaN
+        return {"labelled": len(rewards), "skipped": self.n_skipped, "compared": len(compared),
+                "agreed": sum(c > r for c, r in compared), "ties": len(rewards) - len(compared)}
+
     def agreement_with_true_reward(self) -> float | None:
         """Fraction of your choices that picked the answer with the higher true reward (pairs of
-        equal true reward left out); None if there is none yet."""
+        equal true reward left out, see :meth:`agreement_counts`); None if there is none yet."""
+        counts = self.agreement_counts()
+        return counts["agreed"] / counts["compared"] if counts["compared"] else None
+
+    def summary(self) -> str:
+        """What your labels say, in words and counts (what :meth:`agreement_with_true_reward`
+        computed, and from how many pairs)."""
+        counts = self.agreement_counts()
+        if not counts["labelled"]:
+            return (f"No pair labelled yet ({counts['skipped']} skipped, {self.n_remaining} to go): the "
+                    "panel needs a person clicking in Jupyter (Run All, or a run without a browser, "
+                    "clicks nothing). Until then, labels_or_simulated() gives the simulated rater's "
+                    f"labels of the same {len(self.pairs)} pairs.")
+        pairs = lambda n: f"{n} pair{'s' if n != 1 else ''}"  # noqa: E731
+        text = f"You labelled {pairs(counts['labelled'])} ({counts['skipped']} skipped). "
+        if counts["compared"]:
+            text += (f"In {counts['compared']} of them the two answers differ in true reward, and you "
+                     f"picked the better one in {counts['agreed']} of {counts['compared']}.")
+        else:
+            text += "None of them has a better answer by the true reward."
+        if counts["ties"]:
+            text += (f" {pairs(counts['ties'])} compared two answers of equal true reward (e.g. two wrong "
+                     "cities): there is no right choice, so they are left out of that count.")
+        return text
+
+    def labels_or_simulated(self, rater=None):
+        """Your labels (:meth:`to_dataset`); if you labelled none, the same pairs labelled by
+        ``rater`` (default: the simulated rater, ``minirlhf.world.SimulatedRater()``), so that the
+        cells that follow have data to work on. Say which it is with :meth:`summary`."""
         data = self.to_dataset()
-        decided = [(c, r) for c, r in zip(data["chosen_reward"], data["rejected_reward"]) if c != r]
-        return sum(c > r for c, r in decided) / len(decided) if decided else None
+        if len(data):
+            return data
+        from minirlhf.preferences import label_pairs
+        from minirlhf.world import SimulatedRater
+
+        return label_pairs(self.pairs, rater or SimulatedRater())
 
 
 class LabelingPanel:
@@ -279,7 +333,9 @@ class LabelingPanel:
         for name in LabelingSession.CHOICES:
             self.buttons[name].disabled = current is None
         self.buttons["undo"].disabled = not self.session.choices
-        self.count.value = self.session.status()
+        summary = self.session.summary() if self.session.n_labeled else ""
+        self.count.value = html.escape(self.session.status()) + (f"<br><small>{html.escape(summary)}</small>"
+                                                                 if summary else "")
 
     def static_html(self) -> str:
         """The panel's current state as plain HTML (no buttons that do anything)."""

@@ -24,7 +24,9 @@ import random
 import re
 from dataclasses import dataclass
 
-# (country, capital). Single-word names keep the word-level tokenizer and the candidate set small.
+#: (country, capital). Single-word names keep the word-level tokenizer and the candidate set small.
+#:
+#: :meta hide-value:
 COUNTRIES: tuple[tuple[str, str], ...] = (
     ("France", "Paris"),
     ("Germany", "Berlin"),
@@ -61,16 +63,18 @@ PROMPT_TEMPLATE = "Q: What is the capital of {country}? A:"
 CONCISE_TEMPLATE = "The capital of {country} is {city}."
 HEDGE_TEMPLATE = "There are several capitals, but {city} is the official capital."
 STYLES: tuple[str, ...] = ("correct", "wrong", "hedge")
-# The SFT corpus mix: a "base model that is not aware of human preference". It knows each capital
-# but, as in the article, names its country's common confusion more often (France: Berlin).
+#: The SFT corpus mix: a "base model that is not aware of human preference". It knows each capital
+#: but, as in the article, names its country's common confusion more often (France: Berlin).
 STYLE_MIX: dict[str, float] = {"correct": 0.25, "wrong": 0.60, "hedge": 0.15}
 CONFUSION_SHARE = 0.40
 """The part of the wrong answers (40% of all answers) that name a training country's
 :data:`CONFUSION`; the other 20% spread evenly over every other wrong city (all 60% for a held-out
 country)."""
-# Each training country's common confusion (always another training capital). The held-out
-# countries have none: their wrong answers spread over every other capital, so that what alignment
-# on the training countries teaches (the concise, correct capital) can carry over to them.
+#: Each training country's common confusion (always another training capital). The held-out
+#: countries have none: their wrong answers spread over every other capital, so that what alignment
+#: on the training countries teaches (the concise, correct capital) can carry over to them.
+#:
+#: :meta hide-value:
 CONFUSION: dict[str, str] = {
     "France": "Berlin", "Germany": "Vienna", "Italy": "Madrid", "Spain": "Lisbon", "Japan": "Bangkok",
     "Portugal": "Madrid", "Austria": "Budapest", "Poland": "Moscow", "Greece": "Rome", "Russia": "Warsaw",

@@ -8,7 +8,14 @@ page (the tutorial and the exercises) it checks that
 * no visible text reads ``VBox(children`` or ``HBox(children`` (a widget's text repr);
 * no output shows a stale progress bar (``0%|``, ``45%|`` ...);
 * no output shows a Python traceback;
-* no code cell, input or output, is wider than its column (horizontal overflow);
+* no Markdown table is shown as its pipe text (``| a | b |`` / ``|---|---|``) outside code;
+* no line of code wraps inside a code block (continuation lines would start at column 0, breaking
+  Python's indentation and fixed-width tables): a block wider than its column scrolls sideways in
+  its own box, and no code block sticks out of the article column;
+* nothing widens the page beyond the window (at 390 px, a phone: long code in a heading, a table
+  or a signature that does not scroll in its own box), and nothing sticks out of the window;
+* every figure is shown at a readable size (at least ``MIN_SCALE`` of its own width) or is a link
+  to its full-size file; a formula is never shrunk; a figure's alt text is not its file name;
 * every image has loaded (``naturalWidth > 0``), and no local file failed to load.
 
 It prints one line per page and a summary, exits 1 if anything failed, and can save a full-page
@@ -24,7 +31,9 @@ Usage, from the repository root::
 
     python scripts/check_docs_in_browser.py                      # build the docs into a temp folder
     python scripts/check_docs_in_browser.py --html docs/_build/html --screenshots /tmp/shots
-    python scripts/check_docs_in_browser.py --all --width 800    # every page, a narrow window
+    python scripts/check_docs_in_browser.py --all --width 390    # every page, a phone's width
+
+Run it at both widths before a release: ``--all`` (1280 px) and ``--all --width 390``.
 """
 
 from __future__ import annotations
@@ -97,35 +106,111 @@ MEASURE_JS = r"""
   const outputText = outputs.map((o) => o.innerText).join("\n");
   const errorOutputs = article.querySelectorAll("div.output.traceback, div.output.error");
 
-  // Code blocks wider than their column: a box that scrolls sideways, or one that sticks out of
-  // the article column.
+  // Code blocks. A block wider than its column may scroll sideways in its own box; it must not
+  // spill out of the article column, and its lines must not wrap (measured by laying the block
+  // out once more without wrapping: if it is wider then, a line was wrapped).
   const column = article.getBoundingClientRect();
-  const wide = [];
+  const wide = [], wrapped = [];
+  let scrolling = 0;
   for (const pre of article.querySelectorAll("pre")) {
     if (!visible(pre)) continue;
+    const where = pre.closest("div.cell_output, div.output") ? "output" :
+                  pre.closest("div.cell_input, div.cell") ? "code cell" : "code block";
+    const lines = pre.innerText.split("\n");
+    const longest = lines.reduce((a, b) => (b.length > a.length ? b : a), "").slice(0, 100);
+    const style = getComputedStyle(pre);
     const box = pre.getBoundingClientRect();
-    const scrolls = pre.scrollWidth > pre.clientWidth + 1;
-    const sticksOut = box.right > column.right + 1;
-    if (scrolls || sticksOut) {
-      const where = pre.closest("div.cell_output, div.output") ? "output" :
-                    pre.closest("div.cell_input, div.cell") ? "code cell" : "code block";
-      const lines = pre.innerText.split("\n");
-      const longest = lines.reduce((a, b) => (b.length > a.length ? b : a), "");
-      wide.push({where, scrollWidth: pre.scrollWidth, clientWidth: pre.clientWidth,
-                 line: longest.slice(0, 100)});
+    const spills = pre.scrollWidth > pre.clientWidth + 1 && style.overflowX === "visible";
+    if (spills || box.right > column.right + 1) {
+      wide.push({where, scrollWidth: pre.scrollWidth, clientWidth: pre.clientWidth, line: longest});
+    }
+    if (!["pre", "nowrap"].includes(style.whiteSpace)) {
+      const before = pre.scrollWidth, inline = pre.style.whiteSpace;
+      pre.style.whiteSpace = "pre";
+      const unwrapped = pre.scrollWidth;
+      pre.style.whiteSpace = inline;
+      if (unwrapped > before + 1) {
+        wrapped.push({where, whiteSpace: style.whiteSpace, width: pre.clientWidth,
+                      needed: unwrapped, line: longest});
+      }
+    }
+    if (pre.scrollWidth > pre.clientWidth + 1) scrolling += 1;
+  }
+
+  // Markdown tables shown as text: a separator row |---|---| outside code (with smart quotes
+  // on, "---" is drawn as an em dash: |—|—|).
+  const proseText = (el) => {
+    let text = "";
+    const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      if (!node.parentElement.closest("pre, code, kbd, samp, script, style")) text += node.data;
+    }
+    return text;
+  };
+  const rawTables = [];
+  for (const el of article.querySelectorAll("p, li, dd, td, th, div.cell_output div.output")) {
+    if (el.closest("pre")) continue;
+    const text = proseText(el);
+    const cell = "[ \\t]*:?(?:-{3,}|[\u2013\u2014][-\u2013\u2014]*):?[ \\t]*";
+    const match = text.match(new RegExp(`\\|?${cell}\\|${cell}\\|?`));
+    if (match) {
+      const start = Math.max(0, text.lastIndexOf("\n", match.index - 2) + 1);
+      rawTables.push(text.slice(start, start + 100).replace(/\s+/g, " ").trim());
     }
   }
+
+  // Wider than the window: the page scrolls sideways, or an element sticks out of the window
+  // (outermost such element of the main column, not inside a box that scrolls or clips).
   const pageScrolls = document.documentElement.scrollWidth > window.innerWidth + 1;
+  const main = document.querySelector(".bd-main") || article;
+  const clippedByAncestor = (el) => {
+    for (let p = el.parentElement; p && p !== main.parentElement; p = p.parentElement) {
+      if (getComputedStyle(p).overflowX !== "visible") return true;
+    }
+    return false;
+  };
+  const outside = [];
+  for (const el of main.querySelectorAll("*")) {
+    const box = el.getBoundingClientRect();
+    if (box.width < 1 || box.right <= window.innerWidth + 1) continue;
+    if (el.parentElement && el.parentElement.getBoundingClientRect().right > window.innerWidth + 1
+        && main.contains(el.parentElement) && !clippedByAncestor(el.parentElement)) continue;
+    if (clippedByAncestor(el) || !visible(el)) continue;
+    outside.push({element: describe(el), right: Math.round(box.right),
+                  text: (el.innerText || el.getAttribute("alt") || "").replace(/\s+/g, " ").slice(0, 60)});
+    if (outside.length >= 5) break;
+  }
 
   const images = [...document.images].map((img) => ({
     src: img.getAttribute("src"), complete: img.complete, naturalWidth: img.naturalWidth,
   }));
+
+  // Figures and formulas in the article, as drawn: the scale they are shown at, whether they link
+  // to a file that opens full size, and their alt text.
+  const figures = [];
+  for (const img of article.querySelectorAll("img")) {
+    if (!visible(img) || !img.naturalWidth) continue;
+    const shown = img.getBoundingClientRect().width;
+    const formula = img.matches("img.math, img.math-display");
+    // a formula's drawn size is its width in pt (1 pt = 4/3 px); a picture's is its own width
+    const drawn = formula && img.style.width.endsWith("pt") ? parseFloat(img.style.width) * 4 / 3
+                                                              : img.naturalWidth;
+    const link = img.closest("a[href]");
+    figures.push({src: img.getAttribute("src"), alt: img.getAttribute("alt") || "", formula,
+                  scale: drawn ? shown / drawn : 1, shown: Math.round(shown),
+                  linked: Boolean(link && !link.getAttribute("href").startsWith("#"))});
+  }
   return {title: document.title, search, text, outputText, errorOutputs: errorOutputs.length,
-          wide, pageScrolls, pageWidth: document.documentElement.scrollWidth, images,
+          wide, wrapped, scrolling, rawTables, pageScrolls,
+          pageWidth: document.documentElement.scrollWidth, outside, images, figures,
           outputs: outputs.length};
 }
 """
 
+MIN_SCALE = 0.6
+"""A figure shown at less than this share of its own width (its labels drawn at 9 pt on a 100-dpi
+PNG would be under about 7 px tall) must be a link that opens it full size. A formula is never
+shrunk (it is drawn at the text's size)."""
 WIDGET_REPR = re.compile(r"[VH]Box\(children")
 PROGRESS = re.compile(r"\d{1,3}%\|")
 TRACEBACK = re.compile(r"Traceback \(most recent call last\)")
@@ -148,10 +233,34 @@ def problems(measured: dict, failed_requests: list[str]) -> list[str]:
     if TRACEBACK.search(measured["outputText"]) or measured["errorOutputs"]:
         found.append("a Python traceback in an output")
     for block in measured["wide"]:
-        found.append(f"{block['where']} wider than its column ({block['scrollWidth']} > "
+        found.append(f"{block['where']} sticks out of its column ({block['scrollWidth']} > "
                      f"{block['clientWidth']} px): {block['line']!r}")
+    for block in measured.get("wrapped", []):
+        found.append(f"{block['where']} wraps its lines (white-space: {block['whiteSpace']}; "
+                     f"{block['needed']} px needed, {block['width']} px wide): {block['line']!r}")
+    for table in measured.get("rawTables", []):
+        found.append(f"a Markdown table shown as text: {table!r}")
     if measured["pageScrolls"]:
-        found.append(f"the page scrolls sideways ({measured['pageWidth']} px wide)")
+        culprit = measured.get("outside") or []
+        where = f": {culprit[0]['element']} {culprit[0]['text']!r} ends at {culprit[0]['right']} px" \
+            if culprit else ""
+        found.append(f"the page scrolls sideways ({measured['pageWidth']} px wide){where}")
+    elif measured.get("outside"):
+        first = measured["outside"][0]
+        found.append(f"{first['element']} {first['text']!r} sticks out of the window "
+                     f"(ends at {first['right']} px)")
+    for figure in measured.get("figures", []):
+        name = figure["src"].rsplit("/", 1)[-1]
+        if figure["formula"]:
+            if figure["scale"] < 0.95:
+                found.append(f"a formula shrunk to {figure['scale']:.0%}: {figure['alt'][:60]!r}")
+            continue
+        if figure["scale"] < MIN_SCALE and not figure["linked"]:
+            found.append(f"figure shown at {figure['scale']:.0%} of its size ({figure['shown']} px), "
+                         f"with no link to open it full size: {name}")
+        alt = figure["alt"].strip()
+        if not alt or alt.rsplit("/", 1)[-1] == name:
+            found.append(f"figure without alt text (it reads as its file name): {name}")
     for image in measured["images"]:
         if not image["complete"] or image["naturalWidth"] == 0:
             found.append(f"image not loaded: {image['src']}")
@@ -161,9 +270,9 @@ def problems(measured: dict, failed_requests: list[str]) -> list[str]:
 
 
 def build_docs(out: Path) -> None:
-    """Build the site as the README says (offline, warnings as errors)."""
+    """Build the site as the README says (offline, warnings as errors, nitpicky references)."""
     print(f"building the docs into {out} ...", flush=True)
-    subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", "docs",
+    subprocess.run([sys.executable, "-m", "sphinx", "-n", "-W", "--keep-going", "-q", "-b", "html", "docs",
                     str(out)], cwd=ROOT, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
@@ -209,9 +318,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=1280, help="window width in CSS pixels")
     parser.add_argument("--height", type=int, default=900, help="window height in CSS pixels")
     parser.add_argument("--chromium", help="path of a Chromium or Chrome (default: chromium on PATH)")
+    parser.add_argument("--page", action="append", help="check only this page (e.g. where_next.html); "
+                        "may be given several times")
     args = parser.parse_args(argv)
 
     try:
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
         from playwright.sync_api import sync_playwright
     except ImportError:
         sys.exit("Playwright is missing: pip install playwright")
@@ -228,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.screenshots:
             args.screenshots.mkdir(parents=True, exist_ok=True)
         server, base = serve(html)
-        pages = pages_to_check(html, args.all)
+        pages = args.page or pages_to_check(html, args.all)
         failures = {}
         try:
             with sync_playwright() as p:
@@ -246,12 +358,17 @@ def main(argv: list[str] | None = None) -> int:
                                   ".forEach((img) => { img.loading = 'eager'; })")
                     page.wait_for_function("() => [...document.images].every((img) => img.complete)",
                                            timeout=15_000)
-                    page.wait_for_load_state("networkidle")
+                    try:  # a busy machine may never be idle for 500 ms: measure anyway
+                        page.wait_for_load_state("networkidle", timeout=15_000)
+                    except PlaywrightTimeout:
+                        pass
                     measured = page.evaluate(MEASURE_JS)
                     found = problems(measured, [f.replace(base, "") for f in failed])
                     status = "ok  " if not found else "FAIL"
+                    scrolling = (f", {measured['scrolling']} code blocks scroll sideways"
+                                 if measured["scrolling"] else "")
                     print(f"{status} {page_path}  ({len(measured['images'])} images, "
-                          f"{measured['outputs']} outputs)")
+                          f"{measured['outputs']} outputs{scrolling})")
                     for problem in found:
                         print(f"       - {problem}")
                     if found:

@@ -58,11 +58,14 @@ def _draw(tex: str, size: float, folder: Path) -> tuple[str, float, float, float
         width, height, depth, *_ = mathtext.MathTextParser("path").parse(source, dpi=72, prop=prop)
     except ValueError:
         return None
-    name = hashlib.sha1(f"{size}|{source}".encode()).hexdigest()[:16] + ".svg"
+    # "transparent" in the key: images drawn before the backgrounds were made transparent are redrawn
+    name = hashlib.sha1(f"{size}|transparent|{source}".encode()).hexdigest()[:16] + ".svg"
     path = folder / name
     if not path.exists():
         folder.mkdir(parents=True, exist_ok=True)
-        with matplotlib.rc_context({"svg.hashsalt": "minirlhf", "svg.fonttype": "path"}):
+        # No background: a white box would show as a grey one once dark mode inverts the colours.
+        with matplotlib.rc_context({"svg.hashsalt": "minirlhf", "svg.fonttype": "path",
+                                    "savefig.transparent": True}):
             mathtext.math_to_image(source, path, prop=prop, dpi=72, format="svg")
     return name, float(width), float(height), float(depth)
 

@@ -3,10 +3,11 @@
 * the notebooks: ``notebooks/NN_*.ipynb`` are copied to ``docs/notebooks/`` and the exercise
   notebooks ``notebooks/exercises/NN_*.ipynb`` to ``docs/exercises/`` (a glob: a new notebook
   appears on the site without touching the docs), without their widget outputs;
-* the API reference: one page per public module of minirlhf, in ``docs/api/``;
+* the API reference: one page per public module of minirlhf, in ``docs/api/``, and the index of
+  them with each module's summary, ``docs/_generated/api_index.md``;
 * the table that maps every field of every minirlhf ``*Config`` to TRL, in
   ``docs/_generated/config_tables.md``, and the main ones to TRL, OpenRLHF and verl, in
-  ``docs/_generated/engines_table.md`` (both from :mod:`trl_mapping`).
+  ``docs/_generated/engines_table.md`` (an HTML table; both from :mod:`trl_mapping`).
 
 Generated files are git-ignored (``docs/.gitignore``). Each is rewritten only when its content
 changes, so that Sphinx's incremental builds stay incremental.
@@ -15,9 +16,11 @@ changes, so that Sphinx's incremental builds stay incremental.
 from __future__ import annotations
 
 import dataclasses
+import html
 import importlib
 import json
 import pkgutil
+import re
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent.parent
@@ -105,6 +108,28 @@ def write_api_pages() -> list[str]:
     return modules
 
 
+def module_summary(module: str) -> str:
+    """The first paragraph of a module's docstring, in MyST Markdown on one line."""
+    text = (importlib.import_module(module).__doc__ or "").strip().split("\n\n")[0]
+    text = " ".join(text.split()).rstrip(":").rstrip()
+    text = re.sub(r":([a-z]+):`([^`]+)`", r"{\1}`\2`", text).replace("``", "`")
+    return text if text.endswith((".", "?", "!", '"')) else text + "."
+
+
+def api_index(modules: list[str]) -> str:
+    """A Markdown table of every public module, linked, with its summary."""
+    rows = ["| module | what it holds |", "|---|---|"]
+    for module in modules:
+        summary = module_summary(module).replace("|", "\\|")
+        rows.append(f"| {{mod}}`{module}` | {summary} |")
+    return "\n".join(rows) + "\n"
+
+
+def write_api_index(modules: list[str]) -> None:
+    """Write ``_generated/api_index.md`` (included by ``api.md``)."""
+    _write_if_changed(DOCS / "_generated" / "api_index.md", api_index(modules))
+
+
 SHARED_CONFIGS = {"minirlhf.rl.RLConfig"}
 """Base classes of other configs, not given to any trainer: their fields are mapped under PPOConfig's
 and GRPOConfig's."""
@@ -167,22 +192,38 @@ def write_config_tables(mapping: dict) -> list[str]:
     return missing
 
 
+def _breakable_code(name: str) -> str:
+    """``name`` as inline code (HTML) that may break after a dot, a comma or an ``=``, and after an
+    underscore of a part longer than 16 characters, and nowhere else: a long dotted key wraps at its
+    parts instead of widening the table."""
+    text = html.escape(name)
+    text = re.sub(r"\w{17,}", lambda m: m.group(0).replace("_", "_<wbr>"), text)
+    text = re.sub(r"(?<=[^-])([.,=])(?=\w)", r"\1<wbr>", text)
+    return f'<code class="docutils literal notranslate">{text}</code>'
+
+
 def engines_table(mapping: dict, engines: dict) -> tuple[str, list[str]]:
-    """One Markdown table of the main fields: minirlhf, TRL (from ``mapping``), OpenRLHF and verl (from
-    ``engines``), and the entries of ``engines`` that name no field of a minirlhf config."""
+    """One table (HTML, so that long names break only at their dots and underscores) of the main
+    fields: minirlhf, TRL (from ``mapping``), OpenRLHF and verl (from ``engines``); and the entries
+    of ``engines`` that name no field of a minirlhf config."""
     fields = {f"{c.__module__}.{c.__qualname__}": {f.name for f in dataclasses.fields(c)}
               for c in config_classes()}
-    rows, unknown = ["| minirlhf | TRL | OpenRLHF | verl |", "|---|---|---|---|"], []
+    head = "".join(f"<th>{name}</th>" for name in ("minirlhf", "TRL", "OpenRLHF", "verl"))
+    rows, unknown = [], []
     for key, entries in engines.items():
-        short = key.split(".", 1)[1]  # "ppo.PPOConfig"
+        short = key.split(".", 1)[1]  # "ppo.PPOConfig": a row of its own, then one row per field
+        rows.append(f'<tr class="engines-config"><th colspan="4">{_breakable_code(short)}</th></tr>')
         for field, names in entries.items():
             if field not in fields.get(key, ()):
                 unknown.append(f"{key}.{field}")
                 continue
             trl_name = mapping[key]["fields"][field][0]
-            cells = [f"`{name}`" if name else "none" for name in (trl_name, *names)]
-            rows.append(f"| `{short}.{field}` | " + " | ".join(cells) + " |")
-    return "\n".join(rows), unknown
+            names = (field, trl_name, *names)
+            cells = [_breakable_code(name) if name else "none" for name in names]
+            rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
+    table = ('<div class="pst-scrollable-table-container">\n<table class="table engines-table">\n'
+             f"<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>\n</div>")
+    return table, unknown
 
 
 def write_engines_table(mapping: dict, engines: dict) -> list[str]:

@@ -168,7 +168,7 @@ class ExactEvaluationCallback(TrainerCallback):
         self.evaluate = exact_metrics(train, beta, held_out=other)
         self.every = every
         self.trainer = None
-        self.history: list[dict] = []
+        self.history: list[dict] = []  #: every evaluation so far, one dict of metrics each
 
     def summary(self) -> str:
         """The last evaluation in words: attainment (training and held-out prompts), KL, leak."""
