@@ -1,5 +1,6 @@
-"""The documentation: the site builds offline with warnings as errors (so a broken page fails CI),
-renders every notebook with its stored figures, loads nothing from the web, and every public
+"""The documentation: the site builds offline with warnings as errors and every cross-reference
+resolved (so a broken page or link fails CI), renders every notebook with its stored figures and
+tables, described and linked to their full size, loads nothing from the web, and every public
 function and class of minirlhf has a docstring."""
 
 import dataclasses
@@ -88,7 +89,7 @@ def site(tmp_path_factory):
         pytest.importorskip(package)
     out = tmp_path_factory.mktemp("docs") / "html"
     result = subprocess.run(
-        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", "docs", str(out)],
+        [sys.executable, "-m", "sphinx", "-n", "-W", "--keep-going", "-q", "-b", "html", "docs", str(out)],
         check=False, cwd=ROOT, capture_output=True, text=True, timeout=600,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"})
     assert result.returncode == 0, f"the docs build failed:\n{result.stderr[-5000:]}"
@@ -116,6 +117,60 @@ def test_the_api_reference_documents_each_module(site):
     assert 'id="minirlhf.sft.sft_loss"' in page and "Mean negative log-likelihood" in page
     modules = _site_sources().public_modules()
     assert all((site / "api" / f"{m}.html").exists() for m in modules)
+    # the index says in a line what each module holds
+    index = (site / "api.html").read_text(encoding="utf-8")
+    for module in modules:
+        assert f'href="api/{module}.html#module-{module}"' in index, module
+    assert "Supervised fine-tuning (SFT): teach a random tiny GPT" in index
+
+
+def test_notebook_figures_are_described_and_open_full_size(site):
+    """MyST-NB's alt text of a notebook figure is its file name; reader_view.py describes it from
+    the cell's code and links it to its file (a phone shows it at half its size or less)."""
+    figure = re.compile(r'<a class="[^"]*image-reference[^"]*" href="\.\./_images/([0-9a-f]+\.png)"[^>]*>'
+                        r'<img alt="([^"]*)" src="\.\./_images/\1"')
+    for page in sorted((site / "notebooks").glob("*.html")):
+        text = page.read_text(encoding="utf-8")
+        raster = re.findall(r'<img [^>]*src="\.\./_images/[0-9a-f]+\.png"', text)
+        linked = figure.findall(text)
+        assert len(linked) == len(raster), f"{page.name}: a figure without a link to its file"
+        assert all(alt.startswith("Figure: ") and ".png" not in alt for _, alt in linked), page.name
+    text = (site / "notebooks" / "02_reward_model.html").read_text(encoding="utf-8")
+    assert "Scatter of learned against true reward over one prompt&#x27;s candidate answers" in text
+
+
+def test_a_notebooks_markdown_table_is_a_table(site):
+    """Notebook 05 prints its results table as Markdown: rendered as GitHub Markdown, not as pipes."""
+    page = (site / "notebooks" / "05_ppo_vs_dpo.html").read_text(encoding="utf-8")
+    assert re.search(r'<div class="cell_output[^"]*">\s*<div class="pst-scrollable-table-container">'
+                     r'<table[^>]*>\s*<thead>\s*<tr[^>]*><th[^>]*><p>method</p>', page)
+    assert not re.search(r"<p>\|[^<]*\|\s*\n\|[-\u2013\u2014|]+\|", page)  # no pipe text
+
+
+def test_reading_on_from_the_teachers_page_skips_the_answers(site):
+    page = (site / "teachers.html").read_text(encoding="utf-8")
+    assert 'href="discussion_answers.html"' in page  # linked from the text
+    assert not re.search(r'<link rel="next"[^>]*discussion_answers', page)
+    assert not re.search(r'class="right-next"[^>]*href="discussion_answers', page)
+    results = (site / "results.html").read_text(encoding="utf-8")
+    assert not re.search(r'<link rel="prev"[^>]*discussion_answers', results)
+
+
+def test_figure_alt_text_is_read_from_the_cell():
+    spec = importlib.util.spec_from_file_location("reader_view", DOCS / "_ext" / "reader_view.py")
+    reader_view = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reader_view)
+    describe = reader_view._describers()
+    alt = reader_view.figure_alt('fig = plots.plot_learned_vs_true_reward(france, title="France: learned")',
+                                 describe)
+    assert alt == ("Figure: France: learned. Scatter of learned against true reward over one prompt's "
+                   "candidate answers.")
+    inline = ('fig, ax = plt.subplots()\nax.set_title(f"Mass on bad answers (beta = {BETA})")\n'
+              'fig.suptitle("All")')
+    assert reader_view.figure_alt(inline, describe) == "Figure: All. Mass on bad answers (beta = BETA)."
+    assert reader_view.figure_alt("# Why the hollow points are guesses: how likely\nx = 1", describe) \
+        == "Figure: Why the hollow points are guesses: how likely."
+    assert reader_view.figure_alt("x = 1", describe) is None
 
 
 def test_every_config_field_is_mapped_to_trl(site):
