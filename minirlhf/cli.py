@@ -1,8 +1,11 @@
 """The ``minirlhf`` command line (argument parsing only; the work is in :mod:`minirlhf.pipeline`)::
 
-    minirlhf demo [--out DIR] [--quick] [--seed N] [--retrain]   the whole pipeline, report.html in DIR
-    minirlhf sft --out DIR [--steps N] [--seed N]     train the SFT base model and save it
-    minirlhf export --format trl|openrlhf|verl --out DIR   the world's data for another library
+    minirlhf demo [--out DIR] [--quick] [--seed N] [--retrain]
+        the whole pipeline, report.html in DIR
+    minirlhf sft --out DIR [--steps N] [--seed N]
+        train the SFT base model and save it
+    minirlhf export --format trl|openrlhf|verl --out DIR
+        the world's data for another library
 
 ``minirlhf COMMAND --help`` lists each command's options.
 """

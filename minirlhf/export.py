@@ -10,16 +10,20 @@ Three kinds of data leave minirlhf (each a ``datasets.Dataset``, built by the fu
 
 :func:`export` writes them into a folder, in one of three layouts (:data:`FORMATS`)::
 
-    trl       sft.jsonl                        prompt, completion        TRL's "prompt-completion"
-              preferences_{train,test}.jsonl   prompt, chosen, rejected  TRL's "preference"
-              prompts_{train,held_out}.jsonl   prompt, ground_truth      TRL's "prompt-only" (GRPOTrainer
-                                                                         gives reward functions ground_truth)
-    openrlhf  sft.jsonl                        input, output             --data.input_key, --data.output_key
-              preferences_{train,test}.jsonl   prompt, chosen, rejected  --data.prompt_key, --data.chosen_key,
-                                                                         --data.rejected_key
-              prompts_{train,held_out}.jsonl   input, label              --data.input_key, --data.label_key
+    trl       sft.jsonl                        prompt, completion
+              preferences_{train,test}.jsonl   prompt, chosen, rejected
+              prompts_{train,held_out}.jsonl   prompt, ground_truth
+    openrlhf  sft.jsonl                        input, output
+              preferences_{train,test}.jsonl   prompt, chosen, rejected
+              prompts_{train,held_out}.jsonl   input, label
     verl      train.parquet, test.parquet      data_source, prompt (chat messages), ability,
-                                               reward_model {style: "rule", ground_truth}, extra_info
+                                               reward_model {style: "rule", ground_truth},
+                                               extra_info
+
+TRL calls the three "prompt-completion", "preference" and "prompt-only" data (``GRPOTrainer``
+hands ``ground_truth`` to reward functions); OpenRLHF reads the columns named by its options
+``--data.input_key``, ``--data.output_key``, ``--data.prompt_key``, ``--data.chosen_key``,
+``--data.rejected_key`` and ``--data.label_key``.
 
 Answers start with a space (``" The capital of France is Paris."``): a sub-word tokenizer needs it
 between ``A:`` and the answer, and minirlhf's word-level tokenizer and reward ignore it.

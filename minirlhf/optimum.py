@@ -181,7 +181,9 @@ def kl_estimator_values(probs: torch.Tensor, ref_probs: torch.Tensor) -> dict[st
 def kl_estimator_moments(probs: torch.Tensor, ref_probs: torch.Tensor) -> dict[str, dict[str, float]]:
     """Exact mean, bias and spread of k1, k2, k3 under y ~ ``probs``, by enumeration (K,)::
 
-        mean = sum_y pi(y) k(y),   bias = mean - KL(pi || pi_ref),   std = sqrt(sum_y pi(y) (k(y) - mean)^2)
+        mean = sum_y pi(y) k(y)
+        bias = mean - KL(pi || pi_ref)
+        std  = sqrt(sum_y pi(y) (k(y) - mean)^2)
 
     k1 and k3 are unbiased; k2 is biased (by the third and higher cumulants of log(pi/pi_ref));
     k3 >= 0 on every sample and usually has the smallest spread near pi_ref."""

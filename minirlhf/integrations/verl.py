@@ -4,7 +4,8 @@ verl scores each answer with ``compute_score(data_source, solution_str, ground_t
 Point verl at this file for the data that ``minirlhf export --format verl --out DIR`` writes::
 
     REWARD="$(python -c 'import minirlhf.integrations.verl as m; print(m.__file__)')"
-    python -m verl.trainer.main_ppo data.train_files=DIR/train.parquet data.val_files=DIR/test.parquet \\
+    python -m verl.trainer.main_ppo \\
+        data.train_files=DIR/train.parquet data.val_files=DIR/test.parquet \\
         custom_reward_function.path="$REWARD" \\
         custom_reward_function.name=compute_score ...
 """
