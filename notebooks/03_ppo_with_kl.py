@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -78,6 +78,7 @@ from minirlhf.ppo import (AdaptiveKLController, Critic, PPOConfig, gae,
                           score_rollouts, train_ppo, whiten)
 from minirlhf.reward import RewardConfig
 from minirlhf.utils import seed_everything
+from myst_nb import glue  # stores a number for the docs pages that quote it
 
 # %%
 SEED = 0
@@ -310,6 +311,9 @@ print(f"true reward {start['exact/true_reward']:.3f} -> "
 print(f"P(Paris) {start['P(Paris)']:.3f} -> {end['P(Paris)']:.3f},  "
       f"P(Berlin) {start['P(Berlin)']:.3f} -> {end['P(Berlin)']:.4f},  "
       f"Paris ahead from step {overtake}")
+for moment, h in (("start", start), ("end", end)):
+    for key in ("true_reward", "kl", "attainment"):
+        glue(f"ppo_gt_{key}_{moment}", float(h[f"exact/{key}"]), display=False)
 # the lesson: Berlin led, Paris overtook it by far; the true reward rose at a modest KL
 assert start["P(Berlin)"] > start["P(Paris)"]
 assert end["P(Paris)"] > end["P(Berlin)"] + 0.5
@@ -423,6 +427,9 @@ fig = plot_beta_sweep(betas, measured, optimum)
 
 # %%
 print({name: [round(v, 3) for v in values] for name, values in measured.items()})
+for i, b in enumerate(betas):
+    glue(f"sweep_true_reward_beta_{b:g}", float(measured["true reward"][i]), display=False)
+    glue(f"sweep_kl_beta_{b:g}", float(measured["KL"][i]), display=False)
 kl, true_reward = measured["KL"], measured["true reward"]
 # the lesson: a larger beta keeps the policy closer to the SFT model, for less reward
 assert kl[0] > kl[-1] and true_reward[0] > true_reward[-1]
@@ -515,6 +522,14 @@ print(f"pi*_phi: true reward {ref_true:.2f} (pi_ref) -> {peak:.2f} (peak) -> "
       f"KL up to {curve['KL'][-1]:.1f}")
 print(f"PPO at beta = 0: r_phi {ref_phi:.2f} -> {points[-1]['r_phi']:.2f} "
       f"({progress:.0%} of the way to pi*_phi's), KL {points[-1]['KL']:.2f}")
+glue("overopt_true_reward_ref", ref_true, display=False)
+glue("overopt_true_reward_peak", peak, display=False)
+glue("overopt_true_reward_last", curve["true reward"][-1], display=False)
+glue("overopt_kl_last", curve["KL"][-1], display=False)
+glue("overopt_ppo_r_phi_start", ref_phi, display=False)
+glue("overopt_ppo_r_phi_end", points[-1]["r_phi"], display=False)
+glue("overopt_ppo_progress", progress, display=False)
+glue("overopt_ppo_kl", points[-1]["KL"], display=False)
 # the lesson: the harder r_phi is optimised, the higher the score it gives ...
 assert all(b >= a - 1e-4 for a, b in zip(curve["r_phi"], curve["r_phi"][1:]))
 # ... while the true reward, past its peak, falls: below the peak and below pi_ref's
@@ -526,6 +541,8 @@ assert progress > 0.1
 print(f"best-of-n: true reward {bon['true reward'][0]:.2f} (n = 1) -> {max(bon['true reward']):.2f} "
       f"(peak) -> {bon['true reward'][-1]:.2f} (n = {ns[-1]}), KL up to {bon['KL'][-1]:.1f}")
 assert bon["true reward"][-1] < max(bon["true reward"]) - 0.3
+glue("overopt_bon_true_reward_peak", max(bon["true reward"]), display=False)
+glue("overopt_bon_true_reward_last", bon["true reward"][-1], display=False)
 
 # %% [markdown]
 # Both of Gao et al.'s optimisers tell the same story: the harder `r_phi` is optimised (a smaller
