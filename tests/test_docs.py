@@ -179,6 +179,11 @@ def test_every_config_field_is_mapped_to_trl(site):
         for field in dataclasses.fields(cls):
             assert f"<code class=\"docutils literal notranslate\"><span class=\"pre\">{field.name}</span>" \
                 in page, f"{cls.__name__}.{field.name} is not on the 'Where to go next' page"
+        # each config is a section of its own (in the page's contents), not a rubric
+        name = f"{cls.__module__}.{cls.__qualname__}"
+        assert re.search(rf'<h3><code[^>]*><span class="pre">{re.escape(name)}</span>', page), name
+    # the engines table: every column is code that breaks only where site_sources marks it
+    assert '<table class="table engines-table">' in page and "algorithm.<wbr>kl_ctrl.<wbr>kl_coef" in page
 
 
 def test_the_site_loads_nothing_from_the_web(site):
