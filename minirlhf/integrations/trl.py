@@ -15,6 +15,12 @@ module makes it a test bench for TRL's ``DPOTrainer`` and ``GRPOTrainer``:
   console, TensorBoard or W&B): the same numbers as minirlhf's own trainers log
   (:func:`minirlhf.evaluation.exact_metrics`).
 
+Several processes (``torchrun --nproc_per_node N`` or ``accelerate launch``): :func:`world_size` reads
+how many were started, :func:`dpo_args` and :func:`grpo_args` then split minirlhf's batch over them
+(global batch = per-device batch x processes x gradient accumulation steps, the single-process
+batch by default), :func:`shared_dataset` puts the training data where every process finds the
+cache files TRL writes beside it, and the callback evaluates on the main process only.
+
 This module imports only ``transformers`` (TRL's ``Trainer`` is one); the examples
 ``examples/trl_dpo.py`` and ``examples/trl_grpo.py`` import TRL itself. The exact evaluation encodes
 prompt and answer apart, as minirlhf's word-level tokenizer does; on a checkpoint with a sub-word
@@ -25,19 +31,24 @@ exactly, the model's own probability of the text.
 from __future__ import annotations
 
 import copy
+import os
+from collections.abc import Callable
 
 import torch
+from datasets import Dataset, load_from_disk
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback
 
 from minirlhf import world
 from minirlhf.dpo import DPOConfig
 from minirlhf.evaluation import exact_metrics
+from minirlhf.export import answer_text
 from minirlhf.grpo import GRPOConfig
+from minirlhf.logprobs import response_logprobs
 from minirlhf.models import load_base_model, transformer_blocks
 from minirlhf.optimum import ExactEvaluator
 
 # ---------------------------------------------------------------------------------------------
-# The model, and minirlhf's settings in TRL's names
+# The model
 # ---------------------------------------------------------------------------------------------
 
 
@@ -74,32 +85,97 @@ def freeze_like(model, frozen_blocks: int = 0, embedding_lr_scale: float = 1.0):
     return model
 
 
+# ---------------------------------------------------------------------------------------------
+# Several processes: how many, and the batch each one trains on
+# ---------------------------------------------------------------------------------------------
+
+
+def world_size() -> int:
+    """How many processes this run has: ``WORLD_SIZE``, which ``torchrun`` and ``accelerate launch``
+    set for every process they start (or MPI's size); 1 for a plain ``python`` run. Readable before
+    the trainer starts the processes' group, so that the batch can be split first."""
+    for name in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"):
+        if os.environ.get(name):
+            return int(os.environ[name])
+    return 1
+
+
+def check_launch() -> None:
+    """Refuse a run that asked for several processes and got one.
+
+    ``accelerate launch --cpu --num_processes N`` starts a single plain process: accelerate starts
+    several CPU processes only through MPI (``mpirun``). What gives it away is the rendezvous address
+    that accelerate sets for several processes (``MASTER_ADDR``, ``MASTER_PORT``) with no
+    ``WORLD_SIZE`` beside it."""
+    asked_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    if asked_cpu and os.environ.get("MASTER_PORT") and world_size() == 1 and "RANK" not in os.environ:
+        raise SystemExit(
+            "accelerate launch --cpu started one process, not the several asked for (--num_processes): "
+            "accelerate starts several CPU processes only through MPI. Launch with the config file "
+            "that ships with the examples, `accelerate launch --config_file examples/accelerate_cpu.yaml "
+            "examples/<script>.py`, or with `torchrun --nproc_per_node N examples/<script>.py`; "
+            "for one process, leave out --num_processes (and unset MASTER_PORT).")
+
+
+def per_device_batch(global_batch: int, processes: int = 1, accumulation: int = 1,
+                     what: str = "examples", fix: str = "") -> int:
+    """The per-device batch that keeps ``global_batch`` examples per optimizer step over ``processes``
+    processes and ``accumulation`` gradient accumulation steps:
+    ``global batch = per-device batch x processes x accumulation``. Refuses a split that is not exact,
+    naming the process counts that divide the batch (and ``fix``, another way out)."""
+    if processes < 1 or accumulation < 1:
+        raise ValueError(f"processes and accumulation must be >= 1, got {processes} and {accumulation}.")
+    if global_batch % (processes * accumulation):
+        fits = [n for n in range(1, global_batch + 1) if global_batch % (n * accumulation) == 0]
+        raise ValueError(
+            f"A global batch of {global_batch} {what} per optimizer step does not split evenly over "
+            f"{processes} processes x {accumulation} gradient accumulation steps (global batch = per-device "
+            f"batch x processes x accumulation). Run {', '.join(map(str, fits[:6]))} processes"
+            f"{' (with this accumulation)' if accumulation > 1 else ''}{', ' + fix if fix else ''}.")
+    return global_batch // (processes * accumulation)
+
+
+# ---------------------------------------------------------------------------------------------
+# minirlhf's configs in TRL's names
+# ---------------------------------------------------------------------------------------------
+
+
 def _common_args(config) -> dict:
     """TrainingArguments that every minirlhf config shares with TRL (see docs/where_next.md)."""
     return {"max_grad_norm": config.max_grad_norm, "warmup_steps": config.warmup_steps, "seed": config.seed}
 
 
-def dpo_args(config: DPOConfig | None = None) -> dict:
+def dpo_args(config: DPOConfig | None = None, processes: int = 1, accumulation: int = 1) -> dict:
     """Keyword arguments of ``trl.DPOConfig`` that train as minirlhf's :class:`~minirlhf.dpo.DPOConfig`
     does (its defaults when ``config`` is None): the same loss, rates, batch, epochs and cosine schedule.
-    Apply :func:`freeze_like` to the policy for ``frozen_blocks`` and ``embedding_lr_scale``."""
+    Apply :func:`freeze_like` to the policy for ``frozen_blocks`` and ``embedding_lr_scale``.
+
+    ``config.batch_size`` is the global batch (pairs per optimizer step), split over ``processes``
+    and ``accumulation`` gradient accumulation steps by :func:`per_device_batch`."""
     config = config or DPOConfig()
+    batch = per_device_batch(config.batch_size, processes, accumulation, "pairs",
+                             "or change the batch (--batch-size) or --gradient-accumulation-steps")
     # RPO's NLL term is TRL's "sft" loss (the chosen answers' NLL per token), weighted by rpo_alpha.
     losses = {config.loss_type: 1.0, **({"sft": config.rpo_alpha} if config.rpo_alpha > 0 else {})}
     return {**_common_args(config), "beta": config.beta, "loss_type": list(losses),
             "loss_weights": list(losses.values()), "label_smoothing": config.label_smoothing,
             "learning_rate": config.learning_rate, "num_train_epochs": config.epochs,
-            "per_device_train_batch_size": config.batch_size, "lr_scheduler_type": "cosine",
+            "per_device_train_batch_size": batch, "gradient_accumulation_steps": accumulation,
+            "lr_scheduler_type": "cosine",
             "weight_decay": config.weight_decay, "adam_beta2": config.adam_beta2,
             "adam_epsilon": config.adam_epsilon}
 
 
-def grpo_args(config: GRPOConfig | None = None) -> dict:
+def grpo_args(config: GRPOConfig | None = None, processes: int = 1, accumulation: int = 1) -> dict:
     """Keyword arguments of ``trl.GRPOConfig`` that train as minirlhf's :class:`~minirlhf.grpo.GRPOConfig`
     does. Each minirlhf step samples ``prompts_per_step x group_size`` answers and makes
     ``epochs x minibatches`` optimizer steps on them; TRL counts optimizer steps, so ``max_steps`` is
     ``steps x epochs x minibatches``. TRL's GRPO puts the KL (k3) in the loss: ``config.kl`` must be
-    ``"loss"``; RLOO is TRL's ``RLOOTrainer``, not an option of ``GRPOTrainer``."""
+    ``"loss"``; RLOO is TRL's ``RLOOTrainer``, not an option of ``GRPOTrainer``.
+
+    The answers of one optimizer step (``prompts_per_step x group_size / minibatches``) are the global
+    batch, split over ``processes`` and ``accumulation`` gradient accumulation steps by
+    :func:`per_device_batch`; the answers sampled at once stay ``prompts_per_step x group_size``."""
     config = config or GRPOConfig(kl="loss")
     if config.kl != "loss":
         raise ValueError('TRL\'s GRPOTrainer puts the KL in the loss (k3): use GRPOConfig(kl="loss").')
@@ -109,11 +185,14 @@ def grpo_args(config: GRPOConfig | None = None) -> dict:
     if answers % config.minibatches:
         raise ValueError(f"prompts_per_step x group_size ({answers}) must split into {config.minibatches} "
                          "minibatches.")
+    batch = per_device_batch(answers // config.minibatches, processes, accumulation, "answers",
+                             "or change the prompts per step (--prompts-per-step) or "
+                             "--gradient-accumulation-steps")
     optimizer_steps = config.epochs * config.minibatches
     return {**_common_args(config), "warmup_steps": config.warmup_steps * optimizer_steps,
             "beta": config.beta, "num_generations": config.group_size,
-            "steps_per_generation": config.minibatches,
-            "per_device_train_batch_size": answers // config.minibatches,
+            "steps_per_generation": config.minibatches * accumulation,
+            "gradient_accumulation_steps": accumulation, "per_device_train_batch_size": batch,
             "num_iterations": config.epochs, "epsilon": config.clip_range, "temperature": config.temperature,
             "max_completion_length": config.max_new_tokens, "max_steps": config.steps * optimizer_steps,
             "learning_rate": config.learning_rate or min(3e-4, 1e-4 / config.beta),
@@ -130,6 +209,26 @@ def run_args(threads: int | None = None) -> dict:
     gpu = torch.cuda.is_available()
     return {"use_cpu": not gpu, "bf16": gpu and torch.cuda.is_bf16_supported(), "report_to": "none",
             "save_strategy": "no", "dataloader_num_workers": 0, "disable_tqdm": True}
+
+
+def shared_dataset(build: Callable[[], Dataset], folder: str, args) -> Dataset:
+    """The dataset that ``build()`` returns, built and saved into ``folder`` by the main process and
+    loaded from there by every process; ``args`` is the trainer's config (TRL's ``DPOConfig``,
+    ``GRPOConfig``, any ``TrainingArguments``). The other processes wait for the main one, and never
+    build it: all train on the very same rows.
+
+    Why: a dataset built in memory (``Dataset.from_dict``) has no folder of its own, so each process
+    writes the cache files of its ``map`` calls into a private temporary folder, under a random name.
+    TRL's ``DPOTrainer(precompute_ref_log_probs=True)`` has the main process write the reference
+    log-probs into such a cache file and the other processes open the same path, which for them does
+    not exist (``FileNotFoundError: .../hf_datasets-*/cache-*.arrow``). A dataset loaded from a folder
+    keeps its cache files in that folder, under names derived from the data and the map (TRL tokenizes
+    on the main process first, so the others find its files). With several machines, ``folder`` must be
+    on a file system they share."""
+    with args.main_process_first(local=False, desc="building the training data"):
+        if args.process_index == 0:
+            build().save_to_disk(folder)
+        return load_from_disk(folder)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,6 +249,26 @@ def true_reward_func(prompts: list, completions: list, **kwargs) -> list[float]:
     return [world.true_reward(_text(p), _text(c)) for p, c in zip(prompts, completions)]
 
 
+class AnswerEvaluator(ExactEvaluator):
+    """minirlhf's :class:`~minirlhf.optimum.ExactEvaluator`, with each candidate answer spelled as TRL's
+    data spell it: after a space (:func:`minirlhf.export.answer_text`), e.g.
+    ``" The capital of France is Paris."``, scored after the prompt ``"... A:"``.
+
+    minirlhf's word-level tokenizer ignores the space, so the figures are :class:`ExactEvaluator`'s. A
+    sub-word tokenizer does not: ``"The"`` and ``" The"`` are different tokens, and the model trained
+    on ``"A: The ..."`` has only ever seen the second. For byte-level BPE tokenizers (GPT-2's, Llama 3's,
+    Qwen's), which never merge a token across a space, prompt and spaced answer encoded apart are the
+    tokens of the whole text, those TRL trains on; other tokenizers may spell the joined text a little
+    differently, and the evaluation then scores the model's probability of one spelling of the text.
+    """
+
+    def set_probs(self, model) -> torch.Tensor:
+        """pi(" y" | x) of ``model`` for every candidate y of every prompt x. Shape (N prompts, K)."""
+        pairs = [(p, answer_text(y)) for p, ys in zip(self.prompts, self.candidates) for y in ys]
+        logp = response_logprobs(model, self.tokenizer, [p for p, _ in pairs], [y for _, y in pairs])
+        return logp.exp().view(len(self.prompts), -1)
+
+
 class ExactEvaluationCallback(TrainerCallback):
     """Exact figures of the policy at ``beta`` every ``every`` optimizer steps (and at the first and
     the last), written into the trainer's logs as ``exact/attainment``, ``exact/true_reward``,
@@ -157,21 +276,32 @@ class ExactEvaluationCallback(TrainerCallback):
     (held-out prompts): minirlhf's :func:`~minirlhf.evaluation.exact_metrics` on the candidate sets.
 
     Attach it to a built trainer with ``ExactEvaluationCallback(ref_model, tokenizer, beta).attach(trainer)``:
-    it logs through the trainer, so every logger (console, TensorBoard, W&B) sees the numbers. Every
-    process evaluates (a forward pass over 24 x 48 candidates), so that sharded models work too; each
-    record is also kept in :attr:`history`.
+    it logs through the trainer, so every logger (console, TensorBoard, W&B) sees the numbers; each
+    record is also kept in :attr:`history`. Answers are scored as TRL's data spell them
+    (:class:`AnswerEvaluator`).
+
+    With several processes, the main process alone evaluates (a forward pass over 24 x 48 candidates),
+    logs and keeps :attr:`history` (empty on the others); under FSDP or DeepSpeed, whose weights may
+    be sharded, every process takes part in the forward pass and the main process logs. A run that
+    made no optimizer step is refused when training ends, with the likely cause.
     """
 
     def __init__(self, ref_model, tokenizer, beta: float, every: int = 10, held_out: bool = True):
-        train = ExactEvaluator(ref_model, tokenizer, world.prompts("train"))
-        other = ExactEvaluator(ref_model, tokenizer, world.prompts("held_out")) if held_out else None
+        train = AnswerEvaluator(ref_model, tokenizer, world.prompts("train"))
+        other = AnswerEvaluator(ref_model, tokenizer, world.prompts("held_out")) if held_out else None
         self.evaluate = exact_metrics(train, beta, held_out=other)
         self.every = every
         self.trainer = None
+        self.everywhere = False
+        self.last_step: int | None = None
         self.history: list[dict] = []  #: every evaluation so far, one dict of metrics each
 
     def summary(self) -> str:
-        """The last evaluation in words: attainment (training and held-out prompts), KL, leak."""
+        """The last evaluation in words (on the main process): attainment (training and held-out
+        prompts), KL, leak."""
+        if not self.history:
+            raise RuntimeError("No exact evaluation here: only the main process evaluates (see "
+                               "state.is_world_process_zero), after trainer.train() has started.")
         last = self.history[-1]
         return (f"exact attainment {last['exact/attainment']:.3f} (held-out countries "
                 f"{last['exact_held_out/attainment']:.3f}), KL {last['exact/kl']:.3f}, "
@@ -180,19 +310,28 @@ class ExactEvaluationCallback(TrainerCallback):
     def attach(self, trainer: Trainer) -> ExactEvaluationCallback:
         """Add this callback to ``trainer`` and log through it; returns the callback."""
         self.trainer = trainer
+        # Sharded weights are gathered inside each forward pass, which needs every process.
+        self.everywhere = bool(trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled)
         trainer.add_callback(self)
         return self
 
-    def _record(self, step: int, model, control) -> None:
-        if self.history and self.history[-1]["step"] == step:
+    def _record(self, state, model, control) -> None:
+        if self.last_step == state.global_step:
+            return
+        self.last_step = state.global_step
+        main = state.is_world_process_zero
+        if not (main or self.everywhere):
             return
         was_training = model.training
         model.eval()
-        metrics = self.evaluate(step, model)
+        metrics = self.evaluate(state.global_step, model)
         model.train(was_training)
-        self.history.append({"step": step, **metrics})
-        # Trainer.log, not TRL's override: TRL's would also flush (and so reset) its own running metrics.
-        # Logging clears control.should_log: put it back, so that the trainer's own log of this step happens.
+        if not main:
+            return
+        self.history.append({"step": state.global_step, **metrics})
+        # Trainer.log, not TRL's override: TRL's would also flush (and so reset) its own running metrics,
+        # gathered from every process. Logging clears control.should_log: put it back, so that the
+        # trainer's own log of this step happens, on every process alike.
         should_log = control.should_log
         Trainer.log(self.trainer, dict(metrics))
         control.should_log = should_log
@@ -202,9 +341,25 @@ class ExactEvaluationCallback(TrainerCallback):
         if self.trainer is None:
             raise RuntimeError("ExactEvaluationCallback logs through its trainer: add it with "
                                "callback.attach(trainer), not with callbacks=[...].")
-        self._record(state.global_step, model, control)
+        self._record(state, model, control)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         """Evaluate every ``every`` optimizer steps and at the last one."""
         if (self.every and state.global_step % self.every == 0) or state.global_step >= state.max_steps:
-            self._record(state.global_step, model, control)
+            self._record(state, model, control)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        """Refuse a run that made no optimizer step: its final figures would be the starting point's."""
+        if state.global_step == 0:
+            data = self.trainer.train_dataset
+            rows = f"{len(data)} rows" if hasattr(data, "__len__") else "its rows"
+            raise RuntimeError(
+                f"TRL's trainer made 0 optimizer steps: its data loader gave no batch from {rows} "
+                "(transformers: 'There seems not to be a single sample in your epoch_iterator'). The usual "
+                f"cause is a batch larger than the data: {args.per_device_train_batch_size} per device x "
+                f"{args.world_size} processes x {args.gradient_accumulation_steps} accumulation steps, and "
+                "for GRPO generation_batch_size / num_generations distinct prompts sampled at once. Fix: "
+                "when you add processes, lower per_device_train_batch_size so that the global batch "
+                "(per-device batch x processes x accumulation) stays what one process had, and sample no "
+                "more distinct prompts at once than the data hold (minirlhf.integrations.trl.dpo_args and "
+                "grpo_args(config, processes) split the batch so).")
