@@ -136,7 +136,8 @@ def test_notebook_figures_are_described_and_open_full_size(site):
         assert len(linked) == len(raster), f"{page.name}: a figure without a link to its file"
         assert all(alt.startswith("Figure: ") and ".png" not in alt for _, alt in linked), page.name
     text = (site / "notebooks" / "02_reward_model.html").read_text(encoding="utf-8")
-    assert re.search(r'alt="Figure: France: learned vs true reward\. Scatter of learned against true reward', text)
+    assert re.search(r'alt="Figure: France: learned vs true reward\. Scatter of learned against true '
+                     r'reward', text)
 
 
 def test_a_notebooks_markdown_table_is_a_table(site):
