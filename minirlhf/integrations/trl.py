@@ -22,10 +22,10 @@ batch by default), :func:`shared_dataset` puts the training data where every pro
 cache files TRL writes beside it, and the callback evaluates on the main process only.
 
 This module imports only ``transformers`` (TRL's ``Trainer`` is one); the examples
-``examples/trl_dpo.py`` and ``examples/trl_grpo.py`` import TRL itself. The exact evaluation encodes
-prompt and answer apart, as minirlhf's word-level tokenizer does; on a checkpoint with a sub-word
-tokenizer it scores each candidate as that tokenization spells it, which is close to, but not
-exactly, the model's own probability of the text.
+``examples/trl_dpo.py`` and ``examples/trl_grpo.py`` import TRL itself. The exact evaluation scores
+each candidate answer after a space, as TRL's data spell it (:class:`AnswerEvaluator`): with
+minirlhf's word-level tokenizer the figures are :class:`~minirlhf.optimum.ExactEvaluator`'s, and with
+a byte-level BPE tokenizer (a real checkpoint's) the scored tokens are those of the text TRL trains on.
 """
 
 from __future__ import annotations
@@ -280,9 +280,10 @@ class ExactEvaluationCallback(TrainerCallback):
     record is also kept in :attr:`history`. Answers are scored as TRL's data spell them
     (:class:`AnswerEvaluator`).
 
-    With several processes, the main process alone evaluates (a forward pass over 24 x 48 candidates),
-    logs and keeps :attr:`history` (empty on the others); under FSDP or DeepSpeed, whose weights may
-    be sharded, every process takes part in the forward pass and the main process logs. A run that
+    With several processes, the main process alone evaluates the policy (a forward pass over 24 x 48
+    candidates), logs and keeps :attr:`history` (empty on the others; each process computes the
+    reference's table once, when the callback is built); under FSDP or DeepSpeed, whose weights may be
+    sharded, every process takes part in the forward pass and the main process logs. A run that
     made no optimizer step is refused when training ends, with the likely cause.
     """
 
