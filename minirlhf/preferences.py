@@ -231,7 +231,7 @@ def _columns_to_rows(content: dict, path: Path) -> list[dict]:
                                   f"{shorten(not_lists[0])} is a {type(content[not_lists[0]]).__name__}. Give "
                                   "a list of row objects, or one list per column.")
     if len(set(lengths.values())) > 1:
-        counts = ", ".join(f"{shorten(name, 40)}: {n}" for name, n in list(lengths.items())[:6])
+        counts = ", ".join(f"{name[:40]}: {n}" for name, n in list(lengths.items())[:6])
         raise PreferenceDataError(f"{path}: the columns have different lengths ({counts}); every row needs "
                                   "a prompt, a chosen and a rejected answer. Make the lists equally long.")
     names = list(content)
