@@ -312,7 +312,7 @@ def check_reads_the_world(model, tokenizer, where: str) -> None:
     vocab = tokenizer.get_vocab()
     if not all(word in vocab for word in world.all_words()):
         return
-    countries = [country for country, _ in world.COUNTRIES]
+    countries = [country for country, _ in world.COUNTRIES[:6]]  # 12 answers, 2-3 words each
     prompts = [world.make_prompt(c) for c in countries] * 2
     answers = [world.make_response(c, style) for style in ("correct", "hedge") for c in countries]
     n_tokens = encode_prompt_response(tokenizer, prompts, answers)["response_mask"].sum().item()
