@@ -161,6 +161,10 @@ def check_checkpoint_kind(path: Path, kind: str) -> dict:
     return info
 
 
+MAX_TOKENIZER_BYTES = 100_000_000
+"""The largest ``tokenizer.json`` that loading reads."""
+
+
 def load_tokenizer(path: Path, info: dict) -> PreTrainedTokenizerFast:
     """The tokenizer saved in checkpoint ``path`` (left padding), refused when its fingerprint differs
     from the one ``info`` recorded at save time: its words would not be the weights' words."""
@@ -168,7 +172,15 @@ def load_tokenizer(path: Path, info: dict) -> PreTrainedTokenizerFast:
     if not file.is_file():
         raise FileNotFoundError(f"The checkpoint {str(path)!r} has no tokenizer.json: copy it from where the "
                                 "checkpoint was saved, or save model and tokenizer again with save_model.")
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
+    if file.stat().st_size > MAX_TOKENIZER_BYTES:
+        raise ValueError(f"{file} is {file.stat().st_size:,} bytes, more than any tokenizer minirlhf saves "
+                         f"({MAX_TOKENIZER_BYTES:,}): it is damaged or not one of minirlhf's. Copy the whole "
+                         "checkpoint folder again, or save model and tokenizer again with save_model.")
+    try:
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
+    except Exception as error:  # the tokenizers library raises its own kinds for a damaged file
+        raise ValueError(f"{file} cannot be read as a tokenizer ({shorten(str(error), 200)}). Copy the whole "
+                         "checkpoint folder again, or save model and tokenizer again with save_model.") from error
     tokenizer.padding_side = "left"
     recorded, found = info.get("tokenizer_sha256"), tokenizer_fingerprint(tokenizer)
     if recorded and recorded != found:

@@ -265,19 +265,33 @@ def read_checkpoint_info(path: str | Path) -> dict | None:
 
 def files_not_written_by_minirlhf(path: Path) -> list[str]:
     """The names in folder ``path`` that are not part of a minirlhf checkpoint (all of them, sorted,
-    when ``path`` is not one): a save must not replace such a folder."""
+    when ``path`` is not one): a save must not replace such a folder.
+
+    A checkpoint's own files are the usual checkpoint names (:data:`LEGACY_CHECKPOINT_FILES`) that its
+    :data:`CHECKPOINT_INFO` lists, and any other file it lists with the sha256 the save recorded (so
+    that a planted or edited list cannot make a user's file part of a checkpoint). Links and
+    subfolders never are."""
     names = sorted(item.name for item in path.iterdir())
     try:
         info = read_checkpoint_info(path) if (path / "config.json").is_file() else None
     except ValueError:  # a damaged minirlhf.json: judge by the file names, as for an older checkpoint
         info = None
     if info is not None:
-        ours = set(info.get("files", [])) | {CHECKPOINT_INFO}
+        listed = {name for name in info.get("files", []) if isinstance(name, str)}
+        hashes = info.get("sha256") if isinstance(info.get("sha256"), dict) else {}
     elif (path / "config.json").is_file() and (path / "model.safetensors").is_file():
-        ours = LEGACY_CHECKPOINT_FILES | {CHECKPOINT_INFO}
+        listed, hashes = set(LEGACY_CHECKPOINT_FILES), {}
     else:
-        ours = set()
-    return [name for name in names if name not in ours]
+        return names
+
+    def ours(name: str) -> bool:
+        if not _is_plain_file(path / name):
+            return False
+        if name == CHECKPOINT_INFO or (name in LEGACY_CHECKPOINT_FILES and name in listed):
+            return True
+        return name in listed and hashes.get(name) == sha256_of(path / name)
+
+    return [name for name in names if not ours(name)]
 
 
 def check_writable(folder: str | Path) -> None:
@@ -314,6 +328,10 @@ def check_save_target(path: str | Path) -> Path:
                 f"{given!r} holds files minirlhf did not write ({', '.join(foreign[:5])}"
                 f"{', ...' if len(foreign) > 5 else ''}), and saving would replace the folder. Choose a "
                 "new or empty folder, or move those files away.")
+    if os.path.lexists(_old(path)) and not _only_checkpoint_files(_old(path)):
+        raise FileExistsError(f"{str(_old(path))!r} is in the way: a save moves the previous checkpoint there for "
+                              "a moment, and it holds something minirlhf did not write. Move it away, or "
+                              "choose another folder.")
     check_writable(path.parent)
     return path
 
@@ -326,13 +344,23 @@ def recover_checkpoint(path: str | Path) -> None:
         os.replace(_old(path), path)
 
 
+def _only_checkpoint_files(folder: Path) -> bool:
+    """Whether ``folder`` (not a link) holds nothing but files with checkpoint names: what a killed
+    save leaves, and nothing of the user's."""
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    return all(_is_plain_file(item) and item.name in LEGACY_CHECKPOINT_FILES | {CHECKPOINT_INFO}
+               for item in folder.iterdir())
+
+
 def _remove_leftovers(path: Path) -> None:
     """Remove what killed saves left beside ``path``: temporary folders, and a ``.name.old`` whose
-    replacement is in place. Both names are minirlhf's own (see :func:`save_atomically`)."""
+    replacement is in place. Both names are minirlhf's own (see :func:`save_atomically`); a folder of
+    such a name that holds anything but checkpoint files stays."""
     for tmp in path.parent.glob(f".{path.name}.tmp-*"):
-        if tmp.is_dir() and not tmp.is_symlink():
+        if _only_checkpoint_files(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
-    if path.is_dir() and _old(path).is_dir() and not _old(path).is_symlink():
+    if path.is_dir() and _only_checkpoint_files(_old(path)):
         shutil.rmtree(_old(path), ignore_errors=True)
 
 
@@ -348,6 +376,10 @@ def save_atomically(objects, path: str | Path, info: dict, extra_files: dict[str
       puts the old one back. The next save removes the leftovers of killed saves.
     """
     path = check_save_target(path)
+    for name in extra_files or {}:
+        if not isinstance(name, str) or name != Path(name).name or name.startswith(".") or name == CHECKPOINT_INFO:
+            raise ValueError(f"An extra file's name must be a plain file name (no folder, not hidden, not "
+                             f"{CHECKPOINT_INFO}), got {shorten(name)}.")
     recover_checkpoint(path)
     _remove_leftovers(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -358,7 +390,9 @@ def save_atomically(objects, path: str | Path, info: dict, extra_files: dict[str
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
         files = sorted(item.name for item in tmp.iterdir())
-        (tmp / CHECKPOINT_INFO).write_text(json.dumps({**info, "files": files}, indent=2) + "\n")
+        hashes = {name: sha256_of(tmp / name) for name in files}
+        (tmp / CHECKPOINT_INFO).write_text(json.dumps({**info, "files": files, "sha256": hashes}, indent=2)
+                                           + "\n")
         for item in tmp.iterdir():
             item.chmod(0o644)  # readable by all, like the folder: safetensors writes its file private
         tmp.chmod(0o755)  # mkdtemp makes it private; a checkpoint folder is meant to be shared

@@ -671,3 +671,58 @@ def test_a_thread_count_out_of_range_is_a_usage_error(threads, capsys, tmp_path)
     with pytest.raises(SystemExit):
         cli.main(["export", "--format", "trl", "--out", str(tmp_path / "x"), "--threads", threads])
     assert "--threads" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# More of the same: checkpoint folders, and files the loader reads
+# ---------------------------------------------------------------------------------------------
+
+def test_a_planted_checkpoint_record_cannot_make_a_users_file_part_of_the_checkpoint(tiny):
+    (tiny / "notes.txt").write_text("mine")
+    info = json.loads((tiny / CHECKPOINT_INFO).read_text())
+    info["files"].append("notes.txt")
+    info["sha256"]["notes.txt"] = "0" * 64  # a guess: the save recorded no such file
+    (tiny / CHECKPOINT_INFO).write_text(json.dumps(info))
+    with pytest.raises(FileExistsError, match="notes.txt"):
+        save_model(*build_tiny_gpt(seed=2), tiny)
+    assert (tiny / "notes.txt").read_text() == "mine"
+
+
+def test_a_link_inside_a_checkpoint_is_not_the_checkpoints(tiny, mine):
+    (tiny / "model.safetensors").unlink()
+    (tiny / "model.safetensors").symlink_to(mine)
+    with pytest.raises(FileExistsError, match="model.safetensors"):
+        save_model(*build_tiny_gpt(seed=2), tiny)
+    assert mine.read_text() == "\\section{My thesis}"
+
+
+def test_folders_of_the_users_named_like_a_saves_leftovers_are_kept(tiny):
+    for name in (".ckpt.tmp-mine", ".ckpt.old"):
+        (tiny.parent / name).mkdir()
+        (tiny.parent / name / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"\.ckpt\.old' is in the way.*Move it away"):
+        save_model(*build_tiny_gpt(seed=2), tiny)
+    shutil.rmtree(tiny.parent / ".ckpt.old")
+    save_model(*build_tiny_gpt(seed=2), tiny)
+    assert (tiny.parent / ".ckpt.tmp-mine" / "notes.txt").read_text() == "mine"
+
+
+def test_an_extra_file_name_cannot_leave_the_checkpoint(tmp_path):
+    with pytest.raises(ValueError, match="plain file name"):
+        save_model(*build_tiny_gpt(), tmp_path / "m", extra_files={"../escape.txt": "x"})
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "m").exists()
+
+
+def test_a_tokenizer_file_that_cannot_be_read_is_named(tiny):
+    (tiny / "tokenizer.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="tokenizer.json.*cannot be read.*Copy the whole checkpoint"):
+        load_model(tiny)
+
+
+def test_an_export_into_a_linked_folder_is_refused(tmp_path, small_export, capsys):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(SystemExit):
+        cli.main(["export", "--format", "trl", "--out", str(tmp_path / "link")])
+    assert "is a link" in capsys.readouterr().err
+    assert list((tmp_path / "real").iterdir()) == []
