@@ -21,8 +21,10 @@ import torch
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python and torch, and return a CPU ``torch.Generator`` seeded with ``seed``.
 
-    Pass the generator to sampling code so that the same seed gives the same numbers.
+    Pass the generator to sampling code so that the same seed gives the same numbers. A seed outside
+    0 to 2**63 - 1 (what torch takes) is refused with a message (see :func:`check_seed`).
     """
+    check_seed(seed, maximum=2**63 - 1)  # seeds derived in a run (seed + step) may pass 2**32 - 1
     random.seed(seed)
     torch.manual_seed(seed)
     generator = torch.Generator()
@@ -72,11 +74,13 @@ def shorten(value, limit: int = 80) -> str:
     return f"{text[:limit - 5]}...{text[-3:]}{size}"
 
 
-def check_seed(seed, name: str = "seed") -> int:
-    """Raise a ValueError that names ``name`` unless ``seed`` is an integer from 0 to :data:`MAX_SEED`."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"{name} must be an integer from 0 to {MAX_SEED:,} (2**32 - 1), got {shorten(seed)}. "
-                         "Any number in that range gives a different run, e.g. 0, 1, 2.")
+def check_seed(seed, name: str = "seed", maximum: int = MAX_SEED) -> int:
+    """Raise a ValueError that names ``name`` unless ``seed`` is an integer from 0 to ``maximum``
+    (:data:`MAX_SEED`: 2**32 - 1)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= maximum:
+        raise ValueError(f"{name} must be an integer from 0 to {maximum:,}"
+                         f"{' (2**32 - 1)' if maximum == MAX_SEED else ''}, got {shorten(seed)}. Any number in "
+                         "that range gives a different run, e.g. 0, 1, 2.")
     return seed
 
 

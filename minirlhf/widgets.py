@@ -143,9 +143,9 @@ class LabelingSession:
     rewards), the same format as :func:`minirlhf.preferences.collect_preferences`.
 
     ``save_to``: a file name (e.g. ``"my_labels.json"``). The session is written there after every
-    choice and undo, so that a kernel restart loses nothing: if the file holds an earlier session
-    of the same pairs, its choices are taken up again (:meth:`load` takes up any saved session).
-    A file that is not a saved session is never overwritten.
+    choice and undo (not before the first), so that a kernel restart loses nothing: if the file
+    holds an earlier session of the same pairs, its choices are taken up again (:meth:`load` takes
+    up any saved session). A file that is not a saved session is never overwritten.
     """
 
     CHOICES = ("left", "right", "skip")
@@ -175,7 +175,9 @@ class LabelingSession:
                         "pairs). Take them up with LabelingSession.load(path) (or "
                         "labeling_panel(..., save_to=path) alone), or choose another file name.")
                 self.choices = list(saved["choices"])
-            self.save()
+            elif not os.access(self.save_to.parent, os.W_OK | os.X_OK):
+                raise PermissionError(f"Cannot save labels in {str(self.save_to.parent)!r}: it is not writable. "
+                                      "Give a file name in a folder you may write to.")
 
     @classmethod
     def load(cls, path: str | Path) -> LabelingSession:

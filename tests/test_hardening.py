@@ -726,3 +726,16 @@ def test_an_export_into_a_linked_folder_is_refused(tmp_path, small_export, capsy
         cli.main(["export", "--format", "trl", "--out", str(tmp_path / "link")])
     assert "is a link" in capsys.readouterr().err
     assert list((tmp_path / "real").iterdir()) == []
+
+
+def test_a_seed_torch_cannot_take_is_named_wherever_it_is_given():
+    model, tokenizer = build_tiny_gpt()
+    with pytest.raises(ValueError, match="seed must be an integer from 0 to"):
+        LabelingSession.from_model(model, tokenizer, n_pairs=2, seed=10**23)
+
+
+def test_a_labeling_session_writes_nothing_before_the_first_click(tmp_path):
+    session = LabelingSession(PAIRS, save_to=tmp_path / "my_labels.json")  # as in a headless notebook run
+    assert list(tmp_path.iterdir()) == []
+    session.choose("left")
+    assert json.loads((tmp_path / "my_labels.json").read_text())["choices"] == ["left"]
