@@ -10,6 +10,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import stat
 import tempfile
@@ -582,11 +583,10 @@ class OwnedFolder:
 
     # --- what is there ---------------------------------------------------------------------------
     def _leftover(self, name: str) -> bool:
-        """A hidden temporary file that a killed write of this folder left (``.NAME.tmp-XXXX``)."""
-        if not name.startswith(".") or ".tmp-" not in name:
-            return False
-        target = name[1:].rsplit(".tmp-", 1)[0]
-        return target == self.record or self.may_write(target)
+        """A hidden temporary file that a killed write of this folder left (``.NAME.tmp-XXXXXXXX``, as
+        ``tempfile.mkstemp`` names it)."""
+        match = re.fullmatch(r"\.(.+)\.tmp-[a-z0-9_]{8}", name)
+        return match is not None and (match.group(1) == self.record or self.may_write(match.group(1)))
 
     def _subfolder_item(self, name: str) -> bool:
         """A checkpoint subfolder or what its killed saves left (checked by the save itself)."""
