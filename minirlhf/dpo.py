@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from minirlhf.logprobs import CHOSEN, encode_pairs, pair_logps, reference_logps, to_device
-from minirlhf.models import embedding_param_groups, frozen_blocks, fused_gelu
+from minirlhf.models import check_tokenizer_matches, embedding_param_groups, frozen_blocks, fused_gelu
 from minirlhf.preferences import check_preference_data
 from minirlhf.utils import (check_config, check_finite_loss, check_positive, clip_grad_norm, lr_factor,
                             seed_everything)
@@ -271,6 +271,8 @@ def train_dpo(policy, ref_model, tokenizer, train_data, config: DPOConfig | None
     :func:`dpo_metrics` (TRL's names), ``learning_rate``, ``time``, ``eval/loss`` and ``evaluate``'s.
     """
     config = config or DPOConfig()
+    check_tokenizer_matches(policy, tokenizer)
+    check_tokenizer_matches(ref_model, tokenizer)
     check_preference_data(train_data, tokenizer=tokenizer, allow_empty_answers=True)
     if eval_data is not None:
         check_preference_data(eval_data, "evaluation pairs", tokenizer, allow_empty_answers=True)

@@ -28,14 +28,14 @@ hands ``ground_truth`` to reward functions); OpenRLHF reads the columns named by
 Answers start with a space (``" The capital of France is Paris."``): a sub-word tokenizer needs it
 between ``A:`` and the answer, and minirlhf's word-level tokenizer and reward ignore it.
 
-Every export also writes :data:`MANIFEST`, the list of the files it wrote. An export goes into a new
-or empty folder, or into one that an earlier export wrote (its files are replaced); a folder holding
-any other file is refused, so that no file minirlhf did not write is ever replaced or deleted.
+Every export also writes :data:`MANIFEST`, the list of the files it wrote with their sha256. An export
+goes into a new or empty folder, or into one that an earlier export wrote (its files are replaced); a
+folder holding any other file, a file changed since, or a link is refused, so that no file minirlhf
+did not write is ever replaced or deleted, nor written through a link.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict
@@ -43,7 +43,7 @@ from datasets import Dataset, DatasetDict
 from minirlhf import world
 from minirlhf.data import sft_corpus
 from minirlhf.preferences import PREFERENCE_COLUMNS, default_preferences
-from minirlhf.utils import check_writable
+from minirlhf.utils import OwnedFolder, check_free_space
 
 FORMATS: tuple[str, ...] = ("trl", "openrlhf", "verl")
 """The layouts :func:`export` writes: TRL's, OpenRLHF's and verl's (see the table above)."""
@@ -147,34 +147,23 @@ def check_format(fmt: str) -> str:
     return fmt
 
 
-def previous_export(folder: Path) -> list[str]:
-    """The files that an earlier export listed in ``folder``'s :data:`MANIFEST` (empty without one)."""
-    manifest = folder / MANIFEST
-    if not manifest.is_file():
-        return []
-    try:
-        return list(json.loads(manifest.read_text(encoding="utf-8"))["files"])
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{manifest} is damaged ({error}): move the folder away, or choose another "
-                         "output folder.") from error
+EXPORT_FILES = frozenset({"sft.jsonl", "preferences_train.jsonl", "preferences_test.jsonl",
+                          "prompts_train.jsonl", "prompts_held_out.jsonl", "train.parquet", "test.parquet"})
+"""Every file name an export may write (in any format): no other file is ever replaced or removed."""
+
+
+def export_folder(folder: str | Path, fmt: str | None = None) -> OwnedFolder:
+    """The output ``folder`` of an export, with :data:`MANIFEST` as the record of what it wrote
+    (see :class:`minirlhf.utils.OwnedFolder`)."""
+    return OwnedFolder(folder, MANIFEST, EXPORT_FILES.__contains__, "an export",
+                       info={"format": fmt} if fmt else None)
 
 
 def check_export_target(folder: str | Path) -> Path:
     """Refuse, before any work, an output ``folder`` where an export would replace a file that
-    minirlhf did not write: it must be new, empty, or an earlier export's folder. Returns it as a Path."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise NotADirectoryError(f"{str(folder)!r} is a file, not a folder: choose another output folder.")
-    if folder.is_dir():
-        ours = set(previous_export(folder)) | {MANIFEST}
-        foreign = sorted(item.name for item in folder.iterdir() if item.name not in ours)
-        if foreign:
-            raise FileExistsError(
-                f"{str(folder)!r} holds files minirlhf did not write ({', '.join(foreign[:5])}"
-                f"{', ...' if len(foreign) > 5 else ''}). Export into a new or empty folder, or move those "
-                "files away.")
-    check_writable(folder)
-    return folder
+    minirlhf did not write: it must be new, empty, or an earlier export's folder whose files are as
+    the export wrote them (no link, no file added or changed). Returns it as a Path."""
+    return export_folder(folder).check().path
 
 
 def export(fmt: str, out: str | Path) -> list[Path]:
@@ -183,24 +172,23 @@ def export(fmt: str, out: str | Path) -> list[Path]:
 
     JSON Lines files hold one row per line (``Dataset.to_json``); verl's files are parquet. Files of an
     earlier export into ``out`` that this one does not write are removed; any other file in ``out``
-    makes the export refuse, before anything is written (see :func:`check_export_target`).
+    (or a changed one, or a link) makes the export refuse, before anything is written (see
+    :func:`check_export_target`). Each file is written whole into a new hidden file and renamed into
+    place, and :data:`MANIFEST` records it with its sha256 as soon as it is there.
     """
     check_format(fmt)
-    out = check_export_target(out)
+    folder = export_folder(out, fmt).check()
+    check_free_space(folder.path)
     tables = export_tables(fmt)
-    out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, data in tables.items():
-        path = out / name
-        if name.endswith(".parquet"):
-            data.to_parquet(path)
-        else:
-            data.to_json(path, lines=True, force_ascii=False)
-        written.append(path)
-    for stale in sorted(set(previous_export(out)) - set(tables)):
-        if Path(stale).name == stale and (out / stale).is_file():
-            (out / stale).unlink()  # an earlier export's file (its manifest says so) that this one replaces
-    manifest = out / MANIFEST
-    manifest.write_text(json.dumps({"format": fmt, "files": sorted(tables)}, indent=2) + "\n",
-                        encoding="utf-8")
-    return written + [manifest]
+    with folder.open().lock():
+        folder.check()  # again, under the lock: another export may have finished meanwhile
+        for name, data in tables.items():
+            if name.endswith(".parquet"):
+                written.append(folder.write_with(name, data.to_parquet))
+            else:
+                written.append(folder.write_with(
+                    name, lambda path, data=data: data.to_json(path, lines=True, force_ascii=False)))
+        for stale in sorted(set(folder.hashes) - set(tables)):
+            folder.remove(stale)  # an earlier export's file, unchanged since, that this one does not write
+    return written + [folder.path / MANIFEST]

@@ -45,7 +45,7 @@ from minirlhf.logprobs import token_logprobs
 from minirlhf.models import (check_tokenizer_matches, embedding_param_groups,
                              frozen_blocks, fused_gelu)
 from minirlhf.ppo import masked_mean, per_token_rewards, ppo_policy_loss, rollout
-from minirlhf.rl import RaterRefreshes, RLConfig, score_rollouts
+from minirlhf.rl import RaterRefreshes, RLConfig, check_world_prompts, score_rollouts
 from minirlhf.utils import (check_config, check_finite_loss, check_positive, clip_grad_norm, lr_factor,
                             seed_everything)
 
@@ -238,9 +238,9 @@ def train_grpo(policy, ref_model, tokenizer, prompts: list[str], config: GRPOCon
     Returns ``(policy, history)``: one dict per step (:func:`step_metrics`, the update's statistics,
     ``rater_labels`` so far, and what ``evaluate`` gave)."""
     config = config or GRPOConfig()
-    if not prompts:
-        raise ValueError("No prompts to train on: pass e.g. minirlhf.world.prompts('train').")
+    check_world_prompts(prompts)
     check_tokenizer_matches(policy, tokenizer)
+    check_tokenizer_matches(ref_model, tokenizer)
     refreshes = RaterRefreshes(reward_model, rater, reward_data, ref_model, tokenizer, prompts, config)
     reward_model = refreshes.reward_model  # a copy, when the rater refreshes it
     generator = seed_everything(config.seed)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from minirlhf.tokenizer import decode
+from minirlhf.utils import shorten
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -54,7 +55,7 @@ def encode_texts(tokenizer, texts: list[str], what: str) -> list[list[int]]:
             raise ValueError("A prompt is empty. Give every example a non-empty prompt.")
         if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in row:
             raise ValueError(
-                f"The {what} {text!r} contains words the tokenizer does not know. Use the "
+                f"The {what} {shorten(text)} contains words the tokenizer does not know. Use the "
                 "toy world's words (minirlhf.world.all_words()) or a tokenizer built for your data."
             )
     return [ids_of[text] for text in texts]
@@ -79,7 +80,7 @@ def encode_prompt_response(tokenizer, prompts: list[str], responses: list[str],
     if model is not None:
         lengths = [len(p) + len(r) for p, r in zip(prompt_ids, response_ids)]
         i = lengths.index(max(lengths))
-        check_fits(model, lengths[i], f"The text {prompts[i] + ' ' + responses[i]!r}")
+        check_fits(model, lengths[i], f"The text {shorten(prompts[i] + ' ' + responses[i])}")
     P = max(len(p) for p in prompt_ids)
     R = max(len(r) for r in response_ids)
     pad = tokenizer.pad_token_id

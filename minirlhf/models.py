@@ -10,6 +10,7 @@ import contextlib
 import copy
 import hashlib
 import json
+import math
 from pathlib import Path
 
 from safetensors import SafetensorError
@@ -18,10 +19,11 @@ from torch import nn
 
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from minirlhf.logprobs import position_ids_from_mask
+from minirlhf import world
+from minirlhf.logprobs import encode_prompt_response, position_ids_from_mask, response_logprobs
 from minirlhf.tokenizer import build_tokenizer
 from minirlhf.utils import (CHECKPOINT_INFO, check_checkpoint_dir, no_transformers_progress_bars,
-                            read_checkpoint_info, save_atomically)
+                            read_checkpoint_info, read_json_file, save_atomically, shorten)
 
 
 def tiny_gpt_config(tokenizer: PreTrainedTokenizerFast, n_layer: int = 2, n_embd: int = 64,
@@ -54,17 +56,28 @@ def build_tiny_gpt(tokenizer: PreTrainedTokenizerFast | None = None, seed: int =
     tokenizer = tokenizer or build_tokenizer()
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(tiny_gpt_config(tokenizer, **config_kwargs))
+    stamp_tokenizer(model, tokenizer)
     return model, tokenizer
 
 
 def check_tokenizer_matches(model, tokenizer) -> None:
-    """Raise ValueError if ``tokenizer`` cannot drive ``model`` (vocabulary or special ids differ)."""
+    """Raise ValueError if ``tokenizer`` cannot drive ``model``: more tokens than the model's embedding,
+    other special ids, or (for a model that knows it, see :func:`stamp_tokenizer`) not the tokenizer
+    the model was built or loaded with, even one of the same size with its words at other ids."""
     vocab = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > vocab:
         raise ValueError(
             f"The tokenizer has {len(tokenizer)} tokens but the model's embedding has only {vocab}: "
             "they do not belong together. Load the tokenizer saved with this model."
         )
+    stamp = getattr(model.config, TOKENIZER_STAMP, None)
+    if stamp is not None and stamp != tokenizer_fingerprint(tokenizer):
+        raise ValueError(
+            f"This tokenizer (fingerprint {tokenizer_fingerprint(tokenizer)[:12]}) is not the one the model "
+            f"was built or loaded with (fingerprint {str(stamp)[:12]}): even with as many tokens, its words "
+            "sit at other ids, and the model would read other words. Use the tokenizer saved with this "
+            "model (load_model returns it), or minirlhf.tokenizer.build_tokenizer() for a model built by "
+            "build_tiny_gpt.")
     pad = model.config.pad_token_id
     if pad is not None and pad != tokenizer.pad_token_id:
         raise ValueError(
@@ -111,6 +124,16 @@ LOADERS = {"causal_lm": "minirlhf.models.load_model(path)",
 """The function that loads each kind of checkpoint."""
 
 
+TOKENIZER_STAMP = "minirlhf_tokenizer_sha256"
+"""The attribute of a model's config that holds the fingerprint of the tokenizer its weights read
+(set by :func:`build_tiny_gpt` and :func:`load_model`, saved in ``config.json``)."""
+
+
+def stamp_tokenizer(model, tokenizer) -> None:
+    """Record in ``model.config`` which tokenizer its weights read (see :data:`TOKENIZER_STAMP`)."""
+    setattr(model.config, TOKENIZER_STAMP, tokenizer_fingerprint(tokenizer))
+
+
 def tokenizer_fingerprint(tokenizer) -> str:
     """The sha256 of ``tokenizer``'s sorted vocabulary and special ids: two tokenizers with the same
     fingerprint turn every text into the same ids."""
@@ -138,6 +161,10 @@ def check_checkpoint_kind(path: Path, kind: str) -> dict:
     return info
 
 
+MAX_TOKENIZER_BYTES = 100_000_000
+"""The largest ``tokenizer.json`` that loading reads."""
+
+
 def load_tokenizer(path: Path, info: dict) -> PreTrainedTokenizerFast:
     """The tokenizer saved in checkpoint ``path`` (left padding), refused when its fingerprint differs
     from the one ``info`` recorded at save time: its words would not be the weights' words."""
@@ -145,7 +172,15 @@ def load_tokenizer(path: Path, info: dict) -> PreTrainedTokenizerFast:
     if not file.is_file():
         raise FileNotFoundError(f"The checkpoint {str(path)!r} has no tokenizer.json: copy it from where the "
                                 "checkpoint was saved, or save model and tokenizer again with save_model.")
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
+    if file.stat().st_size > MAX_TOKENIZER_BYTES:
+        raise ValueError(f"{file} is {file.stat().st_size:,} bytes, more than any tokenizer minirlhf saves "
+                         f"({MAX_TOKENIZER_BYTES:,}): it is damaged or not one of minirlhf's. Copy the whole "
+                         "checkpoint folder again, or save model and tokenizer again with save_model.")
+    try:
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
+    except Exception as error:  # the tokenizers library raises its own kinds for a damaged file
+        raise ValueError(f"{file} cannot be read as a tokenizer ({shorten(str(error), 200)}). Copy the whole "
+                         "checkpoint folder again, or save model and tokenizer again with save_model.") from error
     tokenizer.padding_side = "left"
     recorded, found = info.get("tokenizer_sha256"), tokenizer_fingerprint(tokenizer)
     if recorded and recorded != found:
@@ -155,6 +190,158 @@ def load_tokenizer(path: Path, info: dict) -> PreTrainedTokenizerFast:
             "read other words. Put back the tokenizer files saved with these weights, or save model and "
             "tokenizer again together with save_model.")
     return tokenizer
+
+
+# What a checkpoint may ask for is checked before any memory is allocated: the sizes in its config
+# against generous limits, then every tensor in its weights file's header against the model that the
+# config describes, built without memory (on PyTorch's "meta" device).
+
+SIZE_LIMITS = {"n_layer": 128, "num_hidden_layers": 128, "n_head": 256, "num_attention_heads": 256,
+               "n_embd": 16_384, "hidden_size": 16_384, "n_inner": 65_536, "intermediate_size": 65_536,
+               "n_positions": 131_072, "max_position_embeddings": 131_072, "vocab_size": 1_000_000}
+"""The largest value of each size in a checkpoint's ``config.json`` that loading accepts."""
+FLOAT_DTYPES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8}
+"""The safetensors dtypes a model's weights may have, and their sizes in bytes."""
+MAX_HEADER_BYTES = 100_000_000
+"""The largest safetensors header (the JSON table of contents of a weights file) that loading reads."""
+DAMAGED = ("the file is damaged, e.g. a copy cut short. Copy the whole checkpoint folder again, or save the "
+           "model again.")
+REFIT = ("It is not the checkpoint its config.json describes: copy the whole checkpoint folder again, or "
+         "save the model again with save_model.")
+
+
+def read_model_config(path: Path) -> dict:
+    """The checkpoint ``path``'s ``config.json`` as a dict, refused (naming the file, the size and the
+    limit) when a size in it lies outside :data:`SIZE_LIMITS`: a config decides how much memory a
+    model takes, so an untrusted one is checked before anything is allocated."""
+    file = path / "config.json"
+    config = read_json_file(file, fix="Copy the whole checkpoint folder again, or save the model again.")
+    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+        raise ValueError(f"{file} is not a model's config (a JSON object with a model_type). Copy the whole "
+                         "checkpoint folder again, or save the model again.")
+    for key, limit in SIZE_LIMITS.items():
+        value = config.get(key)
+        if key not in config or (value is None and key in ("n_inner", "intermediate_size")):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+            raise ValueError(f"{file} asks for {key} = {shorten(value)}, outside the 1 to {limit:,} minirlhf "
+                             "loads (checked before any memory is allocated): the file is damaged or not "
+                             "a model minirlhf can use. Copy the whole checkpoint folder again, or save the "
+                             "model again with save_model.")
+    return config
+
+
+def read_weights_header(file: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """``{tensor name: (dtype, shape)}`` of a safetensors ``file``, read from its header alone, refused
+    when the header is damaged, does not match the file's size, or holds a tensor that is not
+    floating point (int8, bool, ...: not weights minirlhf trains)."""
+    size = file.stat().st_size
+    with open(file, "rb") as handle:
+        start = handle.read(8)
+        length = int.from_bytes(start, "little") if len(start) == 8 else -1
+        if not 0 < length <= min(size - 8, MAX_HEADER_BYTES):
+            raise ValueError(f"Cannot read the weights in {file} (no valid header): {DAMAGED}")
+        try:
+            header = json.loads(handle.read(length))
+        except (ValueError, UnicodeDecodeError, RecursionError) as error:
+            raise ValueError(f"Cannot read the weights in {file} (its header is not JSON): {DAMAGED}") from error
+    if not isinstance(header, dict):
+        raise ValueError(f"Cannot read the weights in {file} (its header is not a table): {DAMAGED}")
+    tensors, end = {}, 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (first, last) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
+            ok = all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in (*shape, first, last))
+        except (TypeError, KeyError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"Cannot read the weights in {file} (the entry of {shorten(name)} is damaged): "
+                             f"{DAMAGED}")
+        if dtype not in FLOAT_DTYPES:
+            raise ValueError(f"{file} holds {shorten(name)} as {shorten(dtype)}, not floating-point numbers "
+                             f"({', '.join(FLOAT_DTYPES)}): it is not a model's weights as minirlhf saves them "
+                             "(quantised or edited?). Save the model again with save_model from float32 weights.")
+        if last - first != math.prod(shape) * FLOAT_DTYPES[dtype]:
+            raise ValueError(f"Cannot read the weights in {file} ({shorten(name)}'s bytes do not match its "
+                             f"shape): {DAMAGED}")
+        tensors[name], end = (dtype, shape), max(end, last)
+    if 8 + length + end != size:
+        raise ValueError(f"Cannot read the weights in {file} (it is {size:,} bytes, its header says "
+                         f"{8 + length + end:,}): {DAMAGED}")
+    return tensors
+
+
+OLD_BUFFERS = (".attn.bias", ".attn.masked_bias")
+"""Tensors that checkpoints of older transformers versions hold and today's GPT-2 no longer has."""
+
+
+def check_weights_fit(model, file: Path) -> None:
+    """Refuse a weights ``file`` whose tensors are not exactly those of ``model`` (built on the meta
+    device from the checkpoint's config, so without memory): a missing or extra tensor, another
+    shape, or a dtype that is not floating point. Tied weights (GPT-2's output layer) may be absent."""
+    tensors = read_weights_header(file)
+    first, tied = {}, set()
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        if id(parameter) in first:
+            tied.add(name)
+        first.setdefault(id(parameter), name)
+    expected = {name: tuple(value.shape) for name, value in model.state_dict().items()}
+    missing = sorted(set(expected) - set(tensors) - tied)
+    extra = sorted(n for n in set(tensors) - set(expected) if not n.endswith(OLD_BUFFERS))
+    wrong = sorted(n for n in set(tensors) & set(expected) if tensors[n][1] != expected[n])
+    if missing:
+        raise ValueError(f"{file} lacks weights of the model ({', '.join(missing[:3])}"
+                         f"{', ...' if len(missing) > 3 else ''}). {REFIT}")
+    if extra:
+        raise ValueError(f"{file} holds tensors the model does not have ({', '.join(map(shorten, extra[:3]))}"
+                         f"{', ...' if len(extra) > 3 else ''}). {REFIT}")
+    if wrong:
+        name = wrong[0]
+        raise ValueError(f"{file} holds {name} of shape {list(tensors[name][1])}, but its config makes it "
+                         f"{list(expected[name])}. {REFIT}")
+
+
+def check_finite_weights(model, where: Path, saving: bool = False) -> None:
+    """Refuse a model whose weights hold NaN or infinite numbers (a run that diverged), when loading it
+    from ``where`` or, with ``saving``, before saving it there (so that it replaces no good checkpoint)."""
+    for name, value in model.state_dict().items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            if saving:
+                raise ValueError(f"The model holds NaN or infinite numbers (in {name}): its training diverged, "
+                                 f"so it is not saved to {where} (anything there stays as it was). Train "
+                                 "again with a lower learning rate.")
+            raise ValueError(f"{where} holds NaN or infinite numbers (in {name}): the training that made it "
+                             "diverged. Use an earlier checkpoint, or train again with a lower learning rate.")
+
+
+def check_reads_the_world(model, tokenizer, where: str) -> None:
+    """Refuse a causal LM that reads the toy world's answers far worse than random guessing with
+    ``tokenizer``: its weights learned other ids for these words (a tokenizer whose words were
+    shuffled, even one of the same size). A model that never learned the world (random weights)
+    reads them about as well as guessing, and passes. Skipped for a tokenizer without the world's words."""
+    vocab = tokenizer.get_vocab()
+    if not all(word in vocab for word in world.all_words()):
+        return
+    countries = [country for country, _ in world.COUNTRIES[:6]]  # 12 answers, 2-3 words each
+    prompts = [world.make_prompt(c) for c in countries] * 2
+    answers = [world.make_response(c, style) for style in ("correct", "hedge") for c in countries]
+    n_tokens = encode_prompt_response(tokenizer, prompts, answers)["response_mask"].sum().item()
+    per_token = response_logprobs(model, tokenizer, prompts, answers).sum().item() / n_tokens
+    guessing = -math.log(len(tokenizer))
+    if not per_token > guessing - 2:  # 2 nats: e^2 ~ 7 times less likely than a guess, at every token
+        raise ValueError(
+            f"The model in {where} reads the world's answers far worse than random guessing with its tokenizer "
+            f"(mean log-prob per token {per_token:.1f}, guessing {guessing:.1f}): the tokenizer's words sit at "
+            "other ids than the weights learned (a permuted tokenizer.json?). Put back the tokenizer saved "
+            "with these weights, or save model and tokenizer again together with save_model.")
+
+
+def build_on_meta(build):
+    """``build()`` with every tensor on PyTorch's "meta" device: shapes without memory."""
+    with torch.device("meta"), no_transformers_progress_bars():
+        return build()
 
 
 @contextlib.contextmanager
@@ -172,6 +359,8 @@ def save_model(model, tokenizer, path: str | Path, extra_files: dict[str, str] |
     """Save model (safetensors) and tokenizer as the checkpoint folder ``path``, with ``extra_files``
     (name -> text) beside them; safe against interruptions and never deleting a file minirlhf did
     not write (see :func:`minirlhf.utils.save_atomically`)."""
+    check_tokenizer_matches(model, tokenizer)
+    check_finite_weights(model, Path(path), saving=True)
     with no_transformers_progress_bars():
         return save_atomically([model, tokenizer], path, checkpoint_info("causal_lm", tokenizer), extra_files)
 
@@ -186,17 +375,36 @@ def load_model(path: str | Path, device=None) -> tuple[GPT2LMHeadModel, PreTrain
 
     path = check_checkpoint_dir(path)
     tokenizer = load_tokenizer(path, check_checkpoint_kind(path, "causal_lm"))
-    with no_transformers_progress_bars(), reading_weights(path / "model.safetensors"):
+    weights = path / "model.safetensors"
+    config = auto_config(path)
+    check_weights_fit(build_on_meta(lambda: AutoModelForCausalLM.from_config(config)), weights)
+    with no_transformers_progress_bars(), reading_weights(weights):
         model, loading = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True,
                                                               output_loading_info=True)
     if loading["missing_keys"]:  # from_pretrained would fill them with random numbers
-        raise ValueError(f"{path / 'model.safetensors'} lacks weights of the model "
+        raise ValueError(f"{weights} lacks weights of the model "
                          f"({', '.join(sorted(loading['missing_keys'])[:3])}, ...): is it a causal LM "
                          "saved with save_model?")
+    check_finite_weights(model, weights)
     check_tokenizer_matches(model, tokenizer)
+    check_reads_the_world(model, tokenizer, str(path))
+    stamp_tokenizer(model, tokenizer)
     if device is not None:
         model.to(device)
     return model, tokenizer
+
+
+def auto_config(path: Path):
+    """The transformers config of checkpoint ``path``, after :func:`read_model_config` checked its sizes."""
+    from transformers import AutoConfig
+
+    read_model_config(path)
+    try:
+        return AutoConfig.from_pretrained(path)
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path / 'config.json'} is not a config transformers can read "
+                         f"({shorten(str(error), 200)}). Copy the whole checkpoint folder again, or save the "
+                         "model again.") from error
 
 
 def write_reward_model_files(reward_model, path: str | Path) -> None:
@@ -217,6 +425,9 @@ def save_reward_model(reward_model, path: str | Path, tokenizer=None) -> Path:
     """Save a :class:`~minirlhf.reward.RewardModel` (and ``tokenizer``) as the checkpoint folder
     ``path``, as :func:`save_model` does."""
     objects = [reward_model] + ([tokenizer] if tokenizer is not None else [])
+    if tokenizer is not None:
+        check_tokenizer_matches(reward_model.backbone, tokenizer)
+    check_finite_weights(reward_model, Path(path), saving=True)
     return save_atomically(objects, path, checkpoint_info("reward_model", tokenizer))
 
 
@@ -224,22 +435,32 @@ def read_reward_model(cls, path: str | Path, device=None):
     """Load the reward model (of class ``cls``) saved in ``path``, in eval mode, with its tokenizer as
     ``.tokenizer`` (None if none was saved). Refuses a causal LM's checkpoint."""
     from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoModel
 
     path = check_checkpoint_dir(path)
     if not (path / REWARD_MODEL_FILE).is_file():
         raise ValueError(f"{str(path)!r} holds no reward model (no {REWARD_MODEL_FILE}). To start "
                          "one from a causal LM use RewardModel.from_base(load_model(path)[0]).")
     info = check_checkpoint_kind(path, "reward_model")
-    options = json.loads((path / REWARD_MODEL_FILE).read_text())
-    backbone = AutoModel.from_config(AutoConfig.from_pretrained(path))
-    model = cls(backbone, freeze_backbone=options["freeze_backbone"],
-                attention_only=options.get("attention_only", False))
-    with reading_weights(path / "model.safetensors"):
-        model.load_state_dict(load_file(path / "model.safetensors"))
+    options = read_json_file(path / REWARD_MODEL_FILE, fix="Copy the whole checkpoint folder again.")
+    if not isinstance(options, dict) or not isinstance(options.get("freeze_backbone"), bool):
+        raise ValueError(f"{path / REWARD_MODEL_FILE} is damaged (no freeze_backbone). Copy the whole "
+                         "checkpoint folder again, or save the reward model again.")
+    weights, config = path / "model.safetensors", auto_config(path)
+
+    def build():
+        return cls(AutoModel.from_config(config), freeze_backbone=options["freeze_backbone"],
+                   attention_only=options.get("attention_only", False) is True)
+
+    check_weights_fit(build_on_meta(build), weights)
+    model = build()
+    with reading_weights(weights):
+        model.load_state_dict(load_file(weights))
+    check_finite_weights(model, weights)
     if (path / "tokenizer.json").is_file():
         model.tokenizer = load_tokenizer(path, info)
         check_tokenizer_matches(model.backbone, model.tokenizer)
+        stamp_tokenizer(model.backbone, model.tokenizer)
     if device is not None:
         model.to(device)
     return model.eval()

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from minirlhf.dpo import DPOConfig, dpo_step, make_optimizer
 from minirlhf.logprobs import encode_pairs, reference_logps, to_device
-from minirlhf.models import frozen_blocks, fused_gelu
+from minirlhf.models import check_tokenizer_matches, frozen_blocks, fused_gelu
 from minirlhf.preferences import on_policy_pairs
 from minirlhf.utils import check_config, lr_factor, seed_everything
 
@@ -83,6 +83,8 @@ def train_online_dpo(policy, ref_model, tokenizer, prompts: list[str], rater,
     if rater is None:
         raise ValueError("Online DPO asks a rater to label fresh pairs: pass rater=... (e.g. "
                          "minirlhf.world.SimulatedRater(seed=0)).")
+    check_tokenizer_matches(policy, tokenizer)
+    check_tokenizer_matches(ref_model, tokenizer)
     prompts = list(dict.fromkeys(prompts))
     device = next(policy.parameters()).device
     ref_model.eval()

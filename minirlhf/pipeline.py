@@ -3,19 +3,21 @@
 No algorithm lives here: the stages call :mod:`minirlhf.sft`, :mod:`minirlhf.reward`,
 :mod:`minirlhf.ppo` and :mod:`minirlhf.dpo` with their defaults, judge the results with
 :mod:`minirlhf.evaluation`, and draw them with :mod:`minirlhf.plots`. Each ``*_stage`` function
-writes its figures into ``outdir`` and returns plain values: a dict of JSON-able metrics, then the
-objects that later stages need.
+writes its figures into ``outdir`` (the demo's folder, see :func:`demo_folder`) and returns plain
+values: a dict of JSON-able metrics, then the objects that later stages need.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
+import io
 import json
 import time
 from html import escape
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import torch
 
 from minirlhf import plots, world
@@ -31,7 +33,58 @@ from minirlhf.ppo import PPOConfig, train_ppo
 from minirlhf.preferences import PAIRS_PER_PROMPT, collect_preferences, default_preferences
 from minirlhf.reward import RewardConfig, RewardModel, train_reward_model
 from minirlhf.sft import SFTConfig, train_sft
-from minirlhf.utils import check_save_target, check_writable, json_safe
+from minirlhf.utils import OwnedFolder, check_free_space, check_save_target, check_seed, json_safe
+
+# ---------------------------------------------------------------------------------------------
+# The demo's output folder: minirlhf writes only its own files there, and records them
+# ---------------------------------------------------------------------------------------------
+
+DEMO_RECORD = "minirlhf-demo.json"
+"""The file in a demo's output folder that records what the demo wrote there (with each file's sha256)."""
+SFT_MODEL = "sft-model"
+"""The subfolder where the demo saves a base model it trained."""
+
+
+def demo_file(name: str) -> bool:
+    """The names of the files a demo writes: figures (``*.png``), the report, metrics and ``RUNNING``."""
+    return name.endswith(".png") or name in ("report.md", "report.html", "metrics.json", "RUNNING")
+
+
+def demo_folder(outdir) -> OwnedFolder:
+    """``outdir`` as the demo's :class:`~minirlhf.utils.OwnedFolder` (unchanged if it is one already)."""
+    if isinstance(outdir, OwnedFolder):
+        return outdir
+    return OwnedFolder(outdir, DEMO_RECORD, demo_file, "the demo's report", subfolders=(SFT_MODEL,))
+
+
+def check_demo_target(outdir) -> OwnedFolder:
+    """Refuse, before any work, an output folder where the demo would change a file it did not write:
+    it must be new, empty, or an earlier demo's (its files as the demo wrote them), not a link, on a
+    disk with room. Returns the folder, checked."""
+    folder = demo_folder(outdir).check()
+    check_save_target(folder.path / SFT_MODEL)
+    check_free_space(folder.path)
+    return folder
+
+
+def _opened(outdir) -> OwnedFolder:
+    """The stages' output folder: the demo's, or for a stage called on its own, ``outdir`` opened."""
+    folder = demo_folder(outdir)
+    return folder if folder.is_open else folder.open()
+
+
+def save_figures(figures: dict, outdir) -> list[str]:
+    """Save each figure of ``figures`` (file name -> figure) into the demo's folder as a 100-dpi PNG,
+    never through a link (see :meth:`~minirlhf.utils.OwnedFolder.write_bytes`), and close it. Returns
+    the sorted file names."""
+    folder = _opened(outdir)
+    for name, fig in figures.items():
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        folder.write_bytes(name, buffer.getvalue())
+    return sorted(figures)
+
 
 # ---------------------------------------------------------------------------------------------
 # The tutorial's default models in one call
@@ -79,7 +132,7 @@ def sft_stage(outdir: Path, seed: int = 0, quick: bool = False, retrain: bool = 
     else:
         config = SFTConfig(seed=seed, steps=60 if quick else SFTConfig.steps, progress=False)
         model, tokenizer, history = train_base_model(seed=seed, config=config)
-        save_model(model, tokenizer, outdir / "sft-model")
+        save_model(model, tokenizer, _opened(outdir).path / SFT_MODEL)
         steps = config.steps
     countries = [c for c, _ in world.COUNTRIES]
     kinds = answer_kind_probs(model, tokenizer, [world.make_prompt(c) for c in countries])
@@ -96,7 +149,7 @@ def sft_stage(outdir: Path, seed: int = 0, quick: bool = False, retrain: bool = 
     return {"trained_steps": steps, "seconds": round(time.perf_counter() - start, 1),
             "france": {k: round(p, 3) for k, p in zip(answers, probs)},
             "corpus_mix": world.STYLE_MIX, "coverage": evaluator.evaluate(model, beta=1.0)["coverage"],
-            "figures": plots.save_figures(figures, outdir)}
+            "figures": save_figures(figures, outdir)}
 
 
 def reward_stage(outdir: Path, quick: bool = False, seed: int = 0):
@@ -125,7 +178,7 @@ def reward_stage(outdir: Path, quick: bool = False, seed: int = 0):
             margin_calibration(reward_model, tokenizer, data["test"])),
         "preference_pairs.png": plots.plot_preference_pairs(data["train"]),
     }
-    metrics["figures"] = plots.save_figures(figures, outdir)
+    metrics["figures"] = save_figures(figures, outdir)
     return json_safe(metrics), reward_model, data
 
 
@@ -160,7 +213,7 @@ def ppo_stage(outdir: Path, reward_model, reward_data, quick: bool = False, seed
             title=f"{label}: answers to France", logy=True),
         "ppo_token_kl.png": plots.plot_token_kl(tokens, [kl]),
     }
-    metrics["figures"] = plots.save_figures(figures, outdir)
+    metrics["figures"] = save_figures(figures, outdir)
     return json_safe(metrics), policy, history
 
 
@@ -194,7 +247,7 @@ def dpo_stage(outdir: Path, preferences, quick: bool = False, seed: int = 0):
                       "exact/true_reward", "exact/kl"], title="Offline DPO"),
         "dpo_token_log_ratios.png": plots.plot_token_log_ratios(rows),
     }
-    metrics["figures"] = plots.save_figures(figures, outdir)
+    metrics["figures"] = save_figures(figures, outdir)
     return json_safe(metrics), policy, history
 
 
@@ -215,7 +268,7 @@ def compare_stage(outdir: Path, policies: dict, seconds: dict, beta: float) -> d
                                                        title=f"Training prompts, beta = {beta}"),
     }
     return {"beta": beta, "table": rows, "table_markdown": markdown_table(rows),
-            "figures": plots.save_figures(figures, outdir)}
+            "figures": save_figures(figures, outdir)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,52 +281,61 @@ def demo(outdir: Path, seed: int = 0, quick: bool = False, retrain: bool = False
 
     The SFT stage loads the shipped base model (seed 0) unless ``retrain`` or another seed asks to
     train it (``minirlhf sft`` does the same). Each stage prints one line: its time and its headline.
-    While it runs, ``outdir`` holds a ``RUNNING`` file and no report: an earlier run's report and
-    metrics are removed at the start, and the new ones written last.
+
+    ``outdir`` must be new, empty, or an earlier demo's folder (see :func:`check_demo_target`): the
+    demo changes no file it did not write, and writes through no link. It records what it wrote in
+    :data:`DEMO_RECORD`. While it runs, a lock keeps a second demo out of the folder, and ``outdir``
+    holds a ``RUNNING`` file and no report: an earlier run's report and metrics are removed at the
+    start, the new ones written last, and the earlier run's figures that this one did not redraw after.
     """
-    outdir = Path(outdir)
-    check_writable(outdir)  # fail now, not after training
-    check_save_target(outdir / "sft-model")
-    outdir.mkdir(parents=True, exist_ok=True)
-    running = outdir / "RUNNING"
-    running.write_text("minirlhf demo is writing this folder, or was stopped: until this file is gone, the "
-                       "figures may mix two runs.\n")
+    check_seed(seed)
+    folder = check_demo_target(outdir)  # fail now, not after training
+    with folder.open().lock():
+        check_demo_target(folder)  # again, under the lock: another run may have written meanwhile
+        return _run_demo(folder, seed, quick, retrain)
+
+
+def _run_demo(folder: OwnedFolder, seed: int, quick: bool, retrain: bool) -> Path:
+    folder.write_text("RUNNING", "minirlhf demo is writing this folder, or was stopped: until this file is "
+                                 "gone, the figures may mix two runs.\n")
     for name in ("report.md", "report.html", "metrics.json"):  # an earlier run's: other figures
-        (outdir / name).unlink(missing_ok=True)
+        folder.remove(name)
     metrics, timer = {"seed": seed, "quick": quick}, time.perf_counter()
 
     def say(stage: str, text: str, seconds: float) -> None:
         print(f"[{stage}] {text} ({seconds:.0f} s)", flush=True)
 
-    metrics["sft"] = sft = sft_stage(outdir, seed=seed, quick=quick, retrain=retrain)
+    metrics["sft"] = sft = sft_stage(folder, seed=seed, quick=quick, retrain=retrain)
     france = sft["france"]
     say("1/5 SFT", f"{'trained' if sft['trained_steps'] else 'shipped'} base model; France: Berlin "
         f"{france['Berlin']:.2f}, Paris {france['Paris']:.2f}, hedge {france['hedge']:.2f}", sft["seconds"])
-    metrics["reward_model"], reward_model, preferences = reward_stage(outdir, quick=quick, seed=seed)
+    metrics["reward_model"], reward_model, preferences = reward_stage(folder, quick=quick, seed=seed)
     rm = metrics["reward_model"]
     say("2/5 reward model", f"{rm['n_train_pairs']} rated pairs; France: Paris "
         f"{rm['reward_correct']:+.2f}, hedge {rm['reward_hedge']:+.2f}, Berlin {rm['reward_berlin']:+.2f}",
         rm["stage_seconds"])
-    metrics["ppo"], ppo_policy, ppo_history = ppo_stage(outdir, reward_model, preferences["train"],
+    metrics["ppo"], ppo_policy, ppo_history = ppo_stage(folder, reward_model, preferences["train"],
                                                         quick=quick, seed=seed)
     say("3/5 PPO", f"attainment {metrics['ppo']['attainment']:.2f}, {metrics['ppo']['rater_labels']} more "
         "labels for the refreshes", metrics["ppo"]["seconds"])
-    metrics["dpo"], dpo_policy, dpo_history = dpo_stage(outdir, preferences, quick=quick, seed=seed)
+    metrics["dpo"], dpo_policy, dpo_history = dpo_stage(folder, preferences, quick=quick, seed=seed)
     say("4/5 DPO", f"offline, attainment {metrics['dpo']['attainment']:.2f}", metrics["dpo"]["seconds"])
     start = time.perf_counter()
     seconds = {"PPO": metrics["ppo"]["seconds"], "DPO": metrics["dpo"]["seconds"]}
-    metrics["comparison"] = compare_stage(outdir, {"PPO": ppo_policy, "DPO": dpo_policy}, seconds,
+    metrics["comparison"] = compare_stage(folder, {"PPO": ppo_policy, "DPO": dpo_policy}, seconds,
                                           metrics["ppo"]["beta"])
-    metrics["comparison"]["figures"] += plots.save_figures({"france_over_training.png": plots.plot_runs(
+    metrics["comparison"]["figures"] += save_figures({"france_over_training.png": plots.plot_runs(
         {"PPO": ppo_history, "DPO": dpo_history}, ["P(Paris)", "P(Berlin)"], x="step",
-        title="France: P(Paris) and P(Berlin) during training")}, outdir)
+        title="France: P(Paris) and P(Berlin) during training")}, folder)
     say("5/5 against the optimum", "table and figures", time.perf_counter() - start)
     metrics["total_seconds"] = round(time.perf_counter() - timer, 1)
-    (outdir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-    write_report(outdir, metrics)
-    running.unlink()
+    folder.write_text("metrics.json", json.dumps(metrics, indent=2, default=str))
+    report = write_report(folder, metrics)
+    for name in sorted(set(folder.hashes) - folder.written):
+        folder.remove(name)  # an earlier run's figure that this run did not draw
+    folder.remove("RUNNING")
     print(f"[done] {metrics['total_seconds']:.0f} s in all", flush=True)
-    return outdir / "report.html"
+    return report
 
 
 def learned_order(rm: dict) -> str:
@@ -342,8 +404,9 @@ def report_blocks(metrics: dict) -> list[tuple]:
 
 
 def write_report(outdir: Path, metrics: dict) -> Path:
-    """``report.md`` and ``report.html`` (the same story; the HTML embeds its images) in ``outdir``.
-    Returns the path of ``report.html``."""
+    """``report.md`` and ``report.html`` (the same story; the HTML embeds its images) in ``outdir``,
+    the demo's folder (see :func:`demo_folder`), whose figures it reads. Returns the path of ``report.html``."""
+    folder = _opened(outdir)
     md, html = [], ["<!doctype html><html><head><meta charset='utf-8'><title>minirlhf demo</title><style>",
                     "body{font-family:sans-serif;max-width:52em;margin:2em auto;line-height:1.5;"
                     "padding:0 1em}",
@@ -369,9 +432,8 @@ def write_report(outdir: Path, metrics: dict) -> Path:
         elif kind == "img":
             name, caption = block[1], block[2]
             md += [f"![{caption}]({name})", "", f"*{caption}*", ""]
-            data = base64.b64encode((outdir / name).read_bytes()).decode()
+            data = base64.b64encode(folder.read_bytes(name)).decode()
             html.append(f"<figure><img src='data:image/png;base64,{data}' alt='{escape(caption)}'>"
                         f"<figcaption>{escape(caption)}</figcaption></figure>")
-    (outdir / "report.md").write_text("\n".join(md))
-    (outdir / "report.html").write_text("\n".join(html + ["</body></html>"]))
-    return outdir / "report.html"
+    folder.write_text("report.md", "\n".join(md))
+    return folder.write_text("report.html", "\n".join(html + ["</body></html>"]))

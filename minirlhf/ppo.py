@@ -41,7 +41,7 @@ from minirlhf import world
 from minirlhf.logprobs import generate, last_token_index, token_logprobs
 from minirlhf.models import (Critic, check_tokenizer_matches, embedding_param_groups,
                              frozen_blocks, fused_gelu)
-from minirlhf.rl import RaterRefreshes, RLConfig, score_rollouts
+from minirlhf.rl import RaterRefreshes, RLConfig, check_world_prompts, score_rollouts
 from minirlhf.utils import (check_config, check_finite_loss, check_positive, clip_grad_norm,
                             explained_variance, lr_factor, masked_mean, seed_everything, whiten)
 
@@ -141,7 +141,10 @@ class AdaptiveKLController:
         e_t   = clip( KL_t / KL_target - 1, -0.2, 0.2 )
         beta <- beta * (1 + e_t * n_steps / horizon)
 
-    ``n_steps`` is the number of rollouts behind ``KL_t``: a KL above target raises beta.
+    ``n_steps`` is the number of rollouts behind ``KL_t``: a KL above target raises beta. One update
+    changes beta by at most the fraction ``0.2 * n_steps / horizon``; from ``n_steps / horizon = 5``
+    on, the factor could reach 0 or turn negative, so a horizon under ``0.4 * n_steps`` (where one
+    update could halve beta) is refused.
     """
 
     def __init__(self, init_beta: float, target_kl: float, horizon: float):
@@ -151,9 +154,21 @@ class AdaptiveKLController:
 
     def update(self, current_kl: float, n_steps: int) -> float:
         """Move beta after a batch of ``n_steps`` rollouts whose mean sequence KL is ``current_kl``."""
+        check_adaptive_horizon(self.horizon, n_steps)
         error = min(max(current_kl / self.target_kl - 1.0, -0.2), 0.2)
         self.value *= 1.0 + error * n_steps / self.horizon
         return self.value
+
+
+def check_adaptive_horizon(horizon: float, rollouts_per_step: int) -> None:
+    """Refuse a horizon so short that one update of :class:`AdaptiveKLController` could change beta by
+    more than half (``rollouts_per_step / horizon > 2.5``; from 5 on, beta could turn 0 or negative)."""
+    if rollouts_per_step / horizon > 2.5:
+        raise ValueError(f"The adaptive KL controller's horizon ({horizon:g}) is too short for "
+                         f"{rollouts_per_step} rollouts per step: one update moves beta by up to "
+                         f"{20 * rollouts_per_step / horizon:.0f}% (at 100% or more it turns 0 or negative). "
+                         f"Give horizon >= {rollouts_per_step / 2.5:g} (0.4 x rollouts_per_step); the "
+                         "usual 10,000 moves beta slowly.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -198,6 +213,8 @@ class PPOConfig(RLConfig):
                              f"minibatches ({self.minibatches}).")
         if self.adaptive_kl and self.beta == 0:
             raise ValueError("The adaptive KL controller starts from beta and scales it: give beta > 0.")
+        if self.adaptive_kl:
+            check_adaptive_horizon(self.horizon, self.rollouts_per_step)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -290,9 +307,9 @@ def train_ppo(policy, ref_model, tokenizer, prompts: list[str], config: PPOConfi
     :func:`step_metrics`), with ``rater_labels`` (so far) and what ``evaluate`` gave.
     """
     config = config or PPOConfig()
-    if not prompts:
-        raise ValueError("No prompts to train on: pass e.g. minirlhf.world.prompts('train').")
+    check_world_prompts(prompts)
     check_tokenizer_matches(policy, tokenizer)
+    check_tokenizer_matches(ref_model, tokenizer)
     refreshes = RaterRefreshes(reward_model, rater, reward_data, ref_model, tokenizer, prompts, config)
     reward_model = refreshes.reward_model  # a copy, when the rater refreshes it
     generator = seed_everything(config.seed)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from minirlhf import world
 from minirlhf.logprobs import encode_texts, generate
 from minirlhf.models import load_base_model
-from minirlhf.utils import seed_everything
+from minirlhf.utils import seed_everything, shorten
 
 PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -214,6 +214,53 @@ def _read_json(text: str, path: Path, line: int | None = None):
     except json.JSONDecodeError as error:
         raise PreferenceDataError(f"{path}, line {line or error.lineno}: not valid JSON ({error.msg}, column "
                                   f"{error.colno}). Fix that line, or delete it.") from error
+    except RecursionError as error:
+        where = f", line {line}" if line else ""
+        raise PreferenceDataError(f"{path}{where}: the JSON is nested too deep to read (lists or objects "
+                                  "inside each other thousands of times). Preference data are flat: one "
+                                  "object per row with the strings prompt, chosen, rejected.") from error
+
+
+def _columns_to_rows(content: dict, path: Path) -> list[dict]:
+    """A JSON object of columns (``{"prompt": [...], "chosen": [...], ...}``) as rows, refused unless
+    every column is a list and all have the same length."""
+    lengths = {name: len(values) if isinstance(values, list) else None for name, values in content.items()}
+    not_lists = [name for name, n in lengths.items() if n is None]
+    if not_lists:
+        raise PreferenceDataError(f"{path}: an object of columns needs a list for each column, but "
+                                  f"{shorten(not_lists[0])} is a {type(content[not_lists[0]]).__name__}. Give "
+                                  "a list of row objects, or one list per column.")
+    if len(set(lengths.values())) > 1:
+        counts = ", ".join(f"{name[:40]}: {n}" for name, n in list(lengths.items())[:6])
+        raise PreferenceDataError(f"{path}: the columns have different lengths ({counts}); every row needs "
+                                  "a prompt, a chosen and a rejected answer. Make the lists equally long.")
+    names = list(content)
+    return [dict(zip(names, values)) for values in zip(*content.values())]
+
+
+def _read_csv(text: str, path: Path) -> list[dict]:
+    """The rows of a CSV file, refused (naming the line) where a row has more or fewer fields than the
+    header: a comma inside an unquoted text splits it in two."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows = []
+    try:
+        for row in reader:
+            header = len(reader.fieldnames)
+            if None in row:  # DictReader puts the fields beyond the header under the key None
+                raise PreferenceDataError(
+                    f"{path}, line {reader.line_num}: {header + len(row[None])} fields where the header "
+                    f"has {header}. A text with a comma must be in double quotes (\"like, this\"); a "
+                    "spreadsheet's 'Save as CSV' does that.")
+            if any(value is None for value in row.values()):
+                found = sum(value is not None for value in row.values())
+                raise PreferenceDataError(
+                    f"{path}, line {reader.line_num}: {found} fields where the header has {header}. Fill in "
+                    "the missing ones, or delete the row.")
+            rows.append(row)
+    except csv.Error as error:
+        raise PreferenceDataError(f"{path}, line {reader.line_num}: not valid CSV ({error}). Fix that line, "
+                                  "or save the file again from a spreadsheet as 'CSV UTF-8'.") from error
+    return rows
 
 
 def _read_records(path: Path) -> list[dict]:
@@ -227,13 +274,13 @@ def _read_records(path: Path) -> list[dict]:
     if suffix == ".json":
         content = _read_json(_read_text(path), path)
         if isinstance(content, dict):  # {"prompt": [...], "chosen": [...], ...}
-            return Dataset.from_dict(content).to_list()
+            return _columns_to_rows(content, path)
         if isinstance(content, list):
             return content
         raise ValueError(f"{path} must hold a list of objects or an object of columns.")
     if suffix == ".csv":
-        return list(csv.DictReader(io.StringIO(_read_text(path), newline="")))
-    raise ValueError(f"Cannot read {path.name!r}: use a .json, .jsonl or .csv file, or a Dataset.")
+        return _read_csv(_read_text(path), path)
+    raise ValueError(f"Cannot read {shorten(path.name)}: use a .json, .jsonl or .csv file, or a Dataset.")
 
 
 def check_preference_row(i: int, row: dict, allow_empty_answers: bool = False) -> None:
@@ -249,12 +296,12 @@ def check_preference_row(i: int, row: dict, allow_empty_answers: bool = False) -
             hint = (" Conversational data (lists of messages) must be flattened to text first."
                     if isinstance(value, (list, dict)) else "")
             raise PreferenceDataError(f"Row {i}: {column!r} must be a string, got {type(value).__name__} "
-                                      f"{value!r}.{hint}")
+                                      f"{shorten(value)}.{hint}")
         if not value.strip() and (column == "prompt" or not allow_empty_answers):
             raise PreferenceDataError(f"Row {i}: {column!r} is empty. Drop the row or fill it in.")
     if world.normalize_text(row["chosen"]) == world.normalize_text(row["rejected"]):
-        raise PreferenceDataError(f"Row {i}: 'chosen' ({row['chosen']!r}) and 'rejected' "
-                                  f"({row['rejected']!r}) are the same text up to spacing: identical pairs "
+        raise PreferenceDataError(f"Row {i}: 'chosen' ({shorten(row['chosen'])}) and 'rejected' "
+                                  f"({shorten(row['rejected'])}) are the same text up to spacing: identical pairs "
                                   "say nothing about preference. Drop them.")
 
 
@@ -275,7 +322,7 @@ def check_preference_data(data, what: str = "preference data", tokenizer=None,
     missing = [c for c in PREFERENCE_COLUMNS if c not in columns]
     if missing:
         raise PreferenceDataError(f"The {what} lack the column(s) {missing}: they need prompt, chosen, "
-                                  f"rejected and have {columns}. Rename yours with load_preferences(data, "
+                                  f"rejected and have {shorten(columns, 200)}. Rename yours with load_preferences(data, "
                                   "columns={'your_name': 'chosen', ...}).")
     if len(data) == 0:
         raise PreferenceDataError(f"The {what} are empty: give at least one (prompt, chosen, rejected).")
@@ -285,8 +332,8 @@ def check_preference_data(data, what: str = "preference data", tokenizer=None,
         chosen, rejected = (encode_texts(tokenizer, data[c], "response") for c in ("chosen", "rejected"))
         for i, (c, r) in enumerate(zip(chosen, rejected)):
             if c == r:
-                raise PreferenceDataError(f"Row {i} of the {what}: 'chosen' ({data[i]['chosen']!r}) and "
-                                          f"'rejected' ({data[i]['rejected']!r}) are the same tokens: "
+                raise PreferenceDataError(f"Row {i} of the {what}: 'chosen' ({shorten(data[i]['chosen'])}) and "
+                                          f"'rejected' ({shorten(data[i]['rejected'])}) are the same tokens: "
                                           "identical pairs say nothing about preference. Drop them.")
 
 
@@ -325,20 +372,20 @@ def load_preferences(source, columns: dict[str, str] | None = None) -> Dataset:
     columns = columns or {}
     unknown = [c for c in columns if c not in names]
     if unknown:
-        raise ValueError(f"columns= renames {unknown}, which the data do not have; they have {names}.")
+        raise ValueError(f"columns= renames {shorten(unknown, 200)}, which the data do not have; they have {shorten(names, 200)}.")
     targets = list(columns.values()) + [n for n in names if n not in columns]
     clashes = sorted({n for n in targets if targets.count(n) > 1})
     if clashes:
         old = clashes[0]
-        raise PreferenceDataError(f"columns= would make two columns named {clashes} (a rename onto a column "
+        raise PreferenceDataError(f"columns= would make two columns named {shorten(clashes, 200)} (a rename onto a column "
                                   "the data have, or two renames onto one name): one would be lost. Rename "
-                                  f"the existing one too, e.g. columns={{{old!r}: {old + '_old'!r}, ...}}, "
+                                  f"the existing one too, e.g. columns={{{shorten(old)}: {shorten(old + '_old')}, ...}}, "
                                   "or drop it first.")
     records = [{columns.get(k, k): v for k, v in row.items()} for row in records]
     names = [columns.get(n, n) for n in names]
     missing = [c for c in PREFERENCE_COLUMNS if c not in names]
     if missing:
-        raise ValueError(f"The preference data lack the column(s) {missing}; they have {names}. "
+        raise ValueError(f"The preference data lack the column(s) {missing}; they have {shorten(names, 200)}. "
                          "Rename yours with columns={'your_name': 'chosen', ...}.")
     extras = [n for n in names if n not in PREFERENCE_COLUMNS]
     rows = []

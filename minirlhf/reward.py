@@ -30,7 +30,8 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from minirlhf.logprobs import encode_prompt_response, last_token_index, position_ids_from_mask, to_device
-from minirlhf.models import read_reward_model, save_reward_model, write_reward_model_files
+from minirlhf.models import (check_tokenizer_matches, read_reward_model, save_reward_model,
+                             write_reward_model_files)
 from minirlhf.preferences import check_preference_data, distinct_answers
 from minirlhf.utils import (check_config, check_finite_loss, clip_grad_norm, lr_factor,
                             seed_everything)
@@ -307,6 +308,7 @@ def train_reward_model(reward_model: RewardModel, tokenizer, train_data: Dataset
     same metrics over all of it as ``eval/...``.
     """
     config = config or RewardConfig()
+    check_tokenizer_matches(reward_model.backbone, tokenizer)
     check_preference_data(train_data, "training data", tokenizer, allow_empty_answers=True)
     if eval_data is not None:
         check_preference_data(eval_data, "evaluation data", allow_empty_answers=True)

@@ -24,7 +24,7 @@ from minirlhf.logprobs import close_cut_answers
 from minirlhf.models import check_reward_model
 from minirlhf.preferences import on_policy_pairs
 from minirlhf.reward import RewardConfig, evaluate_reward_model, train_reward_model
-from minirlhf.utils import check_config
+from minirlhf.utils import check_config, shorten
 
 
 @dataclass
@@ -87,6 +87,23 @@ class RLConfig:
         if self.learning_rate is not None:
             return self.learning_rate
         return 3e-4 if self.beta == 0 else min(3e-4, 1e-4 / self.beta)
+
+
+def check_world_prompts(prompts: list[str]) -> None:
+    """Refuse, before the first step, training prompts outside the toy world: every step logs the true
+    reward of its answers (``objective/true_reward``), and the simulated rater judges by it, and the
+    world defines it on its own prompts only (:func:`minirlhf.world.make_prompt`)."""
+    if not prompts:
+        raise ValueError("No prompts to train on: pass e.g. minirlhf.world.prompts('train').")
+    for i, prompt in enumerate(prompts):
+        try:
+            world.country_of_prompt(prompt)
+        except (ValueError, TypeError, AttributeError) as error:
+            raise ValueError(
+                f"Prompt {i} ({shorten(prompt)}) is not one of the toy world's: every step logs the true "
+                f"reward of its answers, defined only on prompts like {world.make_prompt('France')!r} "
+                "for the world's countries, also with your own reward model. Build prompts with "
+                "minirlhf.world.make_prompt(country), or use minirlhf.world.prompts('train').") from error
 
 
 @torch.no_grad()

@@ -9,9 +9,14 @@ and creates no widget at all, so that no widget state is stored.
 
 from __future__ import annotations
 
+import contextlib
 import html
+import json
 import os
+import stat
 import sys
+import tempfile
+from pathlib import Path
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
@@ -20,6 +25,7 @@ from IPython.display import display
 
 from minirlhf.optimum import optimal_policy, with_outside
 from minirlhf.plots import plot_distributions
+from minirlhf.utils import disk_full, is_disk_full, read_json_file, shorten
 
 LIVE_ENV = "MINIRLHF_WIDGETS"
 """Set to 1 to force interactive widgets (e.g. in an editor this module does not recognise), 0 to
@@ -114,6 +120,31 @@ def beta_explorer(evaluator, prompt_index: int = 0, betas=BETA_STEPS,
 
 # --- labeling panel (issue 3): be the human rater --------------------------------------------------
 
+LABELS_FORMAT = "minirlhf-labels"
+"""The ``format`` entry of a labeling session's save file (see :class:`LabelingSession`)."""
+
+
+def _read_labels_file(path: Path) -> dict:
+    """The content of a labeling session's save file, refused (never to be overwritten) when ``path``
+    is a link, a folder, or a file that is not one."""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise FileExistsError(f"{str(path)!r} is a link or a folder, not a file of labels: choose another "
+                              "file name (e.g. 'my_labels.json').")
+    fix = "It stays as it is: choose another file name for your labels (e.g. 'my_labels.json')."
+    try:
+        content = read_json_file(path, max_bytes=50_000_000, fix=fix)
+    except ValueError as error:
+        raise FileExistsError(f"{path} is not a file of labels that minirlhf saved. {fix}") from error
+    if not (isinstance(content, dict) and content.get("format") == LABELS_FORMAT):
+        raise FileExistsError(f"{path} is not a file of labels that minirlhf saved. {fix}")
+    pairs, choices = content.get("pairs"), content.get("choices")
+    if not (isinstance(pairs, list) and isinstance(choices, list) and len(choices) <= len(pairs)
+            and all(c in LabelingSession.CHOICES for c in choices)):
+        raise ValueError(f"{path} is damaged (its pairs or choices do not fit together): continue from a "
+                         "copy, or choose another file name to start again.")
+    return content
+
+
 class LabelingSession:
     """The labeling panel's logic, free of widgets: a queue of answer pairs and your choices.
 
@@ -121,27 +152,85 @@ class LabelingSession:
     ``"skip"`` and moves to the next pair; :meth:`undo` goes back one. :meth:`to_dataset` turns
     your choices into preference data (``prompt``, ``chosen``, ``rejected``, plus the true
     rewards), the same format as :func:`minirlhf.preferences.collect_preferences`.
+
+    ``save_to``: a file name (e.g. ``"my_labels.json"``). The session is written there after every
+    choice and undo (not before the first), so that a kernel restart loses nothing: if the file
+    holds an earlier session of the same pairs, its choices are taken up again (:meth:`load` takes
+    up any saved session). A file that is not a saved session is never overwritten.
     """
 
     CHOICES = ("left", "right", "skip")
 
-    def __init__(self, pairs: list[tuple[str, str, str]]):
-        pairs = [tuple(p) for p in pairs]
+    def __init__(self, pairs: list[tuple[str, str, str]], save_to: str | Path | None = None):
+        pairs = [tuple(p) if isinstance(p, (list, tuple)) else p for p in pairs]
         if not pairs:
             raise ValueError("No pairs to label: give at least one (prompt, left, right).")
         for i, pair in enumerate(pairs):
-            if len(pair) != 3 or not all(isinstance(t, str) for t in pair):
-                raise ValueError(f"Pair {i} must be three strings (prompt, left, right), got {pair!r}.")
+            if not isinstance(pair, tuple) or len(pair) != 3 or not all(isinstance(t, str) for t in pair):
+                raise ValueError(f"Pair {i} must be three strings (prompt, left, right), "
+                                 f"got {shorten(pair)}.")
             if pair[1] == pair[2]:
-                raise ValueError(f"Pair {i} shows the same answer twice ({pair[1]!r}); nothing to choose.")
+                raise ValueError(f"Pair {i} shows the same answer twice ({shorten(pair[1])}); "
+                                 "nothing to choose.")
         self.pairs = pairs
         self.choices: list[str] = []  # one per pair labelled so far, in order
+        self.save_to = None if save_to is None else Path(save_to)
+        if self.save_to is not None:
+            if not self.save_to.parent.is_dir():
+                raise FileNotFoundError(f"Cannot save labels as {str(self.save_to)!r}: the folder "
+                                        f"{str(self.save_to.parent)!r} does not exist. Create it, or give a "
+                                        "file name in the current folder (e.g. 'my_labels.json').")
+            if os.path.lexists(self.save_to):
+                saved = _read_labels_file(self.save_to)
+                if [tuple(p) for p in saved["pairs"]] != self.pairs:
+                    raise FileExistsError(
+                        f"{self.save_to} holds labels of other pairs (another model, seed or number of "
+                        "pairs). Take them up with LabelingSession.load(path) (or "
+                        "labeling_panel(..., save_to=path) alone), or choose another file name.")
+                self.choices = list(saved["choices"])
+            elif not os.access(self.save_to.parent, os.W_OK | os.X_OK):
+                raise PermissionError(f"Cannot save labels in {str(self.save_to.parent)!r}: it is not "
+                                      "writable. Give a file name in a folder you may write to.")
+
+    @classmethod
+    def load(cls, path: str | Path) -> LabelingSession:
+        """The session saved in ``path`` (pairs and choices so far); it goes on saving there."""
+        path = Path(path)
+        if not os.path.lexists(path):
+            raise FileNotFoundError(f"No saved labels at {str(path)!r}: start a session with "
+                                    f"labeling_panel(model, tokenizer, save_to={str(path)!r}).")
+        saved = _read_labels_file(path)
+        return cls([tuple(p) if isinstance(p, list) else p for p in saved["pairs"]], save_to=path)
+
+    def save(self) -> None:
+        """Write the session to ``save_to`` (if set): whole, into a new file renamed over the old one,
+        so that a crash leaves the previous save. Never writes through a link."""
+        if self.save_to is None:
+            return
+        content = {"format": LABELS_FORMAT, "version": 1, "labelled": self.n_labeled,
+                   "skipped": self.n_skipped, "pairs": [list(p) for p in self.pairs], "choices": self.choices}
+        folder = self.save_to.parent
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.save_to.name}.tmp-", dir=folder)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
+                json.dump(content, file, indent=1)
+            os.chmod(tmp, 0o644)
+            if os.path.lexists(self.save_to) and not stat.S_ISREG(os.lstat(self.save_to).st_mode):
+                raise FileExistsError(f"{self.save_to} became a link or a folder: labels not saved there.")
+            os.replace(tmp, self.save_to)
+        except BaseException as error:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if is_disk_full(error):
+                raise disk_full(error, self.save_to) from error
+            raise
 
     @classmethod
     def from_model(cls, model, tokenizer, prompts: list[str] | None = None, n_pairs: int = 20,
-                   seed: int = 0) -> LabelingSession:
+                   seed: int = 0, save_to: str | Path | None = None) -> LabelingSession:
         """``n_pairs`` pairs of different answers sampled from ``model`` (the SFT model), spread
-        over ``prompts`` (default: the training prompts), in a seeded random order."""
+        over ``prompts`` (default: the training prompts), in a seeded random order. ``save_to``:
+        see the class."""
         import random
 
         from minirlhf import world
@@ -151,7 +240,7 @@ class LabelingSession:
         per_prompt = -(-n_pairs // len(prompts))  # ceil
         pairs = sample_response_pairs(model, tokenizer, prompts, per_prompt, seed=seed, progress=False)
         random.Random(seed).shuffle(pairs)
-        return cls(pairs[:n_pairs])
+        return cls(pairs[:n_pairs], save_to=save_to)
 
     @property
     def position(self) -> int:
@@ -186,16 +275,27 @@ class LabelingSession:
         if self.done:
             raise ValueError("Every pair is already labelled: call to_dataset(), or undo() to change one.")
         self.choices.append(choice)
+        try:
+            self.save()
+        except BaseException:
+            self.choices.pop()  # not saved: not made
+            raise
 
     def undo(self) -> None:
         """Forget the last choice and show that pair again."""
         if not self.choices:
             raise ValueError("Nothing to undo: no pair has been labelled yet.")
-        self.choices.pop()
+        last = self.choices.pop()
+        try:
+            self.save()
+        except BaseException:
+            self.choices.append(last)
+            raise
 
     def status(self) -> str:
-        """A one-line running count, e.g. ``"3 labelled, 1 skipped, 16 to go"``."""
-        return f"{self.n_labeled} labelled, {self.n_skipped} skipped, {self.n_remaining} to go"
+        """A one-line running count, e.g. ``"3 labelled, 1 skipped, 16 to go"`` (and where it is saved)."""
+        text = f"{self.n_labeled} labelled, {self.n_skipped} skipped, {self.n_remaining} to go"
+        return text + (f"; saved in {self.save_to}" if self.save_to is not None else "")
 
     def to_dataset(self):
         """Your choices as preference data (skipped pairs left out); an empty Dataset with the
@@ -307,13 +407,27 @@ class LabelingPanel:
 
     def _choose(self, choice: str) -> None:
         if not self.session.done:
-            self.session.choose(choice)
-        self.refresh()
+            self._act(lambda: self.session.choose(choice))
+        self.refresh_keeping_errors()
 
     def _undo(self) -> None:
         if self.session.choices:
-            self.session.undo()
+            self._act(self.session.undo)
+        self.refresh_keeping_errors()
+
+    def _act(self, action) -> None:
+        """Run a button's ``action``; a failed save is shown in the panel (the click is then undone)."""
+        self._error = None
+        try:
+            action()
+        except (OSError, ValueError) as error:
+            self._error = str(error)
+
+    def refresh_keeping_errors(self) -> None:
+        """:meth:`refresh`, then the message of a failed save, if any, under the count."""
         self.refresh()
+        if self.widget is not None and getattr(self, "_error", None):
+            self.count.value += f"<br><b>Not saved:</b> {html.escape(self._error)}"
 
     def refresh(self) -> None:
         """Redraw from the session's state."""
@@ -363,8 +477,15 @@ class LabelingPanel:
 
 
 def labeling_panel(model, tokenizer, n_pairs: int = 20, prompts: list[str] | None = None,
-                   seed: int = 0) -> LabelingPanel:
+                   seed: int = 0, save_to: str | Path | None = None) -> LabelingPanel:
     """A labeling panel over ``n_pairs`` answer pairs sampled from ``model`` (the SFT model).
-    Its widgets are created when it is displayed in a live notebook (none in headless runs)."""
-    return LabelingPanel(LabelingSession.from_model(model, tokenizer, prompts, n_pairs, seed),
-                         build=live_frontend())
+    Its widgets are created when it is displayed in a live notebook (none in headless runs).
+
+    ``save_to`` (e.g. ``"my_labels.json"``): every click is saved there at once, and when the file
+    already holds a saved session (say, before the kernel restarted) the panel takes it up where it
+    stopped, with its own pairs; a file that is not a saved session is refused, never overwritten."""
+    if save_to is not None and os.path.lexists(save_to):
+        session = LabelingSession.load(save_to)
+    else:
+        session = LabelingSession.from_model(model, tokenizer, prompts, n_pairs, seed, save_to=save_to)
+    return LabelingPanel(session, build=live_frontend())

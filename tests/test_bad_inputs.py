@@ -242,10 +242,10 @@ def test_the_next_save_cleans_up_only_its_own_leftovers(tiny_checkpoint):
 
 def test_demo_interrupted_marks_the_folder_and_leaves_no_old_report(tmp_path, monkeypatch):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "report.md").write_text("# minirlhf demo report\nold run")
-    (out / "metrics.json").write_text("{}")
-    (out / "sft_loss.png").write_bytes(b"old figure")
+    earlier = pipeline.demo_folder(out).open()  # what an earlier demo wrote, with its record
+    earlier.write_text("report.md", "# minirlhf demo report\nold run")
+    earlier.write_text("metrics.json", "{}")
+    earlier.write_bytes("sft_loss.png", b"old figure")
 
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt
