@@ -25,10 +25,10 @@ from minirlhf.models import BASE_MODEL_DIR, build_tiny_gpt, load_model, save_mod
 from minirlhf.online_dpo import OnlineDPOConfig
 from minirlhf.ppo import AdaptiveKLController, PPOConfig, train_ppo
 from minirlhf.preferences import load_preferences
-from minirlhf.reward import RewardConfig, RewardModel, load_reward_model, train_reward_model
+from minirlhf.reward import RewardConfig, RewardModel, train_reward_model
 from minirlhf.sft import SFTConfig
 from minirlhf.tokenizer import build_tokenizer
-from minirlhf.utils import CHECKPOINT_INFO, BusyError, OwnedFolder, RunLock
+from minirlhf.utils import CHECKPOINT_INFO, BusyError, RunLock
 from minirlhf.widgets import LabelingPanel, LabelingSession, labeling_panel
 
 FRANCE = world.make_prompt("France")

@@ -55,7 +55,7 @@ STRIP = [
 def pages() -> list[Path]:
     found = [ROOT / "scripts" / "README.template.md"]  # README.md is generated from it
     for page in sorted(DOCS.rglob("*.md")):
-        if not page.relative_to(DOCS).parts[0] in GENERATED:
+        if page.relative_to(DOCS).parts[0] not in GENERATED:
             found.append(page)
     return found
 
