@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -50,6 +50,7 @@ from minirlhf.online_dpo import OnlineDPOConfig, train_online_dpo
 from minirlhf.optimum import ExactEvaluator, optimal_value, with_outside
 from minirlhf.plots import plot_distributions, plot_history, plot_runs, plot_token_log_ratios
 from minirlhf.preferences import default_preferences
+from myst_nb import glue  # stores a number for the docs pages that quote it
 
 SEED, THREADS = 0, 2      # change them to see another run; the lessons hold for any
 torch.set_num_threads(THREADS)
@@ -111,6 +112,8 @@ offset = r_hat - rewards                                # should not depend on t
 log_z = optimal_value(ref_probs, rewards, BETA) / BETA  # log Z(x), one per prompt
 print("spread of the offset within a prompt:", f"{offset.std(-1).max().item():.1e}")
 print("offset + beta log Z(x), largest:     ", f"{(offset + BETA * log_z[:, None]).abs().max().item():.1e}")
+glue("implicit_reward_largest_error", (offset + BETA * log_z[:, None]).abs().max().item(),
+     display=False)
 assert offset.std(-1).max() < 1e-4                      # a per-prompt constant ...
 assert torch.allclose(offset, -BETA * log_z[:, None].expand_as(offset), atol=1e-4)  # ... equal to -beta log Z
 
@@ -178,6 +181,13 @@ print(f"P(Paris):  start {p_paris[0]:.3f}, peak {max(p_paris):.3f} (step {peak +
       f"end {p_paris[-1]:.3f}")
 print(f"P(Berlin): start {p_berlin[0]:.3f}, end {p_berlin[-1]:.1e}")
 print(f"loss: {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}")
+glue("one_pair_p_paris_start", p_paris[0], display=False)
+glue("one_pair_p_paris_peak", max(p_paris), display=False)
+glue("one_pair_p_paris_peak_step", peak + 1, display=False)
+glue("one_pair_p_paris_end", p_paris[-1], display=False)
+glue("one_pair_p_berlin_end", p_berlin[-1], display=False)
+glue("one_pair_loss_start", history[0]["loss"], display=False)
+glue("one_pair_loss_end", history[-1]["loss"], display=False)
 assert max(p_paris) > p_paris[0] + 0.1             # Paris up first ...
 assert p_berlin[-1] < p_berlin[0] / 100            # Berlin down, and down
 assert p_paris[-1] < max(p_paris) / 2              # ... then Paris falls too
@@ -196,6 +206,7 @@ dists = {"pi_ref": with_outside(one.ref_set_probs[0]),
 fig = plot_distributions(dists, one.candidates[0], top_k=6, title="France: where the probability is")
 print(f"outside the candidate set: {float(dists['after 40 steps'][-1]):.3f} "
       f"(reference {float(dists['pi_ref'][-1]):.3f})")
+glue("one_pair_outside", float(dists["after 40 steps"][-1]), display=False)
 assert dists["after 40 steps"][-1] > 0.5           # most of it left the candidate set
 
 # %% [markdown]
@@ -243,6 +254,12 @@ print(f"lr 1e-3: logps/chosen {first['logps/chosen']:.2f} -> {last['logps/chosen
       f"margins {first['rewards/margins']:.3f} -> {last['rewards/margins']:.3f}, "
       f"coverage {run[0]['exact/coverage']:.3f} -> {last['exact/coverage']:.3f}")
 print(f"lr 1e-4: coverage -> {slow['exact/coverage']:.3f}, attainment {slow['exact/attainment']:.3f}")
+glue("plain_logps_chosen_start", first["logps/chosen"], display=False)
+glue("plain_logps_chosen_end", last["logps/chosen"], display=False)
+glue("plain_margins_start", first["rewards/margins"], display=False)
+glue("plain_margins_end", last["rewards/margins"], display=False)
+glue("plain_coverage_start", run[0]["exact/coverage"], display=False)
+glue("plain_coverage_end", last["exact/coverage"], display=False)
 assert last["logps/chosen"] < first["logps/chosen"] - 1      # the chosen answers lost probability
 assert last["rewards/margins"] > first["rewards/margins"]     # ... while the margin grew
 assert last["exact/coverage"] < 0.5                           # the mass went outside the set
@@ -268,6 +285,9 @@ print(DPOConfig())
 for name, h in guarded.items():
     print(f"{name:20s} attainment {h[-1]['exact/attainment']:.3f}   "
           f"held-out {h[-1]['exact_held_out/attainment']:.3f}   coverage {h[-1]['exact/coverage']:.3f}")
+for epochs in (4, 20):
+    glue(f"offline_attainment_{epochs}_epochs", guarded[f"defaults, {epochs} epochs"][-1]["exact/attainment"],
+         display=False)
 fig = plot_runs({**guarded, "plain, lr 1e-3": run}, ["exact/attainment", "exact/coverage"],
                 title="Offline DPO: the defaults against plain DPO")
 
@@ -302,6 +322,9 @@ print(f"online DPO: attainment {final['exact/attainment']:.3f} "
       f"(held-out {final['exact_held_out/attainment']:.3f}), {final['rater_labels']} rater labels")
 print(f"offline DPO: attainment {short['exact/attainment']:.3f} "
       f"(held-out {short['exact_held_out/attainment']:.3f}), {labels_paid} rater labels")
+glue("online_attainment", final["exact/attainment"], display=False)
+glue("online_rater_labels", final["rater_labels"], display=False)
+glue("offline_rater_labels", labels_paid, display=False)
 
 # %%
 assert final["exact/attainment"] > short["exact/attainment"] + 0.1   # online gets further ...
