@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -55,6 +55,7 @@ from minirlhf.models import load_base_model
 from minirlhf.optimum import ExactEvaluator
 from minirlhf.plots import plot_distributions, plot_frontier
 from minirlhf.preferences import default_preferences
+from myst_nb import glue  # stores a number for the docs pages that quote it
 
 torch.set_num_threads(2)
 ref, tokenizer = load_base_model()       # the SFT model: every method's start and frozen reference
@@ -81,6 +82,14 @@ for r in rows:
     table.append(f"| {r['method']} | {r['attainment']:.3f} | {r['attainment_held_out']:.3f} "
                  f"| {r['kl']:.3f} | {r['coverage']:.3f} | {r['rater_labels']:,} | {r['seconds']:.0f} |")
 display(Markdown("\n".join(table) + "\n\n*wall time in the benchmark run, on a shared 2-core machine"))
+
+# %%
+# The table's numbers that the docs pages quote (stored, not shown): keys such as ppo_rm_attainment.
+for r in rows:
+    method = r["method"].lower().replace("-", "_").replace(" ", "_")
+    for key in ("attainment", "attainment_held_out", "kl", "coverage"):
+        glue(f"{method}_{key}", float(r[key]), display=False)
+    glue(f"{method}_rater_labels", int(r["rater_labels"]), display=False)
 
 # %% [markdown]
 # The DPO row, repeated live as a check on the cache (offline DPO takes seconds):
@@ -196,6 +205,9 @@ axes[0].legend(fontsize=9)
 fig.tight_layout()
 for method, runs in curves.items():
     print(f"{method:10s}", "  ".join(f"{r['labels']:>6,}: {r['attainment']:+.2f}" for r in runs))
+for r in curves["PPO-RM"]:   # for the docs pages: keys such as budget_ppo_rm_4000_attainment
+    glue(f"budget_ppo_rm_{r['budget']}_attainment", float(r["attainment"]), display=False)
+    glue(f"budget_ppo_rm_{r['budget']}_labels", int(r["labels"]), display=False)
 
 # %%
 def best_within(method, labels):
