@@ -121,18 +121,18 @@ fig = plots.plot_preference_pairs(train)
 # Run the next cell in Jupyter and click through a few pairs; then run the cell after it
 # to get your labels as a `Dataset` of the same format. The stored notebook (and the
 # docs) show a static picture of the first pair; run top to bottom without a browser,
-# nothing is clicked and your data set is simply empty.
+# nothing is clicked, and the cell after the panel says so and falls back to the
+# simulated rater's labels of the same pairs. To keep your labels when the kernel
+# restarts, give the panel a file, `labeling_panel(..., save_to="my_labels.json")`:
+# every click is saved at once, and running the cell again resumes where you stopped.
 
 # %%
 panel = labeling_panel(sft_model, tokenizer, n_pairs=10, seed=SEED)
 display(panel)
 
 # %%
-mine = panel.session.to_dataset()
-print(panel.session.status())
-if len(mine):
-    agreement = panel.session.agreement_with_true_reward()
-    print("you agreed with the true reward on", agreement, "of the pairs")
+print(panel.session.summary())
+mine = panel.session.labels_or_simulated()
 display(mine)
 
 # %% [markdown]

@@ -61,7 +61,6 @@
 # %%
 import copy
 
-import matplotlib.pyplot as plt
 import torch
 
 from minirlhf import world
@@ -72,7 +71,8 @@ from minirlhf.optimum import (ExactEvaluator, best_of_n_probs, kl_divergence,
                               optimal_policy, renormalise, with_outside)
 from minirlhf.pipeline import train_default_reward_model
 from minirlhf.plots import (plot_beta_sweep, plot_clipped_objective, plot_history,
-                            plot_ppo_loop, plot_probability_curves, plot_token_kl)
+                            plot_over_optimisation, plot_ppo_loop, plot_probability_curves,
+                            plot_token_kl)
 from minirlhf.ppo import (AdaptiveKLController, Critic, PPOConfig, gae,
                           per_token_rewards, ppo_policy_loss, ppo_value_loss, rollout,
                           score_rollouts, train_ppo, whiten)
@@ -493,23 +493,7 @@ _, free = train_ppo(copy.deepcopy(ref_model), ref_model, tokenizer, train_prompt
 
 # %%
 points = [h for h in free if "r_phi" in h]
-fig, axes = plt.subplots(1, 2, figsize=(8.0, 2.9))
-for ax, key in zip(axes, ["r_phi", "true reward"]):
-    ax.plot(curve["KL"], curve[key], marker="o", label="pi*_phi (best for r_phi)")
-    for b, x, y in zip(sweep, curve["KL"], curve[key]):
-        ax.annotate(f"{b:g}", (x, y), fontsize=9, xytext=(3, 3),
-                    textcoords="offset points")
-    ax.plot(bon["KL"], bon[key], marker="^", color="C2", label="best-of-n on r_phi (n = 1 ... 256)")
-    ax.plot([h["KL"] for h in points], [h[key] for h in points], "s", color="C3",
-            label="PPO at beta = 0 (every 10 steps)")
-    ax.set_xlabel("KL to the reference (nats)", fontsize=9)
-    ax.tick_params(labelsize=9)
-axes[0].set_title("learned reward r_phi (what PPO sees)", fontsize=9)
-axes[1].set_title("true reward", fontsize=9)
-axes[0].legend(fontsize=9, loc="lower right")
-fig.suptitle("Over-optimising a learned reward model, on the candidate answers "
-             "(numbers: beta)", fontsize=10)
-fig.tight_layout()
+fig = plot_over_optimisation(curve, sweep, best_of_n=bon, ppo=points)
 
 # %%
 peak = max(curve["true reward"])

@@ -53,7 +53,7 @@ from minirlhf.compare import (PLAIN_DPO, frontier_curve, frontier_efficiency, of
 from minirlhf.dpo import DPOConfig, train_dpo
 from minirlhf.models import load_base_model
 from minirlhf.optimum import ExactEvaluator
-from minirlhf.plots import plot_distributions, plot_frontier
+from minirlhf.plots import plot_distributions, plot_frontier, plot_labels_paid
 from minirlhf.preferences import default_preferences
 from myst_nb import glue  # stores a number for the docs pages that quote it
 
@@ -169,15 +169,7 @@ assert min(efficiency["Online DPO"]) > max(efficiency["DPO"])         # offline 
 # pays for the same pairs once; online DPO pays for every fresh pair.
 
 # %%
-fig, ax = plt.subplots(figsize=(5.6, 3.4))
-for r in rows:
-    ax.scatter(r["rater_labels"], r["attainment"], s=40)
-    ax.annotate(r["method"], (r["rater_labels"], r["attainment"]), textcoords="offset points",
-                xytext=(5, 4), fontsize=9)
-ax.set_xlabel("rater labels")
-ax.set_ylabel("attainment (training prompts)")
-ax.set_title(f"What each method reached, and the labels it paid (beta = {BETA})", fontsize=10)
-fig.tight_layout()
+fig = plot_labels_paid(rows, BETA)
 
 # %% [markdown]
 # One run per method says little about cost. `python benchmarks/label_budget.py --notebook-cache`
