@@ -47,7 +47,7 @@ extensions = [
 nitpicky = True
 nitpick_ignore_regex = [
     ("py:class", r"(torch|datasets|transformers|ipywidgets)\..+"),
-    ("py:class", r"pathlib\.Path|collections\.abc\.Callable"),
+    ("py:class", r"pathlib\.Path|collections\.abc\.Callable|argparse\.ArgumentParser"),
 ]
 
 # --- sources ------------------------------------------------------------------------------------

@@ -254,7 +254,7 @@ class AnswerEvaluator(ExactEvaluator):
     data spell it: after a space (:func:`minirlhf.export.answer_text`), e.g.
     ``" The capital of France is Paris."``, scored after the prompt ``"... A:"``.
 
-    minirlhf's word-level tokenizer ignores the space, so the figures are :class:`ExactEvaluator`'s. A
+    minirlhf's word-level tokenizer ignores the space, so the figures are :class:`~minirlhf.optimum.ExactEvaluator`'s. A
     sub-word tokenizer does not: ``"The"`` and ``" The"`` are different tokens, and the model trained
     on ``"A: The ..."`` has only ever seen the second. For byte-level BPE tokenizers (GPT-2's, Llama 3's,
     Qwen's), which never merge a token across a space, prompt and spaced answer encoded apart are the
