@@ -255,8 +255,9 @@ class AnswerEvaluator(ExactEvaluator):
     ``" The capital of France is Paris."``, scored after the prompt ``"... A:"``.
 
     minirlhf's word-level tokenizer ignores the space, so the figures are
-    :class:`~minirlhf.optimum.ExactEvaluator`'s. A sub-word tokenizer does not: ``"The"`` and ``" The"`` are different tokens, and the model trained
-    on ``"A: The ..."`` has only ever seen the second. For byte-level BPE tokenizers (GPT-2's, Llama 3's,
+    :class:`~minirlhf.optimum.ExactEvaluator`'s. A sub-word tokenizer does not: ``"The"`` and
+    ``" The"`` are different tokens, and the model trained on ``"A: The ..."`` has only ever seen
+    the second. For byte-level BPE tokenizers (GPT-2's, Llama 3's,
     Qwen's), which never merge a token across a space, prompt and spaced answer encoded apart are the
     tokens of the whole text, those TRL trains on; other tokenizers may spell the joined text a little
     differently, and the evaluation then scores the model's probability of one spelling of the text.
