@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -50,6 +50,7 @@ from minirlhf.optimum import (ExactEvaluator, best_of_n_kl_formula, best_of_n_pr
 from minirlhf.plots import plot_frontier, plot_runs
 from minirlhf.ppo import score_rollouts
 from minirlhf.utils import seed_everything
+from myst_nb import glue  # stores a number for the docs pages that quote it
 
 torch.set_num_threads(2)
 ref_model, tokenizer = load_base_model()   # the SFT model: start of every policy and the frozen reference
@@ -90,6 +91,9 @@ for kind, expected in by_hand.items():
     assert abs(expected.sum()) < 1e-5          # every kind of advantage sums to 0 over the group
 torch.testing.assert_close(by_hand["rloo"], G / (G - 1) * by_hand["dr_grpo"])
 print({kind: [round(a, 2) for a in adv.tolist()] for kind, adv in by_hand.items()})
+best = int(scores.argmax())   # the first answer with the best reward (here: Paris)
+for kind, adv in by_hand.items():
+    glue(f"advantage_{kind}_best", float(adv[best]), display=False)
 
 # %% [markdown]
 # With `kl="reward"` (PPO's place for the KL), each answer's reward is its score minus `beta` times its summed
@@ -133,6 +137,8 @@ for t in (0.02, 0.1, 0.3, 0.6, 1.0):
     print(f"{t:4.2f} {m['k1']['exact']:6.3f} | " + " ".join(f"{m[k]['bias']:+7.3f}" for k in ("k1", "k2", "k3"))
           + " | " + " ".join(f"{m[k]['std']:8.3g}" for k in ("k1", "k2", "k3")))
 
+for t, m in table.items():
+    glue(f"k3_std_t_{t:g}", float(m["k3"]["std"]), display=False)
 for m in table.values():   # k1 and k3 are unbiased wherever pi is; k2 is not
     assert abs(m["k1"]["bias"]) < 1e-9 and abs(m["k3"]["bias"]) < 1e-6
 assert table[0.02]["k3"]["std"] < 0.2 * table[0.02]["k1"]["std"]   # near pi_ref, k3 is far less noisy
@@ -159,6 +165,8 @@ for name in ("k1_reward", "k1_loss", "k2_loss", "k3_loss", "reverse"):
     cosine = f"{(g @ exact / (g.norm() * exact.norm())).item():+.3f}" if g.norm() > 1e-12 else "  -   "
     print(f"{name:10s} |g| = {g.norm():.4f}   cos(g, grad KL(pi||pi_ref)) = {cosine}   "
           f"|g - grad KL| = {(g - exact).norm():.4f}")
+glue("k3_loss_cosine", (grads["k3_loss"] @ exact / (grads["k3_loss"].norm() * exact.norm())).item(),
+     display=False)
 torch.testing.assert_close(grads["k1_reward"], exact)                    # PPO's k1 in the reward: exact
 torch.testing.assert_close(grads["k2_loss"], exact)                      # k2 in the loss: exact too
 assert grads["k1_loss"].norm() < 1e-9                                    # k1 in the loss: no gradient at all
@@ -187,6 +195,8 @@ for beta in (0.1, 0.5):
     print(f"beta {beta}: the reverse-KL optimum reaches attainment {ceilings[beta]['attainment']:.3f} "
           f"(P(correct) {ceilings[beta]['p_correct']:.3f}; pi* has "
           f"{optimal_policy(all_ref, all_rewards, beta)[:, 0].mean():.3f})")
+for beta, ceiling in ceilings.items():
+    glue(f"reverse_kl_attainment_beta_{beta:g}", float(ceiling["attainment"]), display=False)
 assert 0.9 < ceilings[0.1]["attainment"] < 0.97 and 0.9 < ceilings[0.5]["attainment"] < 0.95
 
 # %% [markdown]
@@ -261,6 +271,9 @@ for n in (1, 2, 4, 8, 16, 64):
     bon_points.append((kl, reward))
     print(f"{n:3d}   {kl:8.3f}   {best_of_n_kl_formula(n):12.3f}   {reward:+.3f}   {bon[:, 0].mean():.3f}")
     assert kl <= best_of_n_kl_formula(n) + 1e-9
+for n, (kl, _) in zip((1, 2, 4, 8, 16, 64), bon_points):
+    glue(f"bon_kl_n{n}", kl, display=False)
+    glue(f"bon_kl_formula_n{n}", float(best_of_n_kl_formula(n)), display=False)
 
 # %% [markdown]
 # A Monte-Carlo check on France with n = 4: draw 4 answers 20,000 times, keep the best, and compare the
