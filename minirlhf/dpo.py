@@ -38,8 +38,14 @@ from tqdm.auto import tqdm
 from minirlhf.logprobs import CHOSEN, encode_pairs, pair_logps, reference_logps, to_device
 from minirlhf.models import check_tokenizer_matches, embedding_param_groups, frozen_blocks, fused_gelu
 from minirlhf.preferences import check_preference_data
-from minirlhf.utils import (check_config, check_finite_loss, check_positive, clip_grad_norm, lr_factor,
-                            seed_everything)
+from minirlhf.utils import (
+    check_config,
+    check_finite_loss,
+    check_positive,
+    clip_grad_norm,
+    lr_factor,
+    seed_everything,
+)
 
 # ----------------------------------------------------------------------------------------------
 # The losses: pure functions of summed log-probs, shape (B,) -> (B,)
@@ -292,7 +298,7 @@ def train_dpo(policy, ref_model, tokenizer, train_data, config: DPOConfig | None
     history, start, step, pending, best = [], time.perf_counter(), 0, [], (float("inf"), None, 0)
     if evaluate is not None:
         history.append({"step": 0, "epoch": 0, **evaluate(0, policy)})
-    # GPT-2's GELU as one kernel while training (same function, faster); the first
+    # GPT-2's activation as one kernel while we train (the same function); the first
     # config.frozen_blocks blocks of the policy get no gradient (both undone at the end)
     with fused_gelu(policy, ref_model), frozen_blocks(policy, config.frozen_blocks):
         for epoch in tqdm(range(config.epochs), desc=f"DPO (beta={config.beta})",

@@ -42,12 +42,17 @@ from tqdm.auto import tqdm
 
 from minirlhf import world
 from minirlhf.logprobs import token_logprobs
-from minirlhf.models import (check_tokenizer_matches, embedding_param_groups,
-                             frozen_blocks, fused_gelu)
+from minirlhf.models import check_tokenizer_matches, embedding_param_groups, frozen_blocks, fused_gelu
 from minirlhf.ppo import masked_mean, per_token_rewards, ppo_policy_loss, rollout
 from minirlhf.rl import RaterRefreshes, RLConfig, check_world_prompts, score_rollouts
-from minirlhf.utils import (check_config, check_finite_loss, check_positive, clip_grad_norm, lr_factor,
-                            seed_everything)
+from minirlhf.utils import (
+    check_config,
+    check_finite_loss,
+    check_positive,
+    clip_grad_norm,
+    lr_factor,
+    seed_everything,
+)
 
 ADVANTAGES = ("grpo", "dr_grpo", "rloo")
 KL_PLACES = ("reward", "loss")
@@ -143,8 +148,7 @@ class GRPOConfig(RLConfig):
     group_size: int = 4
     """G, answers sampled per prompt: the group that is each answer's baseline."""
     prompts_per_step: int = 16
-    """Prompts per step (with replacement; batch ``prompts_per_step * group_size``): 16 x 4 carried over
-    to held-out prompts better than 8 x 8 (docs/defaults.md)."""
+    """Prompts per step, drawn with replacement; the batch is ``prompts_per_step * group_size`` answers."""
 
     def __post_init__(self):
         super().__post_init__()

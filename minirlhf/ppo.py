@@ -24,8 +24,8 @@ on a model this small a value head on the policy's trunk would bend the features
 How each default was chosen: the docs page "How the defaults were found" (docs/defaults.md).
 
 Conventions: prompts left-padded with ``position_ids`` from the attention mask; every per-token
-tensor is (B, T), column ``t`` about token ``t`` given ``< t`` (as :func:`~minirlhf.logprobs.token_logprobs`). Dropout
-is off (``eval()`` mode; gradients still flow).
+tensor is (B, T), column ``t`` about token ``t`` given ``< t`` (as
+:func:`~minirlhf.logprobs.token_logprobs`). Dropout is off (``eval()`` mode; gradients still flow).
 """
 
 from __future__ import annotations
@@ -39,11 +39,19 @@ from tqdm.auto import tqdm
 
 from minirlhf import world
 from minirlhf.logprobs import generate, last_token_index, token_logprobs
-from minirlhf.models import (Critic, check_tokenizer_matches, embedding_param_groups,
-                             frozen_blocks, fused_gelu)
+from minirlhf.models import Critic, check_tokenizer_matches, embedding_param_groups, frozen_blocks, fused_gelu
 from minirlhf.rl import RaterRefreshes, RLConfig, check_world_prompts, score_rollouts
-from minirlhf.utils import (check_config, check_finite_loss, check_positive, clip_grad_norm,
-                            explained_variance, lr_factor, masked_mean, seed_everything, whiten)
+from minirlhf.utils import (
+    check_config,
+    check_finite_loss,
+    check_positive,
+    clip_grad_norm,
+    explained_variance,
+    lr_factor,
+    masked_mean,
+    seed_everything,
+    whiten,
+)
 
 # ----------------------------------------------------------------------------------------------
 # Pure functions of tensors (unit-tested against hand-computed numbers)
@@ -328,7 +336,7 @@ def train_ppo(policy, ref_model, tokenizer, prompts: list[str], config: PPOConfi
     kl_controller = (AdaptiveKLController(config.beta, config.target_kl, config.horizon)
                      if config.adaptive_kl else None)
     beta = config.beta
-    # GPT-2's activation as one kernel while we train (same function, ~15% faster); the first
+    # GPT-2's activation as one kernel while we train (the same function); the first
     # config.frozen_blocks blocks of the policy get no gradient (both undone at the end)
     with fused_gelu(policy, ref_model, critic, reward_model), frozen_blocks(policy, config.frozen_blocks):
         start = time.perf_counter()

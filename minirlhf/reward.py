@@ -30,12 +30,14 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from minirlhf.logprobs import encode_prompt_response, last_token_index, position_ids_from_mask, to_device
-from minirlhf.models import (check_tokenizer_matches, read_reward_model, save_reward_model,
-                             write_reward_model_files)
+from minirlhf.models import (
+    check_tokenizer_matches,
+    read_reward_model,
+    save_reward_model,
+    write_reward_model_files,
+)
 from minirlhf.preferences import check_preference_data, distinct_answers
-from minirlhf.utils import (check_config, check_finite_loss, clip_grad_norm, lr_factor,
-                            seed_everything)
-
+from minirlhf.utils import check_config, check_finite_loss, clip_grad_norm, lr_factor, seed_everything
 
 # ---------------------------------------------------------------------------------------------
 # Pure functions
