@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from minirlhf import world
 from minirlhf.logprobs import token_logprobs
 from minirlhf.models import check_tokenizer_matches, embedding_param_groups, frozen_blocks, fused_gelu
-from minirlhf.ppo import masked_mean, per_token_rewards, ppo_policy_loss, rollout
+from minirlhf.ppo import per_token_rewards, ppo_policy_loss, rollout, weighted_mean
 from minirlhf.rl import RaterRefreshes, RLConfig, check_world_prompts, score_rollouts
 from minirlhf.utils import (
     check_config,
@@ -72,7 +72,7 @@ def kl_estimators(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> dict[st
     return {"k1": -d, "k2": 0.5 * d ** 2, "k3": torch.expm1(d) - d}
 
 
-def group_advantages(rewards: torch.Tensor, group_size: int, kind: str = "grpo",
+def group_advantages(rewards: torch.Tensor, group_size: int, advantage: str = "grpo",
                      eps: float = 1e-4) -> torch.Tensor:
     """Group-relative advantages, one per answer: ``rewards`` (B,) with the G = ``group_size`` answers
     of each prompt in consecutive rows -> (B,). Mean and std are over each group, never the batch::
@@ -81,16 +81,16 @@ def group_advantages(rewards: torch.Tensor, group_size: int, kind: str = "grpo",
         dr_grpo  A_i =  R_i - mean_g R
         rloo     A_i =  R_i - sum_{j != i} R_j / (G - 1)     (the answer left out of its own baseline)
     """
-    if kind not in ADVANTAGES:
-        raise ValueError(f"kind must be one of {ADVANTAGES}, got {kind!r}.")
+    if advantage not in ADVANTAGES:
+        raise ValueError(f"advantage must be one of {ADVANTAGES}, got {advantage!r}.")
     if group_size < 2 or rewards.dim() != 1 or rewards.shape[0] % group_size:
         raise ValueError(f"Need a (B,) tensor of rewards, B a multiple of group_size >= 2; got shape "
                          f"{tuple(rewards.shape)} and group_size {group_size}.")
     groups = rewards.view(-1, group_size)
     mean = groups.mean(-1, keepdim=True)
-    if kind == "grpo":
+    if advantage == "grpo":
         return ((groups - mean) / (groups.std(-1, keepdim=True) + eps)).view(-1)
-    if kind == "dr_grpo":
+    if advantage == "dr_grpo":
         return (groups - mean).view(-1)
     baseline = (groups.sum(-1, keepdim=True) - groups) / (group_size - 1)
     return (groups - baseline).view(-1)
@@ -122,10 +122,10 @@ def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: 
     loss, stats = ppo_policy_loss(logprobs, old_logprobs, token_advantages, weights, clip_range)
     k3 = kl_estimators(logprobs, ref_logprobs)["k3"]
     if beta > 0:
-        loss = loss + beta * masked_mean(k3, weights)
+        loss = loss + beta * weighted_mean(k3, weights)
     if not length_normalise and max_tokens is not None:  # mean over tokens -> sum / constant
         loss = loss * weights.sum() / (weights.shape[0] * max_tokens)
-    stats["kl"] = masked_mean(k3.detach(), response_mask)
+    stats["kl"] = weighted_mean(k3.detach(), response_mask)
     return loss, stats
 
 
@@ -212,7 +212,7 @@ def grpo_update(policy, optimizer, batch: dict, advantages: torch.Tensor, config
 
 
 @torch.no_grad()
-def step_metrics(batch: dict, scores: torch.Tensor, rewards: torch.Tensor, group_size: int,
+def grpo_metrics(batch: dict, scores: torch.Tensor, rewards: torch.Tensor, group_size: int,
                  beta: float) -> dict[str, float]:
     """5. What a step logs, as TRL names it: ``objective/kl`` is the sequence KL to pi_ref (k1)."""
     kl = ((batch["logprobs"] - batch["ref_logprobs"]) * batch["response_mask"]).sum(-1)
@@ -239,7 +239,7 @@ def train_grpo(policy, ref_model, tokenizer, prompts: list[str], config: GRPOCon
     ``reward_refresh_every`` steps on the rater's labels and ``reward_data``, as in
     :func:`~minirlhf.ppo.train_ppo`. ``evaluate(step, policy) -> dict`` (e.g.
     :func:`minirlhf.evaluation.exact_metrics`): at step 0, every ``eval_every`` steps, at the end.
-    Returns ``(policy, history)``: one dict per step (:func:`step_metrics`, the update's statistics,
+    Returns ``(policy, history)``: one dict per step (:func:`grpo_metrics`, the update's statistics,
     ``rater_labels`` so far, and what ``evaluate`` gave)."""
     config = config or GRPOConfig()
     check_world_prompts(prompts)
@@ -273,7 +273,7 @@ def train_grpo(policy, ref_model, tokenizer, prompts: list[str], config: GRPOCon
             stats = grpo_update(policy, optimizer, batch, advantages, config, generator)
             scheduler.step()
             record = {"step": step, **stats,
-                      **step_metrics(batch, scores, rewards, config.group_size, config.beta),
+                      **grpo_metrics(batch, scores, rewards, config.group_size, config.beta),
                       "learning_rate": scheduler.get_last_lr()[0],
                       "time/step": time.perf_counter() - step_start}
             # 5. (learned reward model and rater) the rater judges the policy's answers, the model learns

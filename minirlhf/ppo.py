@@ -48,8 +48,8 @@ from minirlhf.utils import (
     clip_grad_norm,
     explained_variance,
     lr_factor,
-    masked_mean,
     seed_everything,
+    weighted_mean,
     whiten,
 )
 
@@ -101,13 +101,15 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, response_mask: torch.Tensor
 
 
 def ppo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-                    mask: torch.Tensor, clip_range: float) -> tuple[torch.Tensor, dict]:
+                    weights: torch.Tensor, clip_range: float) -> tuple[torch.Tensor, dict]:
     """PPO's clipped surrogate (Schulman et al. 2017, eq. 7) as a loss, mean over real tokens::
 
         ratio_t = exp(log pi(y_t) - log pi_old(y_t))
         L       = mean_t max( -A_t * ratio_t,  -A_t * clip(ratio_t, 1 - eps, 1 + eps) )
 
-    Shapes (B, T). Returns ``(loss, stats)``: ``policy/approxkl`` = 0.5 mean (log ratio)^2 is the
+    Shapes (B, T). ``weights``: how much each token counts in the mean, the response mask for PPO
+    (1 on response tokens, 0 on prompt and padding) or GRPO's :func:`~minirlhf.grpo.token_weights`.
+    Returns ``(loss, stats)``: ``policy/approxkl`` = 0.5 mean (log ratio)^2 is the
     old-to-new KL of this step (*not* the KL to the reference); ``policy/clipfrac`` the clipped share.
     """
     check_positive("clip_range", clip_range)
@@ -115,11 +117,11 @@ def ppo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantag
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    loss = weighted_mean(torch.maximum(unclipped, clipped), weights)
     with torch.no_grad():
         stats = {"loss/policy": loss.detach(),
-                 "policy/approxkl": 0.5 * masked_mean(log_ratio ** 2, mask),
-                 "policy/clipfrac": masked_mean((clipped > unclipped).float(), mask)}
+                 "policy/approxkl": 0.5 * weighted_mean(log_ratio ** 2, weights),
+                 "policy/clipfrac": weighted_mean((clipped > unclipped).float(), weights)}
     return loss, stats
 
 
@@ -136,10 +138,10 @@ def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torc
     clipped_values = old_values + torch.clamp(values - old_values, -clip_range_value, clip_range_value)
     unclipped = (values - returns) ** 2
     clipped = (clipped_values - returns) ** 2
-    loss = 0.5 * masked_mean(torch.maximum(unclipped, clipped), mask)
+    loss = 0.5 * weighted_mean(torch.maximum(unclipped, clipped), mask)
     with torch.no_grad():
         stats = {"loss/value": loss.detach(),
-                 "val/clipfrac": masked_mean((clipped > unclipped).float(), mask)}
+                 "val/clipfrac": weighted_mean((clipped > unclipped).float(), mask)}
     return loss, stats
 
 
@@ -280,7 +282,7 @@ def ppo_update(policy, critic, optimizer, batch: dict, advantages: torch.Tensor,
 
 
 @torch.no_grad()
-def step_metrics(batch: dict, scores: torch.Tensor, returns: torch.Tensor, beta: float) -> dict[str, float]:
+def ppo_metrics(batch: dict, scores: torch.Tensor, returns: torch.Tensor, beta: float) -> dict[str, float]:
     """5. What a PPO step logs, named as in TRL: ``objective/kl`` is the sequence KL to the reference
     (k1, summed over tokens, mean over the batch), not the step's ``policy/approxkl``."""
     mask = batch["response_mask"]
@@ -312,7 +314,7 @@ def train_ppo(policy, ref_model, tokenizer, prompts: list[str], config: PPOConfi
     step 0, every ``eval_every`` steps and at the end; its numbers join that step's record.
 
     Returns ``(policy, history)``: one dict per step, named as in TRL (``objective/kl``, ...; see
-    :func:`step_metrics`), with ``rater_labels`` (so far) and what ``evaluate`` gave.
+    :func:`ppo_metrics`), with ``rater_labels`` (so far) and what ``evaluate`` gave.
     """
     config = config or PPOConfig()
     check_world_prompts(prompts)
@@ -361,7 +363,7 @@ def train_ppo(policy, ref_model, tokenizer, prompts: list[str], config: PPOConfi
             scheduler.step()
             update_time = time.perf_counter() - update_start
             # 5. log, then adapt beta to the KL of this batch
-            record = {"step": step, "beta": beta, **stats, **step_metrics(batch, scores, returns, beta),
+            record = {"step": step, "beta": beta, **stats, **ppo_metrics(batch, scores, returns, beta),
                       "learning_rate": scheduler.get_last_lr()[0],
                       "time/update": update_time, "time/step": time.perf_counter() - step_start}
             if kl_controller is not None:

@@ -286,7 +286,7 @@ def _read_records(path: Path) -> list[dict]:
 def check_preference_row(i: int, row: dict, allow_empty_answers: bool = False) -> None:
     """Raise a :class:`PreferenceDataError` naming row ``i`` unless its ``prompt``, ``chosen`` and
     ``rejected`` are non-empty strings and ``chosen`` differs from ``rejected`` by more than spacing
-    (compared after :func:`minirlhf.world.normalize_text`: ``"Paris ."`` is ``"Paris."``). With
+    (compared after :func:`minirlhf.world.normalise_text`: ``"Paris ."`` is ``"Paris."``). With
     ``allow_empty_answers``, an empty answer passes: a model that samples its EOS first says nothing,
     and a rater can judge that (pairs sampled from the SFT model can hold one; the reward model and
     DPO learn from them)."""
@@ -299,7 +299,7 @@ def check_preference_row(i: int, row: dict, allow_empty_answers: bool = False) -
                                       f"{shorten(value)}.{hint}")
         if not value.strip() and (column == "prompt" or not allow_empty_answers):
             raise PreferenceDataError(f"Row {i}: {column!r} is empty. Drop the row or fill it in.")
-    if world.normalize_text(row["chosen"]) == world.normalize_text(row["rejected"]):
+    if world.normalise_text(row["chosen"]) == world.normalise_text(row["rejected"]):
         raise PreferenceDataError(f"Row {i}: 'chosen' ({shorten(row['chosen'])}) and 'rejected' "
                                   f"({shorten(row['rejected'])}) are the same text up to spacing: identical "
                                   "pairs say nothing about preference. Drop them.")

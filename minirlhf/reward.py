@@ -246,7 +246,7 @@ class RewardConfig:
                      non_negative=("warmup_steps", "weight_decay"))
 
 
-def encode_pairs(tokenizer, data: Dataset, device=None, model=None) -> dict[str, torch.Tensor]:
+def encode_distinct_answers(tokenizer, data: Dataset, device=None, model=None) -> dict[str, torch.Tensor]:
     """Tokenise each *distinct* (prompt, response) of ``data`` once, and index the pairs into them.
 
     Preference data repeat themselves (the SFT model gives the same few answers again and again),
@@ -263,7 +263,7 @@ def encode_pairs(tokenizer, data: Dataset, device=None, model=None) -> dict[str,
 
 
 def score_pairs(reward_model: RewardModel, encoded: dict[str, torch.Tensor], rows: torch.Tensor):
-    """Scores ``(r_w, r_l)``, each (B,), of the pairs ``rows`` of :func:`encode_pairs`' data.
+    """Scores ``(r_w, r_l)``, each (B,), of the pairs ``rows`` of :func:`encode_distinct_answers`' data.
 
     One forward pass over the distinct sequences these pairs need; each pair reads its two scores.
     """
@@ -316,7 +316,7 @@ def train_reward_model(reward_model: RewardModel, tokenizer, train_data: Dataset
         check_preference_data(eval_data, "evaluation data", allow_empty_answers=True)
     generator = seed_everything(config.seed)
     device = reward_model.device
-    encoded = encode_pairs(tokenizer, train_data, device, model=reward_model.backbone)
+    encoded = encode_distinct_answers(tokenizer, train_data, device, model=reward_model.backbone)
     optimizer, scheduler = _optimizer_and_schedule(reward_model, config)
 
     def evaluate() -> dict[str, float]:

@@ -182,16 +182,17 @@ def clip_grad_norm(optimizer: torch.optim.Optimizer, max_norm: float) -> torch.T
 # Statistics over the real tokens of a (B, T) batch (mask = 1)
 # ---------------------------------------------------------------------------------------------
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` over positions where ``mask`` is 1 (a scalar). Shapes (B, T)."""
-    mask = mask.to(values.dtype)
-    return (values * mask).sum() / mask.sum().clamp(min=1)
+def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``sum(values * weights) / sum(weights)``, a scalar; shapes (B, T). With a 0/1 mask as
+    ``weights``, the mean over the real tokens (an all-zero mask gives 0: the sum counts as 1)."""
+    weights = weights.to(values.dtype)
+    return (values * weights).sum() / weights.sum().clamp(min=1)
 
 
 def masked_var(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Variance (biased, 1/N) of ``values`` over positions where ``mask`` is 1 (a scalar)."""
-    mean = masked_mean(values, mask)
-    return masked_mean((values - mean) ** 2, mask)
+    mean = weighted_mean(values, mask)
+    return weighted_mean((values - mean) ** 2, mask)
 
 
 def whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
@@ -200,7 +201,7 @@ def whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) ->
     n = mask.sum()
     if n < 2:
         raise ValueError(f"Whitening needs at least 2 real tokens, got {int(n)}.")
-    mean, var = masked_mean(values, mask), masked_var(values, mask)
+    mean, var = weighted_mean(values, mask), masked_var(values, mask)
     out = (values - mean) * torch.rsqrt(var + 1e-8)
     if not shift_mean:
         out = out + mean

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from minirlhf.logprobs import last_token_index
+
 try:  # optional: only a notebook shows a failed check in one line
     from IPython import get_ipython
 except ImportError:  # pragma: no cover - IPython is installed with the notebooks' extras
@@ -603,12 +605,6 @@ def _short(x: float, decimals: int) -> float:
 
 # ---------------------------------------------------------------------------------------------
 # Masks as the catalogued wrong implementations get them wrong (shared by several exercises)
-
-
-def last_token_index(mask: torch.Tensor) -> torch.Tensor:
-    """Index of each row's last response token (its EOS): the largest t where ``mask`` is 1."""
-    positions = torch.arange(mask.shape[-1])
-    return (mask.long() * positions).argmax(-1)
 
 
 def without_eos(mask: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,8 @@ import warnings
 import torch
 
 from minirlhf import grpo
-from minirlhf.exercises.checking import Case, Exercise, Mistake, last_token_index, random_layout, run_check
+from minirlhf.exercises.checking import Case, Exercise, Mistake, random_layout, run_check
+from minirlhf.logprobs import last_token_index
 
 EPS = 1e-4  # minirlhf.grpo.group_advantages's default, as TRL's GRPOTrainer
 

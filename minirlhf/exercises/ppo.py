@@ -19,11 +19,11 @@ from minirlhf.exercises.checking import (
     Case,
     Exercise,
     Mistake,
-    last_token_index,
     random_layout,
     random_logprobs,
     run_check,
 )
+from minirlhf.logprobs import last_token_index
 
 # ---------------------------------------------------------------------------------------------
 # Shared helpers for the wrong implementations
