@@ -1,6 +1,7 @@
 """Critic-free RL: GRPO (Shao et al. 2024), Dr. GRPO (Liu et al. 2025) and RLOO (Ahmadian et al. 2024).
 
-Read this file top to bottom; it is the whole algorithm. PPO learns a critic to say what an answer
+Read this file top to bottom, with :mod:`minirlhf.rl` (what PPO and GRPO share: the config, sampling,
+scoring, the refreshes); it is the whole algorithm. PPO learns a critic to say what an answer
 was worth *on average*; these methods sample a *group* of G answers to the same prompt and let the
 group be the baseline. One step is::
 
@@ -16,6 +17,8 @@ group be the baseline. One step is::
                    + beta * k3 on every token when kl="loss" (as TRL's GRPOTrainer), averaged over
                    each answer's tokens then over answers (GRPO's length normalisation), or summed
                    over tokens and divided by a constant (Dr. GRPO, RLOO: no length bias)
+    5. log         the step's metrics, named as in TRL
+    6. refresh     (optional, with a learned reward model and a rater) as in PPO
 
 The three KL estimators, per token, with d = log pi_ref(y_t|..) - log pi(y_t|..) and y ~ pi::
 
@@ -41,10 +44,10 @@ import torch
 from tqdm.auto import tqdm
 
 from minirlhf import world
-from minirlhf.logprobs import token_logprobs
+from minirlhf.logprobs import last_token_index, token_logprobs
 from minirlhf.models import check_tokenizer_matches, embedding_param_groups, frozen_blocks, fused_gelu
-from minirlhf.ppo import per_token_rewards, ppo_policy_loss, rollout, weighted_mean
-from minirlhf.rl import RaterRefreshes, RLConfig, check_world_prompts, score_rollouts
+from minirlhf.ppo import ppo_policy_loss  # PPO's clipped surrogate, the one piece GRPO keeps
+from minirlhf.rl import RaterRefreshes, RLConfig, check_world_prompts, rollout, score_rollouts, weighted_mean
 from minirlhf.utils import (
     check_config,
     check_finite_loss,
@@ -170,18 +173,26 @@ class GRPOConfig(RLConfig):
 
 def rollout_groups(policy, ref_model, tokenizer, prompts: list[str], config: GRPOConfig,
                    generator: torch.Generator | None = None) -> dict:
-    """1. Sample ``group_size`` answers to each of ``prompts`` (consecutive rows): PPO's
-    :func:`~minirlhf.ppo.rollout` without a critic, on the prompts repeated."""
+    """1. Sample ``group_size`` answers to each of ``prompts`` (consecutive rows):
+    :func:`~minirlhf.rl.rollout` without a critic, on the prompts repeated."""
     repeated = [p for p in prompts for _ in range(config.group_size)]
     return rollout(policy, ref_model, None, tokenizer, repeated, config, generator)
 
 
 def sequence_rewards(batch: dict, scores: torch.Tensor, config: GRPOConfig, beta: float) -> torch.Tensor:
-    """2. R(x, y) of each answer (B,): the score, minus ``beta`` times the summed k1 if kl="reward"."""
+    """2. R(x, y) of each answer (B,): the score, minus ``beta`` times the summed k1 if kl="reward"::
+
+        R(x, y) = score(x, y) - beta * sum_t (log pi(y_t|..) - log pi_ref(y_t|..))
+
+    (PPO's per-token reward summed over the answer, :func:`minirlhf.ppo.per_token_rewards`)."""
     if config.kl == "loss":
         return scores
-    return per_token_rewards(batch["logprobs"], batch["ref_logprobs"], scores, batch["response_mask"],
-                             beta).sum(-1)
+    check_positive("beta", beta, allow_zero=True)
+    mask = batch["response_mask"]
+    rewards = -beta * (batch["logprobs"] - batch["ref_logprobs"]) * mask.to(batch["logprobs"].dtype)
+    rows = torch.arange(rewards.shape[0], device=rewards.device)
+    rewards[rows, last_token_index(mask)] += scores.to(rewards.dtype)  # the score at the last token
+    return rewards.sum(-1)
 
 
 def grpo_update(policy, optimizer, batch: dict, advantages: torch.Tensor, config: GRPOConfig,
@@ -272,11 +283,12 @@ def train_grpo(policy, ref_model, tokenizer, prompts: list[str], config: GRPOCon
             advantages = group_advantages(rewards, config.group_size, config.advantage)
             stats = grpo_update(policy, optimizer, batch, advantages, config, generator)
             scheduler.step()
+            # 5. log
             record = {"step": step, **stats,
                       **grpo_metrics(batch, scores, rewards, config.group_size, config.beta),
                       "learning_rate": scheduler.get_last_lr()[0],
                       "time/step": time.perf_counter() - step_start}
-            # 5. (learned reward model and rater) the rater judges the policy's answers, the model learns
+            # 6. (learned reward model and rater) the rater judges the policy's answers, the model learns
             record.update(refreshes.after_step(step, policy))
             if evaluating and (step % config.eval_every == 0 or step == config.steps):
                 record.update(evaluate(step, policy))

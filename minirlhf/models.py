@@ -7,7 +7,6 @@ a GPU: every algorithm in minirlhf only needs a causal LM with the Hugging Face 
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 import math
@@ -27,7 +26,7 @@ from transformers import (
 )
 
 from minirlhf import world
-from minirlhf.logprobs import encode_prompt_response, position_ids_from_mask, response_logprobs
+from minirlhf.logprobs import encode_prompt_response, response_logprobs
 from minirlhf.tokenizer import build_tokenizer
 from minirlhf.utils import (
     CHECKPOINT_INFO,
@@ -557,39 +556,3 @@ def fused_gelu(*models):
     finally:
         for parent, name, child in swapped:
             setattr(parent, name, child)
-
-
-class Critic(nn.Module):
-    """V(x, y_<t): a transformer trunk and a scalar head. ``forward(input_ids, attention_mask)``
-    gives (B, T): ``out[:, t]`` is the value of the state in which token t is chosen, ``out[:, 0] = 0``."""
-
-    def __init__(self, trunk: nn.Module):
-        super().__init__()
-        self.trunk = trunk
-        self.head = nn.Linear(trunk.config.hidden_size, 1)
-        nn.init.zeros_(self.head.weight)  # V = 0 at the start: no made-up values
-        nn.init.zeros_(self.head.bias)
-
-    @classmethod
-    def from_model(cls, model) -> Critic:
-        """A critic whose trunk is a copy of ``model``'s transformer (e.g. the SFT model's)."""
-        return cls(copy.deepcopy(model.base_model)).requires_grad_(True)
-
-    @classmethod
-    def from_reward_model(cls, reward_model) -> Critic:
-        """A copy of a :class:`minirlhf.reward.RewardModel` (trunk, and head with the score normalisation
-        folded in) read at every position: its first values are already on the score's scale, as in TRL."""
-        critic = cls(copy.deepcopy(reward_model.backbone))
-        with torch.no_grad():  # (raw - mean) / std  ==  head'(h) with w' = w / std, b' = (b - mean) / std
-            std = reward_model.score_std
-            critic.head.weight.copy_(reward_model.head.weight / std)
-            critic.head.bias.copy_((reward_model.head.bias - reward_model.score_mean) / std)
-        return critic.requires_grad_(True)  # the reward model may have frozen parts of its trunk
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Values V(x, y_<t) of shape (B, T) for ids and mask of shape (B, T); ``out[:, 0] = 0``."""
-        hidden = self.trunk(input_ids=input_ids, attention_mask=attention_mask,
-                            position_ids=position_ids_from_mask(attention_mask),
-                            use_cache=False).last_hidden_state  # one pass, no KV cache needed
-        values = self.head(hidden[:, :-1]).squeeze(-1).float()
-        return nn.functional.pad(values, (1, 0))

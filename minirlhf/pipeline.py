@@ -100,7 +100,7 @@ def save_figures(figures: dict, outdir) -> list[str]:
 
 def train_base_model(seed: int = 0, config: SFTConfig | None = None, device=None):
     """A random tiny GPT fine-tuned on :func:`minirlhf.data.sft_corpus`: how the shipped base model
-    was made (about 25 s on 2 CPU cores). Returns ``(model, tokenizer, history)``."""
+    was made. Returns ``(model, tokenizer, history)``."""
     model, tokenizer = build_tiny_gpt(seed=seed)
     if device is not None:
         model.to(device)
@@ -192,8 +192,8 @@ def reward_stage(outdir: Path, quick: bool = False, seed: int = 0):
 
 def ppo_stage(outdir: Path, reward_model, reward_data, quick: bool = False, seed: int = 0):
     """PPO scored by ``reward_model``, refreshed by the simulated rater on ``reward_data`` plus the
-    policy's answers, from the shipped SFT model at the default config but 150 steps (under a
-    minute on 2 cores; ``benchmarks/ppo.py`` runs the full 1000). Returns ``(metrics, policy, history)``."""
+    policy's answers, from the shipped SFT model at the default config but 150 steps
+    (``benchmarks/ppo.py`` runs the full 1000). Returns ``(metrics, policy, history)``."""
     ref, tokenizer = load_base_model()
     config = (PPOConfig(steps=4, eval_every=2, progress=False, seed=seed) if quick
               else PPOConfig(steps=150, eval_every=25, seed=seed, progress=False))

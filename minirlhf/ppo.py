@@ -1,6 +1,7 @@
 """PPO with a KL penalty: classic RLHF (Ziegler et al. 2019; Stiennon et al. 2020; Ouyang et al. 2022).
 
-Read this file top to bottom; it is the whole algorithm. One PPO *step* is::
+Read this file top to bottom, with :mod:`minirlhf.rl` (what PPO and GRPO share: the config, sampling,
+scoring, the refreshes); it is the whole algorithm. One PPO *step* is::
 
     1. rollout     sample y ~ pi(.|x) for a batch of prompts; record log pi(y_t|..), log pi_ref(y_t|..)
                    and the critic's values V(x, y_<t), all on the same (B, T) grid
@@ -8,7 +9,8 @@ Read this file top to bottom; it is the whole algorithm. One PPO *step* is::
                          + score(x, y)                                         added at the last token
     3. advantages  GAE over the response tokens, returns = advantages + values (whitening optional)
     4. update      a few epochs over shuffled minibatches of the clipped surrogate and value losses
-    5. beta        fixed, or adapted towards a target KL (Ziegler et al. 2019)
+    5. log, beta   log the step (TRL's names); beta fixed, or adapted towards a target KL (Ziegler et
+                   al. 2019)
     6. refresh     (optional, with a learned reward model and a rater) every few steps the rater
                    compares the policy's answers with pi_ref's and the reward model learns from them
 
@@ -30,27 +32,26 @@ tensor is (B, T), column ``t`` about token ``t`` given ``< t`` (as
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from minirlhf import world
-from minirlhf.logprobs import generate, last_token_index, token_logprobs
-from minirlhf.models import Critic, check_tokenizer_matches, embedding_param_groups, frozen_blocks, fused_gelu
-from minirlhf.rl import RaterRefreshes, RLConfig, check_world_prompts, score_rollouts
+from minirlhf.logprobs import last_token_index, position_ids_from_mask, token_logprobs
+from minirlhf.models import check_tokenizer_matches, embedding_param_groups, frozen_blocks, fused_gelu
+from minirlhf.rl import RaterRefreshes, RLConfig, check_world_prompts, rollout, score_rollouts, weighted_mean
 from minirlhf.utils import (
     check_config,
     check_finite_loss,
     check_positive,
     clip_grad_norm,
-    explained_variance,
     lr_factor,
     seed_everything,
-    weighted_mean,
-    whiten,
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -98,6 +99,32 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, response_mask: torch.Tensor
         next_advantage = advantages[:, t]
     returns = advantages + values * mask
     return advantages, returns
+
+
+def masked_var(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Variance (biased, 1/N) of ``values`` over positions where ``mask`` is 1 (a scalar)."""
+    mean = weighted_mean(values, mask)
+    return weighted_mean((values - mean) ** 2, mask)
+
+
+def whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+    """``(x - mean) / sqrt(var + 1e-8)`` with mean and variance over the real tokens (``mask`` = 1)
+    only; padding is set to 0. ``shift_mean=False`` adds the mean back. Shapes (B, T) -> (B, T)."""
+    n = mask.sum()
+    if n < 2:
+        raise ValueError(f"Whitening needs at least 2 real tokens, got {int(n)}.")
+    mean, var = weighted_mean(values, mask), masked_var(values, mask)
+    out = (values - mean) * torch.rsqrt(var + 1e-8)
+    if not shift_mean:
+        out = out + mean
+    return out * mask.to(values.dtype)
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 - Var(R - V) / Var(R) over real tokens: 1 = the critic predicts the returns, 0 = no better
+    than their mean, < 0 = worse."""
+    var_returns = masked_var(returns, mask)
+    return (1 - masked_var(returns - values, mask) / var_returns.clamp(min=1e-8)).item()
 
 
 def ppo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
@@ -182,6 +209,46 @@ def check_adaptive_horizon(horizon: float, rollouts_per_step: int) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# The critic
+# ----------------------------------------------------------------------------------------------
+
+class Critic(nn.Module):
+    """PPO's critic V(x, y_<t): a transformer trunk and a scalar head. ``forward(input_ids, attention_mask)``
+    gives (B, T): ``out[:, t]`` is the value of the state in which token t is chosen, ``out[:, 0] = 0``."""
+
+    def __init__(self, trunk: nn.Module):
+        super().__init__()
+        self.trunk = trunk
+        self.head = nn.Linear(trunk.config.hidden_size, 1)
+        nn.init.zeros_(self.head.weight)  # V = 0 at the start: no made-up values
+        nn.init.zeros_(self.head.bias)
+
+    @classmethod
+    def from_model(cls, model) -> Critic:
+        """A critic whose trunk is a copy of ``model``'s transformer (e.g. the SFT model's)."""
+        return cls(copy.deepcopy(model.base_model)).requires_grad_(True)
+
+    @classmethod
+    def from_reward_model(cls, reward_model) -> Critic:
+        """A copy of a :class:`minirlhf.reward.RewardModel` (trunk, and head with the score normalisation
+        folded in) read at every position: its first values are already on the score's scale, as in TRL."""
+        critic = cls(copy.deepcopy(reward_model.backbone))
+        with torch.no_grad():  # (raw - mean) / std  ==  head'(h) with w' = w / std, b' = (b - mean) / std
+            std = reward_model.score_std
+            critic.head.weight.copy_(reward_model.head.weight / std)
+            critic.head.bias.copy_((reward_model.head.bias - reward_model.score_mean) / std)
+        return critic.requires_grad_(True)  # the reward model may have frozen parts of its trunk
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Values V(x, y_<t) of shape (B, T) for ids and mask of shape (B, T); ``out[:, 0] = 0``."""
+        hidden = self.trunk(input_ids=input_ids, attention_mask=attention_mask,
+                            position_ids=position_ids_from_mask(attention_mask),
+                            use_cache=False).last_hidden_state  # one pass, no KV cache needed
+        values = self.head(hidden[:, :-1]).squeeze(-1).float()
+        return nn.functional.pad(values, (1, 0))
+
+
+# ----------------------------------------------------------------------------------------------
 # Configuration (why each default: docs/defaults.md#ppo)
 # ----------------------------------------------------------------------------------------------
 
@@ -230,28 +297,6 @@ class PPOConfig(RLConfig):
 # ----------------------------------------------------------------------------------------------
 # The PPO step, piece by piece
 # ----------------------------------------------------------------------------------------------
-
-@torch.no_grad()
-def rollout(policy, ref_model, critic, tokenizer, prompts: list[str], config: PPOConfig,
-            generator: torch.Generator | None = None) -> dict:
-    """1. Sample one response per prompt and record what the update needs, on one (B, T) grid.
-
-    Returns the batch layout of :func:`minirlhf.logprobs.generate` (``input_ids``,
-    ``attention_mask``, ``response_mask``, ``responses``, ``finished``) plus ``prompts`` and
-    ``logprobs``, ``ref_logprobs``, ``entropy`` and ``values``, each (B, T), computed by
-    teacher forcing with the shared helper at the sampling temperature (``values`` None without a
-    ``critic``, as in GRPO).
-    """
-    batch = generate(policy, tokenizer, prompts, config.max_new_tokens, config.temperature, generator)
-    ids, attention = batch["input_ids"], batch["attention_mask"]
-    batch["response_mask"] = batch["response_mask"].float()
-    batch["logprobs"], batch["entropy"] = token_logprobs(policy, ids, attention, config.temperature,
-                                                         return_entropy=True)
-    batch["ref_logprobs"] = token_logprobs(ref_model, ids, attention, config.temperature)
-    batch["values"] = critic(ids, attention) if critic is not None else None
-    batch["prompts"] = list(prompts)
-    return batch
-
 
 def ppo_update(policy, critic, optimizer, batch: dict, advantages: torch.Tensor,
                returns: torch.Tensor, config: PPOConfig, generator: torch.Generator | None = None

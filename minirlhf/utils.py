@@ -179,44 +179,6 @@ def clip_grad_norm(optimizer: torch.optim.Optimizer, max_norm: float) -> torch.T
 
 
 # ---------------------------------------------------------------------------------------------
-# Statistics over the real tokens of a (B, T) batch (mask = 1)
-# ---------------------------------------------------------------------------------------------
-
-def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """``sum(values * weights) / sum(weights)``, a scalar; shapes (B, T). With a 0/1 mask as
-    ``weights``, the mean over the real tokens (an all-zero mask gives 0: the sum counts as 1)."""
-    weights = weights.to(values.dtype)
-    return (values * weights).sum() / weights.sum().clamp(min=1)
-
-
-def masked_var(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Variance (biased, 1/N) of ``values`` over positions where ``mask`` is 1 (a scalar)."""
-    mean = weighted_mean(values, mask)
-    return weighted_mean((values - mean) ** 2, mask)
-
-
-def whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """``(x - mean) / sqrt(var + 1e-8)`` with mean and variance over the real tokens (``mask`` = 1)
-    only; padding is set to 0. ``shift_mean=False`` adds the mean back. Shapes (B, T) -> (B, T)."""
-    n = mask.sum()
-    if n < 2:
-        raise ValueError(f"Whitening needs at least 2 real tokens, got {int(n)}.")
-    mean, var = weighted_mean(values, mask), masked_var(values, mask)
-    out = (values - mean) * torch.rsqrt(var + 1e-8)
-    if not shift_mean:
-        out = out + mean
-    return out * mask.to(values.dtype)
-
-
-def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
-    """1 - Var(R - V) / Var(R) over real tokens: 1 = the critic predicts the returns, 0 = no better
-    than their mean, < 0 = worse."""
-    var_returns = masked_var(returns, mask)
-    return (1 - masked_var(returns - values, mask) / var_returns.clamp(min=1e-8)).item()
-
-
-
-# ---------------------------------------------------------------------------------------------
 # Checkpoints: saved so that no file is lost, whatever stops the save
 # ---------------------------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ EPS = 1e-4  # minirlhf.grpo.group_advantages's default, as TRL's GRPOTrainer
 
 
 def _case(name, probes, rewards, group_size, kind) -> Case:
-    return Case(name, probes, {"rewards": torch.tensor(rewards), "group_size": group_size, "kind": kind})
+    return Case(name, probes, {"rewards": torch.tensor(rewards), "group_size": group_size, "advantage": kind})
 
 
 # Three prompts, G = 4 answers each, in consecutive rows (true rewards of the toy world: +1 correct,
@@ -81,7 +81,7 @@ def _advantage_cases() -> list[Case]:
             rewards[:group] = 1.0
         cases.append(Case(f"random batch {i + 1} ({prompts} prompts x G = {group}, {kind})",
                           "it also agrees on a random batch", {"rewards": rewards, "group_size": group,
-                                                               "kind": kind}))
+                                                               "advantage": kind}))
     return cases
 
 
