@@ -388,7 +388,8 @@ def load_preferences(source, columns: dict[str, str] | None = None) -> Dataset:
     missing = [c for c in PREFERENCE_COLUMNS if c not in names]
     if missing:
         raise ValueError(f"The preference data lack the column(s) {missing}; they have "
-                         f"{shorten(names, 200)}. Rename yours with columns={'your_name': 'chosen', ...}.")
+                         f"{shorten(names, 200)}. "
+                         "Rename yours with columns={'your_name': 'chosen', ...}.")
     extras = [n for n in names if n not in PREFERENCE_COLUMNS]
     rows = []
     for i, row in enumerate(records):
