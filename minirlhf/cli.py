@@ -27,8 +27,16 @@ matplotlib.use("Agg")  # the CLI only writes files: set before pyplot is importe
 from minirlhf import export, pipeline  # noqa: E402
 from minirlhf.models import save_model  # noqa: E402
 from minirlhf.sft import SFTConfig  # noqa: E402
-from minirlhf.utils import (DEFAULT_THREADS, BusyError, RunLock, check_free_space, check_save_target,  # noqa: E402
-                            check_seed, is_disk_full, set_threads)
+from minirlhf.utils import (  # noqa: E402
+    DEFAULT_THREADS,
+    BusyError,
+    RunLock,
+    check_free_space,
+    check_save_target,
+    check_seed,
+    is_disk_full,
+    set_threads,
+)
 
 
 def seed_argument(text: str) -> int:
@@ -57,13 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``minirlhf`` command."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--threads", type=threads_argument, default=None,
-                        help=f"CPU threads torch computes with (default {DEFAULT_THREADS}, or MINIRLHF_THREADS: "
-                             "the model is so small that more threads mostly wait on each other)")
+                        help=f"CPU threads torch computes with (default {DEFAULT_THREADS}, or "
+                             "MINIRLHF_THREADS: the model is so small that more threads mostly wait on "
+                             "each other)")
     parser = argparse.ArgumentParser(prog="minirlhf", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    demo_parser = commands.add_parser("demo", parents=[common], help="run the whole pipeline and write a report")
+    demo_parser = commands.add_parser("demo", parents=[common],
+                                      help="run the whole pipeline and write a report")
     demo_parser.add_argument("--out", type=Path, default=Path("minirlhf-output"),
-                             help="output folder: new, empty, or an earlier demo's (default: ./minirlhf-output)")
+                             help="output folder: new, empty, or an earlier demo's (default: "
+                                  "./minirlhf-output)")
     demo_parser.add_argument("--quick", action="store_true", help="a fast smoke run")
     demo_parser.add_argument("--seed", type=seed_argument, default=0)
     demo_parser.add_argument("--retrain", action="store_true",
@@ -116,7 +127,8 @@ def run(args, parser: argparse.ArgumentParser) -> None:
     elif args.command == "sft":
         try:
             config = SFTConfig(seed=args.seed, **({"steps": args.steps} if args.steps is not None else {}))
-            target = check_save_target(args.out)  # a folder that cannot take the checkpoint fails now, not later
+            # a folder that cannot take the checkpoint fails now, not after training
+            target = check_save_target(args.out)
             check_free_space(target.parent)
             target.parent.mkdir(parents=True, exist_ok=True)
         except (ValueError, OSError) as error:

@@ -102,8 +102,8 @@ def seen_mask(evaluator, data: Dataset) -> torch.Tensor:
     """(N prompts, K candidates) bool: True where the candidate appears in some pair of ``data``."""
     seen: dict[str, set[str]] = {}
     for prompt, chosen, rejected in zip(data["prompt"], data["chosen"], data["rejected"]):
-        seen.setdefault(prompt, set()).update({world.normalize_text(chosen),
-                                               world.normalize_text(rejected)})
+        seen.setdefault(prompt, set()).update({world.normalise_text(chosen),
+                                               world.normalise_text(rejected)})
     return torch.tensor([[y in seen.get(p, set()) for y in ys]
                          for p, ys in zip(evaluator.prompts, evaluator.candidates)])
 

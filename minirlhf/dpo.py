@@ -38,72 +38,75 @@ from tqdm.auto import tqdm
 from minirlhf.logprobs import CHOSEN, encode_pairs, pair_logps, reference_logps, to_device
 from minirlhf.models import check_tokenizer_matches, embedding_param_groups, frozen_blocks, fused_gelu
 from minirlhf.preferences import check_preference_data
-from minirlhf.utils import (check_config, check_finite_loss, check_positive, clip_grad_norm, lr_factor,
-                            seed_everything)
+from minirlhf.utils import (
+    check_config,
+    check_finite_loss,
+    check_positive,
+    clip_grad_norm,
+    lr_factor,
+    seed_everything,
+)
 
 # ----------------------------------------------------------------------------------------------
-# The losses: pure functions of summed log-probs, shape (B,) -> (B,)
+# The losses: pure functions of summed log-probs, shape (B,)
 # ----------------------------------------------------------------------------------------------
 
-def _log_ratio_margin(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps):
-    """h = (log pi(y_w) - log pi_ref(y_w)) - (log pi(y_l) - log pi_ref(y_l)). Shape (B,)."""
-    return (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)
+def preference_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
+                    reference_chosen_logps: torch.Tensor, reference_rejected_logps: torch.Tensor,
+                    beta: float, label_smoothing: float = 0.0, ipo: bool = False
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The DPO family's loss of each pair, from summed response log-probs, all of shape (B,).
 
+    With the log-ratio margin ::
 
-def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
-             ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor,
-             beta: float) -> torch.Tensor:
-    """The DPO loss of each pair (Rafailov et al. 2023, eq. 7). Shapes (B,) -> (B,)::
+        h = (log pi(y_w|x) - log pi_ref(y_w|x)) - (log pi(y_l|x) - log pi_ref(y_l|x))
 
-        L = -log sigmoid( beta * [ (log pi(y_w|x) - log pi_ref(y_w|x))
-                                   - (log pi(y_l|x) - log pi_ref(y_l|x)) ] )
+    the loss is, by the arguments:
 
-    It is the Bradley-Terry negative log-likelihood of "y_w beats y_l" with the implicit reward
-    ``beta * log(pi / pi_ref)`` in place of a reward model. At ``pi = pi_ref`` it equals log 2.
-    """
-    check_positive("beta", beta)
-    h = _log_ratio_margin(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
-    return -F.logsigmoid(beta * h)
+    * DPO (Rafailov et al. 2023, eq. 7), the default: ``L = -log sigmoid(beta * h)``, the
+      Bradley-Terry negative log-likelihood of "y_w beats y_l" with the implicit reward
+      ``beta * log(pi / pi_ref)`` in place of a reward model. At ``pi = pi_ref`` it equals log 2.
+    * conservative DPO (Mitchell 2023, "A note on DPO with noisy preferences"), ``label_smoothing``
+      = eps > 0: each label is assumed flipped with probability eps, and the loss is the expected
+      DPO loss, ``L = -(1 - eps) * log sigmoid(beta * h) - eps * log sigmoid(-beta * h)``. It has a
+      finite minimum, at ``beta * h = log((1 - eps) / eps)``. TRL 1.16's ``"sigmoid"`` loss ignores
+      ``label_smoothing``, and its ``"robust"`` loss (Chowdhury et al. 2024) is another estimator,
+      ``((1 - eps) L(h) - eps L(-h)) / (1 - 2 eps)``: unbiased for the clean loss, with no finite
+      minimum (tested against both).
+    * IPO (Azar et al. 2023, "A General Theoretical Paradigm to Understand Learning from Human
+      Preferences", eq. 17), ``ipo=True``: regress the margin onto a finite target instead of pushing
+      it to infinity, ``L = (h - 1 / (2 * beta))^2`` (``beta`` is the paper's tau, as in TRL). The
+      paper's equation on sequence log-probs; TRL's ``loss_type="ipo"`` first divides each answer's
+      log-ratio by its token count, which equals this loss on log-probs divided by the answer
+      lengths (tested).
 
-
-def ipo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
-             ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor,
-             beta: float) -> torch.Tensor:
-    """IPO (Azar et al. 2023, "A General Theoretical Paradigm to Understand Learning from Human
-    Preferences", eq. 17): regress the log-ratio margin onto a finite target instead of pushing
-    it to infinity. Shapes (B,) -> (B,)::
-
-        L = ( h - 1 / (2 * beta) )^2,   h = the log-ratio margin of :func:`dpo_loss`
-
-    (``beta`` plays the role of the paper's tau, as in TRL). The paper's equation on sequence log-probs;
-    TRL's ``loss_type="ipo"`` first divides each answer's log-ratio by its token count, which equals
-    this function on log-probs divided by the answer lengths (tested).
-    """
-    check_positive("beta", beta)
-    h = _log_ratio_margin(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
-    return (h - 1 / (2 * beta)) ** 2
-
-
-def conservative_dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
-                          ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor,
-                          beta: float, label_smoothing: float) -> torch.Tensor:
-    """Conservative DPO (Mitchell 2023, "A note on DPO with noisy preferences"): assume each label
-    is flipped with probability ``label_smoothing`` = eps, and minimise the expected loss. Shapes
-    (B,) -> (B,)::
-
-        L = -(1 - eps) * log sigmoid(beta * h) - eps * log sigmoid(-beta * h)
-
-    With eps > 0 the loss has a finite minimum, at ``beta * h = log((1 - eps) / eps)``. This is the
-    expected DPO loss under flipped labels (eric-mitchell's ``label_smoothing``). TRL 1.16's
-    ``"sigmoid"`` loss ignores ``label_smoothing``, and its ``"robust"`` loss (Chowdhury et al. 2024)
-    is another estimator, ``((1 - eps) L(h) - eps L(-h)) / (1 - 2 eps)`` with L the DPO loss: unbiased
-    for the clean loss, with no finite minimum (tested against both).
+    Returns ``(losses, chosen_rewards, rejected_rewards)``, each (B,): the loss of each pair (the
+    trainer averages), and the implicit rewards ``beta * (log pi(y) - log pi_ref(y))`` of both
+    answers (:func:`implicit_reward`), detached, for the metrics.
     """
     check_positive("beta", beta)
     if not 0 <= label_smoothing < 0.5:
         raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing!r}.")
-    h = _log_ratio_margin(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
-    return -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+    if ipo and label_smoothing > 0:
+        raise ValueError("label_smoothing (conservative DPO) does not apply to IPO: give one of them.")
+    chosen_log_ratios = policy_chosen_logps - reference_chosen_logps
+    rejected_log_ratios = policy_rejected_logps - reference_rejected_logps
+    h = chosen_log_ratios - rejected_log_ratios
+    if ipo:
+        losses = (h - 1 / (2 * beta)) ** 2  # Azar et al. 2023, eq. 17
+    elif label_smoothing > 0:  # Mitchell 2023: the expected DPO loss under flipped labels
+        losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+    else:
+        losses = -F.logsigmoid(beta * h)  # Rafailov et al. 2023, eq. 7
+    chosen_rewards = implicit_reward(policy_chosen_logps, reference_chosen_logps, beta).detach()
+    rejected_rewards = implicit_reward(policy_rejected_logps, reference_rejected_logps, beta).detach()
+    return losses, chosen_rewards, rejected_rewards
+
+
+def nll_per_token(logps: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
+    """The SFT loss of the chosen answers that RPO adds (Pang et al. 2024; TRL's ``rpo_alpha``):
+    ``-sum_b log pi(y_w[b]) / sum_b |y_w[b]|``, a scalar, from summed log-probs (B,) and lengths (B,)."""
+    return -logps.sum() / n_tokens.sum()
 
 
 def implicit_reward(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: float) -> torch.Tensor:
@@ -127,8 +130,8 @@ class DPOConfig:
     beta: float = 0.1
     """KL strength: the policy aims at pi* = pi_ref exp(r / beta) / Z. Small beta = far from pi_ref."""
     loss_type: str = "sigmoid"
-    """``"sigmoid"``: :func:`dpo_loss` (:func:`conservative_dpo_loss` when ``label_smoothing > 0``);
-    ``"ipo"``: :func:`ipo_loss`."""
+    """``"sigmoid"``: DPO (conservative DPO when ``label_smoothing > 0``); ``"ipo"``: IPO. Both are
+    :func:`preference_loss` (TRL's names)."""
     label_smoothing: float = 0.0
     """Assumed label-flip rate of conservative DPO; 0 is plain DPO."""
     rpo_alpha: float = 1.0
@@ -177,30 +180,21 @@ class DPOConfig:
         if self.label_smoothing > 0 and self.loss_type != "sigmoid":
             raise ValueError("label_smoothing (conservative DPO) only applies to loss_type='sigmoid'.")
 
-    def loss(self, policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps):
-        """The per-pair loss this config selects. Shapes (B,) -> (B,)."""
-        logps = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
-        if self.loss_type == "ipo":
-            return ipo_loss(*logps, self.beta)
-        if self.label_smoothing > 0:
-            return conservative_dpo_loss(*logps, self.beta, self.label_smoothing)
-        return dpo_loss(*logps, self.beta)
-
 
 # ----------------------------------------------------------------------------------------------
 # One step, and the loop
 # ----------------------------------------------------------------------------------------------
 
-def dpo_metrics(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
-                beta: float) -> dict[str, float]:
+def dpo_metrics(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor,
+                policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor) -> dict[str, float]:
     """The batch metrics, named as TRL names them. Inputs (B,), outputs floats (batch means).
 
-    ``rewards/chosen`` and ``rewards/rejected`` are the implicit rewards beta * log(pi / pi_ref),
-    ``rewards/margins`` their difference, ``rewards/accuracies`` the fraction of pairs where the
-    chosen answer has the larger implicit reward, ``logps/*`` the policy's summed log-probs.
+    ``rewards/chosen`` and ``rewards/rejected`` are the implicit rewards beta * log(pi / pi_ref) (as
+    :func:`preference_loss` returns them), ``rewards/margins`` their difference,
+    ``rewards/accuracies`` the fraction of pairs where the chosen answer has the larger implicit
+    reward, ``logps/*`` the policy's summed log-probs.
     """
-    chosen = implicit_reward(policy_chosen_logps, ref_chosen_logps, beta).detach()
-    rejected = implicit_reward(policy_rejected_logps, ref_rejected_logps, beta).detach()
+    chosen, rejected = chosen_rewards.detach(), rejected_rewards.detach()
     return {
         "rewards/chosen": chosen.mean().item(),
         "rewards/rejected": rejected.mean().item(),
@@ -209,12 +203,6 @@ def dpo_metrics(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, re
         "logps/chosen": policy_chosen_logps.detach().mean().item(),
         "logps/rejected": policy_rejected_logps.detach().mean().item(),
     }
-
-
-def nll_per_token(logps: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
-    """The SFT loss of the chosen answers that RPO adds (Pang et al. 2024; TRL's ``rpo_alpha``):
-    ``-sum_b log pi(y_w[b]) / sum_b |y_w[b]|``, a scalar, from summed log-probs (B,) and lengths (B,)."""
-    return -logps.sum() / n_tokens.sum()
 
 
 def dpo_step(policy, optimizer, encoded: dict[str, torch.Tensor], idx: torch.Tensor,
@@ -226,7 +214,10 @@ def dpo_step(policy, optimizer, encoded: dict[str, torch.Tensor], idx: torch.Ten
     the metrics of :func:`dpo_metrics`."""
     batch = {k: v[idx] for k, v in encoded.items()}
     chosen, rejected = pair_logps(policy, batch)
-    loss = config.loss(chosen, rejected, ref_chosen, ref_rejected).mean()
+    losses, chosen_rewards, rejected_rewards = preference_loss(
+        chosen, rejected, ref_chosen, ref_rejected, config.beta, config.label_smoothing,
+        ipo=config.loss_type == "ipo")
+    loss = losses.mean()
     if config.rpo_alpha > 0:  # RPO: + alpha * the NLL per token of the chosen answers
         loss = loss + config.rpo_alpha * nll_per_token(chosen, (batch["segment"] == CHOSEN).sum(-1))
     check_finite_loss(loss, step)
@@ -236,7 +227,7 @@ def dpo_step(policy, optimizer, encoded: dict[str, torch.Tensor], idx: torch.Ten
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)  # the embeddings' group has its own multiplier
     optimizer.step()
-    return {"loss": loss.item(), **dpo_metrics(chosen, rejected, ref_chosen, ref_rejected, config.beta)}
+    return {"loss": loss.item(), **dpo_metrics(chosen_rewards, rejected_rewards, chosen, rejected)}
 
 
 def make_optimizer(policy, config: DPOConfig) -> torch.optim.Optimizer:
@@ -253,7 +244,9 @@ def pair_loss(policy, encoded: dict, ref_chosen: torch.Tensor, ref_rejected: tor
               config: DPOConfig) -> float:
     """The mean loss of ``config`` over every pair of ``encoded`` (held-out pairs), no gradients."""
     chosen, rejected = pair_logps(policy, encoded)
-    return config.loss(chosen, rejected, ref_chosen, ref_rejected).mean().item()
+    losses, _, _ = preference_loss(chosen, rejected, ref_chosen, ref_rejected, config.beta,
+                                   config.label_smoothing, ipo=config.loss_type == "ipo")
+    return losses.mean().item()
 
 
 def train_dpo(policy, ref_model, tokenizer, train_data, config: DPOConfig | None = None, eval_data=None,
@@ -289,10 +282,11 @@ def train_dpo(policy, ref_model, tokenizer, train_data, config: DPOConfig | None
         held_out_ref = reference_logps(ref_model, held_out)
     n_batches = -(-len(train_data) // config.batch_size)
     total = config.epochs * n_batches
-    history, start, step, pending, best = [], time.perf_counter(), 0, [], (float("inf"), None, 0)
+    history, start, step, pending = [], time.perf_counter(), 0, []
+    best_loss, best_weights, best_epoch = float("inf"), None, 0  # 4. the guard's best epoch so far
     if evaluate is not None:
         history.append({"step": 0, "epoch": 0, **evaluate(0, policy)})
-    # GPT-2's GELU as one kernel while training (same function, faster); the first
+    # GPT-2's activation as one kernel while we train (the same function); the first
     # config.frozen_blocks blocks of the policy get no gradient (both undone at the end)
     with fused_gelu(policy, ref_model), frozen_blocks(policy, config.frozen_blocks):
         for epoch in tqdm(range(config.epochs), desc=f"DPO (beta={config.beta})",
@@ -314,11 +308,12 @@ def train_dpo(policy, ref_model, tokenizer, train_data, config: DPOConfig | None
                     record.update(evaluate(step, policy))
                 if eval_data is not None and last_batch:  # 4. the guard: keep the best epoch
                     record["eval/loss"] = pair_loss(policy, held_out, *held_out_ref, config)
-                    if record["eval/loss"] < best[0]:
-                        best = (record["eval/loss"], copy.deepcopy(policy.state_dict()), epoch + 1)
+                    if record["eval/loss"] < best_loss:
+                        best_loss, best_epoch = record["eval/loss"], epoch + 1
+                        best_weights = copy.deepcopy(policy.state_dict())
                 history.append(record)
-    if best[1] is not None and best[2] < config.epochs:  # an earlier epoch was better: go back to it
-        policy.load_state_dict(best[1])
-        history.append({"step": step, "epoch": config.epochs, "best_epoch": best[2],
+    if best_weights is not None and best_epoch < config.epochs:  # an earlier epoch was better: go back
+        policy.load_state_dict(best_weights)
+        history.append({"step": step, "epoch": config.epochs, "best_epoch": best_epoch,
                         **(evaluate(step, policy) if evaluate is not None else {})})
     return policy, history

@@ -1,6 +1,7 @@
 """Critic-free RL: GRPO (Shao et al. 2024), Dr. GRPO (Liu et al. 2025) and RLOO (Ahmadian et al. 2024).
 
-Read this file top to bottom; it is the whole algorithm. PPO learns a critic to say what an answer
+Read this file top to bottom, with :mod:`minirlhf.rl` (what PPO and GRPO share: the config, sampling,
+scoring, the refreshes); it is the whole algorithm. PPO learns a critic to say what an answer
 was worth *on average*; these methods sample a *group* of G answers to the same prompt and let the
 group be the baseline. One step is::
 
@@ -16,6 +17,8 @@ group be the baseline. One step is::
                    + beta * k3 on every token when kl="loss" (as TRL's GRPOTrainer), averaged over
                    each answer's tokens then over answers (GRPO's length normalisation), or summed
                    over tokens and divided by a constant (Dr. GRPO, RLOO: no length bias)
+    5. log         the step's metrics, named as in TRL
+    6. refresh     (optional, with a learned reward model and a rater) as in PPO
 
 The three KL estimators, per token, with d = log pi_ref(y_t|..) - log pi(y_t|..) and y ~ pi::
 
@@ -41,13 +44,18 @@ import torch
 from tqdm.auto import tqdm
 
 from minirlhf import world
-from minirlhf.logprobs import token_logprobs
-from minirlhf.models import (check_tokenizer_matches, embedding_param_groups,
-                             frozen_blocks, fused_gelu)
-from minirlhf.ppo import masked_mean, per_token_rewards, ppo_policy_loss, rollout
-from minirlhf.rl import RaterRefreshes, RLConfig, check_world_prompts, score_rollouts
-from minirlhf.utils import (check_config, check_finite_loss, check_positive, clip_grad_norm, lr_factor,
-                            seed_everything)
+from minirlhf.logprobs import last_token_index, token_logprobs
+from minirlhf.models import check_tokenizer_matches, embedding_param_groups, frozen_blocks, fused_gelu
+from minirlhf.ppo import ppo_policy_loss  # PPO's clipped surrogate, the one piece GRPO keeps
+from minirlhf.rl import RaterRefreshes, RLConfig, check_world_prompts, rollout, score_rollouts, weighted_mean
+from minirlhf.utils import (
+    check_config,
+    check_finite_loss,
+    check_positive,
+    clip_grad_norm,
+    lr_factor,
+    seed_everything,
+)
 
 ADVANTAGES = ("grpo", "dr_grpo", "rloo")
 KL_PLACES = ("reward", "loss")
@@ -67,7 +75,7 @@ def kl_estimators(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> dict[st
     return {"k1": -d, "k2": 0.5 * d ** 2, "k3": torch.expm1(d) - d}
 
 
-def group_advantages(rewards: torch.Tensor, group_size: int, kind: str = "grpo",
+def group_advantages(rewards: torch.Tensor, group_size: int, advantage: str = "grpo",
                      eps: float = 1e-4) -> torch.Tensor:
     """Group-relative advantages, one per answer: ``rewards`` (B,) with the G = ``group_size`` answers
     of each prompt in consecutive rows -> (B,). Mean and std are over each group, never the batch::
@@ -76,16 +84,16 @@ def group_advantages(rewards: torch.Tensor, group_size: int, kind: str = "grpo",
         dr_grpo  A_i =  R_i - mean_g R
         rloo     A_i =  R_i - sum_{j != i} R_j / (G - 1)     (the answer left out of its own baseline)
     """
-    if kind not in ADVANTAGES:
-        raise ValueError(f"kind must be one of {ADVANTAGES}, got {kind!r}.")
+    if advantage not in ADVANTAGES:
+        raise ValueError(f"advantage must be one of {ADVANTAGES}, got {advantage!r}.")
     if group_size < 2 or rewards.dim() != 1 or rewards.shape[0] % group_size:
         raise ValueError(f"Need a (B,) tensor of rewards, B a multiple of group_size >= 2; got shape "
                          f"{tuple(rewards.shape)} and group_size {group_size}.")
     groups = rewards.view(-1, group_size)
     mean = groups.mean(-1, keepdim=True)
-    if kind == "grpo":
+    if advantage == "grpo":
         return ((groups - mean) / (groups.std(-1, keepdim=True) + eps)).view(-1)
-    if kind == "dr_grpo":
+    if advantage == "dr_grpo":
         return (groups - mean).view(-1)
     baseline = (groups.sum(-1, keepdim=True) - groups) / (group_size - 1)
     return (groups - baseline).view(-1)
@@ -117,10 +125,10 @@ def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: 
     loss, stats = ppo_policy_loss(logprobs, old_logprobs, token_advantages, weights, clip_range)
     k3 = kl_estimators(logprobs, ref_logprobs)["k3"]
     if beta > 0:
-        loss = loss + beta * masked_mean(k3, weights)
+        loss = loss + beta * weighted_mean(k3, weights)
     if not length_normalise and max_tokens is not None:  # mean over tokens -> sum / constant
         loss = loss * weights.sum() / (weights.shape[0] * max_tokens)
-    stats["kl"] = masked_mean(k3.detach(), response_mask)
+    stats["kl"] = weighted_mean(k3.detach(), response_mask)
     return loss, stats
 
 
@@ -143,8 +151,7 @@ class GRPOConfig(RLConfig):
     group_size: int = 4
     """G, answers sampled per prompt: the group that is each answer's baseline."""
     prompts_per_step: int = 16
-    """Prompts per step (with replacement; batch ``prompts_per_step * group_size``): 16 x 4 carried over
-    to held-out prompts better than 8 x 8 (docs/defaults.md)."""
+    """Prompts per step, drawn with replacement; the batch is ``prompts_per_step * group_size`` answers."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -166,18 +173,26 @@ class GRPOConfig(RLConfig):
 
 def rollout_groups(policy, ref_model, tokenizer, prompts: list[str], config: GRPOConfig,
                    generator: torch.Generator | None = None) -> dict:
-    """1. Sample ``group_size`` answers to each of ``prompts`` (consecutive rows): PPO's
-    :func:`~minirlhf.ppo.rollout` without a critic, on the prompts repeated."""
+    """1. Sample ``group_size`` answers to each of ``prompts`` (consecutive rows):
+    :func:`~minirlhf.rl.rollout` without a critic, on the prompts repeated."""
     repeated = [p for p in prompts for _ in range(config.group_size)]
     return rollout(policy, ref_model, None, tokenizer, repeated, config, generator)
 
 
 def sequence_rewards(batch: dict, scores: torch.Tensor, config: GRPOConfig, beta: float) -> torch.Tensor:
-    """2. R(x, y) of each answer (B,): the score, minus ``beta`` times the summed k1 if kl="reward"."""
+    """2. R(x, y) of each answer (B,): the score, minus ``beta`` times the summed k1 if kl="reward"::
+
+        R(x, y) = score(x, y) - beta * sum_t (log pi(y_t|..) - log pi_ref(y_t|..))
+
+    (PPO's per-token reward summed over the answer, :func:`minirlhf.ppo.per_token_rewards`)."""
     if config.kl == "loss":
         return scores
-    return per_token_rewards(batch["logprobs"], batch["ref_logprobs"], scores, batch["response_mask"],
-                             beta).sum(-1)
+    check_positive("beta", beta, allow_zero=True)
+    mask = batch["response_mask"]
+    rewards = -beta * (batch["logprobs"] - batch["ref_logprobs"]) * mask.to(batch["logprobs"].dtype)
+    rows = torch.arange(rewards.shape[0], device=rewards.device)
+    rewards[rows, last_token_index(mask)] += scores.to(rewards.dtype)  # the score at the last token
+    return rewards.sum(-1)
 
 
 def grpo_update(policy, optimizer, batch: dict, advantages: torch.Tensor, config: GRPOConfig,
@@ -208,7 +223,7 @@ def grpo_update(policy, optimizer, batch: dict, advantages: torch.Tensor, config
 
 
 @torch.no_grad()
-def step_metrics(batch: dict, scores: torch.Tensor, rewards: torch.Tensor, group_size: int,
+def grpo_metrics(batch: dict, scores: torch.Tensor, rewards: torch.Tensor, group_size: int,
                  beta: float) -> dict[str, float]:
     """5. What a step logs, as TRL names it: ``objective/kl`` is the sequence KL to pi_ref (k1)."""
     kl = ((batch["logprobs"] - batch["ref_logprobs"]) * batch["response_mask"]).sum(-1)
@@ -235,7 +250,7 @@ def train_grpo(policy, ref_model, tokenizer, prompts: list[str], config: GRPOCon
     ``reward_refresh_every`` steps on the rater's labels and ``reward_data``, as in
     :func:`~minirlhf.ppo.train_ppo`. ``evaluate(step, policy) -> dict`` (e.g.
     :func:`minirlhf.evaluation.exact_metrics`): at step 0, every ``eval_every`` steps, at the end.
-    Returns ``(policy, history)``: one dict per step (:func:`step_metrics`, the update's statistics,
+    Returns ``(policy, history)``: one dict per step (:func:`grpo_metrics`, the update's statistics,
     ``rater_labels`` so far, and what ``evaluate`` gave)."""
     config = config or GRPOConfig()
     check_world_prompts(prompts)
@@ -268,11 +283,12 @@ def train_grpo(policy, ref_model, tokenizer, prompts: list[str], config: GRPOCon
             advantages = group_advantages(rewards, config.group_size, config.advantage)
             stats = grpo_update(policy, optimizer, batch, advantages, config, generator)
             scheduler.step()
+            # 5. log
             record = {"step": step, **stats,
-                      **step_metrics(batch, scores, rewards, config.group_size, config.beta),
+                      **grpo_metrics(batch, scores, rewards, config.group_size, config.beta),
                       "learning_rate": scheduler.get_last_lr()[0],
                       "time/step": time.perf_counter() - step_start}
-            # 5. (learned reward model and rater) the rater judges the policy's answers, the model learns
+            # 6. (learned reward model and rater) the rater judges the policy's answers, the model learns
             record.update(refreshes.after_step(step, policy))
             if evaluating and (step % config.eval_every == 0 or step == config.steps):
                 record.update(evaluate(step, policy))

@@ -238,12 +238,10 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 16,
             break
     response_ids = torch.cat(new_tokens, dim=1)
     response_mask = torch.cat(new_mask, dim=1)
-    P = input_ids.shape[1]
     return {
         "input_ids": torch.cat([input_ids, response_ids], dim=1),
         "attention_mask": torch.cat([attention_mask, response_mask], dim=1),
         "response_mask": torch.cat([torch.zeros_like(attention_mask), response_mask], dim=1),
-        "prompt_length": P,
         "responses": [decode(tokenizer, row) for row in response_ids.tolist()],
         "finished": finished.cpu(),
     }

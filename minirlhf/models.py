@@ -7,23 +7,36 @@ a GPU: every algorithm in minirlhf only needs a causal LM with the Hugging Face 
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 import math
 from pathlib import Path
 
-from safetensors import SafetensorError
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import nn
-
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedTokenizerFast,
+)
 
 from minirlhf import world
-from minirlhf.logprobs import encode_prompt_response, position_ids_from_mask, response_logprobs
+from minirlhf.logprobs import encode_prompt_response, response_logprobs
 from minirlhf.tokenizer import build_tokenizer
-from minirlhf.utils import (CHECKPOINT_INFO, check_checkpoint_dir, no_transformers_progress_bars,
-                            read_checkpoint_info, read_json_file, save_atomically, shorten)
+from minirlhf.utils import (
+    CHECKPOINT_INFO,
+    check_checkpoint_dir,
+    no_transformers_progress_bars,
+    read_checkpoint_info,
+    read_json_file,
+    save_atomically,
+    shorten,
+)
 
 
 def tiny_gpt_config(tokenizer: PreTrainedTokenizerFast, n_layer: int = 2, n_embd: int = 64,
@@ -51,8 +64,6 @@ def build_tiny_gpt(tokenizer: PreTrainedTokenizerFast | None = None, seed: int =
                    **config_kwargs) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerFast]:
     """A randomly initialised tiny GPT and its tokenizer. ``config_kwargs`` go to
     :func:`tiny_gpt_config`."""
-    import torch
-
     tokenizer = tokenizer or build_tokenizer()
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(tiny_gpt_config(tokenizer, **config_kwargs))
@@ -179,8 +190,9 @@ def load_tokenizer(path: Path, info: dict) -> PreTrainedTokenizerFast:
     try:
         tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
     except Exception as error:  # the tokenizers library raises its own kinds for a damaged file
-        raise ValueError(f"{file} cannot be read as a tokenizer ({shorten(str(error), 200)}). Copy the whole "
-                         "checkpoint folder again, or save model and tokenizer again with save_model.") from error
+        raise ValueError(f"{file} cannot be read as a tokenizer ({shorten(str(error), 200)}). Copy the "
+                         "whole checkpoint folder again, or save model and tokenizer again with "
+                         "save_model.") from error
     tokenizer.padding_side = "left"
     recorded, found = info.get("tokenizer_sha256"), tokenizer_fingerprint(tokenizer)
     if recorded and recorded != found:
@@ -244,7 +256,8 @@ def read_weights_header(file: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
         try:
             header = json.loads(handle.read(length))
         except (ValueError, UnicodeDecodeError, RecursionError) as error:
-            raise ValueError(f"Cannot read the weights in {file} (its header is not JSON): {DAMAGED}") from error
+            raise ValueError(f"Cannot read the weights in {file} (its header is not JSON): "
+                             f"{DAMAGED}") from error
     if not isinstance(header, dict):
         raise ValueError(f"Cannot read the weights in {file} (its header is not a table): {DAMAGED}")
     tensors, end = {}, 0
@@ -261,8 +274,9 @@ def read_weights_header(file: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
                              f"{DAMAGED}")
         if dtype not in FLOAT_DTYPES:
             raise ValueError(f"{file} holds {shorten(name)} as {shorten(dtype)}, not floating-point numbers "
-                             f"({', '.join(FLOAT_DTYPES)}): it is not a model's weights as minirlhf saves them "
-                             "(quantised or edited?). Save the model again with save_model from float32 weights.")
+                             f"({', '.join(FLOAT_DTYPES)}): it is not a model's weights as minirlhf saves "
+                             "them (quantised or edited?). Save the model again with save_model from "
+                             "float32 weights.")
         if last - first != math.prod(shape) * FLOAT_DTYPES[dtype]:
             raise ValueError(f"Cannot read the weights in {file} ({shorten(name)}'s bytes do not match its "
                              f"shape): {DAMAGED}")
@@ -309,11 +323,12 @@ def check_finite_weights(model, where: Path, saving: bool = False) -> None:
     for name, value in model.state_dict().items():
         if value.is_floating_point() and not torch.isfinite(value).all():
             if saving:
-                raise ValueError(f"The model holds NaN or infinite numbers (in {name}): its training diverged, "
-                                 f"so it is not saved to {where} (anything there stays as it was). Train "
-                                 "again with a lower learning rate.")
-            raise ValueError(f"{where} holds NaN or infinite numbers (in {name}): the training that made it "
-                             "diverged. Use an earlier checkpoint, or train again with a lower learning rate.")
+                raise ValueError(f"The model holds NaN or infinite numbers (in {name}): its training "
+                                 f"diverged, so it is not saved to {where} (anything there stays as it "
+                                 "was). Train again with a lower learning rate.")
+            raise ValueError(f"{where} holds NaN or infinite numbers (in {name}): the training that made "
+                             "it diverged. Use an earlier checkpoint, or train again with a lower learning "
+                             "rate.")
 
 
 def check_reads_the_world(model, tokenizer, where: str) -> None:
@@ -332,10 +347,10 @@ def check_reads_the_world(model, tokenizer, where: str) -> None:
     guessing = -math.log(len(tokenizer))
     if not per_token > guessing - 2:  # 2 nats: e^2 ~ 7 times less likely than a guess, at every token
         raise ValueError(
-            f"The model in {where} reads the world's answers far worse than random guessing with its tokenizer "
-            f"(mean log-prob per token {per_token:.1f}, guessing {guessing:.1f}): the tokenizer's words sit at "
-            "other ids than the weights learned (a permuted tokenizer.json?). Put back the tokenizer saved "
-            "with these weights, or save model and tokenizer again together with save_model.")
+            f"The model in {where} reads the world's answers far worse than random guessing with its "
+            f"tokenizer (mean log-prob per token {per_token:.1f}, guessing {guessing:.1f}): the tokenizer's "
+            "words sit at other ids than the weights learned (a permuted tokenizer.json?). Put back the "
+            "tokenizer saved with these weights, or save model and tokenizer again together with save_model.")
 
 
 def build_on_meta(build):
@@ -371,8 +386,6 @@ def load_model(path: str | Path, device=None) -> tuple[GPT2LMHeadModel, PreTrain
     Refuses a reward model's checkpoint, a damaged weights file, and a tokenizer that is not the
     one the weights were saved with.
     """
-    from transformers import AutoModelForCausalLM
-
     path = check_checkpoint_dir(path)
     tokenizer = load_tokenizer(path, check_checkpoint_kind(path, "causal_lm"))
     weights = path / "model.safetensors"
@@ -396,8 +409,6 @@ def load_model(path: str | Path, device=None) -> tuple[GPT2LMHeadModel, PreTrain
 
 def auto_config(path: Path):
     """The transformers config of checkpoint ``path``, after :func:`read_model_config` checked its sizes."""
-    from transformers import AutoConfig
-
     read_model_config(path)
     try:
         return AutoConfig.from_pretrained(path)
@@ -410,8 +421,6 @@ def auto_config(path: Path):
 def write_reward_model_files(reward_model, path: str | Path) -> None:
     """Write a reward model's ``config.json`` (its backbone's), ``model.safetensors`` and
     ``reward_model.json`` (how it was built) into the folder ``path``."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     reward_model.backbone.config.save_pretrained(path)
     state = {k: v.detach().contiguous().cpu() for k, v in reward_model.state_dict().items()}
@@ -434,9 +443,6 @@ def save_reward_model(reward_model, path: str | Path, tokenizer=None) -> Path:
 def read_reward_model(cls, path: str | Path, device=None):
     """Load the reward model (of class ``cls``) saved in ``path``, in eval mode, with its tokenizer as
     ``.tokenizer`` (None if none was saved). Refuses a causal LM's checkpoint."""
-    from safetensors.torch import load_file
-    from transformers import AutoModel
-
     path = check_checkpoint_dir(path)
     if not (path / REWARD_MODEL_FILE).is_file():
         raise ValueError(f"{str(path)!r} holds no reward model (no {REWARD_MODEL_FILE}). To start "
@@ -537,7 +543,7 @@ def fused_gelu(*models):
     """Run GPT-2's ``gelu_new`` activation as PyTorch's one-kernel ``GELU(approximate="tanh")``.
 
     It is the same function (log-probs agree to about 1e-6), computed in one operation instead of
-    seven, which makes a training step of the tiny model about 15% faster on a CPU. The original
+    seven. The original
     modules are put back on exit, so the models leave as they came. ``None`` entries are skipped.
     """
     swapped = [(parent, name, child) for model in models if model is not None
@@ -550,39 +556,3 @@ def fused_gelu(*models):
     finally:
         for parent, name, child in swapped:
             setattr(parent, name, child)
-
-
-class Critic(nn.Module):
-    """V(x, y_<t): a transformer trunk and a scalar head. ``forward(input_ids, attention_mask)``
-    gives (B, T): ``out[:, t]`` is the value of the state in which token t is chosen, ``out[:, 0] = 0``."""
-
-    def __init__(self, trunk: nn.Module):
-        super().__init__()
-        self.trunk = trunk
-        self.head = nn.Linear(trunk.config.hidden_size, 1)
-        nn.init.zeros_(self.head.weight)  # V = 0 at the start: no made-up values
-        nn.init.zeros_(self.head.bias)
-
-    @classmethod
-    def from_model(cls, model) -> Critic:
-        """A critic whose trunk is a copy of ``model``'s transformer (e.g. the SFT model's)."""
-        return cls(copy.deepcopy(model.base_model)).requires_grad_(True)
-
-    @classmethod
-    def from_reward_model(cls, reward_model) -> Critic:
-        """A copy of a :class:`minirlhf.reward.RewardModel` (trunk, and head with the score normalisation
-        folded in) read at every position: its first values are already on the score's scale, as in TRL."""
-        critic = cls(copy.deepcopy(reward_model.backbone))
-        with torch.no_grad():  # (raw - mean) / std  ==  head'(h) with w' = w / std, b' = (b - mean) / std
-            std = reward_model.score_std
-            critic.head.weight.copy_(reward_model.head.weight / std)
-            critic.head.bias.copy_((reward_model.head.bias - reward_model.score_mean) / std)
-        return critic.requires_grad_(True)  # the reward model may have frozen parts of its trunk
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Values V(x, y_<t) of shape (B, T) for ids and mask of shape (B, T); ``out[:, 0] = 0``."""
-        hidden = self.trunk(input_ids=input_ids, attention_mask=attention_mask,
-                            position_ids=position_ids_from_mask(attention_mask),
-                            use_cache=False).last_hidden_state  # one pass, no KV cache needed
-        values = self.head(hidden[:, :-1]).squeeze(-1).float()
-        return nn.functional.pad(values, (1, 0))

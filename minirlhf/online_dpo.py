@@ -59,7 +59,7 @@ class OnlineDPOConfig(DPOConfig):
         check_config(self, positive=("rounds", "pairs_per_prompt", "temperature"))
 
 
-def learning_rate(config: OnlineDPOConfig, step: int, round_: int) -> float:
+def round_learning_rate(config: OnlineDPOConfig, step: int, round_: int) -> float:
     """Linear warm-up over the first ``warmup_steps`` steps, then a cosine decay *round by round*:
     a round has as many steps as it has distinct pairs, unknown in advance."""
     warmup = lr_factor(step, 0, config.warmup_steps, decay="constant")
@@ -110,7 +110,7 @@ def train_online_dpo(policy, ref_model, tokenizer, prompts: list[str], rater,
                 order = torch.randperm(len(data), generator=generator).to(device)
                 pending = []
                 for idx in order.split(config.batch_size):
-                    lr = learning_rate(config, step, round_)
+                    lr = round_learning_rate(config, step, round_)
                     pending.append(dpo_step(policy, optimizer, encoded, idx, ref_chosen[idx],
                                             ref_rejected[idx], config, lr, step))
                     step += 1

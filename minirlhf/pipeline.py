@@ -24,8 +24,16 @@ from minirlhf import plots, world
 from minirlhf.compare import frontier_curve
 from minirlhf.data import sft_corpus
 from minirlhf.dpo import DPOConfig, train_dpo
-from minirlhf.evaluation import (EXACT_KEYS, answer_tracker, candidate_scores, comparison_table,
-                                 exact_metrics, margin_calibration, markdown_table, reward_model_report)
+from minirlhf.evaluation import (
+    EXACT_KEYS,
+    answer_tracker,
+    candidate_scores,
+    comparison_table,
+    exact_metrics,
+    margin_calibration,
+    markdown_table,
+    reward_model_report,
+)
 from minirlhf.logprobs import response_logprobs, token_log_ratios
 from minirlhf.models import build_tiny_gpt, load_base_model, save_model
 from minirlhf.optimum import ExactEvaluator, answer_kind_probs, with_outside
@@ -92,7 +100,7 @@ def save_figures(figures: dict, outdir) -> list[str]:
 
 def train_base_model(seed: int = 0, config: SFTConfig | None = None, device=None):
     """A random tiny GPT fine-tuned on :func:`minirlhf.data.sft_corpus`: how the shipped base model
-    was made (about 25 s on 2 CPU cores). Returns ``(model, tokenizer, history)``."""
+    was made. Returns ``(model, tokenizer, history)``."""
     model, tokenizer = build_tiny_gpt(seed=seed)
     if device is not None:
         model.to(device)
@@ -106,8 +114,8 @@ def train_default_reward_model(seed: int = 0, progress: bool = True, freeze_back
     """The tutorial's reward model: pairs from the shipped SFT model labelled by the simulated rater
     (:func:`~minirlhf.preferences.default_preferences`), a reward model started from the SFT weights
     with only its head and attention layers learning (``attention_only``), the default
-    :class:`~minirlhf.reward.RewardConfig`. Returns ``(reward_model, tokenizer, data, history)``: ``data`` is the
-    train/test DatasetDict, and the history carries ``eval/...`` metrics on the test pairs."""
+    :class:`~minirlhf.reward.RewardConfig`. Returns ``(reward_model, tokenizer, data, history)``:
+    ``data`` is the train/test DatasetDict, and the history carries ``eval/...`` metrics on the test pairs."""
     base, tokenizer = load_base_model()
     data = default_preferences(pairs_per_prompt=pairs_per_prompt, seed=seed, progress=progress)
     torch.manual_seed(seed)
@@ -184,8 +192,8 @@ def reward_stage(outdir: Path, quick: bool = False, seed: int = 0):
 
 def ppo_stage(outdir: Path, reward_model, reward_data, quick: bool = False, seed: int = 0):
     """PPO scored by ``reward_model``, refreshed by the simulated rater on ``reward_data`` plus the
-    policy's answers, from the shipped SFT model at the default config but 150 steps (under a
-    minute on 2 cores; ``benchmarks/ppo.py`` runs the full 1000). Returns ``(metrics, policy, history)``."""
+    policy's answers, from the shipped SFT model at the default config but 150 steps
+    (``benchmarks/ppo.py`` runs the full 1000). Returns ``(metrics, policy, history)``."""
     ref, tokenizer = load_base_model()
     config = (PPOConfig(steps=4, eval_every=2, progress=False, seed=seed) if quick
               else PPOConfig(steps=150, eval_every=25, seed=seed, progress=False))
@@ -405,7 +413,8 @@ def report_blocks(metrics: dict) -> list[tuple]:
 
 def write_report(outdir: Path, metrics: dict) -> Path:
     """``report.md`` and ``report.html`` (the same story; the HTML embeds its images) in ``outdir``,
-    the demo's folder (see :func:`demo_folder`), whose figures it reads. Returns the path of ``report.html``."""
+    the demo's folder (see :func:`demo_folder`), whose figures it reads. Returns the path of
+    ``report.html``."""
     folder = _opened(outdir)
     md, html = [], ["<!doctype html><html><head><meta charset='utf-8'><title>minirlhf demo</title><style>",
                     "body{font-family:sans-serif;max-width:52em;margin:2em auto;line-height:1.5;"

@@ -6,11 +6,18 @@ same figure can be shown in a notebook or saved by the CLI. Figures are kept sma
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib
+import numpy as np
+import torch
 
 matplotlib.use("Agg") if not matplotlib.get_backend().lower().startswith(
     ("module://matplotlib_inline", "module://ipympl", "widget", "nbagg")) else None
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
+
+from minirlhf.world import REWARD_OF_KIND, classify_response  # noqa: E402
 
 STYLE_COLORS = {"correct": "tab:green", "hedge": "tab:orange", "wrong": "tab:red",
                 "hedge_wrong": "tab:purple", "malformed": "tab:gray", "outside": "tab:gray"}
@@ -158,7 +165,7 @@ def plot_distributions(distributions: dict, candidates: list[str], top_k: int = 
     return fig
 
 
-# --- reward model (issue 3) --------------------------------------------------------------------
+# --- reward model ---------------------------------------------------------------------------------
 
 def plot_learned_vs_true_reward(scores: dict, title: str = "Learned vs true reward"):
     """Scatter of learned against true reward over one prompt's candidate answers.
@@ -200,8 +207,6 @@ def plot_preference_pairs(data, title: str = "Which kind of answer the rater pre
     Kinds run from best to worst, so counts below the diagonal are the rater's "mistakes" (noise):
     with tau = 1 a worse answer wins now and then. ``data`` is a preference Dataset from the toy world.
     """
-    from minirlhf.world import REWARD_OF_KIND, classify_response
-
     kinds = sorted(REWARD_OF_KIND, key=lambda k: -REWARD_OF_KIND[k])
     counts = [[0] * len(kinds) for _ in kinds]
     for prompt, chosen, rejected in zip(data["prompt"], data["chosen"], data["rejected"]):
@@ -223,12 +228,10 @@ def plot_preference_pairs(data, title: str = "Which kind of answer the rater pre
     return fig
 
 
-# --- PPO with a KL penalty (issue 4) -------------------------------------------------------------
+# --- PPO with a KL penalty ------------------------------------------------------------------------
 
 def plot_ppo_loop():
     """The PPO-with-KL loop as a diagram: rollout -> reward (score + KL) -> GAE -> clipped update."""
-    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
-
     boxes = {  # name: (x, y, text)
         "prompts": (0.08, 0.78, "prompts x"),
         "policy": (0.36, 0.78, "policy pi_theta\nsamples y"),
@@ -267,8 +270,6 @@ def plot_ppo_loop():
 def plot_clipped_objective(clip_range: float = 0.2):
     """PPO's clipped surrogate ``min(ratio * A, clip(ratio) * A)`` against the ratio, for A = +1 and
     A = -1: the gain stops growing once the ratio leaves [1 - eps, 1 + eps] in the helpful direction."""
-    import torch
-
     ratio = torch.linspace(0.0, 2.0, 201)
     fig, axes = plt.subplots(1, 2, figsize=(6.0, 2.4), sharey=False)
     for ax, advantage in zip(axes, (1.0, -1.0)):
@@ -313,8 +314,6 @@ def plot_token_kl(tokens: list[str], kl: list[list[float]], labels: list[str] | 
 
     One column per token: ``tokens`` are the first row's tokens, or give one list per row as
     ``labels``."""
-    import numpy as np
-
     width = max(len(row) for row in kl)
     grid = np.full((len(kl), width), np.nan)
     for i, row in enumerate(kl):
@@ -459,7 +458,7 @@ def plot_margin_calibration(calibration: dict, title: str = "Learned vs true mar
     return fig
 
 
-# --- DPO (notebook 04, minirlhf.dpo.demo_stage) -----------------------------------------------
+# --- DPO ------------------------------------------------------------------------------------------
 
 def plot_runs(histories: dict, keys: list[str], title: str = "", x: str = "step", hlines: dict | None = None):
     """Training curves of several runs on shared axes, one panel per metric and one line per run.
@@ -490,8 +489,6 @@ def plot_token_log_ratios(rows: list[tuple[str, list[str], list[float]]],
 
     ``rows``: ``(label, tokens, values)`` per response; rows may have different lengths.
     """
-    import numpy as np
-
     width = max(len(tokens) for _, tokens, _ in rows)
     grid = np.full((len(rows), width), np.nan)
     for i, (_, _, values) in enumerate(rows):
@@ -513,8 +510,6 @@ def plot_token_log_ratios(rows: list[tuple[str, list[str], list[float]]],
 def save_figures(figures: dict, outdir) -> list[str]:
     """Save each figure of ``figures`` (file name -> figure) into ``outdir`` as a 100-dpi PNG and
     close it (an open figure keeps its memory); return the sorted file names."""
-    from pathlib import Path
-
     for name, fig in figures.items():
         fig.savefig(Path(outdir) / name, dpi=100, bbox_inches="tight")
         plt.close(fig)

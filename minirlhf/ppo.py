@@ -1,6 +1,7 @@
 """PPO with a KL penalty: classic RLHF (Ziegler et al. 2019; Stiennon et al. 2020; Ouyang et al. 2022).
 
-Read this file top to bottom; it is the whole algorithm. One PPO *step* is::
+Read this file top to bottom, with :mod:`minirlhf.rl` (what PPO and GRPO share: the config, sampling,
+scoring, the refreshes); it is the whole algorithm. One PPO *step* is::
 
     1. rollout     sample y ~ pi(.|x) for a batch of prompts; record log pi(y_t|..), log pi_ref(y_t|..)
                    and the critic's values V(x, y_<t), all on the same (B, T) grid
@@ -8,7 +9,8 @@ Read this file top to bottom; it is the whole algorithm. One PPO *step* is::
                          + score(x, y)                                         added at the last token
     3. advantages  GAE over the response tokens, returns = advantages + values (whitening optional)
     4. update      a few epochs over shuffled minibatches of the clipped surrogate and value losses
-    5. beta        fixed, or adapted towards a target KL (Ziegler et al. 2019)
+    5. log, beta   log the step (TRL's names); beta fixed, or adapted towards a target KL (Ziegler et
+                   al. 2019)
     6. refresh     (optional, with a learned reward model and a rater) every few steps the rater
                    compares the policy's answers with pi_ref's and the reward model learns from them
 
@@ -24,26 +26,33 @@ on a model this small a value head on the policy's trunk would bend the features
 How each default was chosen: the docs page "How the defaults were found" (docs/defaults.md).
 
 Conventions: prompts left-padded with ``position_ids`` from the attention mask; every per-token
-tensor is (B, T), column ``t`` about token ``t`` given ``< t`` (as :func:`~minirlhf.logprobs.token_logprobs`). Dropout
-is off (``eval()`` mode; gradients still flow).
+tensor is (B, T), column ``t`` about token ``t`` given ``< t`` (as
+:func:`~minirlhf.logprobs.token_logprobs`). Dropout is off (``eval()`` mode; gradients still flow).
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from minirlhf import world
-from minirlhf.logprobs import generate, last_token_index, token_logprobs
-from minirlhf.models import (Critic, check_tokenizer_matches, embedding_param_groups,
-                             frozen_blocks, fused_gelu)
-from minirlhf.rl import RaterRefreshes, RLConfig, check_world_prompts, score_rollouts
-from minirlhf.utils import (check_config, check_finite_loss, check_positive, clip_grad_norm,
-                            explained_variance, lr_factor, masked_mean, seed_everything, whiten)
+from minirlhf.logprobs import last_token_index, position_ids_from_mask, token_logprobs
+from minirlhf.models import check_tokenizer_matches, embedding_param_groups, frozen_blocks, fused_gelu
+from minirlhf.rl import RaterRefreshes, RLConfig, check_world_prompts, rollout, score_rollouts, weighted_mean
+from minirlhf.utils import (
+    check_config,
+    check_finite_loss,
+    check_positive,
+    clip_grad_norm,
+    lr_factor,
+    seed_everything,
+)
 
 # ----------------------------------------------------------------------------------------------
 # Pure functions of tensors (unit-tested against hand-computed numbers)
@@ -92,14 +101,42 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, response_mask: torch.Tensor
     return advantages, returns
 
 
+def masked_var(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Variance (biased, 1/N) of ``values`` over positions where ``mask`` is 1 (a scalar)."""
+    mean = weighted_mean(values, mask)
+    return weighted_mean((values - mean) ** 2, mask)
+
+
+def whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+    """``(x - mean) / sqrt(var + 1e-8)`` with mean and variance over the real tokens (``mask`` = 1)
+    only; padding is set to 0. ``shift_mean=False`` adds the mean back. Shapes (B, T) -> (B, T)."""
+    n = mask.sum()
+    if n < 2:
+        raise ValueError(f"Whitening needs at least 2 real tokens, got {int(n)}.")
+    mean, var = weighted_mean(values, mask), masked_var(values, mask)
+    out = (values - mean) * torch.rsqrt(var + 1e-8)
+    if not shift_mean:
+        out = out + mean
+    return out * mask.to(values.dtype)
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 - Var(R - V) / Var(R) over real tokens: 1 = the critic predicts the returns, 0 = no better
+    than their mean, < 0 = worse."""
+    var_returns = masked_var(returns, mask)
+    return (1 - masked_var(returns - values, mask) / var_returns.clamp(min=1e-8)).item()
+
+
 def ppo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-                    mask: torch.Tensor, clip_range: float) -> tuple[torch.Tensor, dict]:
+                    weights: torch.Tensor, clip_range: float) -> tuple[torch.Tensor, dict]:
     """PPO's clipped surrogate (Schulman et al. 2017, eq. 7) as a loss, mean over real tokens::
 
         ratio_t = exp(log pi(y_t) - log pi_old(y_t))
         L       = mean_t max( -A_t * ratio_t,  -A_t * clip(ratio_t, 1 - eps, 1 + eps) )
 
-    Shapes (B, T). Returns ``(loss, stats)``: ``policy/approxkl`` = 0.5 mean (log ratio)^2 is the
+    Shapes (B, T). ``weights``: how much each token counts in the mean, the response mask for PPO
+    (1 on response tokens, 0 on prompt and padding) or GRPO's :func:`~minirlhf.grpo.token_weights`.
+    Returns ``(loss, stats)``: ``policy/approxkl`` = 0.5 mean (log ratio)^2 is the
     old-to-new KL of this step (*not* the KL to the reference); ``policy/clipfrac`` the clipped share.
     """
     check_positive("clip_range", clip_range)
@@ -107,11 +144,11 @@ def ppo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantag
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    loss = weighted_mean(torch.maximum(unclipped, clipped), weights)
     with torch.no_grad():
         stats = {"loss/policy": loss.detach(),
-                 "policy/approxkl": 0.5 * masked_mean(log_ratio ** 2, mask),
-                 "policy/clipfrac": masked_mean((clipped > unclipped).float(), mask)}
+                 "policy/approxkl": 0.5 * weighted_mean(log_ratio ** 2, weights),
+                 "policy/clipfrac": weighted_mean((clipped > unclipped).float(), weights)}
     return loss, stats
 
 
@@ -128,10 +165,10 @@ def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torc
     clipped_values = old_values + torch.clamp(values - old_values, -clip_range_value, clip_range_value)
     unclipped = (values - returns) ** 2
     clipped = (clipped_values - returns) ** 2
-    loss = 0.5 * masked_mean(torch.maximum(unclipped, clipped), mask)
+    loss = 0.5 * weighted_mean(torch.maximum(unclipped, clipped), mask)
     with torch.no_grad():
         stats = {"loss/value": loss.detach(),
-                 "val/clipfrac": masked_mean((clipped > unclipped).float(), mask)}
+                 "val/clipfrac": weighted_mean((clipped > unclipped).float(), mask)}
     return loss, stats
 
 
@@ -169,6 +206,46 @@ def check_adaptive_horizon(horizon: float, rollouts_per_step: int) -> None:
                          f"{20 * rollouts_per_step / horizon:.0f}% (at 100% or more it turns 0 or negative). "
                          f"Give horizon >= {rollouts_per_step / 2.5:g} (0.4 x rollouts_per_step); the "
                          "usual 10,000 moves beta slowly.")
+
+
+# ----------------------------------------------------------------------------------------------
+# The critic
+# ----------------------------------------------------------------------------------------------
+
+class Critic(nn.Module):
+    """PPO's critic V(x, y_<t): a transformer trunk and a scalar head. ``forward(input_ids, attention_mask)``
+    gives (B, T): ``out[:, t]`` is the value of the state in which token t is chosen, ``out[:, 0] = 0``."""
+
+    def __init__(self, trunk: nn.Module):
+        super().__init__()
+        self.trunk = trunk
+        self.head = nn.Linear(trunk.config.hidden_size, 1)
+        nn.init.zeros_(self.head.weight)  # V = 0 at the start: no made-up values
+        nn.init.zeros_(self.head.bias)
+
+    @classmethod
+    def from_model(cls, model) -> Critic:
+        """A critic whose trunk is a copy of ``model``'s transformer (e.g. the SFT model's)."""
+        return cls(copy.deepcopy(model.base_model)).requires_grad_(True)
+
+    @classmethod
+    def from_reward_model(cls, reward_model) -> Critic:
+        """A copy of a :class:`minirlhf.reward.RewardModel` (trunk, and head with the score normalisation
+        folded in) read at every position: its first values are already on the score's scale, as in TRL."""
+        critic = cls(copy.deepcopy(reward_model.backbone))
+        with torch.no_grad():  # (raw - mean) / std  ==  head'(h) with w' = w / std, b' = (b - mean) / std
+            std = reward_model.score_std
+            critic.head.weight.copy_(reward_model.head.weight / std)
+            critic.head.bias.copy_((reward_model.head.bias - reward_model.score_mean) / std)
+        return critic.requires_grad_(True)  # the reward model may have frozen parts of its trunk
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Values V(x, y_<t) of shape (B, T) for ids and mask of shape (B, T); ``out[:, 0] = 0``."""
+        hidden = self.trunk(input_ids=input_ids, attention_mask=attention_mask,
+                            position_ids=position_ids_from_mask(attention_mask),
+                            use_cache=False).last_hidden_state  # one pass, no KV cache needed
+        values = self.head(hidden[:, :-1]).squeeze(-1).float()
+        return nn.functional.pad(values, (1, 0))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -221,28 +298,6 @@ class PPOConfig(RLConfig):
 # The PPO step, piece by piece
 # ----------------------------------------------------------------------------------------------
 
-@torch.no_grad()
-def rollout(policy, ref_model, critic, tokenizer, prompts: list[str], config: PPOConfig,
-            generator: torch.Generator | None = None) -> dict:
-    """1. Sample one response per prompt and record what the update needs, on one (B, T) grid.
-
-    Returns the batch layout of :func:`minirlhf.logprobs.generate` (``input_ids``,
-    ``attention_mask``, ``response_mask``, ``responses``, ``finished``) plus ``prompts`` and
-    ``logprobs``, ``ref_logprobs``, ``entropy`` and ``values``, each (B, T), computed by
-    teacher forcing with the shared helper at the sampling temperature (``values`` None without a
-    ``critic``, as in GRPO).
-    """
-    batch = generate(policy, tokenizer, prompts, config.max_new_tokens, config.temperature, generator)
-    ids, attention = batch["input_ids"], batch["attention_mask"]
-    batch["response_mask"] = batch["response_mask"].float()
-    batch["logprobs"], batch["entropy"] = token_logprobs(policy, ids, attention, config.temperature,
-                                                         return_entropy=True)
-    batch["ref_logprobs"] = token_logprobs(ref_model, ids, attention, config.temperature)
-    batch["values"] = critic(ids, attention) if critic is not None else None
-    batch["prompts"] = list(prompts)
-    return batch
-
-
 def ppo_update(policy, critic, optimizer, batch: dict, advantages: torch.Tensor,
                returns: torch.Tensor, config: PPOConfig, generator: torch.Generator | None = None
                ) -> dict[str, float]:
@@ -272,7 +327,7 @@ def ppo_update(policy, critic, optimizer, batch: dict, advantages: torch.Tensor,
 
 
 @torch.no_grad()
-def step_metrics(batch: dict, scores: torch.Tensor, returns: torch.Tensor, beta: float) -> dict[str, float]:
+def ppo_metrics(batch: dict, scores: torch.Tensor, returns: torch.Tensor, beta: float) -> dict[str, float]:
     """5. What a PPO step logs, named as in TRL: ``objective/kl`` is the sequence KL to the reference
     (k1, summed over tokens, mean over the batch), not the step's ``policy/approxkl``."""
     mask = batch["response_mask"]
@@ -304,7 +359,7 @@ def train_ppo(policy, ref_model, tokenizer, prompts: list[str], config: PPOConfi
     step 0, every ``eval_every`` steps and at the end; its numbers join that step's record.
 
     Returns ``(policy, history)``: one dict per step, named as in TRL (``objective/kl``, ...; see
-    :func:`step_metrics`), with ``rater_labels`` (so far) and what ``evaluate`` gave.
+    :func:`ppo_metrics`), with ``rater_labels`` (so far) and what ``evaluate`` gave.
     """
     config = config or PPOConfig()
     check_world_prompts(prompts)
@@ -328,7 +383,7 @@ def train_ppo(policy, ref_model, tokenizer, prompts: list[str], config: PPOConfi
     kl_controller = (AdaptiveKLController(config.beta, config.target_kl, config.horizon)
                      if config.adaptive_kl else None)
     beta = config.beta
-    # GPT-2's activation as one kernel while we train (same function, ~15% faster); the first
+    # GPT-2's activation as one kernel while we train (the same function); the first
     # config.frozen_blocks blocks of the policy get no gradient (both undone at the end)
     with fused_gelu(policy, ref_model, critic, reward_model), frozen_blocks(policy, config.frozen_blocks):
         start = time.perf_counter()
@@ -353,7 +408,7 @@ def train_ppo(policy, ref_model, tokenizer, prompts: list[str], config: PPOConfi
             scheduler.step()
             update_time = time.perf_counter() - update_start
             # 5. log, then adapt beta to the KL of this batch
-            record = {"step": step, "beta": beta, **stats, **step_metrics(batch, scores, returns, beta),
+            record = {"step": step, "beta": beta, **stats, **ppo_metrics(batch, scores, returns, beta),
                       "learning_rate": scheduler.get_last_lr()[0],
                       "time/update": update_time, "time/step": time.perf_counter() - step_start}
             if kl_controller is not None:

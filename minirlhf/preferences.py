@@ -228,8 +228,8 @@ def _columns_to_rows(content: dict, path: Path) -> list[dict]:
     not_lists = [name for name, n in lengths.items() if n is None]
     if not_lists:
         raise PreferenceDataError(f"{path}: an object of columns needs a list for each column, but "
-                                  f"{shorten(not_lists[0])} is a {type(content[not_lists[0]]).__name__}. Give "
-                                  "a list of row objects, or one list per column.")
+                                  f"{shorten(not_lists[0])} is a {type(content[not_lists[0]]).__name__}. "
+                                  "Give a list of row objects, or one list per column.")
     if len(set(lengths.values())) > 1:
         counts = ", ".join(f"{name[:40]}: {n}" for name, n in list(lengths.items())[:6])
         raise PreferenceDataError(f"{path}: the columns have different lengths ({counts}); every row needs "
@@ -286,7 +286,7 @@ def _read_records(path: Path) -> list[dict]:
 def check_preference_row(i: int, row: dict, allow_empty_answers: bool = False) -> None:
     """Raise a :class:`PreferenceDataError` naming row ``i`` unless its ``prompt``, ``chosen`` and
     ``rejected`` are non-empty strings and ``chosen`` differs from ``rejected`` by more than spacing
-    (compared after :func:`minirlhf.world.normalize_text`: ``"Paris ."`` is ``"Paris."``). With
+    (compared after :func:`minirlhf.world.normalise_text`: ``"Paris ."`` is ``"Paris."``). With
     ``allow_empty_answers``, an empty answer passes: a model that samples its EOS first says nothing,
     and a rater can judge that (pairs sampled from the SFT model can hold one; the reward model and
     DPO learn from them)."""
@@ -299,10 +299,10 @@ def check_preference_row(i: int, row: dict, allow_empty_answers: bool = False) -
                                       f"{shorten(value)}.{hint}")
         if not value.strip() and (column == "prompt" or not allow_empty_answers):
             raise PreferenceDataError(f"Row {i}: {column!r} is empty. Drop the row or fill it in.")
-    if world.normalize_text(row["chosen"]) == world.normalize_text(row["rejected"]):
+    if world.normalise_text(row["chosen"]) == world.normalise_text(row["rejected"]):
         raise PreferenceDataError(f"Row {i}: 'chosen' ({shorten(row['chosen'])}) and 'rejected' "
-                                  f"({shorten(row['rejected'])}) are the same text up to spacing: identical pairs "
-                                  "say nothing about preference. Drop them.")
+                                  f"({shorten(row['rejected'])}) are the same text up to spacing: identical "
+                                  "pairs say nothing about preference. Drop them.")
 
 
 def check_preference_data(data, what: str = "preference data", tokenizer=None,
@@ -322,8 +322,8 @@ def check_preference_data(data, what: str = "preference data", tokenizer=None,
     missing = [c for c in PREFERENCE_COLUMNS if c not in columns]
     if missing:
         raise PreferenceDataError(f"The {what} lack the column(s) {missing}: they need prompt, chosen, "
-                                  f"rejected and have {shorten(columns, 200)}. Rename yours with load_preferences(data, "
-                                  "columns={'your_name': 'chosen', ...}).")
+                                  f"rejected and have {shorten(columns, 200)}. Rename yours with "
+                                  "load_preferences(data, columns={'your_name': 'chosen', ...}).")
     if len(data) == 0:
         raise PreferenceDataError(f"The {what} are empty: give at least one (prompt, chosen, rejected).")
     for i, texts in enumerate(zip(*(data[c] for c in PREFERENCE_COLUMNS))):
@@ -332,9 +332,9 @@ def check_preference_data(data, what: str = "preference data", tokenizer=None,
         chosen, rejected = (encode_texts(tokenizer, data[c], "response") for c in ("chosen", "rejected"))
         for i, (c, r) in enumerate(zip(chosen, rejected)):
             if c == r:
-                raise PreferenceDataError(f"Row {i} of the {what}: 'chosen' ({shorten(data[i]['chosen'])}) and "
-                                          f"'rejected' ({shorten(data[i]['rejected'])}) are the same tokens: "
-                                          "identical pairs say nothing about preference. Drop them.")
+                raise PreferenceDataError(f"Row {i} of the {what}: 'chosen' ({shorten(data[i]['chosen'])}) "
+                                          f"and 'rejected' ({shorten(data[i]['rejected'])}) are the same "
+                                          "tokens: identical pairs say nothing about preference. Drop them.")
 
 
 def load_preferences(source, columns: dict[str, str] | None = None) -> Dataset:
@@ -372,20 +372,23 @@ def load_preferences(source, columns: dict[str, str] | None = None) -> Dataset:
     columns = columns or {}
     unknown = [c for c in columns if c not in names]
     if unknown:
-        raise ValueError(f"columns= renames {shorten(unknown, 200)}, which the data do not have; they have {shorten(names, 200)}.")
+        raise ValueError(f"columns= renames {shorten(unknown, 200)}, which the data do not have; they have "
+                         f"{shorten(names, 200)}.")
     targets = list(columns.values()) + [n for n in names if n not in columns]
     clashes = sorted({n for n in targets if targets.count(n) > 1})
     if clashes:
         old = clashes[0]
-        raise PreferenceDataError(f"columns= would make two columns named {shorten(clashes, 200)} (a rename onto a column "
-                                  "the data have, or two renames onto one name): one would be lost. Rename "
-                                  f"the existing one too, e.g. columns={{{shorten(old)}: {shorten(old + '_old')}, ...}}, "
+        raise PreferenceDataError(f"columns= would make two columns named {shorten(clashes, 200)} (a rename "
+                                  "onto a column the data have, or two renames onto one name): one would be "
+                                  "lost. Rename the existing one too, e.g. "
+                                  f"columns={{{shorten(old)}: {shorten(old + '_old')}, ...}}, "
                                   "or drop it first.")
     records = [{columns.get(k, k): v for k, v in row.items()} for row in records]
     names = [columns.get(n, n) for n in names]
     missing = [c for c in PREFERENCE_COLUMNS if c not in names]
     if missing:
-        raise ValueError(f"The preference data lack the column(s) {missing}; they have {shorten(names, 200)}. "
+        raise ValueError(f"The preference data lack the column(s) {missing}; they have "
+                         f"{shorten(names, 200)}. "
                          "Rename yours with columns={'your_name': 'chosen', ...}.")
     extras = [n for n in names if n not in PREFERENCE_COLUMNS]
     rows = []

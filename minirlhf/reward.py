@@ -30,12 +30,14 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from minirlhf.logprobs import encode_prompt_response, last_token_index, position_ids_from_mask, to_device
-from minirlhf.models import (check_tokenizer_matches, read_reward_model, save_reward_model,
-                             write_reward_model_files)
+from minirlhf.models import (
+    check_tokenizer_matches,
+    read_reward_model,
+    save_reward_model,
+    write_reward_model_files,
+)
 from minirlhf.preferences import check_preference_data, distinct_answers
-from minirlhf.utils import (check_config, check_finite_loss, clip_grad_norm, lr_factor,
-                            seed_everything)
-
+from minirlhf.utils import check_config, check_finite_loss, clip_grad_norm, lr_factor, seed_everything
 
 # ---------------------------------------------------------------------------------------------
 # Pure functions
@@ -244,7 +246,7 @@ class RewardConfig:
                      non_negative=("warmup_steps", "weight_decay"))
 
 
-def encode_pairs(tokenizer, data: Dataset, device=None, model=None) -> dict[str, torch.Tensor]:
+def encode_distinct_answers(tokenizer, data: Dataset, device=None, model=None) -> dict[str, torch.Tensor]:
     """Tokenise each *distinct* (prompt, response) of ``data`` once, and index the pairs into them.
 
     Preference data repeat themselves (the SFT model gives the same few answers again and again),
@@ -261,7 +263,7 @@ def encode_pairs(tokenizer, data: Dataset, device=None, model=None) -> dict[str,
 
 
 def score_pairs(reward_model: RewardModel, encoded: dict[str, torch.Tensor], rows: torch.Tensor):
-    """Scores ``(r_w, r_l)``, each (B,), of the pairs ``rows`` of :func:`encode_pairs`' data.
+    """Scores ``(r_w, r_l)``, each (B,), of the pairs ``rows`` of :func:`encode_distinct_answers`' data.
 
     One forward pass over the distinct sequences these pairs need; each pair reads its two scores.
     """
@@ -314,7 +316,7 @@ def train_reward_model(reward_model: RewardModel, tokenizer, train_data: Dataset
         check_preference_data(eval_data, "evaluation data", allow_empty_answers=True)
     generator = seed_everything(config.seed)
     device = reward_model.device
-    encoded = encode_pairs(tokenizer, train_data, device, model=reward_model.backbone)
+    encoded = encode_distinct_answers(tokenizer, train_data, device, model=reward_model.backbone)
     optimizer, scheduler = _optimizer_and_schedule(reward_model, config)
 
     def evaluate() -> dict[str, float]:

@@ -3,8 +3,11 @@ holds only its own algorithm:
 
 * :class:`RLConfig`, the settings both have: sampling, the KL coefficient, the optimiser, the length
   of the run, and the reward-model refreshes;
+* :func:`rollout`, step 1 of both: sample answers and record their log-probs under pi and pi_ref
+  (and a critic's values, for PPO), all on one (B, T) grid;
 * :func:`score_rollouts`, the score of each sampled answer: the true reward, or a learned reward
   model's (an answer cut at the length limit is scored closed with EOS, as the rater sees it);
+* :func:`weighted_mean`, the mean over the answers' tokens that both losses take;
 * :class:`RaterRefreshes`, iterated RLHF: with a learned reward model and a rater, every few steps the
   rater compares the policy's answers with pi_ref's and a copy of the reward model learns from them.
   A reward model trained once is right only near the answers its pairs showed; this keeps it right
@@ -20,7 +23,7 @@ import torch
 from datasets import concatenate_datasets
 
 from minirlhf import world
-from minirlhf.logprobs import close_cut_answers
+from minirlhf.logprobs import close_cut_answers, generate, token_logprobs
 from minirlhf.models import check_reward_model
 from minirlhf.preferences import on_policy_pairs
 from minirlhf.reward import RewardConfig, evaluate_reward_model, train_reward_model
@@ -106,6 +109,33 @@ def check_world_prompts(prompts: list[str]) -> None:
                 "minirlhf.world.make_prompt(country), or use minirlhf.world.prompts('train').") from error
 
 
+# ----------------------------------------------------------------------------------------------
+# Steps 1 and 2 of both: sample answers (log-probs on one (B, T) grid), and score them
+# ----------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def rollout(policy, ref_model, critic, tokenizer, prompts: list[str], config: RLConfig,
+            generator: torch.Generator | None = None) -> dict:
+    """Step 1 of PPO and GRPO: sample one response per prompt and record what the update needs, on
+    one (B, T) grid.
+
+    Returns the batch layout of :func:`minirlhf.logprobs.generate` (``input_ids``,
+    ``attention_mask``, ``response_mask``, ``responses``, ``finished``) plus ``prompts`` and
+    ``logprobs``, ``ref_logprobs``, ``entropy`` and ``values``, each (B, T), computed by
+    teacher forcing with the shared helper at the sampling temperature (``values`` None without a
+    ``critic``, as in GRPO).
+    """
+    batch = generate(policy, tokenizer, prompts, config.max_new_tokens, config.temperature, generator)
+    ids, attention = batch["input_ids"], batch["attention_mask"]
+    batch["response_mask"] = batch["response_mask"].float()
+    batch["logprobs"], batch["entropy"] = token_logprobs(policy, ids, attention, config.temperature,
+                                                         return_entropy=True)
+    batch["ref_logprobs"] = token_logprobs(ref_model, ids, attention, config.temperature)
+    batch["values"] = critic(ids, attention) if critic is not None else None
+    batch["prompts"] = list(prompts)
+    return batch
+
+
 @torch.no_grad()
 def score_rollouts(batch: dict, reward_model=None, missing_eos_penalty: float | None = None
                    ) -> torch.Tensor:
@@ -127,6 +157,17 @@ def score_rollouts(batch: dict, reward_model=None, missing_eos_penalty: float | 
         scores = scores - missing_eos_penalty * (~batch["finished"]).to(device).float()
     return scores
 
+
+def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``sum(values * weights) / sum(weights)``, a scalar; shapes (B, T). With a 0/1 mask as
+    ``weights``, the mean over the real tokens (an all-zero mask gives 0: the sum counts as 1)."""
+    weights = weights.to(values.dtype)
+    return (values * weights).sum() / weights.sum().clamp(min=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Step 6 of both (optional): the rater refreshes the reward model
+# ----------------------------------------------------------------------------------------------
 
 # A refresh trains briefly and gently, so that the scores (and the critic's targets) move a little at a
 # time; on pairs sampled at a temperature above 1, so that rare answers are judged too.

@@ -48,4 +48,4 @@ def build_tokenizer(words: list[str] | None = None) -> PreTrainedTokenizerFast:
 def decode(tokenizer: PreTrainedTokenizerFast, token_ids) -> str:
     """Decode ``token_ids`` to text, dropping PAD/EOS and normalising spaces before punctuation."""
     text = tokenizer.decode(list(token_ids), skip_special_tokens=True)
-    return world.normalize_text(text)
+    return world.normalise_text(text)

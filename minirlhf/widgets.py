@@ -13,6 +13,7 @@ import contextlib
 import html
 import json
 import os
+import random
 import stat
 import sys
 import tempfile
@@ -20,11 +21,14 @@ from pathlib import Path
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
+from datasets import Dataset
 from IPython import get_ipython
 from IPython.display import display
 
+from minirlhf import world
 from minirlhf.optimum import optimal_policy, with_outside
 from minirlhf.plots import plot_distributions
+from minirlhf.preferences import label_pairs, preference_row, sample_response_pairs
 from minirlhf.utils import disk_full, is_disk_full, read_json_file, shorten
 
 LIVE_ENV = "MINIRLHF_WIDGETS"
@@ -118,7 +122,7 @@ def beta_explorer(evaluator, prompt_index: int = 0, betas=BETA_STEPS,
     return BetaExplorer(evaluator, prompt_index, betas, value)
 
 
-# --- labeling panel (issue 3): be the human rater --------------------------------------------------
+# --- labeling panel: be the human rater -----------------------------------------------------------
 
 LABELS_FORMAT = "minirlhf-labels"
 """The ``format`` entry of a labeling session's save file (see :class:`LabelingSession`)."""
@@ -231,11 +235,6 @@ class LabelingSession:
         """``n_pairs`` pairs of different answers sampled from ``model`` (the SFT model), spread
         over ``prompts`` (default: the training prompts), in a seeded random order. ``save_to``:
         see the class."""
-        import random
-
-        from minirlhf import world
-        from minirlhf.preferences import sample_response_pairs
-
         prompts = prompts or world.prompts("train")
         per_prompt = -(-n_pairs // len(prompts))  # ceil
         pairs = sample_response_pairs(model, tokenizer, prompts, per_prompt, seed=seed, progress=False)
@@ -300,10 +299,6 @@ class LabelingSession:
     def to_dataset(self):
         """Your choices as preference data (skipped pairs left out); an empty Dataset with the
         right columns if you labelled nothing."""
-        from datasets import Dataset
-
-        from minirlhf.preferences import preference_row
-
         rows = []
         for (prompt, left, right), choice in zip(self.pairs, self.choices):
             if choice != "skip":
@@ -359,10 +354,7 @@ class LabelingSession:
         data = self.to_dataset()
         if len(data):
             return data
-        from minirlhf.preferences import label_pairs
-        from minirlhf.world import SimulatedRater
-
-        return label_pairs(self.pairs, rater or SimulatedRater())
+        return label_pairs(self.pairs, rater or world.SimulatedRater())
 
 
 class LabelingPanel:

@@ -110,7 +110,7 @@ def make_prompt(country: str) -> str:
 
 def country_of_prompt(prompt: str) -> str:
     """Inverse of :func:`make_prompt`; raises ValueError for a prompt not in the world's format."""
-    match = _PROMPT_RE.match(normalize_text(prompt))
+    match = _PROMPT_RE.match(normalise_text(prompt))
     if match is None:
         raise ValueError(
             f"Prompt {prompt!r} is not in the toy world's format {PROMPT_TEMPLATE!r}."
@@ -159,7 +159,7 @@ def wrong_cities(country: str) -> list[str]:
     return [city for city in pool if city != capital]
 
 
-def normalize_text(text: str) -> str:
+def normalise_text(text: str) -> str:
     """Collapse whitespace and remove the space before punctuation (``"Paris ."`` -> ``"Paris."``)."""
     text = " ".join(text.split())
     return re.sub(r" ([.,?!:])", r"\1", text)
@@ -174,7 +174,7 @@ def classify_response(prompt: str, response: str) -> str:
     """
     country = country_of_prompt(prompt)
     capital = CAPITAL_OF[country]
-    text = normalize_text(response)
+    text = normalise_text(response)
     concise = _CONCISE_RE.match(text)
     if concise and concise.group(1) == country and concise.group(2) in CITIES:
         return "correct" if concise.group(2) == capital else "wrong"

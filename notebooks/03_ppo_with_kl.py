@@ -74,9 +74,9 @@ from minirlhf.plots import (plot_beta_sweep, plot_clipped_objective, plot_histor
                             plot_over_optimisation, plot_ppo_loop, plot_probability_curves,
                             plot_token_kl)
 from minirlhf.ppo import (AdaptiveKLController, Critic, PPOConfig, gae,
-                          per_token_rewards, ppo_policy_loss, ppo_value_loss, rollout,
-                          score_rollouts, train_ppo, whiten)
+                          per_token_rewards, ppo_policy_loss, ppo_value_loss, train_ppo, whiten)
 from minirlhf.reward import RewardConfig
+from minirlhf.rl import rollout, score_rollouts
 from minirlhf.utils import seed_everything
 from myst_nb import glue  # stores a number for the docs pages that quote it
 

@@ -42,7 +42,7 @@ import torch
 from datasets import Dataset
 
 from minirlhf import world
-from minirlhf.dpo import DPOConfig, dpo_loss, implicit_reward, train_dpo
+from minirlhf.dpo import DPOConfig, implicit_reward, preference_loss, train_dpo
 from minirlhf.evaluation import exact_metrics
 from minirlhf.logprobs import response_logprobs, token_log_ratios
 from minirlhf.models import load_base_model
@@ -142,7 +142,7 @@ paris = world.make_response("France", "correct")
 berlin = world.make_response("France", "wrong", "Berlin")
 logps = response_logprobs(ref_model, tokenizer, [france, france], [paris, berlin])
 chosen, rejected = logps[:1].clone().requires_grad_(), logps[1:].clone().requires_grad_()
-loss = dpo_loss(chosen, rejected, logps[:1], logps[1:], BETA)
+loss, _, _ = preference_loss(chosen, rejected, logps[:1], logps[1:], BETA)
 loss.sum().backward()
 print(f"P(Paris answer) = {logps[0].exp():.3f}   P(Berlin answer) = {logps[1].exp():.3f}")
 print(f"loss = {loss.item():.4f}   (log 2 = {math.log(2):.4f})")

@@ -48,7 +48,7 @@ from minirlhf.optimum import (ExactEvaluator, best_of_n_kl_formula, best_of_n_pr
                               kl_estimator_gradients, kl_estimator_moments, optimal_policy,
                               reverse_kl_optimum, with_outside)
 from minirlhf.plots import plot_frontier, plot_runs
-from minirlhf.ppo import score_rollouts
+from minirlhf.rl import score_rollouts
 from minirlhf.utils import seed_everything
 from myst_nb import glue  # stores a number for the docs pages that quote it
 

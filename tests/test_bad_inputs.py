@@ -443,7 +443,7 @@ def test_training_refuses_a_pair_that_differs_only_in_spacing(trainer):
 def test_a_pair_that_is_the_same_tokens_is_refused_when_a_tokenizer_is_at_hand():
     tokenizer = build_tokenizer(world.all_words() + ["-"])
     data = Dataset.from_list([{"prompt": FRANCE, "chosen": PARIS + "-", "rejected": PARIS + " -"}])
-    check_preference_data(data)  # as text they differ ("-" is not punctuation to normalize_text) ...
+    check_preference_data(data)  # as text they differ ("-" is not punctuation to normalise_text) ...
     with pytest.raises(ValueError, match="Row 0 of the training data.*same tokens.*Drop them"):
         check_preference_data(data, "training data", tokenizer)  # ... as tokens they do not
 

@@ -9,8 +9,7 @@ import torch
 from datasets import Dataset
 
 from minirlhf import world
-from minirlhf.dpo import (DPOConfig, conservative_dpo_loss, dpo_loss, dpo_metrics, implicit_reward, ipo_loss,
-                          nll_per_token, train_dpo)
+from minirlhf.dpo import DPOConfig, dpo_metrics, implicit_reward, nll_per_token, preference_loss, train_dpo
 from minirlhf.evaluation import exact_metrics
 from minirlhf.logprobs import (CHOSEN, PROMPT, REJECTED, encode_pairs, pair_attention_mask, pair_logps,
                                reference_logps, response_logprobs)
@@ -22,11 +21,34 @@ from minirlhf.preferences import check_preference_data
 PAIR = [torch.tensor([-1.0]), torch.tensor([-2.0]), torch.tensor([-1.5]), torch.tensor([-1.5])]
 
 
+# The three members of the family, each the losses of minirlhf's one preference_loss
+def dpo_loss(*logps, beta):
+    return preference_loss(*logps, beta=beta)[0]
+
+
+def ipo_loss(*logps, beta):
+    return preference_loss(*logps, beta=beta, ipo=True)[0]
+
+
+def conservative_dpo_loss(*logps, beta, label_smoothing):
+    return preference_loss(*logps, beta=beta, label_smoothing=label_smoothing)[0]
+
+
+def test_preference_loss_returns_the_implicit_rewards_detached():
+    chosen = PAIR[0].clone().requires_grad_()
+    losses, chosen_rewards, rejected_rewards = preference_loss(chosen, *PAIR[1:], beta=0.5)
+    assert losses.shape == chosen_rewards.shape == rejected_rewards.shape == (1,)
+    assert chosen_rewards.item() == pytest.approx(0.25) and rejected_rewards.item() == pytest.approx(-0.25)
+    assert losses.requires_grad and not chosen_rewards.requires_grad
+    with pytest.raises(ValueError, match="IPO"):
+        preference_loss(*PAIR, beta=0.1, label_smoothing=0.1, ipo=True)
+
+
 def test_dpo_loss_is_log2_when_policy_equals_reference():
     logps = torch.tensor([-3.0, -0.5, -12.0])
     other = torch.tensor([-1.0, -7.0, -2.0])
     for beta in (0.01, 0.1, 1.0, 10.0):
-        loss = dpo_loss(logps, other, logps, other, beta)
+        loss = dpo_loss(logps, other, logps, other, beta=beta)
         assert torch.allclose(loss, torch.full((3,), math.log(2)))
 
 
@@ -155,8 +177,10 @@ def test_losses_refuse_bad_beta_and_label_smoothing():
 
 def test_metrics_on_a_known_batch():
     # beta = 0.5; implicit rewards: chosen 0.5 * [1, -1] = [0.5, -0.5], rejected 0.5 * [-1, 0] = [-0.5, 0]
-    metrics = dpo_metrics(torch.tensor([-1.0, -3.0]), torch.tensor([-4.0, -2.0]),
-                          torch.tensor([-2.0, -2.0]), torch.tensor([-3.0, -2.0]), beta=0.5)
+    chosen, rejected = torch.tensor([-1.0, -3.0]), torch.tensor([-4.0, -2.0])
+    _, chosen_rewards, rejected_rewards = preference_loss(chosen, rejected, torch.tensor([-2.0, -2.0]),
+                                                          torch.tensor([-3.0, -2.0]), beta=0.5)
+    metrics = dpo_metrics(chosen_rewards, rejected_rewards, chosen, rejected)
     assert metrics["rewards/chosen"] == pytest.approx(0.0)
     assert metrics["rewards/rejected"] == pytest.approx(-0.25)
     assert metrics["rewards/margins"] == pytest.approx(0.25)  # margins [1.0, -0.5]
@@ -277,7 +301,8 @@ def test_short_offline_run_raises_accuracy_and_lowers_loss(base):
     with torch.no_grad():
         chosen, rejected = pair_logps(policy, encoded)
     ref_chosen, ref_rejected = reference_logps(model, encoded)
-    metrics = dpo_metrics(chosen, rejected, ref_chosen, ref_rejected, beta=0.1)
+    _, chosen_rewards, rejected_rewards = preference_loss(chosen, rejected, ref_chosen, ref_rejected, beta=0.1)
+    metrics = dpo_metrics(chosen_rewards, rejected_rewards, chosen, rejected)
     assert metrics["rewards/accuracies"] == 1.0 and metrics["rewards/margins"] > 0
 
 

@@ -22,7 +22,7 @@ REWARDS = torch.tensor([1.0, -1.0, -1.0, 1.0, 0.0, 0.0, 0.0, 3.0])
 
 
 def test_grpo_advantages_standardise_within_each_group():
-    out = group_advantages(REWARDS, group_size=4, kind="grpo", eps=0.0)
+    out = group_advantages(REWARDS, group_size=4, advantage="grpo", eps=0.0)
     s1 = (4 / 3) ** 0.5  # sqrt(sum (r - mean)^2 / (G - 1)) = sqrt(4 / 3)
     s2 = ((3 * 0.75 ** 2 + 2.25 ** 2) / 3) ** 0.5  # = 1.5
     expected = torch.tensor([1 / s1, -1 / s1, -1 / s1, 1 / s1, -0.75 / s2, -0.75 / s2, -0.75 / s2, 2.25 / s2])
@@ -42,7 +42,7 @@ def test_grpo_std_is_over_the_group_not_the_batch():
 
 
 def test_a_group_whose_answers_all_score_the_same_gets_zero_advantage():
-    out = group_advantages(torch.tensor([2.0, 2.0, 2.0, -1.0, 1.0, 0.0]), group_size=3, kind="grpo")
+    out = group_advantages(torch.tensor([2.0, 2.0, 2.0, -1.0, 1.0, 0.0]), group_size=3, advantage="grpo")
     assert (out[:3] == 0).all()  # eps keeps 0 / 0 away
 
 
@@ -68,12 +68,12 @@ def test_rloo_baseline_does_not_depend_on_the_answer_itself():
     torch.testing.assert_close(diff, torch.tensor([3.0, -1.0, -1.0, -1.0, 0, 0, 0, 0]))
 
 
-def test_group_advantages_refuse_wrong_shapes_and_kinds():
+def test_group_advantages_refuse_wrong_shapes_and_advantages():
     with pytest.raises(ValueError, match="multiple of group_size"):
         group_advantages(torch.zeros(7), 4)
     with pytest.raises(ValueError, match="group_size"):
         group_advantages(torch.zeros(4), 1)
-    with pytest.raises(ValueError, match="kind"):
+    with pytest.raises(ValueError, match="advantage"):
         group_advantages(torch.zeros(4), 2, "ppo")
 
 

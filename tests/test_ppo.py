@@ -15,11 +15,10 @@ from minirlhf.ppo import (
     per_token_rewards,
     ppo_policy_loss,
     ppo_value_loss,
-    rollout,
-    score_rollouts,
     train_ppo,
     whiten,
 )
+from minirlhf.rl import rollout, score_rollouts
 from minirlhf.evaluation import exact_metrics
 from minirlhf.utils import seed_everything
 

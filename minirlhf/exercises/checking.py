@@ -19,6 +19,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from minirlhf.logprobs import last_token_index
+
+try:  # optional: only a notebook shows a failed check in one line
+    from IPython import get_ipython
+except ImportError:  # pragma: no cover - IPython is installed with the notebooks' extras
+    get_ipython = None
+
 # Two results agree when |got - expected| <= ATOL + RTOL * |expected| (in float64).
 RTOL = 1e-4
 ATOL = 1e-5
@@ -39,18 +46,14 @@ def _concise_traceback(shell, etype, value, tb, tb_offset=None):
     shell._showtraceback(shown, value, [f"{shown.__name__}: {value}"])
 
 
-def _install_concise_tracebacks() -> None:
-    """In a notebook (IPython), show a failed check as one line. Does nothing elsewhere."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
+def show_failures_in_one_line() -> None:
+    """In a notebook (IPython), show a failed check as one line instead of a traceback through the
+    checking code. Does nothing elsewhere. :func:`run_check` calls it before each check."""
+    if get_ipython is None:
         return
     shell = get_ipython()
     if shell is not None and hasattr(shell, "set_custom_exc"):
         shell.set_custom_exc((ExerciseCheckFailed, StillTodo), _concise_traceback)
-
-
-_install_concise_tracebacks()
 
 
 @dataclass
@@ -216,6 +219,7 @@ def run_check(exercise: Exercise, student_fn: Callable, verbose: bool = True,
     re-raises ``NotImplementedError`` when the function is still the TODO stub.
     """
     __tracebackhide__ = True  # IPython and pytest: hide this frame, the message is what matters
+    show_failures_in_one_line()
     if not callable(student_fn):
         raise TypeError(f"Pass the function itself, e.g. check(...)({exercise.function_name}), "
                         f"not {type(student_fn).__name__}.")
@@ -601,12 +605,6 @@ def _short(x: float, decimals: int) -> float:
 
 # ---------------------------------------------------------------------------------------------
 # Masks as the catalogued wrong implementations get them wrong (shared by several exercises)
-
-
-def last_token_index(mask: torch.Tensor) -> torch.Tensor:
-    """Index of each row's last response token (its EOS): the largest t where ``mask`` is 1."""
-    positions = torch.arange(mask.shape[-1])
-    return (mask.long() * positions).argmax(-1)
 
 
 def without_eos(mask: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ The student writes two functions:
 * ``sequence_logps(token_logps, response_mask)`` -> (B,): log pi(y | x), the **sum** of the
   response tokens' log-probs, as :func:`minirlhf.logprobs.sequence_logprobs` computes it;
 * ``dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
-  beta)`` -> (B,), one loss per pair, as :func:`minirlhf.dpo.dpo_loss`::
+  beta)`` -> (B,), one loss per pair: the losses of :func:`minirlhf.dpo.preference_loss`::
 
       L = -log sigmoid( beta * [(log pi(y_w) - log pi_ref(y_w)) - (log pi(y_l) - log pi_ref(y_l))] )
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from minirlhf.dpo import dpo_loss
+from minirlhf.dpo import preference_loss
 from minirlhf.exercises.checking import (
     Case,
     Exercise,
@@ -238,16 +238,23 @@ DPO_MISTAKES = [
             "use torch.nn.functional.logsigmoid.",
             lambda pc, pr, rc, rr, b: -torch.log(torch.sigmoid(b * _margin(pc, pr, rc, rr)))),
     Mistake("averaged over the batch",
-            "the function returns one number, the mean; minirlhf's dpo_loss, like TRL's, returns one "
+            "the function returns one number, the mean; minirlhf's preference_loss, like TRL's, returns one "
             "loss per pair (the trainer averages, and logs per-pair metrics).",
             "remove the final .mean(): return a tensor of shape (B,).",
             lambda pc, pr, rc, rr, b: -F.logsigmoid(b * _margin(pc, pr, rc, rr)).mean()),
 ]
 
+def _dpo_losses(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    """The library's plain DPO loss of each pair, (B,): the losses of :func:`minirlhf.dpo.preference_loss`."""
+    losses, _, _ = preference_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                                   ref_rejected_logps, beta)
+    return losses
+
+
 DPO_EXERCISE = Exercise(
     function_name="dpo_loss",
-    reference=dpo_loss,
-    reference_name="minirlhf.dpo.dpo_loss",
+    reference=_dpo_losses,
+    reference_name="minirlhf.dpo.preference_loss",
     formula="L = -logsigmoid(beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))), "
             "one value per pair",
     make_cases=_dpo_cases,
@@ -259,6 +266,6 @@ DPO_EXERCISE = Exercise(
 
 def check_dpo_loss(student_fn, verbose: bool = True, raise_on_failure: bool = True):
     """Check ``dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
-    ref_rejected_logps, beta) -> (B,)`` against :func:`minirlhf.dpo.dpo_loss`."""
+    ref_rejected_logps, beta) -> (B,)`` against the losses of :func:`minirlhf.dpo.preference_loss`."""
     __tracebackhide__ = True
     return run_check(DPO_EXERCISE, student_fn, verbose=verbose, raise_on_failure=raise_on_failure)

@@ -23,7 +23,8 @@ import warnings
 import torch
 
 from minirlhf import grpo
-from minirlhf.exercises.checking import Case, Exercise, Mistake, last_token_index, random_layout, run_check
+from minirlhf.exercises.checking import Case, Exercise, Mistake, random_layout, run_check
+from minirlhf.logprobs import last_token_index
 
 EPS = 1e-4  # minirlhf.grpo.group_advantages's default, as TRL's GRPOTrainer
 
@@ -32,7 +33,7 @@ EPS = 1e-4  # minirlhf.grpo.group_advantages's default, as TRL's GRPOTrainer
 
 
 def _case(name, probes, rewards, group_size, kind) -> Case:
-    return Case(name, probes, {"rewards": torch.tensor(rewards), "group_size": group_size, "kind": kind})
+    return Case(name, probes, {"rewards": torch.tensor(rewards), "group_size": group_size, "advantage": kind})
 
 
 # Three prompts, G = 4 answers each, in consecutive rows (true rewards of the toy world: +1 correct,
@@ -80,7 +81,7 @@ def _advantage_cases() -> list[Case]:
             rewards[:group] = 1.0
         cases.append(Case(f"random batch {i + 1} ({prompts} prompts x G = {group}, {kind})",
                           "it also agrees on a random batch", {"rewards": rewards, "group_size": group,
-                                                               "kind": kind}))
+                                                               "advantage": kind}))
     return cases
 
 

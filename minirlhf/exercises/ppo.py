@@ -19,11 +19,11 @@ from minirlhf.exercises.checking import (
     Case,
     Exercise,
     Mistake,
-    last_token_index,
     random_layout,
     random_logprobs,
     run_check,
 )
+from minirlhf.logprobs import last_token_index
 
 # ---------------------------------------------------------------------------------------------
 # Shared helpers for the wrong implementations
@@ -314,7 +314,7 @@ GAE_MISTAKES = [
             "return (advantages, returns), in that order.",
             lambda r, v, m, g, lam: _gae_loop(r, v, m, g, lam)[::-1]),
     Mistake("advantages whitened inside gae",
-            "the advantages come out normalised; whitening is a separate step (utils.whiten), done after "
+            "the advantages come out normalised; whitening is a separate step (ppo.whiten), done after "
             "the returns are computed from the *raw* advantages.",
             "return the raw advantages; whiten them later, outside gae.",
             _whitened_gae),
@@ -454,7 +454,7 @@ WHITEN_MISTAKES = [
 WHITEN_EXERCISE = Exercise(
     function_name="whiten",
     reference=ppo.whiten,
-    reference_name="minirlhf.utils.whiten",
+    reference_name="minirlhf.ppo.whiten",
     formula="(values - mean) / sqrt(var + 1e-8), mean and biased var over positions where mask = 1; "
             "add the mean back if not shift_mean; 0 where mask = 0",
     make_cases=_whiten_cases,
@@ -466,7 +466,7 @@ WHITEN_EXERCISE = Exercise(
 
 def check_whiten(student_fn, verbose: bool = True, raise_on_failure: bool = True):
     """Check ``whiten(values, mask, shift_mean=True) -> (B, T)`` against
-    :func:`minirlhf.utils.whiten`, and explain any difference."""
+    :func:`minirlhf.ppo.whiten`, and explain any difference."""
     __tracebackhide__ = True
     return run_check(WHITEN_EXERCISE, student_fn, verbose=verbose, raise_on_failure=raise_on_failure)
 
