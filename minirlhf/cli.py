@@ -3,6 +3,7 @@
     minirlhf demo [--out DIR] [--quick] [--seed N] [--retrain]   the whole pipeline, report.html in DIR
     minirlhf sft --out DIR [--steps N] [--seed N]     train the SFT base model and save it
     minirlhf export --format trl|openrlhf|verl --out DIR   the world's data for another library
+    minirlhf exercises export --format otter DIR       the exercises as Otter-Grader assignments
 
 ``minirlhf COMMAND --help`` lists each command's options.
 """
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     export_parser.add_argument("--format", required=True, choices=export.FORMATS, dest="fmt")
     export_parser.add_argument("--out", type=Path, required=True,
                                help="output folder (new, empty, or an earlier export's)")
+    from minirlhf.exercises import autograde  # the classroom kit: its own parser and command
+
+    autograde.add_command(commands)
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -70,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(error))
         for path in export.export(args.fmt, args.out):
             print(path)
+    elif args.command == "exercises":
+        return autograde.run_command(args, parser)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Make the exercise notebooks from the solution notebooks.
+"""Make the exercise notebooks from the solution notebooks (the rules: :mod:`minirlhf.exercises.notebooks`).
 
 The solutions are the source of truth: ``notebooks/exercises/solutions/NN_name.ipynb``, stored
 with their outputs and run by nbval. Each exercise, ``notebooks/exercises/NN_name.ipynb``, is the
@@ -18,70 +18,18 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import re
 import sys
 from pathlib import Path
 
+from minirlhf.exercises.notebooks import (  # noqa: F401 - strip_code and make_exercise: the tests use them here
+    dumps,
+    make_exercise,
+    strip_code,
+)
+
 EXERCISES_DIR = Path(__file__).resolve().parent.parent / "notebooks" / "exercises"
 SOLUTIONS_DIR = EXERCISES_DIR / "solutions"
-
-BEGIN_CODE, END_CODE = "### BEGIN SOLUTION", "### END SOLUTION"
-MARKDOWN_SOLUTION = re.compile(r"<!-- BEGIN SOLUTION -->.*?<!-- END SOLUTION -->\n?", re.DOTALL)
-DEF_LINE = re.compile(r"^\s*def (\w+)\(")
-
-
-def strip_code(source: str) -> tuple[str, bool]:
-    """Replace each solution block by a TODO stub. Returns (new source, whether it had one)."""
-    out, inside, function, found = [], False, "this function", False
-    for line in source.splitlines(keepends=True):
-        match = DEF_LINE.match(line)
-        if match and not inside:
-            function = match.group(1)
-        stripped = line.strip()
-        if stripped == BEGIN_CODE:
-            if inside:
-                raise ValueError(f"Nested {BEGIN_CODE!r} in:\n{source}")
-            inside, found = True, True
-            indent = line[: len(line) - len(line.lstrip())]
-            out.append(f"{indent}# TODO: replace the next line with your code.\n")
-            out.append(f'{indent}raise NotImplementedError("TODO: write {function}")\n')
-        elif stripped == END_CODE:
-            if not inside:
-                raise ValueError(f"{END_CODE!r} without {BEGIN_CODE!r} in:\n{source}")
-            inside = False
-        elif not inside:
-            out.append(line)
-    if inside:
-        raise ValueError(f"{BEGIN_CODE!r} without {END_CODE!r} in:\n{source}")
-    return "".join(out).rstrip("\n"), found
-
-
-def make_exercise(solution: dict) -> dict:
-    """The exercise notebook (a dict in nbformat 4) made from a solution notebook."""
-    notebook = copy.deepcopy(solution)
-    for cell in notebook["cells"]:
-        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-        if cell["cell_type"] == "code":
-            source, has_todo = strip_code(source)
-            tags = [t for t in cell.get("metadata", {}).get("tags", []) if t != "todo"]
-            if has_todo:
-                tags.append("todo")
-            cell["metadata"] = {k: v for k, v in cell.get("metadata", {}).items() if k != "tags"}
-            if tags:
-                cell["metadata"]["tags"] = tags
-            cell["outputs"], cell["execution_count"] = [], None
-        elif cell["cell_type"] == "markdown":
-            source = MARKDOWN_SOLUTION.sub("", source)
-        cell["source"] = source.splitlines(keepends=True)
-    notebook.get("metadata", {}).pop("widgets", None)
-    return notebook
-
-
-def dumps(notebook: dict) -> str:
-    """Serialise like Jupyter does (one-space indent, non-ASCII kept, final newline)."""
-    return json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -109,6 +109,9 @@ class Exercise:
     """Arguments through which the gradient must flow like the library's (losses)."""
     mask_arg: str | None = None
     """Argument holding a (B, T) mask, to spot values written where the mask is 0."""
+    points: int = 1
+    """What the exercise is worth in an autograder (:mod:`minirlhf.exercises.autograde`): about one
+    point per idea it asks the student to get right."""
 
 
 @dataclass

@@ -215,6 +215,7 @@ ADVANTAGE_EXERCISE = Exercise(
     make_cases=_advantage_cases,
     mistakes=ADVANTAGE_MISTAKES,
     output_names=("advantages",),
+    points=3,
 )
 
 
@@ -307,6 +308,7 @@ TOKEN_EXERCISE = Exercise(
     mistakes=TOKEN_MISTAKES,
     output_names=("token_advantages",),
     mask_arg="response_mask",
+    points=1,
 )
 
 

@@ -162,6 +162,7 @@ REWARD_EXERCISE = Exercise(
     mistakes=REWARD_MISTAKES,
     output_names=("rewards",),
     mask_arg="response_mask",
+    points=2,
 )
 
 
@@ -330,6 +331,7 @@ GAE_EXERCISE = Exercise(
     mistakes=GAE_MISTAKES,
     output_names=("advantages", "returns"),
     mask_arg="response_mask",
+    points=3,
 )
 
 
@@ -461,6 +463,7 @@ WHITEN_EXERCISE = Exercise(
     mistakes=WHITEN_MISTAKES,
     output_names=("whitened",),
     mask_arg="mask",
+    points=2,
 )
 
 
@@ -612,6 +615,7 @@ LOSS_EXERCISE = Exercise(
     output_names=("loss",),
     grad_args=("logprobs",),
     mask_arg="mask",
+    points=3,
 )
 
 
