@@ -27,8 +27,8 @@ WRONG = {
                              "lambda ignored: Monte-Carlo"),
     "04_ppo_clipped_loss": ("whiten",
                             "real = values[mask.bool()]\n"
-                            "    out = (values - real.mean()) / real.std()\n"
-                            "    return (out if shift_mean else out + real.mean()) * mask",
+                            "out = (values - real.mean()) / real.std()\n"
+                            "return (out if shift_mean else out + real.mean()) * mask",
                             "unbiased variance (n - 1)"),
     "05_dpo_loss": ("dpo_loss", "return -beta * F.logsigmoid((policy_chosen_logps - ref_chosen_logps) "
                     "- (policy_rejected_logps - ref_rejected_logps))", "beta outside the log-sigmoid"),
