@@ -29,7 +29,7 @@ WRONG = {
                             "real = values[mask.bool()]\n"
                             "out = (values - real.mean()) / real.std()\n"
                             "return (out if shift_mean else out + real.mean()) * mask",
-                            "unbiased variance (n - 1)"),
+                            "epsilon missing"),
     "05_dpo_loss": ("dpo_loss", "return -beta * F.logsigmoid((policy_chosen_logps - ref_chosen_logps) "
                     "- (policy_rejected_logps - ref_rejected_logps))", "beta outside the log-sigmoid"),
     "06_group_advantages": ("token_advantages", "return advantages[:, None] * torch.ones_like(response_mask)",
