@@ -52,8 +52,10 @@ BETA = 0.5
 loop without its KL penalty, which collapses onto the one best answer, falls short of it."""
 STEPS = 150
 """PPO steps (rollouts) in the graded run."""
-BAR = 0.8
-"""The exact attainment a loop must reach on a hidden seed (a correct loop reaches about 0.9)."""
+BAR = 0.65
+"""The exact attainment a loop must reach on a hidden seed. The plain correct loop
+(:func:`reference_loop`) reaches 0.75 to 0.90 over eight seeds, median 0.86
+(``benchmarks/results/capstone.json``): the bar sits 0.1 below the lowest."""
 HIDDEN_SEEDS = (11, 22, 33)
 """The seeds of the graded runs (the notebook practises on seed 0). A teacher may set others with
 the environment variable ``MINIRLHF_CAPSTONE_SEEDS`` (e.g. ``5,6,7``)."""
