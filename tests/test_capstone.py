@@ -174,3 +174,18 @@ def test_the_hidden_seeds_can_be_set_by_the_teacher(monkeypatch):
     monkeypatch.setenv("MINIRLHF_CAPSTONE_SEEDS", "five")
     with pytest.raises(ValueError, match="integers separated by commas"):
         capstone.hidden_seeds()
+
+
+def test_the_todo_stub_is_named_as_a_todo():
+    def train_ppo_loop(policy, ref_model, critic, tokenizer, prompts, config, generator):
+        raise NotImplementedError("TODO: write train_ppo_loop")
+
+    with pytest.raises(NotImplementedError, match="still a TODO"):
+        capstone.check_pieces(train_ppo_loop)
+
+
+def test_the_quick_check_prints_the_pieces_and_names_a_bug(capsys):
+    loop = _loop(_broken(*BROKEN[0][1:3]))  # no KL term
+    with pytest.raises(AssertionError, match="Not yet: no KL term"):
+        capstone.check_pieces(loop)
+    assert "[BUG ] puts a KL penalty" in capsys.readouterr().out

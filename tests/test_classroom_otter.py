@@ -3,6 +3,7 @@ grading gives a correct submission every point, a wrong one none for the wrong q
 feedback names the slip. Skipped without Otter-Grader (the ``classroom`` extra)."""
 
 import copy
+import dataclasses
 import json
 import os
 import zipfile
@@ -16,6 +17,7 @@ otter = pytest.importorskip("otter", reason="Otter-Grader is not installed: pip 
 
 SOLUTIONS = find_solutions_dir()
 NAMES = sorted(path.stem for path in SOLUTIONS.glob("[0-9]*.ipynb"))
+CAPSTONE = "ppo_training_loop"
 
 # One wrong body per exercise notebook: the function it breaks, the code, the slip the check names.
 WRONG = {
@@ -65,7 +67,7 @@ def _zip(export, name):
 
 
 def test_the_export_writes_masters_student_notebooks_and_autograders(export):
-    assert sorted(p.stem for p in (export / "master").glob("*.ipynb")) == NAMES
+    assert sorted(p.stem for p in (export / "master").glob("*.ipynb")) == [*NAMES, CAPSTONE]
     readme = (export / "README.md").read_text()
     for name in NAMES:
         student = json.loads((export / name / "student" / f"{name}.ipynb").read_text())
@@ -193,3 +195,32 @@ def test_the_master_notebooks_keep_solution_notes_out(export):
         assert cell_source(master["cells"][0]).startswith("# ASSIGNMENT CONFIG")
         text = json.dumps(master)
         assert "Solution notes" not in text and "<!-- BEGIN SOLUTION" not in text
+
+
+def test_the_capstone_is_graded_part_by_part_by_otters_test_files(export, monkeypatch):
+    """The capstone's test cases, run by Otter on a correct and a broken loop (short runs, the bar
+    lowered so that only the bugs decide): every point, then the attainment and the broken piece's
+    points held back, with the bug named in Otter's feedback."""
+    from otter.test_files import ExceptionTestFile, GradingResults
+
+    from minirlhf.exercises import capstone
+
+    monkeypatch.setattr(capstone, "BAR", -1.0)
+    monkeypatch.setattr(capstone, "GRADING_OVERRIDES", dict(capstone.QUICK))
+    monkeypatch.setattr(capstone, "_GRADES", {})
+    with zipfile.ZipFile(_zip(export, CAPSTONE)) as archive:
+        test_file = ExceptionTestFile.from_string(archive.read("tests/train_ppo_loop.py").decode(),
+                                                  path="tests/train_ppo_loop.py")
+    assert len(test_file.test_cases) == len(capstone.HIDDEN_SEEDS) + len(capstone.PROBES)
+
+    def no_kl(policy, ref_model, critic, tokenizer, prompts, config, generator):
+        return capstone.reference_loop(policy, ref_model, critic, tokenizer, prompts,
+                                       dataclasses.replace(config, beta=0.0), generator)
+
+    test_file.run({"train_ppo_loop": capstone.reference_loop})
+    right = GradingResults([test_file])
+    assert right.total == right.possible == 10, right.summary()
+    test_file.run({"train_ppo_loop": no_kl})
+    wrong = GradingResults([test_file])
+    assert wrong.total == 10 - capstone.ATTAINMENT_POINTS - capstone.PROBES["kl_penalty"][1]
+    assert "no KL term:" in wrong.summary()

@@ -12,7 +12,9 @@ notebook into an *Otter Assign* master notebook and, when Otter-Grader is instal
                                 ``otter run``, ``otter grade``)
 
 Each function a student writes is one Otter *question*, worth :attr:`Exercise.points
-<minirlhf.exercises.checking.Exercise.points>`. Its test is Otter's exception-based format, one call
+<minirlhf.exercises.checking.Exercise.points>`; the capstone (:mod:`minirlhf.exercises.capstone`),
+when the checkout has it, is one more assignment whose question has a test case per part of its
+grade. An exercise's test is Otter's exception-based format, one call
 of :func:`assert_check_passes`: minirlhf's check is the test engine, so a failing test shows the
 check's whole report (the failing case, its numbers, the slip it looks like and its fix), in
 ``grader.check(...)`` for the student and in the grader's feedback alike.
@@ -140,6 +142,43 @@ def test_cell(function_name: str) -> dict:
         f"test_{function_name}({function_name})")
 
 
+CAPSTONE_FUNCTION = "train_ppo_loop"
+"""The capstone's question (:mod:`minirlhf.exercises.capstone`): several test cases, one per part."""
+
+
+def question_points(function_name: str) -> float:
+    """What a question is worth: its exercise's points, or the capstone's 10."""
+    if function_name == CAPSTONE_FUNCTION:
+        from minirlhf.exercises import capstone
+
+        return capstone.ATTAINMENT_POINTS + sum(points for _, points in capstone.PROBES.values())
+    return EXERCISES[function_name].points
+
+
+def capstone_test_cells() -> list[dict]:
+    """The capstone's test cases: one per hidden seed that must reach the bar, one per piece's check,
+    each reading its part of one grade of the student's loop (:func:`~minirlhf.exercises.capstone.graded`)."""
+    from minirlhf.exercises import capstone
+
+    seeds = len(capstone.HIDDEN_SEEDS)
+    parts = [(f"seed {i}", capstone.ATTAINMENT_POINTS / seeds, f"hidden seed {i + 1} reaches the bar")
+             for i in range(seeds)]
+    parts += [(name, points, title) for name, (title, points) in capstone.PROBES.items()]
+    cells = []
+    for part, points, title in parts:
+        slug = part.replace(" ", "_")
+        cells.append(_code(
+            '""" # BEGIN TEST CONFIG\n'
+            f"points: {points:g}\n"
+            f"failure_message: {_yaml_string(f'Not yet: {title}. The report below says why.')}\n"
+            '""" # END TEST CONFIG\n'
+            f"def test_{CAPSTONE_FUNCTION}_{slug}({CAPSTONE_FUNCTION}):\n"
+            "    from minirlhf.exercises.capstone import assert_part\n"
+            f"    assert_part({part!r}, {CAPSTONE_FUNCTION})\n\n"
+            f"test_{CAPSTONE_FUNCTION}_{slug}({CAPSTONE_FUNCTION})"))
+    return cells
+
+
 def assignment_config(name: str) -> dict:
     """Otter Assign's configuration cell for the assignment ``name``."""
     return _raw(
@@ -184,16 +223,19 @@ def otter_master(solution: dict, name: str) -> dict:
                 raise ValueError(f"{name}: a cell with a solution must define one function, found "
                                  f"{functions or 'none'}.")
             function = functions[0]
-            if function not in EXERCISES:
+            if function not in EXERCISES and function != CAPSTONE_FUNCTION:
                 raise ValueError(f"{name}: {function} has no check in minirlhf.exercises.EXERCISES.")
-            out += [_raw(f"# BEGIN QUESTION\nname: {function}\npoints: {EXERCISES[function].points}"),
+            tests = capstone_test_cells() if function == CAPSTONE_FUNCTION else [test_cell(function)]
+            out += [_raw(f"# BEGIN QUESTION\nname: {function}\npoints: {question_points(function):g}"),
                     _raw("# BEGIN SOLUTION"), _code(otter_solution_source(source)), _raw("# END SOLUTION"),
-                    _raw("# BEGIN TESTS"), test_cell(function), _raw("# END TESTS"),
-                    _raw("# END QUESTION")]
+                    _raw("# BEGIN TESTS"), *tests, _raw("# END TESTS"), _raw("# END QUESTION")]
         else:
-            if "check" in tags:
+            capstone = any(f == CAPSTONE_FUNCTION for i in questions
+                           for f in solution_functions(cell_source(cells[i])))
+            if "check" in tags and not capstone:
                 continue  # Otter's own check cell, grader.check(...), runs the same check
-            out.append(_code(source, tags + ([IGNORE_TAG] if index > questions[-1] else [])))
+            skip = index > questions[-1] or "check" in tags  # the capstone's quick check: not graded
+            out.append(_code(source, tags + ([IGNORE_TAG] if skip else [])))
     notebook = {key: value for key, value in solution.items() if key != "cells"}
     notebook["metadata"] = {k: v for k, v in solution.get("metadata", {}).items() if k != "widgets"}
     notebook["cells"] = [{key: value for key, value in cell.items() if key != "id"} for cell in out]
@@ -229,6 +271,11 @@ otter-grader: `pip install "minirlhf[classroom]"` from a checkout):
 autograder. Both build their image from the zip's requirements.txt, which does not name minirlhf:
 add a line that installs it (a git URL of the repository, or a wheel added with `files:` in the
 assignment config) before running `otter assign` again.
+
+The capstone, `ppo_training_loop`, trains the student's loop for 150 PPO steps on each of three
+hidden seeds (about a minute each on two cores): its test cases are one per seed that reaches the
+bar and one per piece of the loop checked. `MINIRLHF_CAPSTONE_SEEDS=5,6,7` in the grading
+environment picks other hidden seeds (three of them).
 """
 
 
@@ -241,18 +288,22 @@ def export_otter(out: str | Path, solutions: str | Path | None = None, assign: b
     """
     out = Path(out)
     source = find_solutions_dir(solutions)
+    paths = sorted(source.glob("[0-9]*.ipynb"))
+    capstone = source.parent.parent / "capstone" / "solutions"
+    if solutions is None and capstone.is_dir():
+        paths += sorted(capstone.glob("*.ipynb"))
     if assign:
         check_otter_installed()
     (out / "master").mkdir(parents=True, exist_ok=True)
     written, rows = [], []
-    for path in sorted(source.glob("[0-9]*.ipynb")):
+    for path in paths:
         name = path.stem
         master = otter_master(read_notebook(path), name)
         target = out / "master" / path.name
         target.write_text(dumps(master), encoding="utf-8")
         functions = [q for cell in master["cells"] if cell["cell_type"] == "code"
                      for q in solution_functions_in_otter(cell_source(cell))]
-        rows.append(f"| {name} | " + ", ".join(f"`{f}` ({EXERCISES[f].points})" for f in functions) + " |")
+        rows.append(f"| {name} | " + ", ".join(f"`{f}` ({question_points(f):g})" for f in functions) + " |")
         written.append(target)
         if assign:
             destination = out / name
