@@ -588,7 +588,7 @@ class CapstoneResult:
         for run in self.runs:
             mark = "ok  " if run.reached else "LOW "
             lines.append(f"  [{mark}] seed {run.seed}: attainment {run.attainment:.3f}, KL {run.kl:.3f}, "
-                         f"E[r] {run.true_reward:.3f} ({run.seconds:.0f} s)"
+                         f"E[r] {run.true_reward:.3f}"
                          + (f"; the loop raised {run.error}" if run.error else ""))
         lines += [f"  -> {self.attainment_points:g} / {ATTAINMENT_POINTS:g} points"
                   + (" (withheld until the bugs below are fixed)" if self.bugs and
