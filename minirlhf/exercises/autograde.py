@@ -55,7 +55,7 @@ from minirlhf.exercises.notebooks import (
 FORMATS = ("otter",)
 IGNORE_TAG = "otter_ignore"
 """Cells with this tag are skipped when Otter grades a submission."""
-OTTER_REQUIREMENT = "otter-grader>=6.1,<8"
+OTTER_REQUIREMENT = "otter-grader>=7,<8"
 """The Otter-Grader versions this export is tested with (the ``classroom`` extra)."""
 
 
@@ -197,11 +197,12 @@ def assignment_config(name: str) -> dict:
 
 
 def otter_master(solution: dict, name: str) -> dict:
-    """The Otter Assign master notebook of one exercise, from its solution notebook: every
-    function with a solution block becomes a question (its points from :data:`EXERCISES`), its
-    test one call of :func:`assert_check_passes`; the notebook's own check cells and the cells
+    """The Otter Assign master notebook of one exercise (or the capstone), from its solution
+    notebook: every function with a solution block becomes a question (its points from
+    :func:`question_points`), its test one call of :func:`assert_check_passes` (the capstone's: one
+    test case per part of its grade); the exercises' own check cells give way to Otter's; the cells
     after the last question are skipped by the grader; solution notes in markdown are left out."""
-    cells = [cell for cell in copy.deepcopy(solution["cells"])]
+    cells = copy.deepcopy(solution["cells"])
     questions = [i for i, cell in enumerate(cells)
                  if cell["cell_type"] == "code" and solution_functions(cell_source(cell))]
     if not questions:

@@ -188,6 +188,7 @@ class Watch:
         return max(self.optimizer_steps.values(), default=0)
 
     def calls_of(self, name: str) -> list[Call]:
+        """The recorded calls of the piece ``name``, in order."""
         return [c for c in self.calls if c.name == name]
 
     # -- what each call shows -------------------------------------------------------------------
@@ -398,6 +399,8 @@ def check_own_pieces(loop: Callable) -> Probe:
 
 
 def check_budget(watch: Watch, config: ppo.PPOConfig) -> Probe:
+    """The loop sampled at most ``steps x rollouts_per_step`` answers and took at most
+    ``steps x epochs x minibatches`` steps of any one optimiser."""
     probe = _probe("budget")
     answers = config.steps * config.rollouts_per_step
     updates = config.steps * config.epochs * config.minibatches
@@ -415,6 +418,9 @@ def check_budget(watch: Watch, config: ppo.PPOConfig) -> Probe:
 
 
 def check_kl_penalty(watch: Watch, beta: float) -> Probe:
+    """The rewards handed to ``gae`` carry ``-beta * (log pi - log pi_ref)`` on the response tokens
+    before the last (the median fitted coefficient over the watched steps), with the reference's
+    log-probs computed by the reference."""
     probe = _probe("kl_penalty")
     rewards_calls = [c.facts for c in watch.calls_of("per_token_rewards")]
     if any(f.get("reference_is_policy") for f in rewards_calls):
@@ -443,6 +449,8 @@ def check_kl_penalty(watch: Watch, beta: float) -> Probe:
 
 
 def check_old_logprobs(watch: Watch) -> Probe:
+    """The ``old_logprobs`` handed to ``ppo_policy_loss`` carry no gradient, are the rollout policy's
+    (not the reference's), and stay fixed through the update (the ratio moves after a step)."""
     probe = _probe("old_logprobs")
     calls = [c for c in watch.calls_of("ppo_policy_loss") if c.facts]
     if not calls:
@@ -478,6 +486,8 @@ def check_old_logprobs(watch: Watch) -> Probe:
 
 
 def check_detached(watch: Watch) -> Probe:
+    """The advantages handed to ``ppo_policy_loss`` and the returns handed to ``ppo_value_loss``
+    carry no gradient."""
     probe = _probe("detached")
     policy_calls = [c.facts for c in watch.calls_of("ppo_policy_loss") if c.facts]
     value_calls = [c.facts for c in watch.calls_of("ppo_value_loss") if c.facts]
@@ -499,6 +509,8 @@ def check_detached(watch: Watch) -> Probe:
 
 
 def check_learning(watch: Watch, changed: dict[str, bool]) -> Probe:
+    """Gradients reach the policy, the loss is minimised (not minus it), the policy and the critic
+    change, and the reference does not (``changed``: whose weights moved)."""
     probe = _probe("learning")
     calls = [c.facts for c in watch.calls_of("ppo_policy_loss") if c.facts]
     if calls and not any(f["logprobs_grad"] for f in calls):
