@@ -6,6 +6,8 @@
         train the SFT base model and save it
     minirlhf export --format trl|openrlhf|verl --out DIR
         the world's data for another library
+    minirlhf exercises export --format otter DIR
+        the exercises as Otter-Grader assignments
 
 Every command takes ``--threads N`` (default 1, or the environment variable ``MINIRLHF_THREADS``).
 ``minirlhf COMMAND --help`` lists each command's options.
@@ -25,6 +27,7 @@ import torch
 matplotlib.use("Agg")  # the CLI only writes files: set before pyplot is imported
 
 from minirlhf import export, pipeline  # noqa: E402
+from minirlhf.exercises import autograde  # noqa: E402
 from minirlhf.models import save_model  # noqa: E402
 from minirlhf.sft import SFTConfig  # noqa: E402
 from minirlhf.utils import (  # noqa: E402
@@ -89,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     export_parser.add_argument("--format", required=True, choices=export.FORMATS, dest="fmt")
     export_parser.add_argument("--out", type=Path, required=True,
                                help="output folder (new, empty, or an earlier export's)")
+    autograde.add_command(commands)  # the classroom kit: its own parser and command
     return parser
 
 
@@ -97,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        threads = args.threads if args.threads is not None else default_threads()
+        threads = args.threads if getattr(args, "threads", None) is not None else default_threads()
     except argparse.ArgumentTypeError as error:
         parser.error(f"MINIRLHF_THREADS {error}")
     before = torch.get_num_threads()
@@ -146,6 +150,8 @@ def run(args, parser: argparse.ArgumentParser) -> None:
             parser.error(str(error))
         for path in export.export(args.fmt, args.out):
             print(path)
+    elif args.command == "exercises":
+        autograde.run_command(args, parser)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@
 # %% [markdown]
 # # 01 · A tiny GPT that says "Berlin": supervised fine-tuning
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/minirlhf/minirlhf/blob/main/notebooks/01_sft_tiny_gpt.ipynb)
+#
 # This tutorial follows Anish Dubey, *"LLM Alignment: Reward-Based vs Reward-Free
 # Methods"* (2024). The article's example: asked "What is the capital of France?", the
 # reference model answers **"The capital of France is Berlin."**; a policy that chases
@@ -36,6 +38,17 @@
 #   read a plot of answer kinds;
 # * describe the best aligned model `pi*` and how `beta` moves it between the base model
 #   and "always Paris".
+
+# %%
+# Outside a checkout of minirlhf (on Colab, or a copy of this notebook on its own), install the
+# package first; where it is installed already, as in a checkout, this does nothing.
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("minirlhf") is None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "minirlhf @ git+https://github.com/minirlhf/minirlhf"], check=True)
 
 # %%
 from collections import Counter

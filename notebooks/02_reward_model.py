@@ -16,6 +16,8 @@
 # %% [markdown]
 # # 02 · Preferences and the Bradley-Terry reward model
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/minirlhf/minirlhf/blob/main/notebooks/02_reward_model.ipynb)
+#
 # The base model of notebook 01 answers "What is the capital of France?" with Berlin
 # more often than with Paris: it imitates its corpus and was never told which answers
 # people *prefer*. In the article this tutorial follows (Anish Dubey, "LLM Alignment:
@@ -40,6 +42,17 @@
 #   reach, and its margins against the true reward;
 # * explain why a reward model can only be trusted on answers its preference data show
 #   (their *coverage*), and why its backbone must learn.
+
+# %%
+# Outside a checkout of minirlhf (on Colab, or a copy of this notebook on its own), install the
+# package first; where it is installed already, as in a checkout, this does nothing.
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("minirlhf") is None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "minirlhf @ git+https://github.com/minirlhf/minirlhf"], check=True)
 
 # %%
 import tempfile

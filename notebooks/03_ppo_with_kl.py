@@ -16,6 +16,8 @@
 # %% [markdown]
 # # 03 · PPO with a KL penalty: classic RLHF, piece by piece
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/minirlhf/minirlhf/blob/main/notebooks/03_ppo_with_kl.ipynb)
+#
 # **Learning objectives.** After this notebook you can
 # - name the pieces of one PPO step (rollout, a KL penalty on every token, advantages from a
 #   critic, the clipped update) and check each one against `minirlhf.ppo`;
@@ -52,6 +54,17 @@
 #
 # The runs are short (about a minute in all on a 2-core laptop CPU); `benchmarks/ppo.py` runs the long
 # ones.
+
+# %%
+# Outside a checkout of minirlhf (on Colab, or a copy of this notebook on its own), install the
+# package first; where it is installed already, as in a checkout, this does nothing.
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("minirlhf") is None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "minirlhf @ git+https://github.com/minirlhf/minirlhf"], check=True)
 
 # %% [markdown]
 # The tools, then the **settings**: `SEED` seeds every sampled run below, `THREADS` is how many

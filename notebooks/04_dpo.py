@@ -16,6 +16,8 @@
 # %% [markdown]
 # # 04 · DPO: RLHF without a reward model, and the answers it cannot see
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/minirlhf/minirlhf/blob/main/notebooks/04_dpo.ipynb)
+#
 # **Learning objectives.** After this notebook you can
 # * derive the DPO loss from the optimum of the KL-regularised objective, and check it numerically;
 # * say what DPO's implicit reward $\beta \log \pi/\pi_{ref}$ is, and read it in a training log;
@@ -33,6 +35,17 @@
 # them, at the price of many more labels.
 #
 # Runs in about a minute on a 2-core laptop CPU; `benchmarks/dpo.py` runs the long, multi-seed version.
+
+# %%
+# Outside a checkout of minirlhf (on Colab, or a copy of this notebook on its own), install the
+# package first; where it is installed already, as in a checkout, this does nothing.
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("minirlhf") is None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "minirlhf @ git+https://github.com/minirlhf/minirlhf"], check=True)
 
 # %%
 import copy

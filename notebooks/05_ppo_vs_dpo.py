@@ -16,6 +16,8 @@
 # %% [markdown]
 # # 05 · PPO vs DPO: which is better, and at what cost?
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/minirlhf/minirlhf/blob/main/notebooks/05_ppo_vs_dpo.ipynb)
+#
 # **Learning objectives.** After this notebook you can
 # * compare PPO and DPO against the exact KL-regularised optimum, on training and held-out prompts;
 # * read a reward-KL frontier and a method's *efficiency* against the exact ceiling;
@@ -37,6 +39,17 @@
 # --notebook-cache --betas 0.1` trains every method at beta 0.1 and writes `notebooks/data/frontier.json`
 # (the command that made it is printed below; without `--betas` it sweeps 0.03 to 1, for an hour). This
 # notebook reads it, recomputes the exact curve, and reruns the cheap parts live.
+
+# %%
+# Outside a checkout of minirlhf (on Colab, or a copy of this notebook on its own), install the
+# package first; where it is installed already, as in a checkout, this does nothing.
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("minirlhf") is None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "minirlhf @ git+https://github.com/minirlhf/minirlhf"], check=True)
 
 # %%
 import copy

@@ -16,6 +16,8 @@
 # %% [markdown]
 # # 06 · Beyond PPO: GRPO, RLOO, best-of-n, and which KL estimator optimises what
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/minirlhf/minirlhf/blob/main/notebooks/06_beyond_ppo.ipynb)
+#
 # **The lesson.** PPO needs a critic to tell how good an answer was *on average*. GRPO and RLOO drop the
 # critic: they sample a **group** of answers to the same prompt and let the group be the baseline. Where the
 # KL to the reference goes matters: as `k1` inside the reward (as PPO does) its gradient is exactly that of
@@ -30,6 +32,17 @@
 # 4. compute best-of-n exactly, check it by Monte Carlo, and put everything on the reward-KL frontier.
 #
 # Runs in about a minute on a 2-core laptop CPU (short runs: the benchmark holds the long ones).
+
+# %%
+# Outside a checkout of minirlhf (on Colab, or a copy of this notebook on its own), install the
+# package first; where it is installed already, as in a checkout, this does nothing.
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("minirlhf") is None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "minirlhf @ git+https://github.com/minirlhf/minirlhf"], check=True)
 
 # %%
 import copy

@@ -233,6 +233,49 @@ def token_advantages_loop(advantages, response_mask):
     return out
 
 
+# Correct conventions other than the library's (the check accepts them, and its report says how they
+# differ at the edges); the definitions of the wrong-looking ones are with the slips below.
+
+
+def whiten_cleanrl(values, mask, shift_mean=True):
+    real = values[mask.bool()]
+    out = (values - real.mean()) / (real.std() + 1e-8)  # torch's std divides by n - 1
+    return (out if shift_mean else out + real.mean()) * mask
+
+
+def whiten_trl_unbiased(values, mask, shift_mean=True):
+    mask = mask.float()
+    mean = (values * mask).sum() / mask.sum()
+    var = ((values - mean) ** 2 * mask).sum() / mask.sum() * mask.sum() / (mask.sum() - 1)
+    out = (values - mean) * torch.rsqrt(var + 1e-8)
+    return (out if shift_mean else out + mean) * mask
+
+
+def ppo_dual_clip(logprobs, old_logprobs, advantages, mask, clip_range):
+    ratio = torch.exp(logprobs - old_logprobs)
+    losses = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - clip_range, 1 + clip_range))
+    losses = torch.where(advantages < 0, torch.min(losses, -advantages * 3.0), losses)
+    return (losses * mask).sum() / mask.sum()
+
+
+def gae_rewards_to_go(rewards, values, response_mask, gamma, lam):
+    advantages, _ = gae_float64_rows(rewards, values, response_mask, gamma, lam)
+    returns = torch.zeros_like(advantages)
+    for b in range(values.shape[0]):
+        running = 0.0
+        for t in reversed(range(values.shape[1])):
+            running = (rewards[b, t] + gamma * running) * response_mask[b, t]
+            returns[b, t] = running
+    return advantages, returns
+
+
+def advantages_verl(rewards, group_size, kind):
+    groups = rewards.view(-1, group_size)
+    if kind == "grpo":
+        return ((groups - groups.mean(-1, keepdim=True)) / (groups.std(-1, keepdim=True) + 1e-6)).flatten()
+    return advantages_std_mean_unflatten(rewards, group_size, kind)
+
+
 CORRECT = [
     ("sft_loss", sft_boolean_index), ("sft_loss", sft_float64), ("sft_loss", sft_where),
     ("sft_loss", sft_loop),
@@ -244,6 +287,7 @@ CORRECT = [
     ("whiten", whiten_torch_var), ("whiten", whiten_moments_float64),
     ("ppo_policy_loss", ppo_min_of_objective), ("ppo_policy_loss", ppo_where_with_stats),
     ("ppo_policy_loss", ppo_ratio_of_probabilities), ("ppo_policy_loss", ppo_float64),
+    ("ppo_policy_loss", ppo_dual_clip),  # verl's dual clip: no case has a ratio above 3 on a bad token
     ("sequence_logps", sequence_where), ("sequence_logps", sequence_float64),
     ("sequence_logps", sequence_einsum), ("sequence_logps", sequence_rows),
     ("dpo_loss", dpo_softplus), ("dpo_loss", dpo_logaddexp), ("dpo_loss", dpo_float64),
@@ -336,6 +380,12 @@ def whiten_epsilon_outside(values, mask, shift_mean=True):
 def whiten_no_epsilon(values, mask, shift_mean=True):
     real = values[mask.bool()]
     out = (values - real.mean()) / real.std(unbiased=False)
+    return (out if shift_mean else out + real.mean()) * mask
+
+
+def whiten_cleanrl_no_epsilon(values, mask, shift_mean=True):
+    real = values[mask.bool()]
+    out = (values - real.mean()) / real.std()
     return (out if shift_mean else out + real.mean()) * mask
 
 
@@ -489,6 +539,31 @@ def token_advantages_on_eos(advantages, response_mask):
     return out
 
 
+# Correct answers that follow another common convention than the library's: they pass, and the report
+# names the convention and where its numbers differ.
+CONVENTIONS = [
+    ("whiten", whiten_epsilon_outside, "epsilon added to the standard deviation"),
+    ("whiten", whiten_cleanrl, "epsilon added to the standard deviation"),
+    ("whiten", whiten_trl_unbiased, "the unbiased variance"),
+    ("ppo_policy_loss", ppo_per_sequence_means, "the mean of each response's token mean"),
+    ("gae", gae_rewards_to_go, "returns as the discounted rewards-to-go"),
+    ("group_advantages", advantages_epsilon_1e8, "another epsilon added to the std"),
+    ("group_advantages", advantages_verl, "another epsilon added to the std"),
+    ("group_advantages", advantages_epsilon_in_root, "epsilon under the square root"),
+]
+
+
+@pytest.mark.parametrize("exercise, answer, convention", CONVENTIONS,
+                         ids=lambda v: getattr(v, "__name__", None))
+def test_a_correct_answer_in_another_convention_passes_with_a_note(exercise, answer, convention):
+    result = run_check(EXERCISES[exercise], answer, verbose=False, raise_on_failure=False)
+    assert result.passed and result.convention is not None, result.report()
+    assert result.convention.name.startswith(convention)
+    report = result.report()
+    assert f"It follows another common convention than the library's: {convention}" in report
+    assert f"Note: {result.convention.note}" in report
+
+
 WRONG = [
     ("sft_loss", sft_sliced_shift, "log-probs shifted by one position (the token before scored)"),
     ("sft_loss", sft_shift_the_other_way, "log-probs shifted by one position (the token after scored)"),
@@ -502,12 +577,11 @@ WRONG = [
      "log-probs shifted by one position (the token after scored)"),
     ("sequence_logps", sequence_without_eos, "EOS left out"),
     ("gae", gae_gamma_lambda_swapped, "gamma and lambda swapped"),
-    ("whiten", whiten_epsilon_outside, "epsilon outside the square root"),
     ("whiten", whiten_no_epsilon, "epsilon missing"),
+    ("whiten", whiten_cleanrl_no_epsilon, "epsilon missing"),
     ("ppo_policy_loss", ppo_log_ratio, "log-ratio used as the ratio"),
     ("ppo_policy_loss", ppo_advantage_clipped, "advantage clipped instead of the ratio"),
     ("ppo_policy_loss", ppo_product_clipped, "advantage clipped instead of the ratio"),
-    ("ppo_policy_loss", ppo_per_sequence_means, "mean of per-sequence means"),
     ("bradley_terry_loss", bt_log1p_exp, "log(sigmoid(x)) computed in two steps"),
     ("group_advantages", advantages_batch_std, "std over the whole batch, not the group"),
     ("group_advantages", advantages_whole_batch, "mean and std over the whole batch, not the group"),
@@ -516,8 +590,6 @@ WRONG = [
     ("group_advantages", advantages_population_std_from_var,
      "population std (divided by G) instead of the sample std (divided by G - 1)"),
     ("group_advantages", advantages_no_epsilon, "epsilon missing"),
-    ("group_advantages", advantages_epsilon_1e8, "epsilon of another size than 1e-4"),
-    ("group_advantages", advantages_epsilon_in_root, "epsilon under the square root"),
     ("group_advantages", advantages_rloo_with_itself, "RLOO baseline includes the answer itself"),
     ("group_advantages", advantages_rloo_over_g, "leave-one-out sum divided by G"),
     ("group_advantages", advantages_dr_grpo_standardised, "Dr. GRPO divided by the std"),

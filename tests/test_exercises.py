@@ -179,16 +179,25 @@ def test_an_unknown_sign_error_is_spotted():
     assert result.mistake is not None or any("exactly minus" in h for h in result.hints)
 
 
-def test_two_slips_at_once_are_partly_explained():
+def test_a_slip_in_another_accepted_convention_is_still_named():
     def unbiased_and_ignores_shift_mean(values, mask, shift_mean=True):
         real = values[mask.bool()]
         return (values - real.mean()) / (real.var() + 1e-8).sqrt() * mask  # torch.var divides by n - 1
 
     result = check_whiten(unbiased_and_ignores_shift_mean, verbose=False, raise_on_failure=False)
+    assert not result.passed and result.mistake.name == "shift_mean ignored"
+
+
+def test_two_slips_at_once_are_partly_explained():
+    def ignores_shift_mean_and_the_padding(values, mask, shift_mean=True):
+        real = values[mask.bool()]
+        return (values - real.mean()) / (real.var(unbiased=False) + 1e-8).sqrt()
+
+    result = check_whiten(ignores_shift_mean_and_the_padding, verbose=False, raise_on_failure=False)
     assert result.mistake is None
     mistake, explained, failing = result.partial
-    assert mistake.name == "unbiased variance (n - 1)" and 0 < explained < failing
-    assert "Part of this looks like a common slip: unbiased variance (n - 1)" in result.report()
+    assert mistake.name == "padding not zeroed" and 0 < explained < failing
+    assert "Part of this looks like a common slip: padding not zeroed" in result.report()
 
 
 def test_a_slip_is_named_on_the_shown_case_only_when_it_gives_the_students_numbers_there():
@@ -436,11 +445,11 @@ def test_any_floating_dtype_is_weighted_alike_and_half_precision_is_explained():
 
 
 def test_small_inputs_are_shown_with_their_digits_not_as_zero():
-    def epsilon_outside_the_root(values, mask, shift_mean=True):
+    def no_epsilon(values, mask, shift_mean=True):
         real = values[mask.bool()]
-        out = (values - real.mean()) / (real.std(unbiased=False) + 1e-8)
+        out = (values - real.mean()) / real.std(unbiased=False)
         return (out if shift_mean else out + real.mean()) * mask
 
-    report = check_whiten(epsilon_outside_the_root, verbose=False, raise_on_failure=False).report()
+    report = check_whiten(no_epsilon, verbose=False, raise_on_failure=False).report()
     assert "First failing case: advantages that barely differ" in report
     assert "values = [[0.0001, -0.0002, 5e-05, 0.0003], [0.0002, -0.0001, 0.0, 0.0]]" in report

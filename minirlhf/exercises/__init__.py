@@ -22,7 +22,11 @@ The exercises, the functions the student writes, and their checks:
    :func:`~minirlhf.exercises.grpo.check_group_advantages` and
    :func:`~minirlhf.exercises.grpo.check_token_advantages`.
 
-The machinery (cases, the catalogue of mistakes, the feedback) is in :mod:`minirlhf.exercises.checking`.
+The machinery (cases, the catalogue of mistakes, the accepted conventions, the feedback) is in
+:mod:`minirlhf.exercises.checking`. The classroom kit: :mod:`minirlhf.exercises.capstone` grades a
+student's PPO training loop by the exact attainment it reaches, and
+:mod:`minirlhf.exercises.autograde` exports the exercises and the capstone to Otter-Grader
+(``minirlhf exercises export --format otter DIR``).
 """
 
 from minirlhf.exercises import dpo, grpo, ppo, reward, sft

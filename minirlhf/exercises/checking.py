@@ -13,6 +13,7 @@ the mask is 0, a gradient that does not flow.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -91,6 +92,28 @@ class Mistake:
 
 
 @dataclass
+class Convention:
+    """Another common, correct way of computing the same thing, which the check accepts too.
+
+    Its numbers may differ from the library's at the edges (nearly equal inputs, say) or by a
+    documented choice; :attr:`note` says where, and the report of a student who follows it shows it.
+    """
+
+    name: str
+    """What the convention does, and who uses it, e.g. ``"epsilon added to the std (CleanRL)"``."""
+    note: str
+    """Where its numbers differ from the library's, and why both are right."""
+    implementation: Callable
+    """A function with the exercise's signature that follows the convention."""
+    variants: tuple[Callable, ...] = ()
+    """The same convention combined with the exercise's other accepted choices."""
+
+    @property
+    def implementations(self) -> tuple[Callable, ...]:
+        return (self.implementation, *self.variants)
+
+
+@dataclass
 class Exercise:
     """Everything a check needs to know about one function to write."""
 
@@ -112,6 +135,11 @@ class Exercise:
     """Arguments through which the gradient must flow like the library's (losses)."""
     mask_arg: str | None = None
     """Argument holding a (B, T) mask, to spot values written where the mask is 0."""
+    conventions: list[Convention] = field(default_factory=list)
+    """Other correct conventions the check accepts (each must pass on every case on its own)."""
+    points: int = 1
+    """What the exercise is worth in an autograder (:mod:`minirlhf.exercises.autograde`): about one
+    point per idea it asks the student to get right."""
 
 
 @dataclass
@@ -147,6 +175,8 @@ class CheckResult:
     """General clues found when no known mistake matched (or in addition to it)."""
     checked_gradients: bool = False
     """Whether the gradients were compared too (for losses)."""
+    convention: Convention | None = None
+    """When the function agrees with another accepted convention rather than the library's."""
 
     def __bool__(self) -> bool:
         return self.passed
@@ -168,6 +198,10 @@ class CheckResult:
         n = len(self.cases)
         if self.passed:
             grads = ", gradients included" if self.checked_gradients else ""
+            if self.convention is not None:
+                return (f"Well done: {self.function_name} is right on all {n} cases{grads}. It follows "
+                        f"another common convention than the library's: {self.convention.name}.\n"
+                        f"  Note: {self.convention.note}")
             return (f"Well done: {self.function_name} agrees with the library on all {n} cases "
                     f"(hand-made and random){grads}.")
         failed = self.failed_cases
@@ -227,6 +261,10 @@ def run_check(exercise: Exercise, student_fn: Callable, verbose: bool = True,
     results = [_run_case(exercise, student_fn, case) for case in cases]
     result = CheckResult(exercise.function_name, all(r.passed for r in results), results,
                          checked_gradients=bool(exercise.grad_args))
+    if not result.passed and all(r.kind in ("value", "gradient") for r in result.failed_cases):
+        found = _find_convention(exercise, student_fn, cases)
+        if found is not None:
+            result.convention, result.cases, result.passed = *found, True
     if not result.passed:
         result.mistake = _find_mistake(exercise, results)
         if result.mistake is None:
@@ -242,6 +280,18 @@ def run_check(exercise: Exercise, student_fn: Callable, verbose: bool = True,
             f"{exercise.function_name} is not right yet ({len(result.failed_cases)} of "
             f"{len(results)} cases differ).{because} The feedback above says which and why.")
     return result
+
+
+def _find_convention(exercise: Exercise, student_fn: Callable, cases: list[Case]):
+    """The accepted convention whose implementation the student's function agrees with on every case
+    (values, and gradients for a loss), with the cases' results against it; None if none does."""
+    for convention in exercise.conventions:
+        for implementation in convention.implementations:
+            variant = dataclasses.replace(exercise, reference=implementation, conventions=[])
+            results = [_run_case(variant, student_fn, case) for case in cases]
+            if all(r.passed for r in results):
+                return convention, results
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -138,6 +138,7 @@ SEQUENCE_EXERCISE = Exercise(
     mistakes=SEQUENCE_MISTAKES,
     output_names=("logps",),
     grad_args=("token_logps",),
+    points=1,
 )
 
 
@@ -261,6 +262,7 @@ DPO_EXERCISE = Exercise(
     mistakes=DPO_MISTAKES,
     output_names=("losses",),
     grad_args=("policy_chosen_logps", "policy_rejected_logps"),
+    points=2,
 )
 
 

@@ -23,7 +23,7 @@ import warnings
 import torch
 
 from minirlhf import grpo
-from minirlhf.exercises.checking import Case, Exercise, Mistake, random_layout, run_check
+from minirlhf.exercises.checking import Case, Convention, Exercise, Mistake, random_layout, run_check
 from minirlhf.logprobs import last_token_index
 
 EPS = 1e-4  # minirlhf.grpo.group_advantages's default, as TRL's GRPOTrainer
@@ -174,20 +174,6 @@ ADVANTAGE_MISTAKES = [
             "(common once the policy is good) gives 0 / 0 = nan, which poisons the whole update.",
             "divide by std + 1e-4.",
             lambda r, g, k: _advantages_with(r, g, k, eps=0.0)),
-    Mistake("epsilon of another size than 1e-4",
-            "the std gets another epsilon (1e-8, 1e-6, ...): GRPO's, in TRL and in minirlhf, is 1e-4, "
-            "large enough to matter: it is what keeps a group whose rewards differ only by noise from "
-            "being blown up to advantages of +-1.",
-            "divide by std + 1e-4.",
-            lambda r, g, k: _advantages_with(r, g, k, eps=1e-8),
-            variants=tuple((lambda r, g, k, e=e: _advantages_with(r, g, k, eps=e))
-                           for e in (1e-6, 1e-5, 1e-3))),
-    Mistake("epsilon under the square root",
-            "the advantages are divided by sqrt(var + 1e-4), as `whiten` does with its 1e-8 (exercise "
-            "4); GRPO adds its 1e-4 to the std itself. The two agree when the rewards are spread out, "
-            "not when they barely differ.",
-            "divide by std + 1e-4: `(R - mean) / (groups.std(-1, keepdim=True) + 1e-4)`.",
-            lambda r, g, k: _advantages_with(r, g, k, eps_in_root=True)),
     Mistake("RLOO baseline includes the answer itself",
             "for RLOO the baseline is the mean of the whole group, the answer included: that is "
             "Dr. GRPO's advantage, (G - 1) / G times RLOO's, and the baseline then depends on the very "
@@ -207,6 +193,22 @@ ADVANTAGE_MISTAKES = [
             lambda r, g, k: _advantages_with(r, g, k, dr_grpo_std=True)),
 ]
 
+def _with_eps(eps, in_root=False):
+    return lambda r, g, k: _advantages_with(r, g, k, eps=eps, eps_in_root=in_root)
+
+
+ADVANTAGE_CONVENTIONS = [
+    Convention("another epsilon added to the std (verl's GRPO uses 1e-6; 1e-8 and 1e-9 are common too)",
+               "the same as the library's (TRL's 1e-4) unless a group's rewards barely differ (a std below "
+               "about 1e-3): a smaller epsilon then blows their differences up further, towards +-1.22 "
+               "for a group of 4.",
+               _with_eps(1e-6), variants=tuple(_with_eps(e) for e in (1e-8, 1e-9, 1e-5, 1e-3))),
+    Convention("epsilon under the square root, (R - mean) / sqrt(var + eps), as whiten does",
+               "the same as the library's unless a group's rewards barely differ (a std near sqrt(eps)), "
+               "where the two damp them differently; both give 0 when a group's rewards are all equal.",
+               _with_eps(1e-4, True), variants=tuple(_with_eps(e, True) for e in (1e-6, 1e-8))),
+]
+
 ADVANTAGE_EXERCISE = Exercise(
     function_name="group_advantages",
     reference=grpo.group_advantages,
@@ -215,7 +217,9 @@ ADVANTAGE_EXERCISE = Exercise(
             "dr_grpo: R - mean; rloo: R - (sum - R) / (G - 1); mean, std and sum over each group",
     make_cases=_advantage_cases,
     mistakes=ADVANTAGE_MISTAKES,
+    conventions=ADVANTAGE_CONVENTIONS,
     output_names=("advantages",),
+    points=3,
 )
 
 
@@ -308,6 +312,7 @@ TOKEN_EXERCISE = Exercise(
     mistakes=TOKEN_MISTAKES,
     output_names=("token_advantages",),
     mask_arg="response_mask",
+    points=1,
 )
 
 

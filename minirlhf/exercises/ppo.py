@@ -17,6 +17,7 @@ import torch
 from minirlhf import ppo
 from minirlhf.exercises.checking import (
     Case,
+    Convention,
     Exercise,
     Mistake,
     random_layout,
@@ -162,6 +163,7 @@ REWARD_EXERCISE = Exercise(
     mistakes=REWARD_MISTAKES,
     output_names=("rewards",),
     mask_arg="response_mask",
+    points=2,
 )
 
 
@@ -299,11 +301,6 @@ GAE_MISTAKES = [
             "from later rewards back to earlier tokens.",
             "loop over t in reversed(range(T)), carrying A_{t+1}.",
             _gae_forward),
-    Mistake("returns are the rewards-to-go",
-            "the returns are the discounted sums of rewards; minirlhf's critic regresses on the "
-            "lambda-returns R_t = A_t + V_t (as TRL's does).",
-            "returns = advantages + values (on response tokens).",
-            _rewards_to_go),
     Mistake("returns without the values",
             "the returns equal the advantages: the critic would learn to predict how much better than "
             "itself it was, not the value.",
@@ -320,6 +317,14 @@ GAE_MISTAKES = [
             _whitened_gae),
 ]
 
+GAE_CONVENTIONS = [
+    Convention("returns as the discounted rewards-to-go, as Spinning Up's PPO trains its critic",
+               "the advantages are the same; the critic's target is sum_k gamma^k r_(t+k), not the "
+               "lambda-return A + V. The two agree when lam = 1; with lam < 1 the lambda-return leans on "
+               "the critic's own estimates (less variance, some bias).",
+               _rewards_to_go),
+]
+
 GAE_EXERCISE = Exercise(
     function_name="gae",
     reference=ppo.gae,
@@ -328,8 +333,10 @@ GAE_EXERCISE = Exercise(
             "A_t = delta_t + gamma * lam * A_{t+1}; returns = A + V; zero outside the response",
     make_cases=_gae_cases,
     mistakes=GAE_MISTAKES,
+    conventions=GAE_CONVENTIONS,
     output_names=("advantages", "returns"),
     mask_arg="response_mask",
+    points=3,
 )
 
 
@@ -377,13 +384,16 @@ def _whiten_cases() -> list[Case]:
 
 
 def _whiten_with(values, mask, shift_mean, *, var_fn, keep_padding=False, use_mask=True, root=True,
-                 subtract=True, eps=1e-8, eps_inside=True):
-    """The library's whitening, with switches for the usual slips (defaults = the right answer)."""
+                 subtract=True, eps=1e-8, eps_inside=True, floor=False):
+    """The library's whitening, with switches for the usual slips and the accepted conventions
+    (defaults = the library's answer). ``floor``: the variance clamped from below at ``eps``."""
     m = mask if use_mask else torch.ones_like(mask)
     mean = _mean(values, m)
     var = var_fn(values, m, mean)
     if not root:
         scale = var + eps
+    elif floor:
+        scale = var.clamp(min=eps).sqrt()
     elif eps_inside:
         scale = (var + eps).sqrt()
     else:
@@ -413,42 +423,69 @@ WHITEN_MISTAKES = [
             "the mean and the variance are taken over every position, padding included, so they "
             "depend on how much padding the batch happens to have.",
             "compute them over the positions where the mask is 1 only.",
-            lambda v, m, s: _whiten_with(v, m, s, var_fn=_biased, use_mask=False)),
-    Mistake("unbiased variance (n - 1)",
-            "the variance is divided by n - 1 (the default of torch.var and torch.std), minirlhf's "
-            "(like TRL's) by n; on short responses the difference shows.",
-            "use the biased variance: mean((x - mean)**2) over real tokens, or "
-            "torch.var(x[mask.bool()], unbiased=False).",
-            lambda v, m, s: _whiten_with(v, m, s, var_fn=_unbiased)),
+            lambda v, m, s: _whiten_with(v, m, s, var_fn=_biased, use_mask=False),
+            variants=(lambda v, m, s: _whiten_with(v, m, s, var_fn=_unbiased, use_mask=False),)),
     Mistake("divided by the variance, not the standard deviation",
             "the values are divided by var instead of sqrt(var), so the result does not have "
             "variance 1.",
             "divide by the square root of the variance.",
-            lambda v, m, s: _whiten_with(v, m, s, var_fn=_biased, root=False)),
-    Mistake("epsilon outside the square root",
-            "the values are divided by std + 1e-8 instead of sqrt(var + 1e-8): the same when the "
-            "advantages are spread out, but when they are nearly equal the 1e-8 under the root is "
-            "what keeps the result from blowing up noise into +-1 values.",
-            "add the 1e-8 to the variance, then take the square root: (x - mean) / sqrt(var + 1e-8).",
-            lambda v, m, s: _whiten_with(v, m, s, var_fn=_biased, eps_inside=False)),
+            lambda v, m, s: _whiten_with(v, m, s, var_fn=_biased, root=False),
+            variants=(lambda v, m, s: _whiten_with(v, m, s, var_fn=_unbiased, root=False),)),
     Mistake("epsilon missing",
             "the values are divided by the bare standard deviation: nearly equal advantages are blown up "
             "to +-1, and exactly equal ones give 0 / 0 = nan.",
             "divide by sqrt(var + 1e-8).",
-            lambda v, m, s: _whiten_with(v, m, s, var_fn=_biased, eps=0.0)),
+            lambda v, m, s: _whiten_with(v, m, s, var_fn=_biased, eps=0.0),
+            variants=(lambda v, m, s: _whiten_with(v, m, s, var_fn=_unbiased, eps=0.0),)),
     Mistake("mean not subtracted",
             "the values are only scaled: their mean stays where it was.",
             "subtract the mean first (with shift_mean=False, add it back at the end).",
-            lambda v, m, s: _whiten_with(v, m, s, var_fn=_biased, subtract=False)),
+            lambda v, m, s: _whiten_with(v, m, s, var_fn=_biased, subtract=False),
+            variants=(lambda v, m, s: _whiten_with(v, m, s, var_fn=_unbiased, subtract=False),)),
     Mistake("shift_mean ignored",
             "with shift_mean=False the mean should come back after scaling; the function always "
             "removes it.",
             "if not shift_mean: add the mean back after dividing by the standard deviation.",
-            lambda v, m, s: _whiten_with(v, m, True, var_fn=_biased)),
+            lambda v, m, s: _whiten_with(v, m, True, var_fn=_biased),
+            variants=(lambda v, m, s: _whiten_with(v, m, True, var_fn=_unbiased),)),
     Mistake("padding not zeroed",
             "the padding positions come out with (meaningless) nonzero values.",
             "multiply the result by the mask.",
-            lambda v, m, s: _whiten_with(v, m, s, var_fn=_biased, keep_padding=True)),
+            lambda v, m, s: _whiten_with(v, m, s, var_fn=_biased, keep_padding=True),
+            variants=(lambda v, m, s: _whiten_with(v, m, s, var_fn=_unbiased, keep_padding=True),)),
+]
+
+EPSILONS = (1e-8, 1e-6, 1e-5)
+"""The epsilons of the whitening conventions accepted (1e-8 is the library's and most libraries')."""
+
+
+def _whitenings(**switches) -> tuple:
+    """One whitening per epsilon of :data:`EPSILONS`, with the given switches."""
+    return tuple((lambda v, m, s, e=e: _whiten_with(v, m, s, eps=e, **switches)) for e in EPSILONS)
+
+
+_STD_PLUS_EPS = (_whitenings(var_fn=_unbiased, eps_inside=False)
+                 + _whitenings(var_fn=_biased, eps_inside=False))
+_UNBIASED = _whitenings(var_fn=_unbiased) + _whitenings(var_fn=_unbiased, floor=True)
+_OTHER_EPS = _whitenings(var_fn=_biased)[1:] + _whitenings(var_fn=_biased, floor=True)
+
+WHITEN_CONVENTIONS = [
+    Convention("epsilon added to the standard deviation, (x - mean) / (std + 1e-8), as CleanRL and "
+               "Stable-Baselines3 do",
+               "the same as the library's (x - mean) / sqrt(var + 1e-8) unless the values are nearly equal "
+               "(a variance near 1e-8), where the library's epsilon under the root damps them more; both "
+               "give 0 when all are equal. With torch's std, which divides by n - 1 as those libraries' "
+               "do, every value is also sqrt((n - 1) / n) times the library's: 13% smaller on 4 real "
+               "tokens, under 0.2% on the few hundred real tokens of a PPO batch.",
+               _STD_PLUS_EPS[0], variants=_STD_PLUS_EPS[1:]),
+    Convention("the unbiased variance, divided by n - 1, as TRL's masked_whiten and torch.var's default",
+               "every value is sqrt((n - 1) / n) times the library's (which divides by n): 13% smaller "
+               "on 4 real tokens, under 0.2% on the few hundred real tokens of a PPO batch; both whiten.",
+               _UNBIASED[0], variants=_UNBIASED[1:]),
+    Convention("another epsilon (1e-6 or 1e-5), or the variance floored at epsilon",
+               "the same as the library's unless the values are nearly equal (a variance near epsilon), "
+               "where a larger epsilon damps them more.",
+               _OTHER_EPS[0], variants=_OTHER_EPS[1:]),
 ]
 
 WHITEN_EXERCISE = Exercise(
@@ -459,8 +496,10 @@ WHITEN_EXERCISE = Exercise(
             "add the mean back if not shift_mean; 0 where mask = 0",
     make_cases=_whiten_cases,
     mistakes=WHITEN_MISTAKES,
+    conventions=WHITEN_CONVENTIONS,
     output_names=("whitened",),
     mask_arg="mask",
+    points=2,
 )
 
 
@@ -592,13 +631,21 @@ LOSS_MISTAKES = [
             "the loss is summed over tokens, so its size (and the step size) grows with the batch.",
             "average over real tokens: sum(x * mask) / sum(mask).",
             lambda lp, old, a, m, c: (torch.maximum(*_surrogate(lp, old, a, c)) * m).sum()),
-    Mistake("mean of per-sequence means",
-            "each response's tokens are averaged first, then the responses: a token of a short "
-            "response weighs more than one of a long response. (Some implementations do this on "
-            "purpose; minirlhf, like TRL's PPO, averages over all the real tokens of the batch.)",
-            "one mean over every real token of the batch: sum(x * mask) / sum(mask).",
-            lambda lp, old, a, m, c: ((torch.maximum(*_surrogate(lp, old, a, c)) * m).sum(-1)
-                                      / m.sum(-1)).mean()),
+]
+
+
+def _per_sequence_mean(lp, old, a, m, c):
+    losses = torch.maximum(*_surrogate(lp, old, a, c)) * m
+    return (losses.sum(-1) / m.sum(-1)).mean()
+
+
+LOSS_CONVENTIONS = [
+    Convention("the mean of each response's token mean, as OpenRLHF's policy loss (and verl's "
+               "'seq-mean-token-mean') takes it",
+               "the same as the library's mean over every real token of the batch when the responses are "
+               "equally long; otherwise each response weighs the same, so a token of a short response "
+               "weighs more than one of a long response.",
+               _per_sequence_mean),
 ]
 
 LOSS_EXERCISE = Exercise(
@@ -609,9 +656,11 @@ LOSS_EXERCISE = Exercise(
             "-A * clip(ratio, 1 - clip_range, 1 + clip_range))",
     make_cases=_loss_cases,
     mistakes=LOSS_MISTAKES,
+    conventions=LOSS_CONVENTIONS,
     output_names=("loss",),
     grad_args=("logprobs",),
     mask_arg="mask",
+    points=3,
 )
 
 

@@ -96,6 +96,7 @@ EXERCISE = Exercise(
     make_cases=_cases,
     mistakes=MISTAKES,
     grad_args=("chosen_scores", "rejected_scores"),
+    points=2,
 )
 
 

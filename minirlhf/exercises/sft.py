@@ -143,6 +143,7 @@ EXERCISE = Exercise(
     mistakes=MISTAKES,
     grad_args=("logprobs",),
     mask_arg="response_mask",
+    points=2,
 )
 
 
