@@ -62,7 +62,7 @@ OTTER_REQUIREMENT = "otter-grader>=7,<8"
 def assert_check_passes(function_name: str, student_fn) -> None:
     """Otter's test of one exercise: raise ``AssertionError`` with minirlhf's feedback unless
     ``student_fn`` passes the check of ``function_name`` (a key of
-    :data:`~minirlhf.exercises.EXERCISES`). A missing function or the TODO stub fails with a sentence
+    ``minirlhf.exercises.EXERCISES``). A missing function or the TODO stub fails with a sentence
     that says so."""
     exercise = EXERCISES[function_name]
     if student_fn is None:
