@@ -241,7 +241,8 @@ class Watch:
         return {"kl_coefficient": ((x * y).sum() / (x * x).sum()).item()}
 
     def _read_ppo_policy_loss(self, args, output):
-        lp, old, adv, mask = (args.get(k) for k in ("logprobs", "old_logprobs", "advantages", "mask"))
+        lp, old, adv = (args.get(k) for k in ("logprobs", "old_logprobs", "advantages"))
+        mask = args.get("weights", args.get("mask"))  # the library's name, or exercise 4's
         if not all(torch.is_tensor(t) for t in (lp, old, adv, mask)):
             return {}
         rollout = self.rollout_batch or {}
@@ -455,7 +456,7 @@ def check_old_logprobs(watch: Watch) -> Probe:
     calls = [c for c in watch.calls_of("ppo_policy_loss") if c.facts]
     if not calls:
         probe.detail = ("Could not check: the loop never called ppo_policy_loss(logprobs, old_logprobs, "
-                        "advantages, mask, clip_range) (the library's, or your own of that name).")
+                        "advantages, weights, clip_range) (the library's, or your own of that name).")
         return probe
     if any(c.facts["old_grad"] for c in calls):
         return _fail(probe, "old log-probs carry gradient",
