@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -27,6 +26,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from demo import cpu_model  # noqa: E402  (benchmarks/demo.py: the CPU named the same way)
 
 BUSY_LOOP = """
 import torch
@@ -35,17 +37,6 @@ a, b = torch.randn(512, 512), torch.randn(512, 512)
 while True:
     a = torch.tanh(a @ b)
 """
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux), or what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load_average() -> list[float] | None:

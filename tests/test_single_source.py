@@ -113,11 +113,15 @@ def test_a_result_role_reads_the_file_and_refuses_what_it_cannot_read():
             run_results.result(bad)
 
 
-def _make_readme():
-    spec = importlib.util.spec_from_file_location("make_readme", ROOT / "scripts" / "make_readme.py")
+def _load_script(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _make_readme():
+    return _load_script(ROOT / "scripts" / "make_readme.py")
 
 
 def test_the_readme_is_what_the_script_writes():
@@ -164,13 +168,6 @@ def test_the_results_page_claims_hold_for_its_label_budget_runs():
     assert at[("Online DPO", budgets[-1])] > 0.9 * at[("PPO-RM", budgets[-1])]
     assert at[("Online DPO", budgets[-2])] < 0.8 * at[("PPO-RM", budgets[-2])]
     assert at[("DPO", budgets[-1])] < 0.6 * at[("PPO-RM", budgets[-1])]
-
-
-def _load_script(path: Path):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_every_figure_the_readme_and_the_results_page_show_is_drawn_from_the_current_results(tmp_path):
