@@ -37,7 +37,7 @@ from minirlhf.optimum import ExactEvaluator, with_outside
 from minirlhf.ppo import PPOConfig, train_ppo
 from minirlhf.preferences import default_preferences
 from minirlhf.pipeline import train_default_reward_model
-from minirlhf.models import load_base_model
+from minirlhf.saved_models import load_base_model
 
 ROOT = Path(__file__).resolve().parents[1]
 PPO_STEPS = None  # None: PPOConfig's default; --ppo-steps sets it for a smoke run

@@ -41,7 +41,7 @@ import torch  # noqa: E402
 
 from minirlhf import world  # noqa: E402
 from minirlhf.dpo import DPOConfig, train_dpo  # noqa: E402
-from minirlhf.models import load_base_model  # noqa: E402
+from minirlhf.saved_models import load_base_model  # noqa: E402
 from minirlhf.online_dpo import OnlineDPOConfig, train_online_dpo  # noqa: E402
 from minirlhf.optimum import ExactEvaluator  # noqa: E402
 from minirlhf.pipeline import train_default_reward_model  # noqa: E402

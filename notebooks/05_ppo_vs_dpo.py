@@ -64,7 +64,7 @@ from minirlhf import world
 from minirlhf.compare import (PLAIN_DPO, frontier_curve, frontier_efficiency, offpolicy_preferences,
                               optimal_reward_at_kl, unseen_mass)
 from minirlhf.dpo import DPOConfig, train_dpo
-from minirlhf.models import load_base_model
+from minirlhf.saved_models import load_base_model
 from minirlhf.optimum import ExactEvaluator
 from minirlhf.plots import plot_distributions, plot_frontier, plot_labels_paid
 from minirlhf.preferences import default_preferences

@@ -139,7 +139,7 @@ def test_the_readme_is_a_short_front_door():
 def test_the_readme_figure_shows_the_shipped_model_and_the_current_results():
     """The data behind the figure are the results file's, and the results file's SFT probabilities
     are the shipped model's, computed exactly now."""
-    from minirlhf.models import load_base_model
+    from minirlhf.saved_models import load_base_model
     from minirlhf.optimum import ExactEvaluator, with_outside
     from minirlhf.world import make_prompt
 
@@ -192,7 +192,7 @@ def test_every_figure_the_readme_and_the_results_page_show_is_drawn_from_the_cur
 def test_the_frontier_in_the_results_is_the_shipped_models():
     """frontier.json's exact curve (the line of the frontier figure) is the shipped SFT model's."""
     from minirlhf.compare import frontier_curve
-    from minirlhf.models import load_base_model
+    from minirlhf.saved_models import load_base_model
     from minirlhf.optimum import ExactEvaluator
     from minirlhf.world import TRAIN_COUNTRIES, make_prompt
 
