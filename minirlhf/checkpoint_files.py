@@ -35,8 +35,9 @@ CHECKPOINT_INFO = "minirlhf.json"
 SAVED_FILE_NAMES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
                            "tokenizer_config.json", "special_tokens_map.json", "reward_model.json",
                            "sft_history.json"}
-"""The files a save writes before :data:`CHECKPOINT_INFO` (``save_pretrained``'s, a reward model's own file,
-SFT's history): all that a folder left by a killed save may hold, so that cleaning it up deletes nothing else."""
+"""The files a save writes before :data:`CHECKPOINT_INFO` (``save_pretrained``'s, a reward model's own
+file, SFT's history): all that a folder left by a killed save may hold, so that cleaning it up deletes
+nothing else."""
 
 
 def _old(path: Path) -> Path:

@@ -364,7 +364,8 @@ def test_a_damaged_minirlhf_json_is_named(tiny_checkpoint):
     with pytest.raises(ValueError, match="minirlhf.json is damaged.*save the model again into a new folder"):
         load_model(path)
     before = snapshot(path)
-    with pytest.raises(FileExistsError, match="minirlhf did not write"):  # a damaged record vouches for no file
+    # a damaged record vouches for no file: the folder is the user's to clear
+    with pytest.raises(FileExistsError, match="minirlhf did not write"):
         save_model(*build_tiny_gpt(seed=2), path)
     assert_kept(before, path)
     load_model(save_model(*build_tiny_gpt(seed=2), path.parent / "new"))
