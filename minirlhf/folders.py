@@ -38,7 +38,8 @@ class OwnedFolder:
     the record can be replaced or removed, and only names that ``may_write`` accepts.
 
     ``subfolders``: names of folders inside that another check vouches for (a checkpoint folder,
-    see :func:`check_save_target`), with what killed saves of them leave beside them.
+    see :func:`~minirlhf.checkpoint_files.check_save_target`), with what killed saves of them leave
+    beside them.
     """
 
     LOCK = ".minirlhf.lock"
@@ -132,7 +133,7 @@ class OwnedFolder:
         return self._stat is not None
 
     def lock(self) -> RunLock:
-        """The lock that keeps a second run out of this folder (see :class:`RunLock`)."""
+        """The lock that keeps a second run out of this folder (see :class:`~minirlhf.files.RunLock`)."""
         return RunLock(self.path / self.LOCK, f"into {str(self.path)!r}")
 
     def _still_the_folder(self) -> None:

@@ -130,7 +130,7 @@ def sequence_logprobs(model, batch: dict[str, torch.Tensor], temperature: float 
     """Summed log-prob of each response, log pi(y | x) = sum_t log pi(y_t | x, y_<t). Shape (B,).
 
     ``batch`` holds ``input_ids``, ``attention_mask`` and ``response_mask`` as made by
-    :func:`encode_prompt_response` or :func:`generate`. Prompt and padding are masked out.
+    :func:`encode_prompt_response` or :func:`~minirlhf.sampling.generate`. Prompt and padding are masked out.
     """
     logp = token_logprobs(model, batch["input_ids"], batch["attention_mask"], temperature)
     return (logp * batch["response_mask"]).sum(-1)

@@ -52,7 +52,7 @@ def build_tiny_gpt(tokenizer: PreTrainedTokenizerFast | None = None, seed: int =
 
 TOKENIZER_STAMP = "minirlhf_tokenizer_sha256"
 """The attribute of a model's config that holds the fingerprint of the tokenizer its weights read
-(set by :func:`build_tiny_gpt` and :func:`load_model`, saved in ``config.json``)."""
+(set by :func:`build_tiny_gpt` and :func:`~minirlhf.saved_models.load_model`, saved in ``config.json``)."""
 
 
 def stamp_tokenizer(model, tokenizer) -> None:

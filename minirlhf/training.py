@@ -22,7 +22,7 @@ def seed_everything(seed: int) -> torch.Generator:
     """Seed Python and torch, and return a CPU ``torch.Generator`` seeded with ``seed``.
 
     Pass the generator to sampling code so that the same seed gives the same numbers. A seed outside
-    0 to 2**63 - 1 (what torch takes) is refused with a message (see :func:`check_seed`).
+    0 to 2**63 - 1 (what torch takes) is refused with a message (see :func:`~minirlhf.checks.check_seed`).
     """
     check_seed(seed, maximum=2**63 - 1)  # seeds derived in a run (seed + step) may pass 2**32 - 1
     random.seed(seed)
