@@ -21,7 +21,8 @@ import numpy as np
 from scipy.optimize import nnls
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ["01_sft_tiny_gpt", "02_reward_model", "03_ppo_with_kl", "04_dpo", "05_ppo_vs_dpo", "06_beyond_ppo"]
+NOTEBOOKS = ["01_sft_tiny_gpt", "02_reward_model", "03_ppo_with_kl", "04_dpo", "05_ppo_vs_dpo",
+             "06_beyond_ppo"]
 
 # One student's careful first read (minutes), and the notebooks' prose words and code lines then
 # (counted by ``counts`` at commit cfb979a).
@@ -69,8 +70,9 @@ def main() -> None:
     print(f"01-05 together: ~{core:.0f} min; rates {per_word * 1000:.1f} min per 1000 words, "
           f"{per_line * 100:.1f} min per 100 code lines")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rates": {"minutes_per_word": per_word, "minutes_per_code_line": per_line},
-                                               "notebooks": table, "core_01_05_minutes": round(core, 1)}, indent=1) + "\n")
+        result = {"rates": {"minutes_per_word": per_word, "minutes_per_code_line": per_line},
+                  "notebooks": table, "core_01_05_minutes": round(core, 1)}
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":

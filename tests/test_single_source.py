@@ -203,3 +203,14 @@ def test_the_frontier_in_the_results_is_the_shipped_models():
     assert len(now) == len(stored)
     for old, new in zip(stored, now):
         assert abs(old["kl"] - new["kl"]) < 2e-3 and abs(old["reward"] - new["reward"]) < 2e-3, (old, new)
+
+
+@pytest.mark.parametrize("name", ["frontier", "label_budget"])
+def test_the_runs_notebook_05_reads_are_the_current_results(name):
+    from minirlhf import cached_runs
+
+    assert cached_runs.load(name) == json.loads((run_results.RESULTS / f"{name}.json").read_text()), (
+        f"minirlhf/cached_runs/{name}.json differs from benchmarks/results/{name}.json: rerun the "
+        f"benchmark with --notebook-cache")
+    with pytest.raises(ValueError, match="cached runs are"):
+        cached_runs.load("frontier.json")
