@@ -263,3 +263,43 @@ def test_kto_loss_equals_trls():
         assert z0 > 0  # the reference point is in play
         # TRL puts desirable answers first, then undesirable; the mean is the same
         torch.testing.assert_close(losses.mean(), theirs)
+
+
+# ----------------------------------------------------------------------------------------------
+# The trainers run with the options (a few steps on the shipped model)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_a_dapo_run_drops_equal_groups_and_moves_the_policy(base):
+    import copy
+
+    from minirlhf.grpo import train_grpo
+    from minirlhf.optimum import ExactEvaluator
+
+    ref, tokenizer = base
+    prompts = world.prompts("train")[:4]
+    evaluator = ExactEvaluator(ref, tokenizer, prompts)
+    config = GRPOConfig(steps=3, kl="loss", loss_type="dapo", epsilon_high=0.28, dynamic_sampling=True,
+                        mask_truncated_completions=True, soft_punish_cache=4, prompts_per_step=4, epochs=1,
+                        eval_every=0, progress=False)
+    policy, history = train_grpo(copy.deepcopy(ref), ref, tokenizer, prompts, config)
+    assert all(0 <= h["groups_kept"] <= 1 for h in history)
+    assert any("policy/clipfrac" in h for h in history)  # at least one step had a group to learn from
+    assert evaluator.evaluate(policy, 0.1)["kl"] > 0
+
+
+def test_a_kto_run_learns_from_thumbs(base):
+    import copy
+
+    from minirlhf.kto import train_kto, unpaired_feedback
+    from minirlhf.optimum import ExactEvaluator
+
+    ref, tokenizer = base
+    prompts = world.prompts("train")[:4]
+    data = unpaired_feedback(ref, tokenizer, prompts, 16, world.SimulatedRater(seed=0))
+    assert len(data) == 64 and 0 < sum(data["label"]) < 64
+    evaluator = ExactEvaluator(ref, tokenizer, prompts)
+    policy, history = train_kto(copy.deepcopy(ref), ref, tokenizer, data,
+                                KTOConfig(epochs=3, batch_size=16, progress=False),
+                                evaluate=lambda step, model: evaluator.evaluate(model, 0.1))
+    assert len(history) == 1 + 3 * 4 and history[-1]["attainment"] > history[0]["attainment"]
