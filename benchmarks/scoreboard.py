@@ -216,6 +216,22 @@ def save_figure(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def merge(files: list[Path], out: Path) -> int:
+    """One results file from several (e.g. of processes run side by side on different variants): the
+    runs of all, the settings of the first, the machine's load of each."""
+    parts = [json.loads(f.read_text()) for f in files]
+    result = {**parts[0], "runs": [r for part in parts for r in part["runs"]]}
+    result["machine"] = {**parts[0]["machine"], "processes_side_by_side": len(parts),
+                         "load_average_at_end": [part["machine"]["load_average_at_end"] for part in parts]}
+    result["budget"] = {k: next((p["budget"][k] for p in parts if p["budget"].get(k) is not None), None)
+                        for k in parts[0]["budget"]}
+    result["summary"] = summarise(result["runs"])
+    out.write_text(json.dumps(result, indent=1))
+    save_figure(result, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')} from {len(files)} files")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
@@ -228,7 +244,11 @@ def main(argv=None) -> int:
     parser.add_argument("--keep-others", action="store_true",
                         help="keep the stored runs of every (variant, impl, seed) not run now")
     parser.add_argument("--out", type=Path, default=RESULTS / "scoreboard.json")
+    parser.add_argument("--merge", nargs="+", type=Path, default=None,
+                        help="only merge these results files (runs of parallel processes) into --out")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out)
     torch.set_num_threads(args.threads)
     load_at_start = list(os.getloadavg())
     ref, tokenizer = load_base_model()
