@@ -10,6 +10,8 @@ GRPO's defaults only in the fields :data:`VARIANTS` lists, and train for ``--ste
 with the true reward; the preference methods learn offline from labels the simulated rater gives once:
 DPO and SimPO from the default pairs (:func:`minirlhf.preferences.default_preferences`), KTO from one
 thumbs label per answer, as many labels as DPO's pairs (:func:`minirlhf.kto.unpaired_feedback`).
+SimPO keeps DPOConfig's NLL term (``rpo_alpha``), as TRL's ``CPOConfig(loss_type="simpo")`` keeps its
+``cpo_alpha=1``: "CPO-SimPO".
 
 Per run: the exact attainment, true reward, KL(pi || pi_ref) and mass off the candidate set on the
 training and the held-out countries (:class:`minirlhf.optimum.ExactEvaluator`); the expected answer
@@ -75,7 +77,7 @@ VARIANTS: dict[str, tuple[str, dict, str]] = {
     "cispo": ("grpo", {"loss_type": "cispo", "epsilon_high": 5.0},
               "PPO's clip dropping the gradient of rare tokens"),
     "dpo": ("dpo", {}, "RL's sampling and reward model (the article's method, offline)"),
-    "simpo": ("dpo", {"loss_type": "simpo", "rpo_alpha": 0.0},
+    "simpo": ("dpo", {"loss_type": "simpo"},
               "the reference model's cost and DPO's length bias (reference-free, per-token reward)"),
     "kto": ("kto", {}, "the cost of paired labels (one thumbs label per answer)"),
 }
@@ -236,7 +238,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=100, help="steps of the critic-free variants")
+    parser.add_argument("--steps", type=int, default=40, help="steps of the critic-free variants (a short budget)")
     parser.add_argument("--trl", action="store_true", help="run TRL's GRPOTrainer per loss_type (and the "
                         "same config in minirlhf) instead of the minirlhf variants")
     parser.add_argument("--trl-loss-types", nargs="+", default=list(TRL_LOSS_TYPES), choices=TRL_LOSS_TYPES)
