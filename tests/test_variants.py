@@ -303,3 +303,30 @@ def test_a_kto_run_learns_from_thumbs(base):
                                 KTOConfig(epochs=3, batch_size=16, progress=False),
                                 evaluate=lambda step, model: evaluator.evaluate(model, 0.1))
     assert len(history) == 1 + 3 * 4 and history[-1]["attainment"] > history[0]["attainment"]
+
+
+# ----------------------------------------------------------------------------------------------
+# The scoreboard's figure is what its results draw
+# ----------------------------------------------------------------------------------------------
+
+
+def test_the_scoreboard_figure_is_drawn_from_the_current_results(tmp_path):
+    """The figure on docs/variants.md, redrawn from scoreboard.json by the script that wrote both,
+    matches the stored one; and the results hold every variant of the script at its seeds."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from matplotlib.testing.compare import compare_images
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("scoreboard", root / "benchmarks" / "scoreboard.py")
+    scoreboard = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scoreboard)
+    stored = root / "benchmarks" / "results" / "scoreboard.json"
+    result = json.loads(stored.read_text())
+    ours = {row["variant"]: row["seeds"] for row in result["summary"] if row["impl"] == "minirlhf"}
+    assert ours == {name: result["seeds_per_variant"] for name in scoreboard.VARIANTS}
+    scoreboard.save_figure(result, tmp_path / "s.png")
+    assert compare_images(str(stored.with_suffix(".png")), str(tmp_path / "s.png"), tol=1) is None, \
+        "benchmarks/results/scoreboard.png is not what scoreboard.json draws now: rerun --merge"
