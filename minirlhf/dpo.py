@@ -86,7 +86,7 @@ def preference_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: to
       eq. 6), ``simpo_gamma`` = gamma: no reference model, each answer's *mean* token log-prob as its
       reward, and a target margin gamma, ``L = -log sigmoid(beta * (log pi(y_w)/|y_w| - log pi(y_l)/|y_l|)
       - gamma)`` (with ``label_smoothing`` as conservative DPO's). The reference log-probs are ignored
-      (may be None); ``chosen_tokens``, ``rejected_tokens`` (B,) are |y_w|, |y_l|. It is TRL 1.16's
+      (may be None); ``chosen_tokens``, ``rejected_tokens`` (B,) are ``|y_w|``, ``|y_l|``. It is TRL 1.16's
       ``CPOTrainer(loss_type="simpo", cpo_alpha=0)`` (tested); its DPOTrainer has no SimPO.
 
     Returns ``(losses, chosen_rewards, rejected_rewards)``, each (B,): the loss of each pair (the

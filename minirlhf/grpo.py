@@ -185,7 +185,8 @@ def cispo_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, logprobs: tor
 
 def aggregate_loss(per_token: torch.Tensor, response_mask: torch.Tensor, loss_type: str,
                    max_tokens: int | None = None, tokens_per_minibatch: float | None = None) -> torch.Tensor:
-    """The per-token losses (B, T) (or (B, 1), broadcast) to one number, as TRL 1.16's ``loss_type``::
+    """The per-token losses ``l`` (B, T), or (B, 1) broadcast, to one number, as TRL 1.16's
+    ``loss_type`` does (``m`` the response mask)::
 
         grpo     mean_i [ sum_t m_it l_it / |y_i| ]           every answer weighs the same (length bias)
         bnpo     sum_it m_it l_it / sum_it m_it               every token of the minibatch the same
@@ -269,7 +270,7 @@ def soft_overlong_punishment(lengths: torch.Tensor, max_tokens: int, cache: int)
 
 
 def varied_groups(rewards: torch.Tensor, group_size: int, tol: float = 1e-6) -> torch.Tensor:
-    """DAPO's dynamic sampling (Yu et al. 2025, eq. 11, "0 < |{correct}| < G"): which groups of
+    """DAPO's dynamic sampling (Yu et al. 2025, eq. 11, ``0 < |{correct}| < G``): which groups of
     ``group_size`` consecutive rewards (B,) are *not* all equal, (B / G,) bool. A group whose answers all
     score the same has advantages 0: it adds nothing but noise (its KL term) and dilutes the batch."""
     groups = rewards.view(-1, group_size)
