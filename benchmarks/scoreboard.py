@@ -209,8 +209,10 @@ def save_figure(result: dict, path: Path) -> None:
     ax.set_xlim(0, max(max(r["train_kl_median"] for r in rows), star["kl"]) * 1.15)
     ax.set_xlabel("KL(pi || pi_ref), exact (training countries)")
     ax.set_ylabel("E_pi[true reward], exact")
-    ax.set_title(f"Every variant at beta {result['beta']}, median of {result['seeds_per_variant']} seeds, "
-                 f"{result['budget']['grpo_steps']} steps")
+    trl_seeds = sorted({r["seed"] for r in result["runs"] if r["impl"] != "minirlhf"})
+    ax.set_title(f"Every variant at beta {result['beta']}: medians of {result['seeds_per_variant']} seeds"
+                 + (f" (TRL and its minirlhf pair: seed {', '.join(map(str, trl_seeds))})" if trl_seeds else "")
+                 + f", {result['budget']['grpo_steps']} steps", fontsize=9)
     ax.legend(fontsize=6.5, ncol=2, loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
