@@ -33,12 +33,12 @@ import torch
 from minirlhf import world
 from minirlhf.compare import PLAIN_DPO
 from minirlhf.dpo import DPOConfig, dpo_step, train_dpo
-from minirlhf.logprobs import encode_pairs, reference_logps
+from minirlhf.pairs import encode_pairs, reference_logps
 from minirlhf.online_dpo import OnlineDPOConfig, train_online_dpo
-from minirlhf.models import frozen_blocks, fused_gelu
+from minirlhf.training import frozen_blocks, fused_gelu
 from minirlhf.optimum import ExactEvaluator
 from minirlhf.preferences import default_preferences
-from minirlhf.models import load_base_model
+from minirlhf.saved_models import load_base_model
 
 
 def step_seconds(ref, tokenizer, data, batch_size: int = 16, repeats: int = 30) -> float:

@@ -14,7 +14,7 @@ reference, and PPO-GT, with the probability each moves onto responses no pair co
 points, its France distribution, its off-policy row) from the existing ``frontier.json``.
 
 Writes ``benchmarks/results/frontier.json``, ``.md`` and ``.png`` (the README's figure); with
-``--notebook-cache`` also the cache that notebook 05 reads (``notebooks/data/frontier.json``).
+``--notebook-cache`` also the cache that notebook 05 reads (``minirlhf/cached_runs/frontier.json``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from minirlhf.optimum import ExactEvaluator, with_outside
 from minirlhf.ppo import PPOConfig, train_ppo
 from minirlhf.preferences import default_preferences
 from minirlhf.pipeline import train_default_reward_model
-from minirlhf.models import load_base_model
+from minirlhf.saved_models import load_base_model
 
 ROOT = Path(__file__).resolve().parents[1]
 PPO_STEPS = None  # None: PPOConfig's default; --ppo-steps sets it for a smoke run
@@ -221,7 +221,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["PPO-GT", "PPO-RM", "DPO", "Online DPO"])
     parser.add_argument("--offpolicy-beta", type=float, default=0.1)
     parser.add_argument("--notebook-cache", action="store_true",
-                        help="also write notebooks/data/frontier.json for notebook 05")
+                        help="also write minirlhf/cached_runs/frontier.json for notebook 05")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--keep-others", action="store_true",
                         help="rerun only --methods, keep the other methods' results from frontier.json")
@@ -249,9 +249,7 @@ def main() -> None:
     save_figure(result, out / "frontier.png")
     print(table)
     if args.notebook_cache:
-        cache = ROOT / "notebooks" / "data"
-        cache.mkdir(parents=True, exist_ok=True)
-        (cache / "frontier.json").write_text(json.dumps(result, indent=1))
+        (ROOT / "minirlhf" / "cached_runs" / "frontier.json").write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ import torch  # noqa: E402
 from minirlhf import world  # noqa: E402
 from minirlhf.evaluation import exact_metrics  # noqa: E402
 from minirlhf.grpo import GRPOConfig, train_grpo  # noqa: E402
-from minirlhf.models import load_base_model  # noqa: E402
+from minirlhf.saved_models import load_base_model  # noqa: E402
 from minirlhf.optimum import ExactEvaluator  # noqa: E402
 
 VARIANTS = {

@@ -48,7 +48,7 @@ from minirlhf import grpo, world  # noqa: E402
 from minirlhf.export import prompt_data  # noqa: E402
 from minirlhf.integrations.trl import (freeze_like, grpo_args, load_policy, run_args,  # noqa: E402
                                        true_reward_func)
-from minirlhf.models import load_base_model  # noqa: E402
+from minirlhf.saved_models import load_base_model  # noqa: E402
 
 
 def timed(function, spent: list):

@@ -11,7 +11,7 @@ import torch
 from minirlhf import world
 from minirlhf.dpo import DPOConfig, train_dpo
 from minirlhf.kto import KTOConfig, train_kto, unpaired_feedback
-from minirlhf.models import load_base_model
+from minirlhf.saved_models import load_base_model
 from minirlhf.optimum import ExactEvaluator
 from minirlhf.preferences import default_preferences
 

@@ -16,7 +16,7 @@ held-out prompts.
 
     python benchmarks/label_budget.py                       # budgets 500 ... 16000, seed 0
     python benchmarks/label_budget.py --budgets 1000 4000 --methods "Online DPO"
-    python benchmarks/label_budget.py --notebook-cache      # also notebooks/data/label_budget.json
+    python benchmarks/label_budget.py --notebook-cache      # also minirlhf/cached_runs/label_budget.json
 
 PPO runs ``--ppo-steps`` (300 by default, not PPOConfig's 1000) to keep the sweep near half an
 hour on 2 cores; every other setting is the method's default. Writes
@@ -41,7 +41,7 @@ import torch  # noqa: E402
 
 from minirlhf import world  # noqa: E402
 from minirlhf.dpo import DPOConfig, train_dpo  # noqa: E402
-from minirlhf.models import load_base_model  # noqa: E402
+from minirlhf.saved_models import load_base_model  # noqa: E402
 from minirlhf.online_dpo import OnlineDPOConfig, train_online_dpo  # noqa: E402
 from minirlhf.optimum import ExactEvaluator  # noqa: E402
 from minirlhf.pipeline import train_default_reward_model  # noqa: E402
@@ -117,7 +117,7 @@ def save(runs: list[dict], args, argv) -> dict:
            "threads": args.threads, "runs": runs}
     (ROOT / "benchmarks" / "results" / f"{args.name}.json").write_text(json.dumps(out, indent=1))
     if args.notebook_cache:
-        (ROOT / "notebooks" / "data" / "label_budget.json").write_text(json.dumps(out, indent=1))
+        (ROOT / "minirlhf" / "cached_runs" / "label_budget.json").write_text(json.dumps(out, indent=1))
     return out
 
 
@@ -131,7 +131,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--name", default="label_budget", help="results file name in benchmarks/results/")
     parser.add_argument("--notebook-cache", action="store_true",
-                        help="also write notebooks/data/label_budget.json (notebook 05 reads it)")
+                        help="also write minirlhf/cached_runs/label_budget.json (notebook 05 reads it)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     ref, tokenizer = load_base_model()

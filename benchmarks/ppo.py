@@ -45,7 +45,7 @@ from minirlhf import world  # noqa: E402
 from minirlhf.optimum import ExactEvaluator  # noqa: E402
 from minirlhf.ppo import PPOConfig, train_ppo  # noqa: E402
 from minirlhf.evaluation import exact_metrics  # noqa: E402
-from minirlhf.models import load_base_model  # noqa: E402
+from minirlhf.saved_models import load_base_model  # noqa: E402
 from minirlhf.pipeline import train_default_reward_model  # noqa: E402
 
 TARGETS = {  # issue 4

@@ -70,7 +70,7 @@ def sft_pair_weights() -> torch.Tensor:
     """The SFT model's exact probability of each candidate of each training prompt, (20, 48): the
     weights of the SFT-weighted agreement (the same for every seed, so computed once)."""
     from minirlhf import world
-    from minirlhf.models import load_base_model
+    from minirlhf.saved_models import load_base_model
     from minirlhf.optimum import ExactEvaluator
 
     base, tokenizer = load_base_model()
@@ -86,7 +86,7 @@ def run_seed(seed: int, sft_probs: torch.Tensor, backbone: str = "attention", te
     Paris, hedge, Berlin) and the times."""
     from minirlhf import world
     from minirlhf.evaluation import candidate_ranking_agreement, label_scores, reward_model_report
-    from minirlhf.models import load_base_model
+    from minirlhf.saved_models import load_base_model
     from minirlhf.pipeline import train_default_reward_model
     from minirlhf.preferences import PAIRS_PER_PROMPT, label_pairs, sample_response_pairs
     from minirlhf.reward import RewardConfig, RewardModel, train_reward_model

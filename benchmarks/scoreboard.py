@@ -46,7 +46,7 @@ from minirlhf.compare import frontier_curve, frontier_efficiency
 from minirlhf.dpo import DPOConfig, train_dpo
 from minirlhf.grpo import GRPOConfig, train_grpo
 from minirlhf.kto import KTOConfig, train_kto, unpaired_feedback
-from minirlhf.models import load_base_model
+from minirlhf.saved_models import load_base_model
 from minirlhf.optimum import ExactEvaluator
 from minirlhf.preferences import PAIRS_PER_PROMPT, default_preferences
 

@@ -45,7 +45,7 @@ from minirlhf import world  # noqa: E402
 from minirlhf.compare import PLAIN_DPO  # noqa: E402
 from minirlhf.dpo import DPOConfig, train_dpo  # noqa: E402
 from minirlhf.grpo import GRPOConfig, train_grpo  # noqa: E402
-from minirlhf.models import load_base_model  # noqa: E402
+from minirlhf.saved_models import load_base_model  # noqa: E402
 from minirlhf.optimum import ExactEvaluator  # noqa: E402
 from minirlhf.preferences import default_preferences  # noqa: E402
 

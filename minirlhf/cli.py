@@ -27,19 +27,13 @@ import torch
 matplotlib.use("Agg")  # the CLI only writes files: set before pyplot is imported
 
 from minirlhf import export, pipeline  # noqa: E402
+from minirlhf.checkpoint_files import check_save_target  # noqa: E402
+from minirlhf.checks import check_seed  # noqa: E402
 from minirlhf.exercises import autograde  # noqa: E402
-from minirlhf.models import save_model  # noqa: E402
+from minirlhf.files import BusyError, RunLock, check_free_space, is_disk_full  # noqa: E402
+from minirlhf.saved_models import save_model  # noqa: E402
 from minirlhf.sft import SFTConfig  # noqa: E402
-from minirlhf.utils import (  # noqa: E402
-    DEFAULT_THREADS,
-    BusyError,
-    RunLock,
-    check_free_space,
-    check_save_target,
-    check_seed,
-    is_disk_full,
-    set_threads,
-)
+from minirlhf.training import DEFAULT_THREADS, set_threads  # noqa: E402
 
 
 def seed_argument(text: str) -> int:
@@ -60,7 +54,7 @@ def threads_argument(text: str) -> int:
 
 
 def default_threads() -> int:
-    """``MINIRLHF_THREADS`` if set, else :data:`~minirlhf.utils.DEFAULT_THREADS`."""
+    """``MINIRLHF_THREADS`` if set, else :data:`~minirlhf.training.DEFAULT_THREADS`."""
     return threads_argument(os.environ.get("MINIRLHF_THREADS", str(DEFAULT_THREADS)))
 
 

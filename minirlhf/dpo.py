@@ -35,15 +35,17 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from minirlhf.logprobs import CHOSEN, encode_pairs, pair_logps, reference_logps, to_device
-from minirlhf.logprobs import REJECTED
-from minirlhf.models import check_tokenizer_matches, embedding_param_groups, frozen_blocks, fused_gelu
+from minirlhf.checks import check_config, check_positive
+from minirlhf.logprobs import to_device
+from minirlhf.models import check_tokenizer_matches
+from minirlhf.pairs import CHOSEN, REJECTED, encode_pairs, pair_logps, reference_logps
 from minirlhf.preferences import check_preference_data
-from minirlhf.utils import (
-    check_config,
+from minirlhf.training import (
     check_finite_loss,
-    check_positive,
     clip_grad_norm,
+    embedding_param_groups,
+    frozen_blocks,
+    fused_gelu,
     lr_factor,
     seed_everything,
 )
@@ -161,7 +163,7 @@ class DPOConfig:
     epochs: int = 4
     """Passes over the pairs."""
     batch_size: int = 32
-    """Pairs per step (one packed row each, see :func:`minirlhf.logprobs.encode_pairs`)."""
+    """Pairs per step (one packed row each, see :func:`minirlhf.pairs.encode_pairs`)."""
     warmup_steps: int = 5
     """Linear warm-up steps."""
     weight_decay: float = 0.0
@@ -237,7 +239,7 @@ def dpo_step(policy, optimizer, encoded: dict[str, torch.Tensor], idx: torch.Ten
              ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, config: DPOConfig, lr: float,
              step: int = 0) -> dict[str, float]:
     """One optimiser step on the pairs ``idx`` (shape (B,)) of ``encoded`` (made by
-    :func:`~minirlhf.logprobs.encode_pairs`: one row per pair, chosen and rejected in one forward pass).
+    :func:`~minirlhf.pairs.encode_pairs`: one row per pair, chosen and rejected in one forward pass).
     ``ref_chosen``, ``ref_rejected``: their reference log-probs, shape (B,). Returns the loss and
     the metrics of :func:`dpo_metrics`."""
     batch = {k: v[idx] for k, v in encoded.items()}

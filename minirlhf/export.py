@@ -42,8 +42,9 @@ from datasets import Dataset, DatasetDict
 
 from minirlhf import world
 from minirlhf.data import sft_corpus
+from minirlhf.files import check_free_space
+from minirlhf.folders import OwnedFolder
 from minirlhf.preferences import PREFERENCE_COLUMNS, default_preferences
-from minirlhf.utils import OwnedFolder, check_free_space
 
 FORMATS: tuple[str, ...] = ("trl", "openrlhf", "verl")
 """The layouts :func:`export` writes: TRL's, OpenRLHF's and verl's (see the table above)."""
@@ -154,7 +155,7 @@ EXPORT_FILES = frozenset({"sft.jsonl", "preferences_train.jsonl", "preferences_t
 
 def export_folder(folder: str | Path, fmt: str | None = None) -> OwnedFolder:
     """The output ``folder`` of an export, with :data:`MANIFEST` as the record of what it wrote
-    (see :class:`minirlhf.utils.OwnedFolder`)."""
+    (see :class:`minirlhf.folders.OwnedFolder`)."""
     return OwnedFolder(folder, MANIFEST, EXPORT_FILES.__contains__, "an export",
                        info={"format": fmt} if fmt else None)
 

@@ -59,15 +59,17 @@ import torch
 from tqdm.auto import tqdm
 
 from minirlhf import world
+from minirlhf.checks import check_config, check_positive
 from minirlhf.logprobs import last_token_index, token_logprobs
-from minirlhf.models import check_tokenizer_matches, embedding_param_groups, frozen_blocks, fused_gelu
+from minirlhf.models import check_tokenizer_matches
 from minirlhf.ppo import ppo_policy_loss  # PPO's clipped surrogate, the one piece GRPO keeps
 from minirlhf.rl import RaterRefreshes, RLConfig, check_world_prompts, rollout, score_rollouts, weighted_mean
-from minirlhf.utils import (
-    check_config,
+from minirlhf.training import (
     check_finite_loss,
-    check_positive,
     clip_grad_norm,
+    embedding_param_groups,
+    frozen_blocks,
+    fused_gelu,
     lr_factor,
     seed_everything,
 )

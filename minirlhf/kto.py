@@ -35,10 +35,11 @@ from tqdm.auto import tqdm
 
 from minirlhf import world
 from minirlhf.dpo import make_optimizer
+from minirlhf.checks import check_config
 from minirlhf.logprobs import encode_prompt_response, sequence_logprobs, to_device
-from minirlhf.logprobs import generate
-from minirlhf.models import check_tokenizer_matches, frozen_blocks, fused_gelu
-from minirlhf.utils import check_config, check_finite_loss, clip_grad_norm, lr_factor, seed_everything
+from minirlhf.models import check_tokenizer_matches
+from minirlhf.sampling import generate
+from minirlhf.training import check_finite_loss, clip_grad_norm, frozen_blocks, fused_gelu, lr_factor, seed_everything
 
 # ----------------------------------------------------------------------------------------------
 # The loss: a pure function of summed log-probs, shape (B,)

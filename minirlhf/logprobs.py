@@ -1,7 +1,8 @@
-"""Log-probabilities of responses, and sampling: the batch layout and helpers every stage shares.
+"""Log-probabilities of responses under a causal LM, in the batch layout every stage shares.
 
-Layout of a batch (B rows, T = P + R columns), used by SFT, the reward model and PPO (DPO packs
-the two answers of a pair into one row instead, see :func:`encode_pairs` at the end)::
+Layout of a batch (B rows, T = P + R columns), used by SFT, the reward model, sampling
+(:mod:`minirlhf.sampling`) and PPO (DPO packs the two answers of a pair into one row instead, see
+:mod:`minirlhf.pairs`)::
 
     <pad> <pad> Q : What is ... ? A :  The capital of France is Paris . <eos> <pad> <pad>
     |---------- prompt, left-padded --|-- response + EOS, right-padded ------------------|
@@ -16,13 +17,10 @@ the two answers of a pair into one row instead, see :func:`encode_pairs` at the 
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 import torch.nn.functional as F
 
-from minirlhf.tokenizer import decode
-from minirlhf.utils import shorten
+from minirlhf.checks import shorten
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -128,37 +126,11 @@ def gather_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
-def last_token_index(mask: torch.Tensor) -> torch.Tensor:
-    """Index of the last 1 in each row of ``mask`` (B, T) -> (B,), for left or right padding:
-    the last real token (an attention mask) or the last response token (a response mask).
-
-    ``argmax`` of ``mask * [0, 1, ..., T-1]`` is the largest position whose mask is 1.
-    """
-    if mask.dim() != 2:
-        raise ValueError(f"The mask must have shape (B, T), got {tuple(mask.shape)}.")
-    if not mask.bool().any(-1).all():
-        raise ValueError("A row of the mask has no token (all padding, or no response token): "
-                         "every row needs one, and every response at least its EOS.")
-    positions = torch.arange(mask.shape[-1], device=mask.device)
-    return (mask.long() * positions).argmax(-1)
-
-
-def close_cut_answers(input_ids: torch.Tensor, attention_mask: torch.Tensor, finished: torch.Tensor,
-                      eos_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """End every answer cut at the length limit with EOS, as the texts a rater judges end: (B, T) ->
-    (B, T + 1), for a batch of :func:`generate` (a cut answer runs to the last column). Rows that
-    ended with EOS get one masked column (their scores do not change)."""
-    cut = ~finished.to(input_ids.device)
-    column = torch.full_like(input_ids[:, :1], eos_token_id)
-    mask_column = cut[:, None].to(attention_mask.dtype)
-    return torch.cat([input_ids, column], 1), torch.cat([attention_mask, mask_column], 1)
-
-
 def sequence_logprobs(model, batch: dict[str, torch.Tensor], temperature: float = 1.0) -> torch.Tensor:
     """Summed log-prob of each response, log pi(y | x) = sum_t log pi(y_t | x, y_<t). Shape (B,).
 
     ``batch`` holds ``input_ids``, ``attention_mask`` and ``response_mask`` as made by
-    :func:`encode_prompt_response` or :func:`generate`. Prompt and padding are masked out.
+    :func:`encode_prompt_response` or :func:`~minirlhf.sampling.generate`. Prompt and padding are masked out.
     """
     logp = token_logprobs(model, batch["input_ids"], batch["attention_mask"], temperature)
     return (logp * batch["response_mask"]).sum(-1)
@@ -185,66 +157,19 @@ def response_logprobs(model, tokenizer, prompts: list[str], responses: list[str]
     return torch.cat(out)
 
 
-def _cache_argument(model) -> str:
-    """Name of the KV-cache argument and output: ``cache`` in recent transformers (>= 5.x),
-    ``past_key_values`` before."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+def last_token_index(mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last 1 in each row of ``mask`` (B, T) -> (B,), for left or right padding:
+    the last real token (an attention mask) or the last response token (a response mask).
 
-
-@torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 16,
-             temperature: float = 1.0, generator: torch.Generator | None = None) -> dict:
-    """Sample one response per prompt, token by token, until EOS or ``max_new_tokens``.
-
-    Prompts are left-padded (positions from the attention mask, see above). After a row emits
-    EOS it is padded. Returns the batch layout of this module, plus ``responses`` (decoded text)
-    and ``finished`` (a (B,) bool tensor, True where the response ended with EOS).
-    ``generator`` (a CPU ``torch.Generator``) makes sampling repeatable.
+    ``argmax`` of ``mask * [0, 1, ..., T-1]`` is the largest position whose mask is 1.
     """
-    if not prompts:
-        raise ValueError("No prompts to generate from: give at least one.")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}.")
-    device = next(model.parameters()).device
-    batch = encode_prompt_response(tokenizer, prompts, [""] * len(prompts), add_eos=False)
-    check_fits(model, batch["input_ids"].shape[1] + max_new_tokens)
-    input_ids = batch["input_ids"].to(device)
-    attention_mask = batch["attention_mask"].to(device)
-    B = input_ids.shape[0]
-    finished = torch.zeros(B, dtype=torch.bool, device=device)
-    new_tokens, new_mask = [], []
-    # KV cache: the first pass reads the whole prompt, later passes only the newest token
-    cache_name = _cache_argument(model)
-    cache, step_ids = None, input_ids
-    for _ in range(max_new_tokens):
-        mask = torch.cat([attention_mask] + new_mask, dim=1)
-        positions = position_ids_from_mask(mask)[:, -step_ids.shape[1]:]
-        out = model(input_ids=step_ids, attention_mask=mask, position_ids=positions,
-                    use_cache=True, **{cache_name: cache})
-        cache = out[cache_name]
-        logits = out.logits[:, -1].float()
-        probs = torch.softmax(logits / temperature, dim=-1)
-        if not torch.isfinite(probs).all():
-            raise FloatingPointError(
-                "The model's next-token probabilities are NaN or infinite: its weights have diverged in "
-                "training. Lower the learning rate and train again.")
-        token = torch.multinomial(probs.cpu(), 1, generator=generator).to(device).squeeze(-1)
-        token = torch.where(finished, torch.full_like(token, tokenizer.pad_token_id), token)
-        new_tokens.append(token[:, None])
-        new_mask.append((~finished).long()[:, None])  # EOS itself is a real token
-        finished |= token == tokenizer.eos_token_id
-        step_ids = token[:, None]
-        if finished.all():
-            break
-    response_ids = torch.cat(new_tokens, dim=1)
-    response_mask = torch.cat(new_mask, dim=1)
-    return {
-        "input_ids": torch.cat([input_ids, response_ids], dim=1),
-        "attention_mask": torch.cat([attention_mask, response_mask], dim=1),
-        "response_mask": torch.cat([torch.zeros_like(attention_mask), response_mask], dim=1),
-        "responses": [decode(tokenizer, row) for row in response_ids.tolist()],
-        "finished": finished.cpu(),
-    }
+    if mask.dim() != 2:
+        raise ValueError(f"The mask must have shape (B, T), got {tuple(mask.shape)}.")
+    if not mask.bool().any(-1).all():
+        raise ValueError("A row of the mask has no token (all padding, or no response token): "
+                         "every row needs one, and every response at least its EOS.")
+    positions = torch.arange(mask.shape[-1], device=mask.device)
+    return (mask.long() * positions).argmax(-1)
 
 
 @torch.no_grad()
@@ -263,115 +188,3 @@ def token_log_ratios(policy, ref_model, tokenizer, prompt: str,
     delta = token_logprobs(policy, ids, attention) - token_logprobs(ref_model, ids, attention)
     tokens = tokenizer.convert_ids_to_tokens(batch["input_ids"][0][keep].tolist())
     return tokens, delta[0].cpu()[keep].tolist()
-
-
-# --------------------------------------------------------------------------------------------
-# Packed pairs: the prompt once, then both answers, in one row
-# --------------------------------------------------------------------------------------------
-
-PROMPT, CHOSEN, REJECTED, PADDING = 0, 1, 2, -1
-"""The ``segment`` of each token of a packed pair (see :func:`encode_pairs`)."""
-
-
-def encode_pairs(tokenizer, data) -> dict[str, torch.Tensor]:
-    """Tokenise every pair once, as ONE row: the prompt, the chosen answer, the rejected answer.
-
-    Both answers of a pair share their prompt, so the prompt goes through the model once::
-
-        tokens    Q : What ... ? A : | The capital ... Paris . <eos> | The ... Berlin . <eos> | <pad>
-        segment   PROMPT             | CHOSEN                        | REJECTED               | PADDING
-        position  0 ... P-1          | P ... P+C-1                   | P ... P+R-1            | 0
-
-    Returns four tensors of shape (N, T), one row per pair, padded on the right:
-
-    * ``input_ids``; ``segment``: which part each token belongs to (the constants above);
-    * ``position_ids``: the rejected answer's positions restart after the prompt, as if the chosen
-      answer were not there; :func:`pair_attention_mask` hides the chosen answer from it too. So each
-      answer's log-probs are exactly those of its own (prompt, answer) sequence (the tests check it);
-    * ``predicted_from``: the column whose logits predict each token. That is ``t - 1``, except for
-      the first rejected token, which follows the last prompt token.
-
-    On the toy world a batch of pairs is 32 tokens wide this way, against two padded rows of 24
-    tokens per pair: a third fewer tokens go through the forward and backward passes.
-    """
-    prompts = encode_texts(tokenizer, list(data["prompt"]), "prompt")
-    eos = [tokenizer.eos_token_id]  # each answer ends with EOS, as in every other stage
-    chosen = [ids + eos for ids in encode_texts(tokenizer, list(data["chosen"]), "response")]
-    rejected = [ids + eos for ids in encode_texts(tokenizer, list(data["rejected"]), "response")]
-    width = max(len(p) + len(c) + len(r) for p, c, r in zip(prompts, chosen, rejected))
-    rows = {"input_ids": [], "position_ids": [], "segment": [], "predicted_from": []}
-    for p, c, r in zip(prompts, chosen, rejected):
-        pad = width - len(p) - len(c) - len(r)
-        first_rejected = len(p) + len(c)
-        predicted_from = [0] + list(range(width - 1))  # token t is predicted by the logits at t - 1 ...
-        predicted_from[first_rejected] = len(p) - 1    # ... but the rejected answer follows the prompt
-        rows["input_ids"].append(p + c + r + [tokenizer.pad_token_id] * pad)
-        rejected_positions = list(range(len(p), len(p) + len(r)))  # restart after the prompt
-        rows["position_ids"].append(list(range(first_rejected)) + rejected_positions + [0] * pad)
-        rows["segment"].append([PROMPT] * len(p) + [CHOSEN] * len(c) + [REJECTED] * len(r) + [PADDING] * pad)
-        rows["predicted_from"].append(predicted_from)
-    return {name: torch.tensor(values) for name, values in rows.items()}
-
-
-def trim_padding(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop the columns on the right that are padding in every row: same log-probs, less work."""
-    width = int((batch["segment"] != PADDING).sum(-1).max())
-    return {name: values[:, :width] for name, values in batch.items()}
-
-
-def pair_attention_mask(segment: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Who attends to whom in packed pairs: ``segment`` (B, T) -> additive mask (B, 1, T, T).
-
-    Query ``t`` sees key ``s`` when ``s <= t`` (causal) and ``s`` is in the prompt or in ``t``'s own
-    segment: the rejected answer never sees the chosen one. (Padding sees the prompt and padding;
-    its outputs are never used.) The mask is 0 where visible and the most negative number of
-    ``dtype`` elsewhere: the form that both eager and SDPA attention add to their scores.
-    """
-    query, key = segment.unsqueeze(-1), segment.unsqueeze(-2)  # (B, T, 1) and (B, 1, T)
-    width = segment.shape[-1]
-    causal = torch.ones(width, width, dtype=torch.bool, device=segment.device).tril()
-    visible = causal & ((key == PROMPT) | (key == query))  # (B, T, T)
-    mask = torch.zeros(visible.shape, dtype=dtype, device=segment.device)
-    return mask.masked_fill(~visible, torch.finfo(dtype).min).unsqueeze(1)
-
-
-def _check_custom_masks(model) -> None:
-    """Packed pairs need an attention that takes a custom 4D mask (flash-attention kernels do not)."""
-    attention = getattr(model.config, "_attn_implementation", None) or "eager"
-    if attention not in ("eager", "sdpa"):
-        raise ValueError(f"Packed pairs (DPO) put each pair in one row with its own attention mask, which "
-                         f"the {attention!r} attention cannot take. Load the model with "
-                         "attn_implementation='sdpa' (or 'eager').")
-
-
-def pair_logps(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed log-probs of the chosen and of the rejected answers, from ONE forward pass.
-
-    ``batch``: B rows of :func:`encode_pairs`. Returns ``(chosen_logps, rejected_logps)``, each of
-    shape (B,): ``log pi(y | x) = sum_t log pi(y_t | x, y_<t)`` over the answer's tokens and EOS.
-    """
-    _check_custom_masks(model)
-    batch = trim_padding(batch)
-    check_fits(model, int(batch["position_ids"].max()) + 1)
-    logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                   attention_mask=pair_attention_mask(batch["segment"], model.dtype),
-                   use_cache=False).logits.float()  # (B, T, V)
-    # for each token, the logits that predict it: those of the token before it in its own answer
-    logits = logits.gather(1, batch["predicted_from"].unsqueeze(-1).expand_as(logits))
-    logp = gather_logprobs(logits, batch["input_ids"])  # log pi(token_t | its context), (B, T)
-    segment = batch["segment"]
-    return (logp * (segment == CHOSEN)).sum(-1), (logp * (segment == REJECTED)).sum(-1)
-
-
-@torch.no_grad()
-def reference_logps(ref_model, encoded: dict[str, torch.Tensor],
-                    batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """log pi_ref of the chosen and of the rejected answer of every pair of ``encoded``, once,
-    without gradients. Returns ``(ref_chosen, ref_rejected)``, each of shape (N,).
-
-    The reference never changes, so there is no reason to run it at every step."""
-    device = next(ref_model.parameters()).device
-    n = encoded["input_ids"].shape[0]
-    chunks = [pair_logps(ref_model, to_device({k: v[i:i + batch_size] for k, v in encoded.items()}, device))
-              for i in range(0, n, batch_size)]
-    return torch.cat([chosen for chosen, _ in chunks]), torch.cat([rejected for _, rejected in chunks])

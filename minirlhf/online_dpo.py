@@ -21,11 +21,13 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from minirlhf.checks import check_config
 from minirlhf.dpo import DPOConfig, dpo_step, make_optimizer
-from minirlhf.logprobs import encode_pairs, reference_logps, to_device
-from minirlhf.models import check_tokenizer_matches, frozen_blocks, fused_gelu
+from minirlhf.logprobs import to_device
+from minirlhf.models import check_tokenizer_matches
+from minirlhf.pairs import encode_pairs, reference_logps
 from minirlhf.preferences import on_policy_pairs
-from minirlhf.utils import check_config, lr_factor, seed_everything
+from minirlhf.training import frozen_blocks, fused_gelu, lr_factor, seed_everything
 
 
 @dataclass

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import torch
 
 from minirlhf import world
+from minirlhf.checks import check_positive
 from minirlhf.logprobs import response_logprobs
-from minirlhf.utils import check_positive
 
 
 def _log(p: torch.Tensor) -> torch.Tensor:

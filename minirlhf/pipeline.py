@@ -13,6 +13,7 @@ import base64
 import copy
 import io
 import json
+import math
 import time
 from html import escape
 from pathlib import Path
@@ -21,6 +22,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from minirlhf import plots, world
+from minirlhf.checkpoint_files import check_save_target
+from minirlhf.checks import check_seed
 from minirlhf.compare import frontier_curve
 from minirlhf.data import sft_corpus
 from minirlhf.dpo import DPOConfig, train_dpo
@@ -34,14 +37,16 @@ from minirlhf.evaluation import (
     markdown_table,
     reward_model_report,
 )
+from minirlhf.files import check_free_space
+from minirlhf.folders import OwnedFolder
 from minirlhf.logprobs import response_logprobs, token_log_ratios
-from minirlhf.models import build_tiny_gpt, load_base_model, save_model
+from minirlhf.models import build_tiny_gpt
 from minirlhf.optimum import ExactEvaluator, answer_kind_probs, with_outside
 from minirlhf.ppo import PPOConfig, train_ppo
 from minirlhf.preferences import PAIRS_PER_PROMPT, collect_preferences, default_preferences
 from minirlhf.reward import RewardConfig, RewardModel, train_reward_model
+from minirlhf.saved_models import load_base_model, save_model
 from minirlhf.sft import SFTConfig, train_sft
-from minirlhf.utils import OwnedFolder, check_free_space, check_save_target, check_seed, json_safe
 
 # ---------------------------------------------------------------------------------------------
 # The demo's output folder: minirlhf writes only its own files there, and records them
@@ -59,7 +64,7 @@ def demo_file(name: str) -> bool:
 
 
 def demo_folder(outdir) -> OwnedFolder:
-    """``outdir`` as the demo's :class:`~minirlhf.utils.OwnedFolder` (unchanged if it is one already)."""
+    """``outdir`` as the demo's :class:`~minirlhf.folders.OwnedFolder` (unchanged if it is one already)."""
     if isinstance(outdir, OwnedFolder):
         return outdir
     return OwnedFolder(outdir, DEMO_RECORD, demo_file, "the demo's report", subfolders=(SFT_MODEL,))
@@ -83,7 +88,7 @@ def _opened(outdir) -> OwnedFolder:
 
 def save_figures(figures: dict, outdir) -> list[str]:
     """Save each figure of ``figures`` (file name -> figure) into the demo's folder as a 100-dpi PNG,
-    never through a link (see :meth:`~minirlhf.utils.OwnedFolder.write_bytes`), and close it. Returns
+    never through a link (see :meth:`~minirlhf.folders.OwnedFolder.write_bytes`), and close it. Returns
     the sorted file names."""
     folder = _opened(outdir)
     for name, fig in figures.items():
@@ -129,6 +134,11 @@ def train_default_reward_model(seed: int = 0, progress: bool = True, freeze_back
 # ---------------------------------------------------------------------------------------------
 # The demo's stages
 # ---------------------------------------------------------------------------------------------
+
+def json_safe(metrics: dict) -> dict:
+    """``metrics`` with every NaN or infinite float replaced by None: JSON has no NaN."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+
 
 def sft_stage(outdir: Path, seed: int = 0, quick: bool = False, retrain: bool = False) -> dict:
     """The SFT base model: the shipped checkpoint when ``seed`` is 0 (it was trained with seed 0), else,

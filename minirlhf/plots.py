@@ -1,23 +1,21 @@
 """Matplotlib figures used by the notebooks, the CLI and the docs.
 
 Every function returns a ``matplotlib.figure.Figure`` (and never calls ``plt.show``), so the
-same figure can be shown in a notebook or saved by the CLI. Figures are kept small.
+same figure can be shown in a notebook or saved by the CLI. Importing it leaves matplotlib's backend
+as it is (a notebook keeps its inline one); the CLI, which only writes files, sets Agg. Figures are
+kept small.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-matplotlib.use("Agg") if not matplotlib.get_backend().lower().startswith(
-    ("module://matplotlib_inline", "module://ipympl", "widget", "nbagg")) else None
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
-
-from minirlhf.world import REWARD_OF_KIND, classify_response  # noqa: E402
+from minirlhf.world import REWARD_OF_KIND, classify_response
 
 STYLE_COLORS = {"correct": "tab:green", "hedge": "tab:orange", "wrong": "tab:red",
                 "hedge_wrong": "tab:purple", "malformed": "tab:gray", "outside": "tab:gray"}

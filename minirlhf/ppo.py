@@ -42,14 +42,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from minirlhf import world
+from minirlhf.checks import check_config, check_positive
 from minirlhf.logprobs import last_token_index, position_ids_from_mask, token_logprobs
-from minirlhf.models import check_tokenizer_matches, embedding_param_groups, frozen_blocks, fused_gelu
+from minirlhf.models import check_tokenizer_matches
 from minirlhf.rl import RaterRefreshes, RLConfig, check_world_prompts, rollout, score_rollouts, weighted_mean
-from minirlhf.utils import (
-    check_config,
+from minirlhf.training import (
     check_finite_loss,
-    check_positive,
     clip_grad_norm,
+    embedding_param_groups,
+    frozen_blocks,
+    fused_gelu,
     lr_factor,
     seed_everything,
 )

@@ -27,9 +27,11 @@ from datasets import Dataset, DatasetDict
 from tqdm.auto import tqdm
 
 from minirlhf import world
-from minirlhf.logprobs import encode_texts, generate
-from minirlhf.models import load_base_model
-from minirlhf.utils import seed_everything, shorten
+from minirlhf.checks import shorten
+from minirlhf.logprobs import encode_texts
+from minirlhf.sampling import generate
+from minirlhf.saved_models import load_base_model
+from minirlhf.training import seed_everything
 
 PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
 

@@ -29,15 +29,12 @@ import torch.nn.functional as F
 from datasets import Dataset
 from tqdm.auto import tqdm
 
+from minirlhf.checks import check_config
 from minirlhf.logprobs import encode_prompt_response, last_token_index, position_ids_from_mask, to_device
-from minirlhf.models import (
-    check_tokenizer_matches,
-    read_reward_model,
-    save_reward_model,
-    write_reward_model_files,
-)
+from minirlhf.models import check_tokenizer_matches
 from minirlhf.preferences import check_preference_data, distinct_answers
-from minirlhf.utils import check_config, check_finite_loss, clip_grad_norm, lr_factor, seed_everything
+from minirlhf.saved_models import read_reward_model, save_reward_model, write_reward_model_files
+from minirlhf.training import check_finite_loss, clip_grad_norm, lr_factor, seed_everything
 
 # ---------------------------------------------------------------------------------------------
 # Pure functions
@@ -184,7 +181,7 @@ class RewardModel(torch.nn.Module):
         self.score_std.fill_(1.0)
         return self
 
-    # --- saving and loading (safetensors + JSON, no pickle): minirlhf.models ----------------
+    # --- saving and loading (safetensors + JSON, no pickle): minirlhf.saved_models -------------
 
     def save_pretrained(self, path: str | Path) -> None:
         """Write the checkpoint files into the folder ``path`` (called by :meth:`save`)."""

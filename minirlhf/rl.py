@@ -23,11 +23,12 @@ import torch
 from datasets import concatenate_datasets
 
 from minirlhf import world
-from minirlhf.logprobs import close_cut_answers, generate, token_logprobs
+from minirlhf.checks import check_config, shorten
+from minirlhf.logprobs import token_logprobs
 from minirlhf.models import check_reward_model
 from minirlhf.preferences import on_policy_pairs
 from minirlhf.reward import RewardConfig, evaluate_reward_model, train_reward_model
-from minirlhf.utils import check_config, shorten
+from minirlhf.sampling import close_cut_answers, generate
 
 
 @dataclass
@@ -119,7 +120,7 @@ def rollout(policy, ref_model, critic, tokenizer, prompts: list[str], config: RL
     """Step 1 of PPO and GRPO: sample one response per prompt and record what the update needs, on
     one (B, T) grid.
 
-    Returns the batch layout of :func:`minirlhf.logprobs.generate` (``input_ids``,
+    Returns the batch layout of :func:`minirlhf.sampling.generate` (``input_ids``,
     ``attention_mask``, ``response_mask``, ``responses``, ``finished``) plus ``prompts`` and
     ``logprobs``, ``ref_logprobs``, ``entropy`` and ``values``, each (B, T), computed by
     teacher forcing with the shared helper at the sampling temperature (``values`` None without a

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from minirlhf.checks import check_config
 from minirlhf.logprobs import encode_prompt_response, to_device, token_logprobs
-from minirlhf.utils import check_config, check_finite_loss, clip_grad_norm, lr_factor, seed_everything
+from minirlhf.training import check_finite_loss, clip_grad_norm, lr_factor, seed_everything
 
 
 @dataclass

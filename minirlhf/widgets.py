@@ -26,10 +26,11 @@ from IPython import get_ipython
 from IPython.display import display
 
 from minirlhf import world
+from minirlhf.checks import shorten
+from minirlhf.files import disk_full, is_disk_full, read_json_file
 from minirlhf.optimum import optimal_policy, with_outside
 from minirlhf.plots import plot_distributions
 from minirlhf.preferences import label_pairs, preference_row, sample_response_pairs
-from minirlhf.utils import disk_full, is_disk_full, read_json_file, shorten
 
 LIVE_ENV = "MINIRLHF_WIDGETS"
 """Set to 1 to force interactive widgets (e.g. in an editor this module does not recognise), 0 to

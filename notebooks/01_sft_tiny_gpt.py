@@ -57,8 +57,10 @@ import torch
 
 from minirlhf import world
 from minirlhf.data import sft_corpus
-from minirlhf.logprobs import encode_prompt_response, generate, response_logprobs
-from minirlhf.models import build_tiny_gpt, load_base_model
+from minirlhf.logprobs import encode_prompt_response, response_logprobs
+from minirlhf.sampling import generate
+from minirlhf.models import build_tiny_gpt
+from minirlhf.saved_models import load_base_model
 from minirlhf.optimum import (ExactEvaluator, answer_kind_probs, optimal_policy,
                               with_outside)
 from minirlhf.plots import plot_answer_kinds, plot_distributions, plot_history

@@ -64,8 +64,9 @@ from IPython.display import display
 from minirlhf import plots, world
 from minirlhf.evaluation import (candidate_ranking_agreement, candidate_scores,
                                  label_scores, margin_calibration, reward_model_report)
-from minirlhf.logprobs import generate, response_logprobs
-from minirlhf.models import load_base_model
+from minirlhf.logprobs import response_logprobs
+from minirlhf.sampling import generate
+from minirlhf.saved_models import load_base_model
 from minirlhf.optimum import ExactEvaluator
 from minirlhf.pipeline import train_default_reward_model
 from minirlhf.preferences import (bayes_optimal_accuracy, default_preferences,

@@ -79,7 +79,7 @@ import torch
 from minirlhf import world
 from minirlhf.evaluation import answer_tracker, exact_metrics
 from minirlhf.logprobs import response_logprobs, token_log_ratios
-from minirlhf.models import load_base_model
+from minirlhf.saved_models import load_base_model
 from minirlhf.optimum import (ExactEvaluator, best_of_n_probs, kl_divergence,
                               optimal_policy, renormalise, with_outside)
 from minirlhf.pipeline import train_default_reward_model
@@ -90,7 +90,7 @@ from minirlhf.ppo import (AdaptiveKLController, Critic, PPOConfig, gae,
                           per_token_rewards, ppo_policy_loss, ppo_value_loss, train_ppo, whiten)
 from minirlhf.reward import RewardConfig
 from minirlhf.rl import rollout, score_rollouts
-from minirlhf.utils import seed_everything
+from minirlhf.training import seed_everything
 from myst_nb import glue  # stores a number for the docs pages that quote it
 
 # %%

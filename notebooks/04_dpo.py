@@ -58,7 +58,7 @@ from minirlhf import world
 from minirlhf.dpo import DPOConfig, implicit_reward, preference_loss, train_dpo
 from minirlhf.evaluation import exact_metrics
 from minirlhf.logprobs import response_logprobs, token_log_ratios
-from minirlhf.models import load_base_model
+from minirlhf.saved_models import load_base_model
 from minirlhf.online_dpo import OnlineDPOConfig, train_online_dpo
 from minirlhf.optimum import ExactEvaluator, optimal_value, with_outside
 from minirlhf.plots import plot_distributions, plot_history, plot_runs, plot_token_log_ratios

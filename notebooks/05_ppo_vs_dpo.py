@@ -53,18 +53,16 @@ if importlib.util.find_spec("minirlhf") is None:
 
 # %%
 import copy
-import json
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 from IPython.display import Markdown, display
 
-from minirlhf import world
+from minirlhf import cached_runs, world
 from minirlhf.compare import (PLAIN_DPO, frontier_curve, frontier_efficiency, offpolicy_preferences,
                               optimal_reward_at_kl, unseen_mass)
 from minirlhf.dpo import DPOConfig, train_dpo
-from minirlhf.models import load_base_model
+from minirlhf.saved_models import load_base_model
 from minirlhf.optimum import ExactEvaluator
 from minirlhf.plots import plot_distributions, plot_frontier, plot_labels_paid
 from minirlhf.preferences import default_preferences
@@ -74,7 +72,7 @@ torch.set_num_threads(2)
 ref, tokenizer = load_base_model()       # the SFT model: every method's start and frozen reference
 train_prompts = world.prompts("train")
 evaluator = ExactEvaluator(ref, tokenizer, train_prompts)
-cache = json.loads((Path("data") / "frontier.json").read_text())
+cache = cached_runs.load("frontier")
 BETA = cache["offpolicy_beta"]
 print("cache made by:", cache["command"])
 
@@ -192,7 +190,7 @@ fig = plot_labels_paid(rows, BETA)
 # pairs. Each point is at the labels the method actually paid.
 
 # %%
-budget = json.loads((Path("data") / "label_budget.json").read_text())
+budget = cached_runs.load("label_budget")
 print("cache made by:", budget["command"])
 fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.2), sharey=True)
 curves = {}

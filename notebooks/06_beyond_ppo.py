@@ -56,13 +56,13 @@ from minirlhf import world
 from minirlhf.compare import frontier_curve, optimal_reward_at_kl
 from minirlhf.evaluation import answer_tracker, exact_metrics
 from minirlhf.grpo import GRPOConfig, group_advantages, rollout_groups, sequence_rewards, train_grpo
-from minirlhf.models import load_base_model
+from minirlhf.saved_models import load_base_model
 from minirlhf.optimum import (ExactEvaluator, best_of_n_kl_formula, best_of_n_probs, kl_divergence,
                               kl_estimator_gradients, kl_estimator_moments, optimal_policy,
                               reverse_kl_optimum, with_outside)
 from minirlhf.plots import plot_frontier, plot_runs
 from minirlhf.rl import score_rollouts
-from minirlhf.utils import seed_everything
+from minirlhf.training import seed_everything
 from myst_nb import glue  # stores a number for the docs pages that quote it
 
 torch.set_num_threads(2)

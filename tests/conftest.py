@@ -14,7 +14,7 @@ torch.set_num_threads(2)
 @pytest.fixture(scope="session")
 def base():
     """The shipped SFT base model and its tokenizer (read-only: copy before training it)."""
-    from minirlhf.models import load_base_model
+    from minirlhf.saved_models import load_base_model
 
     return load_base_model()
 

@@ -16,14 +16,15 @@ from datasets import Dataset
 
 from minirlhf import cli, pipeline, world
 from minirlhf.dpo import DPOConfig, train_dpo
-from minirlhf.logprobs import generate
-from minirlhf.models import BASE_MODEL_DIR, build_tiny_gpt, load_model, save_model
+from minirlhf.sampling import generate
+from minirlhf.models import build_tiny_gpt
+from minirlhf.saved_models import BASE_MODEL_DIR, load_model, save_model
 from minirlhf.ppo import PPOConfig, train_ppo
 from minirlhf.preferences import check_preference_data, load_preferences
 from minirlhf.reward import RewardConfig, RewardModel, load_reward_model, train_reward_model
 from minirlhf.sft import SFTConfig
 from minirlhf.tokenizer import build_tokenizer
-from minirlhf.utils import CHECKPOINT_INFO
+from minirlhf.checkpoint_files import CHECKPOINT_INFO
 
 FRANCE = world.make_prompt("France")
 PARIS = world.make_response("France", "correct")
@@ -120,16 +121,22 @@ def test_cli_sft_out_dot_says_to_name_a_subfolder(tmp_path, monkeypatch, capsys,
     assert_kept(before, tmp_path / "work")
 
 
-def test_save_replaces_an_empty_folder_and_a_checkpoint_saved_before_minirlhf_json(tmp_path):
+def test_save_replaces_an_empty_folder_and_a_checkpoint_but_not_a_folder_without_its_record(tmp_path):
     model, tokenizer = build_tiny_gpt(seed=1)
     (tmp_path / "empty").mkdir()
     save_model(model, tokenizer, tmp_path / "empty")
-    legacy = tmp_path / "legacy"
-    shutil.copytree(BASE_MODEL_DIR, legacy)
-    (legacy / CHECKPOINT_INFO).unlink()  # as saved by an earlier minirlhf
-    save_model(model, tokenizer, legacy)
-    assert json.loads((legacy / CHECKPOINT_INFO).read_text())["kind"] == "causal_lm"
-    assert not (legacy / "sft_history.json").exists()  # a file of the old checkpoint, not the user's
+    shipped = tmp_path / "shipped"
+    shutil.copytree(BASE_MODEL_DIR, shipped)  # its record lists each file with its sha256
+    save_model(model, tokenizer, shipped)
+    assert json.loads((shipped / CHECKPOINT_INFO).read_text())["kind"] == "causal_lm"
+    assert not (shipped / "sft_history.json").exists()  # a file of the old checkpoint, not the user's
+    unrecorded = tmp_path / "unrecorded"
+    shutil.copytree(BASE_MODEL_DIR, unrecorded)
+    (unrecorded / CHECKPOINT_INFO).unlink()  # as transformers' save_pretrained leaves a folder
+    before = snapshot(unrecorded)
+    with pytest.raises(FileExistsError, match="minirlhf did not write.*config.json"):
+        save_model(model, tokenizer, unrecorded)
+    assert_kept(before, unrecorded)
 
 
 def test_saved_files_are_readable_by_everyone(tiny_checkpoint):
@@ -288,7 +295,7 @@ def test_load_model_refuses_a_reward_model_checkpoint(tmp_path):
     path = RewardModel.from_base(model).save(tmp_path / "rm", tokenizer)
     with pytest.raises(ValueError, match="reward_model checkpoint.*load_reward_model"):
         load_model(path)
-    (path / CHECKPOINT_INFO).unlink()  # saved by an earlier minirlhf: reward_model.json tells
+    (path / CHECKPOINT_INFO).unlink()  # without minirlhf's record, reward_model.json tells
     with pytest.raises(ValueError, match="reward_model checkpoint.*load_reward_model"):
         load_model(path)
 
@@ -327,9 +334,9 @@ def test_the_shipped_checkpoint_loads_with_and_without_its_minirlhf_json(tmp_pat
     info = json.loads((BASE_MODEL_DIR / CHECKPOINT_INFO).read_text())
     assert info["kind"] == "causal_lm" and len(info["tokenizer_sha256"]) == 64
     load_model(BASE_MODEL_DIR)
-    shutil.copytree(BASE_MODEL_DIR, tmp_path / "legacy")
-    (tmp_path / "legacy" / CHECKPOINT_INFO).unlink()
-    load_model(tmp_path / "legacy")
+    shutil.copytree(BASE_MODEL_DIR, tmp_path / "unrecorded")
+    (tmp_path / "unrecorded" / CHECKPOINT_INFO).unlink()
+    load_model(tmp_path / "unrecorded")
 
 
 @pytest.mark.parametrize("loader", [load_model, load_reward_model])
@@ -354,10 +361,14 @@ def test_a_missing_file_of_a_checkpoint_is_named(tiny_checkpoint, name):
 def test_a_damaged_minirlhf_json_is_named(tiny_checkpoint):
     path, _ = tiny_checkpoint
     (path / CHECKPOINT_INFO).write_text("{not json")
-    with pytest.raises(ValueError, match="minirlhf.json is damaged.*save the model over it"):
+    with pytest.raises(ValueError, match="minirlhf.json is damaged.*save the model again into a new folder"):
         load_model(path)
-    save_model(*build_tiny_gpt(seed=2), path)  # which works
-    load_model(path)
+    before = snapshot(path)
+    # a damaged record vouches for no file: the folder is the user's to clear
+    with pytest.raises(FileExistsError, match="minirlhf did not write"):
+        save_model(*build_tiny_gpt(seed=2), path)
+    assert_kept(before, path)
+    load_model(save_model(*build_tiny_gpt(seed=2), path.parent / "new"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -55,6 +55,15 @@ def _public_objects():
                         yield f"{module_name}.{name}.{member_name}", member
 
 
+def test_the_package_docstring_names_every_module():
+    import pkgutil
+
+    import minirlhf
+    names = [info.name for info in pkgutil.iter_modules(minirlhf.__path__)]
+    missing = [name for name in names if f":mod:`~minirlhf.{name}`" not in minirlhf.__doc__]
+    assert "ppo" in names and "exercises" in names and not missing, missing
+
+
 def test_every_public_function_and_class_has_a_docstring():
     objects = dict(_public_objects())
     assert "minirlhf.sft.sft_loss" in objects and "minirlhf.exercises.checking.run_check" in objects

@@ -11,8 +11,16 @@ from datasets import Dataset
 from minirlhf import world
 from minirlhf.dpo import DPOConfig, dpo_metrics, implicit_reward, nll_per_token, preference_loss, train_dpo
 from minirlhf.evaluation import exact_metrics
-from minirlhf.logprobs import (CHOSEN, PROMPT, REJECTED, encode_pairs, pair_attention_mask, pair_logps,
-                               reference_logps, response_logprobs)
+from minirlhf.logprobs import response_logprobs
+from minirlhf.pairs import (
+    CHOSEN,
+    PROMPT,
+    REJECTED,
+    encode_pairs,
+    pair_attention_mask,
+    pair_logps,
+    reference_logps,
+)
 from minirlhf.online_dpo import OnlineDPOConfig, train_online_dpo
 from minirlhf.preferences import check_preference_data
 

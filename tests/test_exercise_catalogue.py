@@ -179,37 +179,37 @@ def dpo_cross_entropy(policy_chosen_logps, policy_rejected_logps, ref_chosen_log
     return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
 
 
-def advantages_loop_float64(rewards, group_size, kind):
+def advantages_loop_float64(rewards, group_size, advantage):
     out = []
     for group in rewards.double().split(group_size):
         mean = group.sum() / group_size
-        if kind == "grpo":
+        if advantage == "grpo":
             std = torch.sqrt(((group - mean) ** 2).sum() / (group_size - 1))
             out.append((group - mean) / (std + 1e-4))
-        elif kind == "dr_grpo":
+        elif advantage == "dr_grpo":
             out.append(group - mean)
         else:
             out.append(torch.stack([r - (group.sum() - r) / (group_size - 1) for r in group]))
     return torch.cat(out)
 
 
-def advantages_repeat_interleave(rewards, group_size, kind):
+def advantages_repeat_interleave(rewards, group_size, advantage):
     groups = rewards.reshape(-1, group_size)
     mean = groups.mean(dim=1).repeat_interleave(group_size)
-    if kind == "grpo":
+    if advantage == "grpo":
         return (rewards - mean) / (torch.var(groups, dim=1).sqrt().repeat_interleave(group_size) + 1e-4)
-    if kind == "rloo":  # the leave-one-out advantage is Dr. GRPO's times G / (G - 1)
+    if advantage == "rloo":  # the leave-one-out advantage is Dr. GRPO's times G / (G - 1)
         return group_size / (group_size - 1) * (rewards - mean)
     return rewards - mean
 
 
-def advantages_std_mean_unflatten(rewards, group_size, kind):
+def advantages_std_mean_unflatten(rewards, group_size, advantage):
     groups = rewards.unflatten(0, (-1, group_size))
     std, mean = torch.std_mean(groups, dim=-1, keepdim=True)
     baselines = {"grpo": mean, "dr_grpo": mean,
                  "rloo": (groups.sum(-1, keepdim=True) - groups) / (group_size - 1)}
-    advantages = groups - baselines[kind]
-    return (advantages / (std + 1e-4) if kind == "grpo" else advantages).flatten()
+    advantages = groups - baselines[advantage]
+    return (advantages / (std + 1e-4) if advantage == "grpo" else advantages).flatten()
 
 
 def token_advantages_where(advantages, response_mask):
@@ -269,11 +269,11 @@ def gae_rewards_to_go(rewards, values, response_mask, gamma, lam):
     return advantages, returns
 
 
-def advantages_verl(rewards, group_size, kind):
+def advantages_verl(rewards, group_size, advantage):
     groups = rewards.view(-1, group_size)
-    if kind == "grpo":
+    if advantage == "grpo":
         return ((groups - groups.mean(-1, keepdim=True)) / (groups.std(-1, keepdim=True) + 1e-6)).flatten()
-    return advantages_std_mean_unflatten(rewards, group_size, kind)
+    return advantages_std_mean_unflatten(rewards, group_size, advantage)
 
 
 CORRECT = [
@@ -417,101 +417,101 @@ def bt_log1p_exp(chosen_scores, rejected_scores):
     return torch.log1p(torch.exp(rejected_scores - chosen_scores)).mean()
 
 
-def _by_kind(groups, group_size, kind, std):
+def _by_advantage(groups, group_size, advantage, std):
     """A student's advantages from (B/G, G) groups, with ``std`` the (broadcastable) std for GRPO."""
     mean = groups.mean(-1, keepdim=True)
-    if kind == "grpo":
+    if advantage == "grpo":
         return ((groups - mean) / (std + 1e-4)).flatten()
-    if kind == "dr_grpo":
+    if advantage == "dr_grpo":
         return (groups - mean).flatten()
     return (groups - (groups.sum(-1, keepdim=True) - groups) / (group_size - 1)).flatten()
 
 
-def advantages_batch_std(rewards, group_size, kind):
-    return _by_kind(rewards.view(-1, group_size), group_size, kind, rewards.std())
+def advantages_batch_std(rewards, group_size, advantage):
+    return _by_advantage(rewards.view(-1, group_size), group_size, advantage, rewards.std())
 
 
-def advantages_whole_batch(rewards, group_size, kind):
-    if kind == "grpo":
+def advantages_whole_batch(rewards, group_size, advantage):
+    if advantage == "grpo":
         return (rewards - rewards.mean()) / (rewards.std() + 1e-4)
-    if kind == "dr_grpo":
+    if advantage == "dr_grpo":
         return rewards - rewards.mean()
     return rewards - (rewards.sum() - rewards) / (len(rewards) - 1)
 
 
-def advantages_population_std(rewards, group_size, kind):
+def advantages_population_std(rewards, group_size, advantage):
     groups = rewards.view(-1, group_size)
-    return _by_kind(groups, group_size, kind, groups.std(-1, keepdim=True, correction=0))
+    return _by_advantage(groups, group_size, advantage, groups.std(-1, keepdim=True, correction=0))
 
 
-def advantages_population_std_from_var(rewards, group_size, kind):
+def advantages_population_std_from_var(rewards, group_size, advantage):
     groups = rewards.view(-1, group_size)
-    return _by_kind(groups, group_size, kind, groups.var(-1, unbiased=False, keepdim=True).sqrt())
+    return _by_advantage(groups, group_size, advantage, groups.var(-1, unbiased=False, keepdim=True).sqrt())
 
 
-def _standardised_or_by_kind(rewards, group_size, kind, standardise):
+def _standardised_or_by_advantage(rewards, group_size, advantage, standardise):
     groups = rewards.view(-1, group_size)
-    if kind == "grpo":
+    if advantage == "grpo":
         return standardise(groups - groups.mean(-1, keepdim=True), groups).view(-1)
-    return _by_kind(groups, group_size, kind, None)
+    return _by_advantage(groups, group_size, advantage, None)
 
 
-def advantages_no_epsilon(rewards, group_size, kind):
-    return _standardised_or_by_kind(rewards, group_size, kind,
+def advantages_no_epsilon(rewards, group_size, advantage):
+    return _standardised_or_by_advantage(rewards, group_size, advantage,
                                     lambda centred, groups: centred / groups.std(-1, keepdim=True))
 
 
-def advantages_epsilon_1e8(rewards, group_size, kind):
-    return _standardised_or_by_kind(rewards, group_size, kind,
+def advantages_epsilon_1e8(rewards, group_size, advantage):
+    return _standardised_or_by_advantage(rewards, group_size, advantage,
                                     lambda centred, groups: centred / (groups.std(-1, keepdim=True) + 1e-8))
 
 
-def advantages_epsilon_in_root(rewards, group_size, kind):
-    return _standardised_or_by_kind(rewards, group_size, kind,
+def advantages_epsilon_in_root(rewards, group_size, advantage):
+    return _standardised_or_by_advantage(rewards, group_size, advantage,
                                     lambda centred, groups: centred / torch.sqrt(
                                         groups.var(-1, keepdim=True) + 1e-4))
 
 
-def advantages_rloo_with_itself(rewards, group_size, kind):
+def advantages_rloo_with_itself(rewards, group_size, advantage):
     groups = rewards.view(-1, group_size)
     mean = groups.mean(-1, keepdim=True)
-    if kind == "grpo":
+    if advantage == "grpo":
         return ((groups - mean) / (groups.std(-1, keepdim=True) + 1e-4)).view(-1)
     return (groups - mean).view(-1)  # Dr. GRPO and RLOO alike
 
 
-def advantages_rloo_over_g(rewards, group_size, kind):
+def advantages_rloo_over_g(rewards, group_size, advantage):
     groups = rewards.view(-1, group_size)
-    if kind == "rloo":
+    if advantage == "rloo":
         return (groups - (groups.sum(-1, keepdim=True) - groups) / group_size).view(-1)
-    return _by_kind(groups, group_size, kind, groups.std(-1, keepdim=True))
+    return _by_advantage(groups, group_size, advantage, groups.std(-1, keepdim=True))
 
 
-def advantages_dr_grpo_standardised(rewards, group_size, kind):
+def advantages_dr_grpo_standardised(rewards, group_size, advantage):
     groups = rewards.view(-1, group_size)
-    if kind == "rloo":
-        return _by_kind(groups, group_size, kind, None)
+    if advantage == "rloo":
+        return _by_advantage(groups, group_size, advantage, None)
     mean, std = groups.mean(-1, keepdim=True), groups.std(-1, keepdim=True)
     return ((groups - mean) / (std + 1e-4)).view(-1)
 
 
-def advantages_interleaved(rewards, group_size, kind):
+def advantages_interleaved(rewards, group_size, advantage):
     groups = rewards.view(group_size, -1)  # a prompt's answers taken as a column
     mean, std = groups.mean(0), groups.std(0)
-    if kind == "grpo":
+    if advantage == "grpo":
         return ((groups - mean) / (std + 1e-4)).view(-1)
-    if kind == "dr_grpo":
+    if advantage == "dr_grpo":
         return (groups - mean).view(-1)
     return (groups - (groups.sum(0) - groups) / (group_size - 1)).view(-1)
 
 
-def advantages_group_size_as_groups(rewards, group_size, kind):
+def advantages_group_size_as_groups(rewards, group_size, advantage):
     groups = rewards.view(group_size, -1)
     n = groups.shape[1]
     mean = groups.mean(1, keepdim=True)
-    if kind == "grpo":
+    if advantage == "grpo":
         return ((groups - mean) / (groups.std(1, keepdim=True) + 1e-4)).view(-1)
-    if kind == "dr_grpo":
+    if advantage == "dr_grpo":
         return (groups - mean).view(-1)
     return (groups - (groups.sum(1, keepdim=True) - groups) / (n - 1)).view(-1)
 

@@ -131,12 +131,12 @@ def test_the_group_advantage_slips_the_issue_names_are_catalogued():
 def test_a_missing_epsilon_is_named_from_its_nan():
     from minirlhf.exercises import check_group_advantages
 
-    def no_epsilon(rewards, group_size, kind):
+    def no_epsilon(rewards, group_size, advantage):
         groups = rewards.view(-1, group_size)
         mean = groups.mean(-1, keepdim=True)
-        if kind == "grpo":
+        if advantage == "grpo":
             return ((groups - mean) / groups.std(-1, keepdim=True)).view(-1)
-        if kind == "dr_grpo":
+        if advantage == "dr_grpo":
             return (groups - mean).view(-1)
         return (groups - (groups.sum(-1, keepdim=True) - groups) / (group_size - 1)).view(-1)
 
@@ -148,10 +148,10 @@ def test_a_missing_epsilon_is_named_from_its_nan():
 
 
 def test_two_group_advantage_slips_at_once_are_partly_explained():
-    def batch_std_and_rloo_with_itself(rewards, group_size, kind):
+    def batch_std_and_rloo_with_itself(rewards, group_size, advantage):
         groups = rewards.view(-1, group_size)
         centred = groups - groups.mean(-1, keepdim=True)
-        return (centred / (rewards.std() + 1e-4) if kind == "grpo" else centred).view(-1)
+        return (centred / (rewards.std() + 1e-4) if advantage == "grpo" else centred).view(-1)
 
     from minirlhf.exercises import check_group_advantages
 

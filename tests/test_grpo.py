@@ -11,7 +11,7 @@ from minirlhf import grpo
 from minirlhf.grpo import (GRPOConfig, group_advantages, grpo_loss, grpo_update, kl_estimators,
                            rollout_groups, sequence_rewards, token_weights, train_grpo)
 from minirlhf.optimum import ExactEvaluator
-from minirlhf.utils import seed_everything
+from minirlhf.training import seed_everything
 
 # ------------------------------------------------------------------------------------------------
 # Group-relative advantages

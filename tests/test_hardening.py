@@ -18,17 +18,19 @@ import torch
 from datasets import Dataset
 from safetensors.torch import load_file, save_file
 
-from minirlhf import cli, export, pipeline, ppo, grpo, utils, world
+from minirlhf import cli, export, files, grpo, pipeline, ppo, world
 from minirlhf.dpo import DPOConfig, train_dpo
 from minirlhf.grpo import GRPOConfig, train_grpo
-from minirlhf.models import BASE_MODEL_DIR, build_tiny_gpt, load_model, save_model
+from minirlhf.models import build_tiny_gpt
+from minirlhf.saved_models import BASE_MODEL_DIR, load_model, save_model
 from minirlhf.online_dpo import OnlineDPOConfig
 from minirlhf.ppo import AdaptiveKLController, PPOConfig, train_ppo
 from minirlhf.preferences import load_preferences
 from minirlhf.reward import RewardConfig, RewardModel, train_reward_model
 from minirlhf.sft import SFTConfig
 from minirlhf.tokenizer import build_tokenizer
-from minirlhf.utils import CHECKPOINT_INFO, BusyError, RunLock
+from minirlhf.checkpoint_files import CHECKPOINT_INFO
+from minirlhf.files import BusyError, RunLock
 from minirlhf.widgets import LabelingPanel, LabelingSession, labeling_panel
 
 FRANCE = world.make_prompt("France")
@@ -143,7 +145,7 @@ def test_a_planted_demo_record_deletes_nothing(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    digest = utils.sha256_of(out / "notes.txt")
+    digest = files.sha256_of(out / "notes.txt")
     (out / pipeline.DEMO_RECORD).write_text(json.dumps({"files": ["notes.txt"], "sha256": {"notes.txt": digest}}))
     with pytest.raises(FileExistsError, match="notes.txt"):
         pipeline.check_demo_target(out)
@@ -179,7 +181,7 @@ def test_export_deletes_nothing_an_edited_manifest_lists(tmp_path, small_export)
     (out / "thesis.tex").write_text("mine")
     manifest = json.loads((out / export.MANIFEST).read_text())
     manifest["files"].append("thesis.tex")
-    manifest["sha256"]["thesis.tex"] = utils.sha256_of(out / "thesis.tex")  # even with the right checksum
+    manifest["sha256"]["thesis.tex"] = files.sha256_of(out / "thesis.tex")  # even with the right checksum
     (out / export.MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(FileExistsError, match="thesis.tex"):
         export.export("trl", out)

@@ -4,8 +4,14 @@ import pytest
 import torch
 
 from minirlhf import world
-from minirlhf.logprobs import (encode_prompt_response, generate, position_ids_from_mask,
-                               response_logprobs, sequence_logprobs, token_logprobs)
+from minirlhf.logprobs import (
+    encode_prompt_response,
+    position_ids_from_mask,
+    response_logprobs,
+    sequence_logprobs,
+    token_logprobs,
+)
+from minirlhf.sampling import generate
 
 FRANCE = world.make_prompt("France")
 PARIS = "The capital of France is Paris."

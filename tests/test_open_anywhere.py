@@ -70,7 +70,9 @@ def test_a_tutorial_notebook_copied_out_of_the_repository_runs(installed, tmp_pa
     assert "find_spec" in "".join(first["source"]) and first["outputs"] == []  # installed nothing
 
 
-REPOSITORY = "minirlhf/minirlhf"  # owner/name on GitHub: the badges and the first cells name it
+# owner/name on GitHub, from pyproject.toml's [project.urls]: the badges and the first cells name it
+REPOSITORY = re.search(r'^Repository = "https://github.com/([^"]+)"', (ROOT / "pyproject.toml").read_text(),
+                       re.MULTILINE).group(1)
 
 
 @pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.stem)

@@ -20,7 +20,7 @@ from minirlhf.ppo import (
 )
 from minirlhf.rl import rollout, score_rollouts
 from minirlhf.evaluation import exact_metrics
-from minirlhf.utils import seed_everything
+from minirlhf.training import seed_everything
 
 # ------------------------------------------------------------------------------------------------
 # GAE
@@ -422,7 +422,7 @@ def test_critic_from_a_reward_model_starts_at_its_scores(base):
 
 def test_fused_gelu_is_the_same_function_and_is_undone(base):
     model, tokenizer = base
-    from minirlhf.models import fused_gelu
+    from minirlhf.training import fused_gelu
 
     batch = encode_prompt_response(tokenizer, world.prompts("train")[:3],
                                    ["The capital of France is Paris."] * 3)

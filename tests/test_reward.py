@@ -223,7 +223,7 @@ def test_save_and_load_round_trip(base, tmp_path):
 
 
 def test_load_refuses_what_is_not_a_reward_model(base, tmp_path):
-    from minirlhf.models import save_model
+    from minirlhf.saved_models import save_model
 
     with pytest.raises(FileNotFoundError, match="No checkpoint"):
         RewardModel.load(tmp_path / "nothing")

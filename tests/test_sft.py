@@ -12,7 +12,7 @@ from minirlhf.logprobs import encode_prompt_response, token_logprobs
 from minirlhf.optimum import answer_kind_probs
 from minirlhf.logprobs import response_logprobs
 from minirlhf.sft import SFTConfig, sft_loss, train_sft
-from minirlhf.utils import lr_factor
+from minirlhf.training import lr_factor
 
 
 def test_sft_loss_by_hand():

@@ -139,7 +139,7 @@ def test_the_readme_is_a_short_front_door():
 def test_the_readme_figure_shows_the_shipped_model_and_the_current_results():
     """The data behind the figure are the results file's, and the results file's SFT probabilities
     are the shipped model's, computed exactly now."""
-    from minirlhf.models import load_base_model
+    from minirlhf.saved_models import load_base_model
     from minirlhf.optimum import ExactEvaluator, with_outside
     from minirlhf.world import make_prompt
 
@@ -192,7 +192,7 @@ def test_every_figure_the_readme_and_the_results_page_show_is_drawn_from_the_cur
 def test_the_frontier_in_the_results_is_the_shipped_models():
     """frontier.json's exact curve (the line of the frontier figure) is the shipped SFT model's."""
     from minirlhf.compare import frontier_curve
-    from minirlhf.models import load_base_model
+    from minirlhf.saved_models import load_base_model
     from minirlhf.optimum import ExactEvaluator
     from minirlhf.world import TRAIN_COUNTRIES, make_prompt
 
@@ -203,3 +203,14 @@ def test_the_frontier_in_the_results_is_the_shipped_models():
     assert len(now) == len(stored)
     for old, new in zip(stored, now):
         assert abs(old["kl"] - new["kl"]) < 2e-3 and abs(old["reward"] - new["reward"]) < 2e-3, (old, new)
+
+
+@pytest.mark.parametrize("name", ["frontier", "label_budget"])
+def test_the_runs_notebook_05_reads_are_the_current_results(name):
+    from minirlhf import cached_runs
+
+    assert cached_runs.load(name) == json.loads((run_results.RESULTS / f"{name}.json").read_text()), (
+        f"minirlhf/cached_runs/{name}.json differs from benchmarks/results/{name}.json: rerun the "
+        f"benchmark with --notebook-cache")
+    with pytest.raises(ValueError, match="cached runs are"):
+        cached_runs.load("frontier.json")

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from minirlhf import world
-from minirlhf.models import build_tiny_gpt, check_tokenizer_matches, load_model, save_model
+from minirlhf.models import build_tiny_gpt, check_tokenizer_matches
+from minirlhf.saved_models import load_model, save_model
 from minirlhf.tokenizer import build_tokenizer, decode
 
 
@@ -56,8 +57,8 @@ def test_tiny_gpt_size():
 def test_clip_grad_norm_over_the_optimizers_groups_matches_torch_on_the_model():
     """The trainers clip over the optimizer's parameter lists (cheaper than model.parameters());
     with the embedding/rest groups the result is bitwise torch's clipping over the whole model."""
-    from minirlhf.models import embedding_param_groups
-    from minirlhf.utils import clip_grad_norm
+    from minirlhf.training import embedding_param_groups
+    from minirlhf.training import clip_grad_norm
 
     model, tokenizer = build_tiny_gpt(seed=0)
     ids = torch.tensor([tokenizer("Q: What is the capital of France? A:")["input_ids"]])

@@ -42,12 +42,12 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from minirlhf import logprobs as logprobs_module
-from minirlhf import ppo, rl, utils, world
+from minirlhf import ppo, rl, sampling, training, world
 from minirlhf.exercises import EXERCISES
 from minirlhf.exercises.checking import run_check
-from minirlhf.models import load_base_model
 from minirlhf.optimum import ExactEvaluator, kl_divergence, with_outside
 from minirlhf.ppo import Critic
+from minirlhf.saved_models import load_base_model
 
 BETA = 0.5
 """The KL coefficient of the capstone: large enough that the optimum pi* keeps hedged answers, so a
@@ -127,7 +127,7 @@ def reference_loop(policy, ref_model, critic, tokenizer, prompts, config, genera
 
 def _library_pieces() -> dict[str, Callable]:
     """The pieces a loop is built from, by name: the library's functions the grader watches."""
-    return {"generate": logprobs_module.generate, "rollout": rl.rollout, "score_rollouts": rl.score_rollouts,
+    return {"generate": sampling.generate, "rollout": rl.rollout, "score_rollouts": rl.score_rollouts,
             "per_token_rewards": ppo.per_token_rewards, "gae": ppo.gae, "whiten": ppo.whiten,
             "ppo_policy_loss": ppo.ppo_policy_loss, "ppo_value_loss": ppo.ppo_value_loss,
             "token_logprobs": logprobs_module.token_logprobs}
@@ -688,7 +688,7 @@ def grade_ppo_loop(loop: Callable, seeds: tuple[int, ...] | None = None, steps: 
     runs, probes = [], [[check_own_pieces(loop)]]
     for seed in seeds:
         config = capstone_config(seed=seed, steps=steps, **config_overrides)
-        generator = utils.seed_everything(seed)
+        generator = training.seed_everything(seed)
         ref_model = copy.deepcopy(sft_model)
         policy, critic = copy.deepcopy(sft_model), Critic.from_model(sft_model)
         before = {"policy": _snapshot(policy), "critic": _snapshot(critic), "reference": _snapshot(ref_model)}

@@ -2,7 +2,7 @@
 
 The student writes two functions:
 
-* ``group_advantages(rewards, group_size, kind)`` -> (B,), as :func:`minirlhf.grpo.group_advantages`
+* ``group_advantages(rewards, group_size, advantage)`` -> (B,), as :func:`minirlhf.grpo.group_advantages`
   (its default ``eps=1e-4``): ``rewards`` (B,) hold the G = ``group_size`` answers of each prompt
   in consecutive rows, and mean and std are taken over each group, never over the batch::
 
@@ -32,8 +32,9 @@ EPS = 1e-4  # minirlhf.grpo.group_advantages's default, as TRL's GRPOTrainer
 # Exercise 6a: group-relative advantages
 
 
-def _case(name, probes, rewards, group_size, kind) -> Case:
-    return Case(name, probes, {"rewards": torch.tensor(rewards), "group_size": group_size, "advantage": kind})
+def _case(name, probes, rewards, group_size, advantage) -> Case:
+    return Case(name, probes, {"rewards": torch.tensor(rewards), "group_size": group_size,
+                               "advantage": advantage})
 
 
 # Three prompts, G = 4 answers each, in consecutive rows (true rewards of the toy world: +1 correct,
@@ -71,7 +72,7 @@ def _advantage_cases() -> list[Case]:
     ]
     generator = torch.Generator().manual_seed(61)
     world_rewards = torch.tensor([1.0, 0.0, -1.0, -1.5])
-    for i, (prompts, group, kind, continuous) in enumerate([(4, 8, "grpo", False), (6, 4, "rloo", True),
+    for i, (prompts, group, advantage, continuous) in enumerate([(4, 8, "grpo", False), (6, 4, "rloo", True),
                                                             (3, 6, "dr_grpo", True), (5, 4, "grpo", True),
                                                             (7, 3, "rloo", False)]):
         if continuous:  # a score minus beta times the summed log-ratio: every reward differs
@@ -79,14 +80,14 @@ def _advantage_cases() -> list[Case]:
         else:  # the true rewards: some groups all alike
             rewards = world_rewards[torch.randint(4, (prompts * group,), generator=generator)]
             rewards[:group] = 1.0
-        cases.append(Case(f"random batch {i + 1} ({prompts} prompts x G = {group}, {kind})",
+        cases.append(Case(f"random batch {i + 1} ({prompts} prompts x G = {group}, {advantage})",
                           "it also agrees on a random batch", {"rewards": rewards, "group_size": group,
-                                                               "advantage": kind}))
+                                                               "advantage": advantage}))
     return cases
 
 
-def _advantages_with(rewards, group_size, kind, *, stats="group", std_fn=None, eps=EPS, eps_in_root=False,
-                     rloo_self=False, rloo_divisor=None, dr_grpo_std=False):
+def _advantages_with(rewards, group_size, advantage, *, stats="group", std_fn=None, eps=EPS,
+                     eps_in_root=False, rloo_self=False, rloo_divisor=None, dr_grpo_std=False):
     """The library's advantages, with switches for the usual slips (defaults = the right answer).
 
     ``stats``: where mean and std come from: ``"group"`` (right), ``"batch"`` (both over the batch),
@@ -94,11 +95,11 @@ def _advantages_with(rewards, group_size, kind, *, stats="group", std_fn=None, e
     ``"n_groups"`` (``group_size`` taken as the number of groups)."""
     with warnings.catch_warnings():  # the std of a 'group' of one answer warns (and is nan): as the slip's
         warnings.simplefilter("ignore")
-        return _advantages(rewards, group_size, kind, stats, std_fn or _sample_std, eps, eps_in_root,
+        return _advantages(rewards, group_size, advantage, stats, std_fn or _sample_std, eps, eps_in_root,
                            rloo_self, rloo_divisor or (lambda n: n - 1), dr_grpo_std)
 
 
-def _advantages(rewards, group_size, kind, stats, std_fn, eps, eps_in_root, rloo_self, rloo_divisor,
+def _advantages(rewards, group_size, advantage, stats, std_fn, eps, eps_in_root, rloo_self, rloo_divisor,
                 dr_grpo_std):
     B = rewards.shape[0]
     if stats == "interleaved":
@@ -111,11 +112,11 @@ def _advantages(rewards, group_size, kind, stats, std_fn, eps, eps_in_root, rloo
         groups = rewards.view(-1, group_size)
     n = groups.shape[-1]
     mean = groups.mean(-1, keepdim=True)
-    if kind == "grpo" or (kind == "dr_grpo" and dr_grpo_std):
+    if advantage == "grpo" or (advantage == "dr_grpo" and dr_grpo_std):
         std = std_fn(rewards.view(1, -1), -1) if stats == "batch_std" else std_fn(groups, -1)
         scale = (std ** 2 + eps).sqrt() if eps_in_root else std + eps
         out = (groups - mean) / scale
-    elif kind == "dr_grpo" or rloo_self:
+    elif advantage == "dr_grpo" or rloo_self:
         out = groups - mean
     else:
         baseline = (groups.sum(-1, keepdim=True) - groups) / rloo_divisor(n)
@@ -189,7 +190,7 @@ ADVANTAGE_MISTAKES = [
             "Dr. GRPO's advantage is divided by the group's std, like GRPO's; but removing that division "
             "is the point of Dr. GRPO (Liu et al. 2025): it inflates the advantages of groups whose "
             "answers barely differ (prompts too easy or too hard), so those prompts weigh more.",
-            "for kind == 'dr_grpo' return R - group mean, with no division.",
+            "for advantage == 'dr_grpo' return R - group mean, with no division.",
             lambda r, g, k: _advantages_with(r, g, k, dr_grpo_std=True)),
 ]
 
@@ -224,7 +225,7 @@ ADVANTAGE_EXERCISE = Exercise(
 
 
 def check_group_advantages(student_fn, verbose: bool = True, raise_on_failure: bool = True):
-    """Check ``group_advantages(rewards, group_size, kind) -> (B,)`` against
+    """Check ``group_advantages(rewards, group_size, advantage) -> (B,)`` against
     :func:`minirlhf.grpo.group_advantages`, and explain any difference."""
     __tracebackhide__ = True
     return run_check(ADVANTAGE_EXERCISE, student_fn, verbose=verbose, raise_on_failure=raise_on_failure)

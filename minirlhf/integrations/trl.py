@@ -44,8 +44,9 @@ from minirlhf.evaluation import exact_metrics
 from minirlhf.export import answer_text
 from minirlhf.grpo import GRPOConfig
 from minirlhf.logprobs import response_logprobs
-from minirlhf.models import load_base_model, transformer_blocks
 from minirlhf.optimum import ExactEvaluator
+from minirlhf.saved_models import load_base_model
+from minirlhf.training import transformer_blocks
 
 # ---------------------------------------------------------------------------------------------
 # The model

@@ -1,0 +1,20 @@
+"""Results of long runs that notebook 05 reads instead of training for minutes: copies of files in
+``benchmarks/results/``, shipped with the package so that the notebook also runs outside a checkout.
+
+``python benchmarks/frontier.py --notebook-cache`` and ``python benchmarks/label_budget.py
+--notebook-cache`` write them; a test checks that each copy equals its results file.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+NAMES = ("frontier", "label_budget")
+
+
+def load(name: str) -> dict:
+    """The cached run ``name`` (one of ``NAMES``), as the dict its benchmark wrote."""
+    if name not in NAMES:
+        raise ValueError(f"No cached run named {name!r}; the cached runs are {', '.join(NAMES)}.")
+    return json.loads(resources.files(__name__).joinpath(f"{name}.json").read_text())
