@@ -204,7 +204,7 @@ class DPOConfig:
 
     def loss_arguments(self, segment: torch.Tensor) -> dict:
         """The keyword arguments of :func:`preference_loss` for this config and a batch's ``segment``
-        (:func:`~minirlhf.logprobs.encode_pairs`), whose token counts SimPO needs."""
+        (:func:`~minirlhf.pairs.encode_pairs`), whose token counts SimPO needs."""
         if self.loss_type != "simpo":
             return {"label_smoothing": self.label_smoothing, "ipo": self.loss_type == "ipo"}
         return {"label_smoothing": self.label_smoothing, "simpo_gamma": self.simpo_gamma,
