@@ -36,6 +36,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -159,7 +160,7 @@ def run_trl(loss_type: str, seed: int, steps: int, ref, tokenizer, threads: int)
     start = time.perf_counter()
     trainer = GRPOTrainer(model=policy, reward_funcs=true_reward_func, processing_class=tokenizer,
                           train_dataset=prompt_data("train"),
-                          args=TRLGRPOConfig(output_dir=str(ROOT / ".scoreboard-trl"), logging_steps=10 ** 6,
+                          args=TRLGRPOConfig(output_dir=tempfile.mkdtemp(prefix="scoreboard-trl-"), logging_steps=10 ** 6,
                                              **grpo_args(config), **run_args(threads)))
     trainer.train()
     policy = trainer.model.eval()
