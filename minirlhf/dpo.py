@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from minirlhf.checks import check_config, check_positive
 from minirlhf.logprobs import to_device
 from minirlhf.models import check_tokenizer_matches
-from minirlhf.pairs import CHOSEN, encode_pairs, pair_logps, reference_logps
+from minirlhf.pairs import CHOSEN, REJECTED, encode_pairs, pair_logps, reference_logps
 from minirlhf.preferences import check_preference_data
 from minirlhf.training import (
     check_finite_loss,
@@ -56,7 +56,9 @@ from minirlhf.training import (
 
 def preference_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
                     reference_chosen_logps: torch.Tensor, reference_rejected_logps: torch.Tensor,
-                    beta: float, label_smoothing: float = 0.0, ipo: bool = False
+                    beta: float, label_smoothing: float = 0.0, ipo: bool = False,
+                    simpo_gamma: float | None = None, chosen_tokens: torch.Tensor | None = None,
+                    rejected_tokens: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The DPO family's loss of each pair, from summed response log-probs, all of shape (B,).
 
@@ -82,16 +84,30 @@ def preference_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: to
       paper's equation on sequence log-probs; TRL's ``loss_type="ipo"`` first divides each answer's
       log-ratio by its token count, which equals this loss on log-probs divided by the answer
       lengths (tested).
+    * SimPO (Meng et al. 2024, "SimPO: Simple Preference Optimization with a Reference-Free Reward",
+      eq. 6), ``simpo_gamma`` = gamma: no reference model, each answer's *mean* token log-prob as its
+      reward, and a target margin gamma, ``L = -log sigmoid(beta * (log pi(y_w)/|y_w| - log pi(y_l)/|y_l|)
+      - gamma)`` (with ``label_smoothing`` as conservative DPO's). The reference log-probs are ignored
+      (may be None); ``chosen_tokens``, ``rejected_tokens`` (B,) are ``|y_w|``, ``|y_l|``. It is TRL 1.16's
+      ``CPOTrainer(loss_type="simpo", cpo_alpha=0)`` (tested); its DPOTrainer has no SimPO.
 
     Returns ``(losses, chosen_rewards, rejected_rewards)``, each (B,): the loss of each pair (the
     trainer averages), and the implicit rewards ``beta * (log pi(y) - log pi_ref(y))`` of both
-    answers (:func:`implicit_reward`), detached, for the metrics.
+    answers (:func:`implicit_reward`; SimPO's ``beta * log pi(y) / |y|``), detached, for the metrics.
     """
     check_positive("beta", beta)
     if not 0 <= label_smoothing < 0.5:
         raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing!r}.")
     if ipo and label_smoothing > 0:
         raise ValueError("label_smoothing (conservative DPO) does not apply to IPO: give one of them.")
+    if simpo_gamma is not None:
+        if ipo or chosen_tokens is None or rejected_tokens is None:
+            raise ValueError("SimPO (simpo_gamma) needs chosen_tokens and rejected_tokens, and not ipo.")
+        chosen_rewards = beta * policy_chosen_logps / chosen_tokens  # reference-free, per token
+        rejected_rewards = beta * policy_rejected_logps / rejected_tokens
+        logits = chosen_rewards - rejected_rewards - simpo_gamma  # Meng et al. 2024, eq. 6
+        losses = -(1 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits)
+        return losses, chosen_rewards.detach(), rejected_rewards.detach()
     chosen_log_ratios = policy_chosen_logps - reference_chosen_logps
     rejected_log_ratios = policy_rejected_logps - reference_rejected_logps
     h = chosen_log_ratios - rejected_log_ratios
@@ -123,7 +139,7 @@ def implicit_reward(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: f
 # Configuration
 # ----------------------------------------------------------------------------------------------
 
-LOSS_TYPES = ("sigmoid", "ipo")
+LOSS_TYPES = ("sigmoid", "ipo", "simpo")
 
 
 @dataclass
@@ -133,8 +149,10 @@ class DPOConfig:
     beta: float = 0.1
     """KL strength: the policy aims at pi* = pi_ref exp(r / beta) / Z. Small beta = far from pi_ref."""
     loss_type: str = "sigmoid"
-    """``"sigmoid"``: DPO (conservative DPO when ``label_smoothing > 0``); ``"ipo"``: IPO. Both are
-    :func:`preference_loss` (TRL's names)."""
+    """``"sigmoid"``: DPO (conservative DPO when ``label_smoothing > 0``); ``"ipo"``: IPO; ``"simpo"``:
+    SimPO, reference-free. All are :func:`preference_loss` (TRL's names)."""
+    simpo_gamma: float = 0.5
+    """SimPO's target margin gamma (TRL's ``CPOConfig.simpo_gamma``); only with ``loss_type="simpo"``."""
     label_smoothing: float = 0.0
     """Assumed label-flip rate of conservative DPO; 0 is plain DPO."""
     rpo_alpha: float = 1.0
@@ -180,8 +198,17 @@ class DPOConfig:
             raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}.")
         if not 0 <= self.label_smoothing < 0.5:
             raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing!r}.")
-        if self.label_smoothing > 0 and self.loss_type != "sigmoid":
-            raise ValueError("label_smoothing (conservative DPO) only applies to loss_type='sigmoid'.")
+        if self.label_smoothing > 0 and self.loss_type == "ipo":
+            raise ValueError("label_smoothing (conservative DPO) does not apply to loss_type='ipo'.")
+        check_positive("simpo_gamma", self.simpo_gamma, allow_zero=True)
+
+    def loss_arguments(self, segment: torch.Tensor) -> dict:
+        """The keyword arguments of :func:`preference_loss` for this config and a batch's ``segment``
+        (:func:`~minirlhf.pairs.encode_pairs`), whose token counts SimPO needs."""
+        if self.loss_type != "simpo":
+            return {"label_smoothing": self.label_smoothing, "ipo": self.loss_type == "ipo"}
+        return {"label_smoothing": self.label_smoothing, "simpo_gamma": self.simpo_gamma,
+                "chosen_tokens": (segment == CHOSEN).sum(-1), "rejected_tokens": (segment == REJECTED).sum(-1)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,8 +245,7 @@ def dpo_step(policy, optimizer, encoded: dict[str, torch.Tensor], idx: torch.Ten
     batch = {k: v[idx] for k, v in encoded.items()}
     chosen, rejected = pair_logps(policy, batch)
     losses, chosen_rewards, rejected_rewards = preference_loss(
-        chosen, rejected, ref_chosen, ref_rejected, config.beta, config.label_smoothing,
-        ipo=config.loss_type == "ipo")
+        chosen, rejected, ref_chosen, ref_rejected, config.beta, **config.loss_arguments(batch["segment"]))
     loss = losses.mean()
     if config.rpo_alpha > 0:  # RPO: + alpha * the NLL per token of the chosen answers
         loss = loss + config.rpo_alpha * nll_per_token(chosen, (batch["segment"] == CHOSEN).sum(-1))
@@ -248,7 +274,7 @@ def pair_loss(policy, encoded: dict, ref_chosen: torch.Tensor, ref_rejected: tor
     """The mean loss of ``config`` over every pair of ``encoded`` (held-out pairs), no gradients."""
     chosen, rejected = pair_logps(policy, encoded)
     losses, _, _ = preference_loss(chosen, rejected, ref_chosen, ref_rejected, config.beta,
-                                   config.label_smoothing, ipo=config.loss_type == "ipo")
+                                   **config.loss_arguments(encoded["segment"]))
     return losses.mean().item()
 
 

@@ -20,6 +20,21 @@ group be the baseline. One step is::
     5. log         the step's metrics, named as in TRL
     6. refresh     (optional, with a learned reward model and a rater) as in PPO
 
+The 2025 variants are options of the same loop, each a few lines below, named as TRL 1.16's
+``GRPOConfig`` names them (``loss_type``, ``epsilon_high``, ``importance_sampling_level``,
+``mask_truncated_completions``)::
+
+    loss_type  "grpo"     L = mean_i  mean_{t in y_i} l_it                  (the answer's mean, then the batch's)
+               "bnpo"     L = sum_{i,t} l_it / (tokens in the minibatch)
+               "dr_grpo"  L = sum_{i,t} l_it / (B * max_new_tokens)         (Liu et al. 2025)
+               "dapo"     L = sum_{i,t} l_it / (tokens in the step's batch / minibatches)   (Yu et al. 2025)
+               "cispo"    l_it = -sg[min(ratio_it, eps_high)] A_i log pi(y_t)  (MiniMax 2025), as "dapo"
+    epsilon_high        clip(ratio, 1 - eps, 1 + eps_high): "clip-higher" (DAPO)
+    importance_sampling_level="sequence"  one ratio per answer, exp(mean_t log ratio_it)  (GSPO, Zheng et al. 2025)
+    dynamic_sampling    drop the groups whose G rewards are all equal (their advantages are 0)  (DAPO)
+    mask_truncated_completions   answers cut at max_new_tokens leave the loss: the overlong filter (DAPO)
+    soft_punish_cache   L_cache > 0: DAPO's soft overlong punishment added to the reward (its eq. 13)
+
 The three KL estimators, per token, with d = log pi_ref(y_t|..) - log pi(y_t|..) and y ~ pi::
 
     k1 = -d                    unbiased value;  in the *reward* its score-function gradient is exact
@@ -61,6 +76,8 @@ from minirlhf.training import (
 
 ADVANTAGES = ("grpo", "dr_grpo", "rloo")
 KL_PLACES = ("reward", "loss")
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo")
+IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 
 # ----------------------------------------------------------------------------------------------
 # Pure functions of tensors (unit-tested against hand-computed numbers)
@@ -134,6 +151,134 @@ def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: 
     return loss, stats
 
 
+def importance_ratio(logprobs: torch.Tensor, old_logprobs: torch.Tensor, response_mask: torch.Tensor,
+                     level: str = "token") -> torch.Tensor:
+    """pi / pi_old, per token (B, T), or with ``level="sequence"`` one per answer (B, 1), GSPO's
+    length-normalised sequence ratio (Zheng et al. 2025, "Group Sequence Policy Optimization", eq. 7)::
+
+        token     r_it = pi(y_t|..) / pi_old(y_t|..)
+        sequence  s_i  = (pi(y_i|x) / pi_old(y_i|x))^(1/|y_i|) = exp(mean_t log r_it)
+    """
+    if level not in IMPORTANCE_SAMPLING_LEVELS:
+        raise ValueError(f"importance_sampling_level must be one of {IMPORTANCE_SAMPLING_LEVELS}, got {level!r}.")
+    log_ratio = logprobs - old_logprobs
+    if level == "sequence":
+        mask = response_mask.to(log_ratio.dtype)
+        log_ratio = ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1))[:, None]
+    return torch.exp(log_ratio)
+
+
+def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, epsilon_low: float,
+                      epsilon_high: float) -> torch.Tensor:
+    """PPO's clipped surrogate per token with an asymmetric range, DAPO's "clip-higher" (Yu et al. 2025,
+    eq. 10): ``max(-A r, -A clip(r, 1 - eps_low, 1 + eps_high))``. A wider upper range lets an unlikely
+    token with A > 0 grow further in one step, against the collapse of the policy's entropy."""
+    return torch.maximum(-advantages * ratio,
+                         -advantages * torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high))
+
+
+def cispo_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, logprobs: torch.Tensor,
+                    epsilon_high: float) -> torch.Tensor:
+    """CISPO (MiniMax 2025, "MiniMax-M1", eq. 4): clip the importance weight, not the update, and stop
+    its gradient: ``-sg[min(r, eps_high)] * A * log pi(y_t)``. Every token keeps a gradient (PPO's clip
+    zeroes those outside the range); the weight only bounds how much."""
+    return -torch.clamp(ratio, max=epsilon_high).detach() * advantages * logprobs
+
+
+def aggregate_loss(per_token: torch.Tensor, response_mask: torch.Tensor, loss_type: str,
+                   max_tokens: int | None = None, tokens_per_minibatch: float | None = None) -> torch.Tensor:
+    """The per-token losses ``l`` (B, T), or (B, 1) broadcast, to one number, as TRL 1.16's
+    ``loss_type`` does (``m`` the response mask)::
+
+        grpo     mean_i [ sum_t m_it l_it / |y_i| ]           every answer weighs the same (length bias)
+        bnpo     sum_it m_it l_it / sum_it m_it               every token of the minibatch the same
+        dr_grpo  sum_it m_it l_it / (B * max_tokens)          a constant (Liu et al. 2025)
+        dapo, cispo  sum_it m_it l_it / tokens_per_minibatch  the step's tokens / minibatches (Yu et al. 2025)
+    """
+    mask = response_mask.to(per_token.dtype)
+    total = per_token * mask
+    if loss_type == "grpo":
+        return (total.sum(-1) / mask.sum(-1).clamp(min=1)).mean()
+    if loss_type == "bnpo":
+        return total.sum() / mask.sum().clamp(min=1)
+    if loss_type == "dr_grpo":
+        if max_tokens is None:
+            raise ValueError('loss_type="dr_grpo" divides by B * max_tokens: give max_tokens.')
+        return total.sum() / (per_token.shape[0] * max_tokens)
+    if loss_type in ("dapo", "cispo"):
+        if tokens_per_minibatch is None:
+            raise ValueError(f'loss_type="{loss_type}" divides by the tokens of the step\'s batch per '
+                             'minibatch: give tokens_per_minibatch.')
+        return total.sum() / max(tokens_per_minibatch, 1.0)
+    raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}.")
+
+
+def variant_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
+                 advantages: torch.Tensor, response_mask: torch.Tensor, loss_type: str, epsilon_low: float,
+                 epsilon_high: float | None = None, beta: float = 0.0, importance_sampling_level: str = "token",
+                 max_tokens: int | None = None, tokens_per_minibatch: float | None = None,
+                 kl_bias_correction: bool = False) -> tuple[torch.Tensor, dict]:
+    """The update's loss of the 2025 variants, shapes (B, T) (``advantages`` (B,)), TRL 1.16's
+    ``GRPOTrainer._compute_loss`` term by term::
+
+        r_it   = importance_ratio(level)                       token or sequence (GSPO)
+        l_it   = clipped_surrogate(r, A, eps, eps_high)        grpo, bnpo, dr_grpo, dapo
+               = cispo_surrogate(r, A, log pi, eps_high)       cispo
+        l_it  += beta * k3_it  (* r_it with kl_bias_correction: the unbiased KL(pi || pi_ref) gradient)
+        L      = aggregate_loss(l, loss_type)
+
+    ``epsilon_high`` None: ``epsilon_low`` (symmetric). Returns ``(loss, stats)`` as :func:`grpo_loss`."""
+    check_positive("beta", beta, allow_zero=True)
+    check_positive("epsilon_low", epsilon_low)
+    epsilon_high = epsilon_low if epsilon_high is None else check_positive("epsilon_high", epsilon_high)
+    mask = response_mask.to(logprobs.dtype)
+    ratio = importance_ratio(logprobs, old_logprobs, mask, importance_sampling_level)
+    adv = advantages[:, None].to(logprobs.dtype)
+    if loss_type == "cispo":
+        per_token = cispo_surrogate(ratio, adv, logprobs, epsilon_high)
+    else:
+        per_token = clipped_surrogate(ratio, adv, epsilon_low, epsilon_high)
+    k3 = kl_estimators(logprobs, ref_logprobs)["k3"]
+    if beta > 0:
+        per_token = per_token + beta * (k3 * ratio if kl_bias_correction else k3)
+    loss = aggregate_loss(per_token, mask, loss_type, max_tokens, tokens_per_minibatch)
+    with torch.no_grad():
+        log_ratio = logprobs - old_logprobs
+        if loss_type == "cispo":
+            clipped = (ratio > epsilon_high) & (adv > 0)
+        else:
+            clipped = ((ratio < 1 - epsilon_low) & (adv < 0)) | ((ratio > 1 + epsilon_high) & (adv > 0))
+        stats = {"loss/policy": loss.detach(), "policy/approxkl": 0.5 * weighted_mean(log_ratio ** 2, mask),
+                 "policy/clipfrac": weighted_mean(clipped.expand_as(mask).float(), mask),
+                 "kl": weighted_mean(k3.detach(), mask)}
+    return loss, stats
+
+
+def soft_overlong_punishment(lengths: torch.Tensor, max_tokens: int, cache: int) -> torch.Tensor:
+    """DAPO's soft overlong punishment (Yu et al. 2025, eq. 13), added to the reward, from the answers'
+    token counts (B,)::
+
+        R_length = 0                                  |y| <= L_max - L_cache
+                 = ((L_max - L_cache) - |y|) / L_cache   L_max - L_cache < |y| <= L_max
+                 = -1                                 L_max < |y|
+    """
+    if not 0 < cache <= max_tokens:
+        raise ValueError(f"The cache must be in (0, max_tokens={max_tokens}], got {cache}.")
+    lengths = lengths.float()
+    start = max_tokens - cache
+    ramp = (start - lengths) / cache
+    return torch.where(lengths <= start, torch.zeros_like(lengths), torch.where(lengths <= max_tokens, ramp,
+                                                                                -torch.ones_like(lengths)))
+
+
+def varied_groups(rewards: torch.Tensor, group_size: int, tol: float = 1e-6) -> torch.Tensor:
+    """DAPO's dynamic sampling (Yu et al. 2025, eq. 11, ``0 < |{correct}| < G``): which groups of
+    ``group_size`` consecutive rewards (B,) are *not* all equal, (B / G,) bool. A group whose answers all
+    score the same has advantages 0: it adds nothing but noise (its KL term) and dilutes the batch."""
+    groups = rewards.view(-1, group_size)
+    return (groups.max(-1).values - groups.min(-1).values) > tol
+
+
 # ----------------------------------------------------------------------------------------------
 # Configuration
 # ----------------------------------------------------------------------------------------------
@@ -154,19 +299,58 @@ class GRPOConfig(RLConfig):
     """G, answers sampled per prompt: the group that is each answer's baseline."""
     prompts_per_step: int = 16
     """Prompts per step, drawn with replacement; the batch is ``prompts_per_step * group_size`` answers."""
+    loss_type: str | None = None
+    """TRL 1.16's ``loss_type``: ``"grpo"``, ``"bnpo"``, ``"dr_grpo"``, ``"dapo"`` or ``"cispo"``
+    (:func:`aggregate_loss`, :func:`cispo_surrogate`). None: ``"grpo"`` if :meth:`normalises_length`, else
+    ``"dr_grpo"``."""
+    epsilon_high: float | None = None
+    """Upper clip range, ``1 + epsilon_high`` (DAPO's clip-higher; None: ``clip_range``); CISPO's cap on
+    the importance weight (needed with ``loss_type="cispo"``)."""
+    importance_sampling_level: str = "token"
+    """``"token"``, or ``"sequence"``: one length-normalised ratio per answer (GSPO)."""
+    dynamic_sampling: bool = False
+    """Drop the groups whose rewards are all equal before the update (DAPO; no refill)."""
+    mask_truncated_completions: bool = False
+    """Leave answers cut at ``max_new_tokens`` out of the loss (DAPO's overlong filter; TRL's name)."""
+    soft_punish_cache: int = 0
+    """L_cache > 0 adds DAPO's soft overlong punishment to each reward (:func:`soft_overlong_punishment`)."""
+    use_bias_correction_kl: bool = False
+    """With kl="loss": multiply k3 by the ratio pi/pi_old (TRL's name; its default is True): the
+    gradient becomes that of KL(pi || pi_ref) (unbiased), not of KL(pi_ref || pi)."""
 
     def __post_init__(self):
         super().__post_init__()
-        check_config(self, positive=("group_size", "prompts_per_step"))
+        check_config(self, positive=("group_size", "prompts_per_step", "epsilon_high"),
+                     non_negative=("soft_punish_cache",))
         if self.kl not in KL_PLACES or self.advantage not in ADVANTAGES or self.group_size < 2:
             raise ValueError(f"kl must be one of {KL_PLACES}, advantage one of {ADVANTAGES} and group_size "
                              f">= 2, got {self.kl!r}, {self.advantage!r} and {self.group_size}.")
         if self.prompts_per_step % self.minibatches:
             raise ValueError("prompts_per_step must be a multiple of minibatches (whole groups in each).")
+        if self.loss_type is not None and self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type must be None or one of {LOSS_TYPES}, got {self.loss_type!r}.")
+        if self.loss_type == "cispo" and self.epsilon_high is None:
+            raise ValueError('loss_type="cispo" caps the importance weight at epsilon_high: give it (the '
+                             "ScaleRL paper uses 5.0; clip_range would cap every weight below 1).")
+        if self.importance_sampling_level not in IMPORTANCE_SAMPLING_LEVELS:
+            raise ValueError(f"importance_sampling_level must be one of {IMPORTANCE_SAMPLING_LEVELS}, got "
+                             f"{self.importance_sampling_level!r}.")
+        if self.soft_punish_cache > self.max_new_tokens:
+            raise ValueError(f"soft_punish_cache ({self.soft_punish_cache}) must be at most max_new_tokens "
+                             f"({self.max_new_tokens}).")
 
     def normalises_length(self) -> bool:
         """``length_normalise``, or when None: True for GRPO, False for Dr. GRPO and RLOO."""
         return self.advantage == "grpo" if self.length_normalise is None else self.length_normalise
+
+    def aggregation(self) -> str:
+        """``loss_type``, or when None the one :meth:`normalises_length` implies."""
+        return self.loss_type or ("grpo" if self.normalises_length() else "dr_grpo")
+
+    def uses_variant_loss(self) -> bool:
+        """Whether an option of :func:`variant_loss` is set (otherwise :func:`grpo_loss`, as always)."""
+        return (self.loss_type is not None or self.epsilon_high is not None or self.use_bias_correction_kl
+                or self.importance_sampling_level != "token" or self.mask_truncated_completions)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -200,21 +384,33 @@ def sequence_rewards(batch: dict, scores: torch.Tensor, config: GRPOConfig, beta
 def grpo_update(policy, optimizer, batch: dict, advantages: torch.Tensor, config: GRPOConfig,
                 generator: torch.Generator | None = None) -> dict[str, float]:
     """4. ``epochs`` passes over shuffled minibatches of whole groups (a group's advantages sum to 0, so
-    the gradients of the tokens its answers share cancel) of :func:`grpo_loss`; returns mean statistics."""
+    the gradients of the tokens its answers share cancel) of :func:`grpo_loss` (or :func:`variant_loss`
+    when an option of it is set); returns mean statistics. ``batch`` may hold fewer groups than
+    ``prompts_per_step`` (dynamic sampling): then at most ``minibatches`` minibatches."""
     B, G = batch["input_ids"].shape[0], config.group_size
-    size = B // config.minibatches
+    n_minibatches = min(config.minibatches, B // G)
     beta_in_loss = config.beta if config.kl == "loss" else 0.0
+    mask = batch["response_mask"]
+    if config.mask_truncated_completions:  # DAPO's overlong filter: cut answers leave the loss
+        mask = mask * batch["finished"].to(mask.device, mask.dtype)[:, None]
+    tokens_per_minibatch = mask.sum().item() / n_minibatches  # "dapo", "cispo": TRL's num_items_in_batch
     stats = []
     for _ in range(config.epochs):
         groups = torch.randperm(B // G, generator=generator)
-        order = (groups[:, None] * G + torch.arange(G)).view(-1).to(batch["input_ids"].device)
-        for start in range(0, B, size):
-            rows = order[start:start + size]
+        for chunk in torch.tensor_split(groups, n_minibatches):
+            rows = (chunk[:, None] * G + torch.arange(G)).view(-1).to(batch["input_ids"].device)
             logprobs = token_logprobs(policy, batch["input_ids"][rows], batch["attention_mask"][rows],
                                       config.temperature)
-            loss, step_stats = grpo_loss(logprobs, batch["logprobs"][rows], batch["ref_logprobs"][rows],
-                                         advantages[rows], batch["response_mask"][rows], config.clip_range,
-                                         beta_in_loss, config.normalises_length(), config.max_new_tokens)
+            if config.uses_variant_loss():
+                loss, step_stats = variant_loss(
+                    logprobs, batch["logprobs"][rows], batch["ref_logprobs"][rows], advantages[rows], mask[rows],
+                    config.aggregation(), config.clip_range, config.epsilon_high, beta_in_loss,
+                    config.importance_sampling_level, config.max_new_tokens, tokens_per_minibatch,
+                    config.use_bias_correction_kl)
+            else:
+                loss, step_stats = grpo_loss(logprobs, batch["logprobs"][rows], batch["ref_logprobs"][rows],
+                                             advantages[rows], mask[rows], config.clip_range,
+                                             beta_in_loss, config.normalises_length(), config.max_new_tokens)
             check_finite_loss(loss, len(stats))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -222,6 +418,22 @@ def grpo_update(policy, optimizer, batch: dict, advantages: torch.Tensor, config
             optimizer.step()
             stats.append(step_stats)
     return {key: torch.stack([s[key] for s in stats]).mean().item() for key in stats[0]}
+
+
+def keep_groups(batch: dict, keep: torch.Tensor, group_size: int) -> dict:
+    """The rollout ``batch`` restricted to the groups where ``keep`` (B / G,) is True (dynamic
+    sampling): every per-answer tensor and list, in order."""
+    rows = keep.repeat_interleave(group_size)
+    index = rows.nonzero().view(-1)
+    out = {}
+    for key, value in batch.items():
+        if torch.is_tensor(value) and value.shape[:1] == rows.shape:
+            out[key] = value[rows.to(value.device)]
+        elif isinstance(value, list) and len(value) == len(rows):
+            out[key] = [value[i] for i in index.tolist()]
+        else:
+            out[key] = value
+    return out
 
 
 @torch.no_grad()
@@ -280,13 +492,28 @@ def train_grpo(policy, ref_model, tokenizer, prompts: list[str], config: GRPOCon
             batch = rollout_groups(policy, ref_model, tokenizer, [prompts[i] for i in rows], config,
                                    generator)
             scores = score_rollouts(batch, reward_model, config.missing_eos_penalty)
+            if config.soft_punish_cache:  # DAPO: a penalty that grows over the last L_cache tokens
+                lengths = batch["response_mask"].sum(-1)
+                scores = scores + soft_overlong_punishment(lengths, config.max_new_tokens,
+                                                           config.soft_punish_cache).to(scores.device)
             rewards = sequence_rewards(batch, scores, config, config.beta)
             # 3. group-relative advantages, 4. update (k3 in the loss if kl="loss")
             advantages = group_advantages(rewards, config.group_size, config.advantage)
-            stats = grpo_update(policy, optimizer, batch, advantages, config, generator)
+            kept = {}
+            if config.dynamic_sampling:  # DAPO: groups whose answers all score the same teach nothing
+                keep = varied_groups(rewards, config.group_size)
+                kept = {"groups_kept": keep.float().mean().item()}
+                update_batch = keep_groups(batch, keep, config.group_size)
+                update_advantages = advantages[keep.repeat_interleave(config.group_size).to(advantages.device)]
+            else:
+                update_batch, update_advantages = batch, advantages
+            if update_batch["input_ids"].shape[0]:
+                stats = grpo_update(policy, optimizer, update_batch, update_advantages, config, generator)
+            else:
+                stats = {}
             scheduler.step()
             # 5. log
-            record = {"step": step, **stats,
+            record = {"step": step, **stats, **kept,
                       **grpo_metrics(batch, scores, rewards, config.group_size, config.beta),
                       "learning_rate": scheduler.get_last_lr()[0],
                       "time/step": time.perf_counter() - step_start}

@@ -23,6 +23,9 @@ _DPO_FIELDS = {
             "beta": ("beta", ""),
             "loss_type": ("loss_type", ("`\"sigmoid\"` and `\"ipo\"` exist in both; TRL's IPO divides each "
                                         "answer's log-ratio by its length, minirlhf's follows the paper.")),
+            "simpo_gamma": ("simpo_gamma", ("of `trl.experimental.cpo.CPOConfig(loss_type=\"simpo\")`: TRL "
+                                            "1.16's `DPOTrainer` has no SimPO; its CPO with `cpo_alpha` = "
+                                            "`rpo_alpha` is minirlhf's `loss_type=\"simpo\"`.")),
             "label_smoothing": ("label_smoothing", ("conservative DPO (Mitchell 2023); TRL 1.16's "
                                                     "`\"sigmoid\"` ignores it, and its `\"robust\"` loss "
                                                     "is another formula.")),
@@ -151,6 +154,28 @@ MAPPING = {
             "eval_every": ("eval_steps", "with `eval_strategy=\"steps\"`; minirlhf counts rounds."),
         },
     },
+    "minirlhf.kto.KTOConfig": {
+        "trl": "trl.KTOConfig",
+        "intro": ("TRL's `KTOTrainer` learns from TRL's unpaired format (`prompt`, `completion`, `label`) with "
+                  "the same loss (`loss_type=\"kto\"`) and the same reference point from mismatched pairs."),
+        "fields": {
+            "beta": ("beta", ""),
+            "desirable_weight": ("desirable_weight", ""),
+            "undesirable_weight": ("undesirable_weight", ""),
+            "learning_rate": ("learning_rate", "TRL's default (5e-7) is for billion-parameter models."),
+            "epochs": ("num_train_epochs", ""),
+            "batch_size": ("per_device_train_batch_size", "answers per device and step."),
+            "warmup_steps": ("warmup_steps", "with `lr_scheduler_type=\"cosine\"`."),
+            "weight_decay": ("weight_decay", ""),
+            "adam_beta2": ("adam_beta2", ""),
+            "adam_epsilon": ("adam_epsilon", ""),
+            "max_grad_norm": _CLIP,
+            "embedding_lr_scale": _EMBEDDING_LR,
+            "frozen_blocks": _FROZEN_BLOCKS,
+            "seed": _SEED,
+            "progress": _PROGRESS,
+        },
+    },
     "minirlhf.grpo.GRPOConfig": {
         "trl": "trl.GRPOConfig",
         "intro": ("TRL's `GRPOTrainer` samples `num_generations` answers per prompt, computes group-relative "
@@ -168,6 +193,18 @@ MAPPING = {
             "group_size": ("num_generations", ""),
             "prompts_per_step": ("per_device_train_batch_size",
                                  "TRL counts answers: `prompts_per_step * group_size` per step."),
+            "loss_type": ("loss_type", ("the same names and aggregations (`grpo`, `bnpo`, `dr_grpo`, `dapo`, "
+                                        "`cispo`); minirlhf's None follows `length_normalise`; TRL's "
+                                        "default is `\"dapo\"`.")),
+            "epsilon_high": ("epsilon_high", "DAPO's clip-higher; CISPO's cap on the importance weight."),
+            "importance_sampling_level": ("importance_sampling_level", "`\"sequence\"` is GSPO."),
+            "dynamic_sampling": (None, "TRL 1.16 has no dynamic sampling (dropping groups of equal rewards)."),
+            "mask_truncated_completions": ("mask_truncated_completions", "DAPO's overlong filter."),
+            "soft_punish_cache": (None, ("TRL's is a reward function: "
+                                         "`trl.rewards.get_soft_overlong_punishment(max_completion_len, "
+                                         "soft_punish_cache)`.")),
+            "use_bias_correction_kl": ("use_bias_correction_kl", ("TRL's default is True: its k3 term then "
+                                                                  "has the gradient of KL(pi || pi_ref).")),
             "epochs": ("num_iterations", "TRL's default is 1 (one gradient step per batch of answers)."),
             "minibatches": ("steps_per_generation", "or `gradient_accumulation_steps`."),
             "clip_range": ("epsilon", ""),

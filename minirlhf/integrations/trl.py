@@ -154,6 +154,9 @@ def dpo_args(config: DPOConfig | None = None, processes: int = 1, accumulation: 
     ``config.batch_size`` is the global batch (pairs per optimizer step), split over ``processes``
     and ``accumulation`` gradient accumulation steps by :func:`per_device_batch`."""
     config = config or DPOConfig()
+    if config.loss_type == "simpo":
+        raise ValueError('TRL 1.16\'s DPOTrainer has no SimPO: it is trl.experimental.cpo.CPOTrainer with '
+                         'CPOConfig(loss_type="simpo", cpo_alpha=0.0).')
     batch = per_device_batch(config.batch_size, processes, accumulation, "pairs",
                              "or change the batch (--batch-size) or --gradient-accumulation-steps")
     # RPO's NLL term is TRL's "sft" loss (the chosen answers' NLL per token), weighted by rpo_alpha.
@@ -172,7 +175,10 @@ def grpo_args(config: GRPOConfig | None = None, processes: int = 1, accumulation
     does. Each minirlhf step samples ``prompts_per_step x group_size`` answers and makes
     ``epochs x minibatches`` optimizer steps on them; TRL counts optimizer steps, so ``max_steps`` is
     ``steps x epochs x minibatches``. TRL's GRPO puts the KL (k3) in the loss: ``config.kl`` must be
-    ``"loss"``; RLOO is TRL's ``RLOOTrainer``, not an option of ``GRPOTrainer``.
+    ``"loss"``; RLOO is TRL's ``RLOOTrainer``, not an option of ``GRPOTrainer``. The variants map by
+    name (``loss_type``, ``epsilon_high``, ``importance_sampling_level``, ``mask_truncated_completions``,
+    ``use_bias_correction_kl``); TRL has no dynamic sampling, and DAPO's soft overlong punishment is its
+    reward function ``trl.rewards.get_soft_overlong_punishment``, which the caller adds.
 
     The answers of one optimizer step (``prompts_per_step x group_size / minibatches``) are the global
     batch, split over ``processes`` and ``accumulation`` gradient accumulation steps by
@@ -182,6 +188,8 @@ def grpo_args(config: GRPOConfig | None = None, processes: int = 1, accumulation
         raise ValueError('TRL\'s GRPOTrainer puts the KL in the loss (k3): use GRPOConfig(kl="loss").')
     if config.advantage == "rloo":
         raise ValueError("RLOO is TRL's RLOOTrainer; grpo_args maps GRPO and Dr. GRPO.")
+    if config.dynamic_sampling:
+        raise ValueError("TRL 1.16's GRPOTrainer has no dynamic sampling (dropping groups of equal rewards).")
     answers = config.prompts_per_step * config.group_size
     if answers % config.minibatches:
         raise ValueError(f"prompts_per_step x group_size ({answers}) must split into {config.minibatches} "
@@ -199,7 +207,10 @@ def grpo_args(config: GRPOConfig | None = None, processes: int = 1, accumulation
             "learning_rate": config.learning_rate or min(3e-4, 1e-4 / config.beta),
             "lr_scheduler_type": "linear", "adam_epsilon": config.adam_eps,
             "scale_rewards": "group" if config.advantage == "grpo" else "none",
-            "loss_type": "grpo" if config.length_normalise else "dr_grpo"}
+            "loss_type": config.aggregation(), "epsilon_high": config.epsilon_high,
+            "importance_sampling_level": config.importance_sampling_level,
+            "mask_truncated_completions": config.mask_truncated_completions,
+            "use_bias_correction_kl": config.use_bias_correction_kl}
 
 
 def run_args(threads: int | None = None) -> dict:

@@ -1,0 +1,321 @@
+"""The 2025-26 variants on one exact scoreboard: every minirlhf variant at one beta, several seeds,
+measured exactly against the KL-regularised optimum of the true reward.
+
+    nice -n 5 python benchmarks/scoreboard.py --threads 1                    # every variant, 3 seeds
+    python benchmarks/scoreboard.py --variants grpo dapo --seeds 0           # a few
+    python benchmarks/scoreboard.py --trl --seeds 0 --keep-others            # TRL's GRPOTrainer per loss_type
+
+Each run starts from the shipped SFT model. The critic-free variants (:mod:`minirlhf.grpo`) differ from
+GRPO's defaults only in the fields :data:`VARIANTS` lists, and train for ``--steps`` batches of answers
+with the true reward; the preference methods learn offline from labels the simulated rater gives once:
+DPO and SimPO from the default pairs (:func:`minirlhf.preferences.default_preferences`), KTO from one
+thumbs label per answer, as many labels as DPO's pairs (:func:`minirlhf.kto.unpaired_feedback`).
+SimPO keeps DPOConfig's NLL term (``rpo_alpha``), as TRL's ``CPOConfig(loss_type="simpo")`` keeps its
+``cpo_alpha=1``: "CPO-SimPO".
+
+Per run: the exact attainment, true reward, KL(pi || pi_ref) and mass off the candidate set on the
+training and the held-out countries (:class:`minirlhf.optimum.ExactEvaluator`); the expected answer
+length and the entropy of the answer distribution on the candidate set (exact); the rater labels paid;
+the wall time; and for the critic-free methods the share of groups whose rewards were all equal.
+
+``--trl`` runs TRL 1.16's ``GRPOTrainer`` once per ``loss_type`` with the settings of
+:func:`minirlhf.integrations.trl.grpo_args` (k3 in the loss, TRL's default KL bias correction, fixed
+embeddings) and minirlhf's ``train_grpo`` with the very same config beside it (``impl`` ``trl`` and
+``minirlhf-pair``), so that the two can be compared run for run.
+
+Writes ``benchmarks/results/scoreboard.json`` and the figure ``scoreboard.png`` (every variant on the
+exact reward-KL frontier of the training countries).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from minirlhf import world
+from minirlhf.compare import frontier_curve, frontier_efficiency
+from minirlhf.dpo import DPOConfig, train_dpo
+from minirlhf.grpo import GRPOConfig, train_grpo
+from minirlhf.kto import KTOConfig, train_kto, unpaired_feedback
+from minirlhf.saved_models import load_base_model
+from minirlhf.optimum import ExactEvaluator
+from minirlhf.preferences import PAIRS_PER_PROMPT, default_preferences
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+BETA = 0.1
+
+# name -> (trainer, the fields that differ from that trainer's defaults, the failure it was designed against)
+VARIANTS: dict[str, tuple[str, dict, str]] = {
+    "grpo": ("grpo", {}, "a learned critic (GRPO's group baseline replaces PPO's value model)"),
+    "dr_grpo": ("grpo", {"advantage": "dr_grpo"},
+                "the length and difficulty biases of GRPO's per-answer mean and per-group std"),
+    "rloo": ("grpo", {"advantage": "rloo"}, "the bias of a baseline that includes the answer itself"),
+    "bnpo": ("grpo", {"loss_type": "bnpo"}, "length bias (every token of the minibatch weighs the same)"),
+    "dapo_token_mean": ("grpo", {"loss_type": "dapo"},
+                        "length bias: long answers' tokens diluted by GRPO's per-answer mean"),
+    "clip_higher": ("grpo", {"epsilon_high": 0.28}, "entropy collapse (unlikely good tokens capped at 1 + eps)"),
+    "dynamic_sampling": ("grpo", {"dynamic_sampling": True},
+                         "groups whose answers all score the same: zero advantage, no signal"),
+    "overlong_filter": ("grpo", {"mask_truncated_completions": True},
+                        "answers cut at the length limit punished for being cut, not for being wrong"),
+    "overlong_penalty": ("grpo", {"soft_punish_cache": 4}, "runaway answer length"),
+    "dapo": ("grpo", {"loss_type": "dapo", "epsilon_high": 0.28, "dynamic_sampling": True,
+                      "mask_truncated_completions": True},
+             "all four of DAPO's failures at once (its recipe, less the soft length penalty)"),
+    "gspo": ("grpo", {"importance_sampling_level": "sequence", "clip_range": 3e-4, "epsilon_high": 4e-4},
+             "the noise of per-token ratios on a sequence-level reward"),
+    "cispo": ("grpo", {"loss_type": "cispo", "epsilon_high": 5.0},
+              "PPO's clip dropping the gradient of rare tokens"),
+    "dpo": ("dpo", {}, "RL's sampling and reward model (the article's method, offline)"),
+    "simpo": ("dpo", {"loss_type": "simpo"},
+              "the reference model's cost and DPO's length bias (reference-free, per-token reward)"),
+    "kto": ("kto", {}, "the cost of paired labels (one thumbs label per answer)"),
+}
+TRL_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo")
+TRL_RECIPE = {"kl": "loss", "embedding_lr_scale": 0.0, "use_bias_correction_kl": True}
+"""minirlhf's GRPOConfig fields that make it train as TRL's GRPOTrainer does (TRL's KL is k3 in the loss,
+with its default ``use_bias_correction_kl``; TRL trains the embeddings at the full rate, so both fix them)."""
+SUMMARY_KEYS = ("train_attainment", "held_out_attainment", "train_kl", "train_true_reward", "train_leak",
+                "held_out_leak", "answer_length", "entropy", "rater_labels", "seconds",
+                "frac_reward_zero_std", "frontier_efficiency")
+
+
+def answer_stats(evaluator: ExactEvaluator, set_probs: torch.Tensor, tokenizer) -> dict[str, float]:
+    """Exact figures of the answer distribution renormalised on the candidate set, prompt means: the
+    expected answer length in tokens (EOS included) and the entropy in nats."""
+    lengths = torch.tensor([[len(tokenizer(y, add_special_tokens=False)["input_ids"]) + 1 for y in ys]
+                            for ys in evaluator.candidates], dtype=torch.float32)
+    probs = set_probs / set_probs.sum(-1, keepdim=True)
+    entropy = -(probs * probs.clamp(min=1e-30).log()).sum(-1)
+    return {"answer_length": (probs * lengths).sum(-1).mean().item(), "entropy": entropy.mean().item()}
+
+
+def measure(policy, evaluators: dict, tokenizer, curve) -> dict[str, float]:
+    """The exact figures of one trained policy."""
+    out = {}
+    for split, evaluator in evaluators.items():
+        set_probs = evaluator.set_probs(policy)
+        report = evaluator.evaluate_probs(set_probs, BETA)
+        out.update({f"{split}_attainment": report["attainment"], f"{split}_kl": report["kl"],
+                    f"{split}_true_reward": report["true_reward"], f"{split}_leak": 1 - report["coverage"],
+                    f"{split}_p_correct": report["p_correct"]})
+        if split == "train":
+            out.update(answer_stats(evaluator, set_probs, tokenizer))
+            out["frontier_efficiency"] = frontier_efficiency(curve, report["kl"], report["true_reward"])
+    return out
+
+
+def grpo_config(name: str, seed: int, steps: int, extra: dict | None = None) -> GRPOConfig:
+    """The config of a critic-free variant: GRPO's defaults but ``VARIANTS[name]``'s fields."""
+    fields = {**VARIANTS[name][1], **(extra or {})} if name in VARIANTS else dict(extra or {})
+    return GRPOConfig(beta=BETA, seed=seed, steps=steps, eval_every=0, progress=False, **fields)
+
+
+def run_minirlhf(name: str, seed: int, steps: int, ref, tokenizer, data: dict) -> dict:
+    """Train one variant from the SFT model; return the policy's figures before measuring."""
+    trainer, fields, _ = VARIANTS[name]
+    policy = copy.deepcopy(ref)
+    start = time.perf_counter()
+    extra = {}
+    if trainer == "grpo":
+        _, history = train_grpo(policy, ref, tokenizer, world.prompts("train"), grpo_config(name, seed, steps))
+        labels = 0
+        extra = {"frac_reward_zero_std": statistics.mean(h["frac_reward_zero_std"] for h in history),
+                 "groups_kept": statistics.mean(h.get("groups_kept", 1.0) for h in history)}
+    elif trainer == "dpo":
+        train_dpo(policy, ref, tokenizer, data["pairs"], DPOConfig(beta=BETA, seed=seed, progress=False, **fields))
+        labels = len(data["pairs"])
+    else:
+        feedback = data["thumbs"][seed]
+        train_kto(policy, ref, tokenizer, feedback, KTOConfig(beta=BETA, seed=seed, progress=False, **fields))
+        labels = len(feedback)
+    return policy, {"rater_labels": labels, "seconds": time.perf_counter() - start, **extra}
+
+
+def run_trl(loss_type: str, seed: int, steps: int, ref, tokenizer, threads: int) -> tuple:
+    """TRL's GRPOTrainer with ``loss_type``, at the settings of :func:`grpo_args` for minirlhf's
+    ``GRPOConfig(**TRL_RECIPE, loss_type=...)``; returns (policy, figures)."""
+    from trl import GRPOConfig as TRLGRPOConfig
+    from trl import GRPOTrainer
+
+    from minirlhf.export import prompt_data
+    from minirlhf.integrations.trl import freeze_like, grpo_args, run_args, true_reward_func
+
+    extra = {**TRL_RECIPE, "loss_type": loss_type, **({"epsilon_high": 5.0} if loss_type == "cispo" else {}),
+             **({"advantage": "dr_grpo"} if loss_type == "dr_grpo" else {})}
+    config = grpo_config("", seed, steps, extra)
+    policy = copy.deepcopy(ref)
+    freeze_like(policy, config.frozen_blocks, config.embedding_lr_scale)
+    start = time.perf_counter()
+    trainer = GRPOTrainer(model=policy, reward_funcs=true_reward_func, processing_class=tokenizer,
+                          train_dataset=prompt_data("train"),
+                          args=TRLGRPOConfig(output_dir=tempfile.mkdtemp(prefix="scoreboard-trl-"), logging_steps=10 ** 6,
+                                             **grpo_args(config), **run_args(threads)))
+    trainer.train()
+    policy = trainer.model.eval()
+    for parameter in policy.parameters():
+        parameter.requires_grad_(True)
+    return policy, {"rater_labels": 0, "seconds": time.perf_counter() - start}, config
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    """Medians over seeds of each (variant, implementation)."""
+    rows = []
+    for key in dict.fromkeys((r["variant"], r["impl"]) for r in runs):
+        mine = [r for r in runs if (r["variant"], r["impl"]) == key]
+        row = {"variant": key[0], "impl": key[1], "seeds": len(mine)}
+        for field in SUMMARY_KEYS:
+            values = [r[field] for r in mine if field in r]
+            if values:
+                row[f"{field}_median"] = statistics.median(values)
+                row[f"{field}_min"], row[f"{field}_max"] = min(values), max(values)
+        rows.append(row)
+    return rows
+
+
+def save_figure(result: dict, path: Path) -> None:
+    """Every variant's median (KL, true reward) on the training countries, on the exact frontier."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = result["curve"]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    ax.plot([p["kl"] for p in curve], [p["reward"] for p in curve], color="black", lw=1.5,
+            label="exact optimum pi*_beta (all beta)")
+    markers = {"minirlhf": "o", "trl": "s", "minirlhf-pair": "^"}
+    rows = sorted(result["summary"], key=lambda r: (r["impl"], r["variant"]))
+    cmap = plt.get_cmap("tab20")
+    names = list(dict.fromkeys(r["variant"] for r in rows))
+    for row in rows:
+        colour = cmap(names.index(row["variant"]) % 20)
+        label = row["variant"] if row["impl"] == "minirlhf" else f"{row['variant']} ({row['impl']})"
+        ax.scatter(row["train_kl_median"], row["train_true_reward_median"], marker=markers.get(row["impl"], "x"),
+                   color=colour, s=45, edgecolor="black", linewidth=0.5, label=label, zorder=3)
+    star = result["optimum_at_beta"]
+    ax.scatter(star["kl"], star["reward"], marker="*", s=160, color="gold", edgecolor="black", zorder=4,
+               label=f"pi* at beta {result['beta']}")
+    ax.set_xlim(0, max(max(r["train_kl_median"] for r in rows), star["kl"]) * 1.15)
+    ax.set_xlabel("KL(pi || pi_ref), exact (training countries)")
+    ax.set_ylabel("E_pi[true reward], exact")
+    trl_seeds = sorted({r["seed"] for r in result["runs"] if r["impl"] != "minirlhf"})
+    ax.set_title(f"Every variant at beta {result['beta']}: medians of {result['seeds_per_variant']} seeds"
+                 + (f" (TRL and its minirlhf pair: seed {', '.join(map(str, trl_seeds))})" if trl_seeds else "")
+                 + f", {result['budget']['grpo_steps']} steps", fontsize=9)
+    ax.legend(fontsize=6.5, ncol=2, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def merge(files: list[Path], out: Path) -> int:
+    """One results file from several (e.g. of processes run side by side on different variants): the
+    runs of all, the settings of the first, the machine's load of each."""
+    parts = [json.loads(f.read_text()) for f in files]
+    result = {**parts[0], "runs": [r for part in parts for r in part["runs"]]}
+    result["machine"] = {**parts[0]["machine"], "processes_side_by_side": len(parts),
+                         "load_average_at_end": [part["machine"]["load_average_at_end"] for part in parts]}
+    result["budget"] = {k: next((p["budget"][k] for p in parts if p["budget"].get(k) is not None), None)
+                        for k in parts[0]["budget"]}
+    result["summary"] = summarise(result["runs"])
+    out.write_text(json.dumps(result, indent=1))
+    save_figure(result, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')} from {len(files)} files")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=40, help="steps of the critic-free variants (a short budget)")
+    parser.add_argument("--trl", action="store_true", help="run TRL's GRPOTrainer per loss_type (and the "
+                        "same config in minirlhf) instead of the minirlhf variants")
+    parser.add_argument("--trl-loss-types", nargs="+", default=list(TRL_LOSS_TYPES), choices=TRL_LOSS_TYPES)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--keep-others", action="store_true",
+                        help="keep the stored runs of every (variant, impl, seed) not run now")
+    parser.add_argument("--out", type=Path, default=RESULTS / "scoreboard.json")
+    parser.add_argument("--merge", nargs="+", type=Path, default=None,
+                        help="only merge these results files (runs of parallel processes) into --out")
+    args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out)
+    torch.set_num_threads(args.threads)
+    load_at_start = list(os.getloadavg())
+    ref, tokenizer = load_base_model()
+    evaluators = {"train": ExactEvaluator(ref, tokenizer, world.prompts("train")),
+                  "held_out": ExactEvaluator(ref, tokenizer, world.prompts("held_out"))}
+    curve = frontier_curve(evaluators["train"])
+    star = evaluators["train"].evaluate_probs(evaluators["train"].optimum(BETA)[:, :-1], BETA)
+    data = {}
+    if not args.trl and any(VARIANTS[v][0] == "dpo" for v in args.variants):
+        data["pairs"] = default_preferences(progress=False)["train"]
+    if not args.trl and "kto" in args.variants:  # as many labels as DPO's pairs, one per answer
+        data["thumbs"] = {s: unpaired_feedback(ref, tokenizer, world.prompts("train"), PAIRS_PER_PROMPT,
+                                               world.SimulatedRater(seed=s), seed=s) for s in args.seeds}
+    runs = []
+    jobs = ([("trl", lt, s) for lt in args.trl_loss_types for s in args.seeds]
+            + [("minirlhf-pair", lt, s) for lt in args.trl_loss_types for s in args.seeds] if args.trl
+            else [("minirlhf", v, s) for v in args.variants for s in args.seeds])
+    for impl, name, seed in jobs:
+        if impl == "minirlhf":
+            policy, figures = run_minirlhf(name, seed, args.steps, ref, tokenizer, data)
+        elif impl == "trl":
+            policy, figures, _ = run_trl(name, seed, args.steps, ref, tokenizer, args.threads)
+        else:  # the same config in minirlhf's own loop
+            extra = {**TRL_RECIPE, "loss_type": name, **({"epsilon_high": 5.0} if name == "cispo" else {}),
+                     **({"advantage": "dr_grpo"} if name == "dr_grpo" else {})}
+            policy = copy.deepcopy(ref)
+            start = time.perf_counter()
+            _, history = train_grpo(policy, ref, tokenizer, world.prompts("train"),
+                                    grpo_config("", seed, args.steps, extra))
+            figures = {"rater_labels": 0, "seconds": time.perf_counter() - start,
+                       "frac_reward_zero_std": statistics.mean(h["frac_reward_zero_std"] for h in history)}
+        row = {"variant": name, "impl": impl, "seed": seed, **figures,
+               **measure(policy, evaluators, tokenizer, curve)}
+        runs.append(row)
+        print(f"{impl:13s} {name:17s} seed {seed}: attainment {row['train_attainment']:.3f} "
+              f"(held-out {row['held_out_attainment']:.3f}), KL {row['train_kl']:.3f}, "
+              f"leak {row['train_leak']:.3f}, length {row['answer_length']:.2f}, {row['seconds']:.0f} s",
+              flush=True)
+    old = json.loads(args.out.read_text()) if args.keep_others and args.out.is_file() else None
+    if old is not None:
+        done = {(r["variant"], r["impl"], r["seed"]) for r in runs}
+        runs = [r for r in old["runs"] if (r["variant"], r["impl"], r["seed"]) not in done] + runs
+        data.setdefault("pairs", None)
+    result = {
+        "beta": BETA, "seeds_per_variant": len(args.seeds),
+        "budget": {"grpo_steps": args.steps, "grpo_answers_per_step": GRPOConfig().prompts_per_step
+                   * GRPOConfig().group_size, "dpo_pairs": (len(data["pairs"]) if data.get("pairs") is not None
+                                 else old["budget"]["dpo_pairs"] if old else None),
+                   "dpo_epochs": DPOConfig().epochs, "kto_epochs": KTOConfig().epochs,
+                   "kto_answers_per_prompt": PAIRS_PER_PROMPT},
+        "designed_against": {name: v[2] for name, v in VARIANTS.items()},
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "threads": args.threads, "load_average_at_start": load_at_start,
+                    "load_average_at_end": list(os.getloadavg()),
+                    "python": sys.version.split()[0], "torch": torch.__version__},
+        "optimum_at_beta": {"kl": star["kl"], "reward": star["true_reward"]},
+        "curve": curve, "runs": runs, "summary": summarise(runs)}
+    args.out.write_text(json.dumps(result, indent=1))
+    save_figure(result, args.out.with_suffix(".png"))
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
