@@ -231,10 +231,19 @@ def merge(files: list[Path], out: Path) -> int:
     result["budget"] = {k: next((p["budget"][k] for p in parts if p["budget"].get(k) is not None), None)
                         for k in parts[0]["budget"]}
     result["summary"] = summarise(result["runs"])
-    out.write_text(json.dumps(result, indent=1))
-    save_figure(result, out.with_suffix(".png"))
+    write_result(result, out)
     print(f"wrote {out} and {out.with_suffix('.png')} from {len(files)} files")
     return 0
+
+
+def write_result(result: dict, out: Path) -> None:
+    """Write ``result`` to ``out`` and its figure beside it; when ``out`` is the stored results file,
+    also the copy that notebook 07 reads (``minirlhf/cached_runs/scoreboard.json``)."""
+    text = json.dumps(result, indent=1)
+    out.write_text(text)
+    save_figure(result, out.with_suffix(".png"))
+    if out.resolve() == (RESULTS / "scoreboard.json").resolve():
+        (ROOT / "minirlhf" / "cached_runs" / "scoreboard.json").write_text(text)
 
 
 def main(argv=None) -> int:
@@ -311,8 +320,7 @@ def main(argv=None) -> int:
                     "python": sys.version.split()[0], "torch": torch.__version__},
         "optimum_at_beta": {"kl": star["kl"], "reward": star["true_reward"]},
         "curve": curve, "runs": runs, "summary": summarise(runs)}
-    args.out.write_text(json.dumps(result, indent=1))
-    save_figure(result, args.out.with_suffix(".png"))
+    write_result(result, args.out)
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
     return 0
 

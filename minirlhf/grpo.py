@@ -299,6 +299,9 @@ class GRPOConfig(RLConfig):
     """G, answers sampled per prompt: the group that is each answer's baseline."""
     prompts_per_step: int = 16
     """Prompts per step, drawn with replacement; the batch is ``prompts_per_step * group_size`` answers."""
+    distinct_prompts: bool = False
+    """Draw each step's prompts without replacement, the first ``prompts_per_step`` of a fresh shuffle
+    of the prompts (as TRL's ``RepeatSampler`` does when the prompts are fewer than twice a step's)."""
     loss_type: str | None = None
     """TRL 1.16's ``loss_type``: ``"grpo"``, ``"bnpo"``, ``"dr_grpo"``, ``"dapo"`` or ``"cispo"``
     (:func:`aggregate_loss`, :func:`cispo_surrogate`). None: ``"grpo"`` if :meth:`normalises_length`, else
@@ -468,6 +471,9 @@ def train_grpo(policy, ref_model, tokenizer, prompts: list[str], config: GRPOCon
     ``rater_labels`` so far, and what ``evaluate`` gave)."""
     config = config or GRPOConfig()
     check_world_prompts(prompts)
+    if config.distinct_prompts and config.prompts_per_step > len(prompts):
+        raise ValueError(f"distinct_prompts needs prompts_per_step ({config.prompts_per_step}) <= the number "
+                         f"of prompts ({len(prompts)}).")
     check_tokenizer_matches(policy, tokenizer)
     check_tokenizer_matches(ref_model, tokenizer)
     refreshes = RaterRefreshes(reward_model, rater, reward_data, ref_model, tokenizer, prompts, config)
@@ -487,7 +493,10 @@ def train_grpo(policy, ref_model, tokenizer, prompts: list[str], config: GRPOCon
         history = [{"step": 0, **evaluate(0, policy), "time": 0.0}] if evaluating else []
         for step in tqdm(range(1, config.steps + 1), desc=config.advantage, disable=not config.progress):
             step_start = time.perf_counter()
-            rows = torch.randint(len(prompts), (config.prompts_per_step,), generator=generator).tolist()
+            if config.distinct_prompts:
+                rows = torch.randperm(len(prompts), generator=generator)[:config.prompts_per_step].tolist()
+            else:
+                rows = torch.randint(len(prompts), (config.prompts_per_step,), generator=generator).tolist()
             # 1. rollout G answers per prompt, 2. reward (k1 inside it if kl="reward")
             batch = rollout_groups(policy, ref_model, tokenizer, [prompts[i] for i in rows], config,
                                    generator)

@@ -22,7 +22,7 @@ from scipy.optimize import nnls
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ["01_sft_tiny_gpt", "02_reward_model", "03_ppo_with_kl", "04_dpo", "05_ppo_vs_dpo",
-             "06_beyond_ppo"]
+             "06_beyond_ppo", "07_variants"]
 
 # One student's careful first read (minutes), and the notebooks' prose words and code lines then
 # (counted by ``counts`` at commit cfb979a).
@@ -62,10 +62,11 @@ def main() -> None:
     table = {}
     for name in NOTEBOOKS:
         c = counts(ROOT / "notebooks" / f"{name}.ipynb")
+        read = CALIBRATION.get(name, {}).get("minutes")  # None: not in the calibration read
         table[name] = {**c, "minutes": round(per_word * c["words"] + per_line * c["code_lines"], 1),
-                       "minutes_at_calibration": CALIBRATION[name]["minutes"]}
+                       "minutes_at_calibration": read}
         print(f"{name:18s} {c['words']:5d} words {c['code_lines']:4d} code lines  "
-              f"~{table[name]['minutes']:5.1f} min (read at calibration: {CALIBRATION[name]['minutes']} min)")
+              f"~{table[name]['minutes']:5.1f} min" + (f" (read at calibration: {read} min)" if read else ""))
     core = sum(table[n]["minutes"] for n in NOTEBOOKS[:5])
     print(f"01-05 together: ~{core:.0f} min; rates {per_word * 1000:.1f} min per 1000 words, "
           f"{per_line * 100:.1f} min per 100 code lines")

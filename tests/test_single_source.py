@@ -205,12 +205,12 @@ def test_the_frontier_in_the_results_is_the_shipped_models():
         assert abs(old["kl"] - new["kl"]) < 2e-3 and abs(old["reward"] - new["reward"]) < 2e-3, (old, new)
 
 
-@pytest.mark.parametrize("name", ["frontier", "label_budget"])
-def test_the_runs_notebook_05_reads_are_the_current_results(name):
+@pytest.mark.parametrize("name", ["frontier", "label_budget", "scoreboard"])
+def test_the_runs_notebooks_05_and_07_read_are_the_current_results(name):
     from minirlhf import cached_runs
 
     assert cached_runs.load(name) == json.loads((run_results.RESULTS / f"{name}.json").read_text()), (
         f"minirlhf/cached_runs/{name}.json differs from benchmarks/results/{name}.json: rerun the "
-        f"benchmark with --notebook-cache")
+        f"benchmark (frontier.py and label_budget.py with --notebook-cache)")
     with pytest.raises(ValueError, match="cached runs are"):
         cached_runs.load("frontier.json")

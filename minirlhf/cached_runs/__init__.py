@@ -1,8 +1,9 @@
-"""Results of long runs that notebook 05 reads instead of training for minutes: copies of files in
-``benchmarks/results/``, shipped with the package so that the notebook also runs outside a checkout.
+"""Results of long runs that notebooks 05 and 07 read instead of training for minutes: copies of files
+in ``benchmarks/results/``, shipped with the package so that the notebooks also run outside a checkout.
 
 ``python benchmarks/frontier.py --notebook-cache`` and ``python benchmarks/label_budget.py
---notebook-cache`` write them; a test checks that each copy equals its results file.
+--notebook-cache`` write them, and ``benchmarks/scoreboard.py`` whenever it writes the stored results
+file; a test checks that each copy equals its results file.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 
-NAMES = ("frontier", "label_budget")
+NAMES = ("frontier", "label_budget", "scoreboard")
 
 
 def load(name: str) -> dict:
