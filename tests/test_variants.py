@@ -288,6 +288,33 @@ def test_a_dapo_run_drops_equal_groups_and_moves_the_policy(base):
     assert evaluator.evaluate(policy, 0.1)["kl"] > 0
 
 
+@pytest.mark.parametrize("distinct", [False, True])
+def test_distinct_prompts_gives_each_step_prompts_without_repeats(base, monkeypatch, distinct):
+    """With distinct_prompts (as TRL's sampler), no prompt twice in a step; without, repeats occur."""
+    import copy
+
+    from minirlhf import grpo
+
+    ref, tokenizer = base
+    prompts = world.prompts("train")[:4]
+    seen = []
+
+    def stop(policy, ref_model, tokenizer, step_prompts, config, generator=None):
+        seen.append(step_prompts)
+        raise StopIteration
+
+    monkeypatch.setattr(grpo, "rollout_groups", stop)
+    repeats = 0
+    for seed in range(5):
+        config = GRPOConfig(steps=1, prompts_per_step=4, distinct_prompts=distinct, seed=seed, progress=False)
+        with pytest.raises(StopIteration):
+            grpo.train_grpo(copy.deepcopy(ref), ref, tokenizer, prompts, config)
+        repeats += len(set(seen[-1])) < len(seen[-1])
+    assert (repeats == 0) if distinct else (repeats > 0)
+    with pytest.raises(ValueError, match="distinct_prompts"):
+        grpo.train_grpo(ref, ref, tokenizer, prompts, GRPOConfig(prompts_per_step=8, distinct_prompts=True))
+
+
 def test_a_kto_run_learns_from_thumbs(base):
     import copy
 

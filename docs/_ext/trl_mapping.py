@@ -193,6 +193,8 @@ MAPPING = {
             "group_size": ("num_generations", ""),
             "prompts_per_step": ("per_device_train_batch_size",
                                  "TRL counts answers: `prompts_per_step * group_size` per step."),
+            "distinct_prompts": (None, ("TRL's sampler always gives a step distinct prompts (the first of a "
+                                        "fresh shuffle of the prompts); minirlhf's default draws with replacement.")),
             "loss_type": ("loss_type", ("the same names and aggregations (`grpo`, `bnpo`, `dr_grpo`, `dapo`, "
                                         "`cispo`); minirlhf's None follows `length_normalise`; TRL's "
                                         "default is `\"dapo\"`.")),
