@@ -139,8 +139,8 @@ assert torch.all(zero_groups == 0)
 glue("zero_std_fraction", (~keep).float().mean().item(), display=False)
 
 # %% [markdown]
-# Those groups (here, answers all correct for an easy country) carry no signal; dropping them changes
-# no gradient direction, it only makes the other groups weigh more in the step.
+# Such a group (all four answers right, or all wrong, for one country) carries no signal; dropping it
+# changes no gradient direction, it only makes the other groups weigh more in the step.
 #
 # ## 4. GSPO: one ratio per answer
 #
@@ -252,6 +252,5 @@ glue("grpo_attainment", by["grpo"]["train_attainment_median"], display=False)
 # beyond its seeds' spread (printed); several are below it. The overlong filter loses most held out:
 # here a cut answer is malformed text, and the filter removes the only signal against it. GSPO is slow
 # (section 4). The offline methods learn from labels collected once, and reach less at this budget.
-# Each variant fixes a failure of large models (long answers, entropy collapse, rare tokens cut off);
-# none occurs here, so the changes show their cost more than their benefit. The docs page *The
-# 2025-26 variants, scored exactly* reads each variant with its numbers.
+# The failures these variants fix (long answers, entropy collapse) do not occur here, so their cost
+# shows more than their benefit. The docs page *The 2025-26 variants, scored exactly* has every number.
