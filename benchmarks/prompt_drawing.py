@@ -53,7 +53,8 @@ def main(argv=None) -> int:
             extra = {**TRL_RECIPE, "loss_type": args.loss_type, "distinct_prompts": drawing == "distinct"}
             policy = copy.deepcopy(ref)
             start = time.perf_counter()
-            train_grpo(policy, ref, tokenizer, world.prompts("train"), grpo_config("", seed, args.steps, extra))
+            config = grpo_config("", seed, args.steps, extra)
+            train_grpo(policy, ref, tokenizer, world.prompts("train"), config)
             row = {"drawing": drawing, "seed": seed, "seconds": time.perf_counter() - start,
                    **measure(policy, evaluators, tokenizer, curve)}
             runs.append(row)

@@ -11,11 +11,11 @@ One subject per module, each stated in the first line of its docstring:
   (DPO's packed pairs);
 * one algorithm per file: :mod:`~minirlhf.sft`, :mod:`~minirlhf.reward`, :mod:`~minirlhf.ppo`,
   :mod:`~minirlhf.grpo` (with :mod:`~minirlhf.rl`, what PPO and GRPO share), :mod:`~minirlhf.dpo`,
-  :mod:`~minirlhf.online_dpo`; :mod:`~minirlhf.training` holds what every training loop shares
-  (seeding, threads, the learning-rate schedule, gradients);
+  :mod:`~minirlhf.online_dpo`, :mod:`~minirlhf.kto`; :mod:`~minirlhf.training` holds what every
+  training loop shares (seeding, threads, the learning-rate schedule, gradients);
 * the yardstick: :mod:`~minirlhf.optimum` (exact pi*, J*, attainment), :mod:`~minirlhf.evaluation`
   (watching and judging a trained model), :mod:`~minirlhf.compare` (the reward-KL frontier),
-  :mod:`~minirlhf.cached_runs` (results of long runs that notebook 05 reads instead of training);
+  :mod:`~minirlhf.cached_runs` (results of long runs that notebooks 05 and 07 read instead of training);
 * saving and loading: :mod:`~minirlhf.saved_models` (models as checkpoint folders, the shipped base
   model), :mod:`~minirlhf.checkpoint_files` (checkpoint folders that a stopped save cannot lose),
   :mod:`~minirlhf.safe_loading` (checks on an untrusted checkpoint), :mod:`~minirlhf.folders`

@@ -35,7 +35,9 @@ if importlib.util.find_spec("minirlhf") is None:
                     "minirlhf @ git+https://github.com/minirlhf/minirlhf"], check=True)
 
 # %%
-import copy, math
+import copy
+import math
+
 import matplotlib.pyplot as plt
 import torch
 from minirlhf import cached_runs, world
@@ -115,9 +117,16 @@ grads = {(name, a): gradient(rule, a) for name, rule in rules.items() for a in (
 for (name, a), g in grads.items():
     axes[int(a < 0)].plot(ratios, g, label=name)
     axes[int(a < 0)].set(title=f"A = {a:+.0f}", xlabel="ratio r = pi / pi_old")
-axes[0].set_ylabel("push on log pi(y_t)"); axes[0].legend()
-fig.suptitle("The push on a token's log-prob as its ratio grows: PPO, clip-higher, CISPO", y=1.02); plt.show()
-at = lambda r: int((ratios - r).abs().argmin())
+axes[0].set_ylabel("push on log pi(y_t)")
+axes[0].legend()
+fig.suptitle("The push on a token's log-prob as its ratio grows: PPO, clip-higher, CISPO", y=1.02)
+plt.show()
+
+
+def at(r):
+    return int((ratios - r).abs().argmin())
+
+
 assert grads["PPO", 1.0][at(1.25)] == 0 and grads["clip-higher", 1.0][at(1.25)] > 0
 assert grads["clip-higher", 1.0][at(1.4)] == 0 and grads["CISPO", 1.0][at(1.4)] > 0
 assert torch.equal(grads["PPO", -1.0], grads["clip-higher", -1.0])  # the lower side unchanged
@@ -164,8 +173,10 @@ plt.axhspan(math.log(0.8), math.log(1.2), color="0.9", label="PPO's clip range 0
 plt.scatter(rank[:, None].expand_as(mask)[mask.bool()], token_log, s=6, label="its tokens' log ratios")
 plt.scatter(rank, sequence_log, s=14, color="C3", label="the answer's one log ratio (GSPO)")
 plt.title("Per-token ratios and GSPO's one ratio per answer, after one update")
-plt.xlabel("answer (sorted by its GSPO ratio)"); plt.ylabel("log ratio")
-plt.legend(fontsize=8); plt.show()
+plt.xlabel("answer (sorted by its GSPO ratio)")
+plt.ylabel("log ratio")
+plt.legend(fontsize=8)
+plt.show()
 outside_gspo = ((sequence_log < math.log(1 - 3e-4)) | (sequence_log > math.log(1 + 4e-4))).float().mean().item()
 print(f"std of log ratios: per token {token_log.std():.4f}, per answer {sequence_log.std():.4f}; "
       f"outside GSPO's clip range (1-3e-4 to 1+4e-4): {outside_gspo:.0%} of answers")
@@ -241,7 +252,9 @@ for offset, split in ((-0.2, "train"), (0.2, "held_out")):
 ax.axhline(next(r["train_attainment_median"] for r in rows if r["variant"] == "grpo"), color="k", lw=0.8)
 ax.set_xticks(range(len(rows)), [r["variant"] for r in rows], rotation=45, ha="right")
 ax.set(title="Exact attainment of every variant, training and held-out countries",
-       ylabel="attainment (median, seeds' range)"); ax.legend(); plt.show()
+       ylabel="attainment (median, seeds' range)")
+ax.legend()
+plt.show()
 by = {r["variant"]: r for r in rows}
 best = max((r for r in rows if r["variant"] not in ("dpo", "simpo", "kto")), key=lambda r: r["train_attainment_median"])
 print(*(f"{r['variant']} {r['train_attainment_median']:.3f} (seeds {r['train_attainment_min']:.3f}-"
