@@ -239,8 +239,9 @@ glue("rm_agreement_france_all", float(report["ranking_agreement"]), display=Fals
 assert weighted > report["ranking_agreement_train"] + 0.2
 
 # %% [markdown]
-# The filled points lie near the dashed line; the hollow purple ones (a hedge naming a wrong
-# city, never seen) sit above the red wrong answers, though their true reward is lower. Why:
+# The filled points are ranked almost as the truth ranks them; the hollow purple ones (a hedge
+# naming a wrong city, never seen) score on average above the red wrong answers, though their
+# true reward is lower. Why:
 
 # %%
 # How likely the SFT model is to say each kind of France answer, and how often pairs showed it.
