@@ -186,8 +186,7 @@ panels = ["objective/scores", "objective/kl", "exact/true_reward", "exact/attain
 fig = plots.plot_history(history, panels, title="PPO-GT, beta = 0.1")
 
 # %% [markdown]
-# Score, KL, true reward and attainment climb; the step size stays small, and the KL to the
-# reference adds up over many steps. France's answers (*hedge*: "There are
+# Score, KL, true reward and attainment climb; the step size stays small. France's answers (*hedge*: "There are
 # several capitals, but X is the official capital."; *wrong*: any city but Paris; *outside*:
 # any other text):
 
