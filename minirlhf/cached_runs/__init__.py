@@ -1,8 +1,11 @@
-"""Results of long runs that notebook 05 reads instead of training for minutes: copies of files in
-``benchmarks/results/``, shipped with the package so that the notebook also runs outside a checkout.
+"""Results of long runs that notebooks 05 and 06 read instead of training for minutes or hours: copies
+of files in ``benchmarks/results/``, shipped with the package so that the notebooks also run outside a
+checkout.
 
 ``python benchmarks/frontier.py --notebook-cache`` and ``python benchmarks/label_budget.py
---notebook-cache`` write them; a test checks that each copy equals its results file.
+--notebook-cache`` write the first two; ``python benchmarks/grpo.py --notebook-cache`` writes
+``grpo_long_runs``, every ``grpo*.json`` results file in one, by file name. A test checks that each
+copy equals its results files.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 
-NAMES = ("frontier", "label_budget")
+NAMES = ("frontier", "label_budget", "grpo_long_runs")
 
 
 def load(name: str) -> dict:
