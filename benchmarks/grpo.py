@@ -91,6 +91,9 @@ def main(argv=None) -> dict:
                         help="average each answer's token losses (default: the variant's; on for GRPO only)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--notebook-cache", action="store_true",
+                        help="also bundle every benchmarks/results/grpo*.json into "
+                             "minirlhf/cached_runs/grpo_long_runs.json (notebook 06 reads it)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     overrides = {name: value for name, value in (
@@ -129,6 +132,11 @@ def main(argv=None) -> dict:
     print(json.dumps(summary, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
+    if args.notebook_cache:
+        results_dir = Path(__file__).resolve().parent / "results"
+        bundle = {f.name: json.loads(f.read_text()) for f in sorted(results_dir.glob("grpo*.json"))}
+        cache = Path(__file__).resolve().parents[1] / "minirlhf" / "cached_runs" / "grpo_long_runs.json"
+        cache.write_text(json.dumps(bundle, indent=1))
     return results
 
 

@@ -15,7 +15,7 @@ One subject per module, each stated in the first line of its docstring:
   training loop shares (seeding, threads, the learning-rate schedule, gradients);
 * the yardstick: :mod:`~minirlhf.optimum` (exact pi*, J*, attainment), :mod:`~minirlhf.evaluation`
   (watching and judging a trained model), :mod:`~minirlhf.compare` (the reward-KL frontier),
-  :mod:`~minirlhf.cached_runs` (results of long runs that notebooks 05 and 07 read instead of training);
+  :mod:`~minirlhf.cached_runs` (results of long runs that notebooks 05-07 read instead of training);
 * saving and loading: :mod:`~minirlhf.saved_models` (models as checkpoint folders, the shipped base
   model), :mod:`~minirlhf.checkpoint_files` (checkpoint folders that a stopped save cannot lose),
   :mod:`~minirlhf.safe_loading` (checks on an untrusted checkpoint), :mod:`~minirlhf.folders`

@@ -208,7 +208,8 @@ class DPOConfig:
         if self.loss_type != "simpo":
             return {"label_smoothing": self.label_smoothing, "ipo": self.loss_type == "ipo"}
         return {"label_smoothing": self.label_smoothing, "simpo_gamma": self.simpo_gamma,
-                "chosen_tokens": (segment == CHOSEN).sum(-1), "rejected_tokens": (segment == REJECTED).sum(-1)}
+                "chosen_tokens": (segment == CHOSEN).sum(-1),
+                "rejected_tokens": (segment == REJECTED).sum(-1)}
 
 
 # ----------------------------------------------------------------------------------------------

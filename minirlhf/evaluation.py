@@ -14,7 +14,14 @@ from datasets import Dataset
 
 from minirlhf import world
 from minirlhf.logprobs import response_logprobs
-from minirlhf.optimum import ExactEvaluator, answer_kind_probs
+from minirlhf.optimum import (
+    ExactEvaluator,
+    answer_kind_probs,
+    kl_divergence,
+    optimal_policy,
+    renormalise,
+    with_outside,
+)
 from minirlhf.preferences import bayes_optimal_accuracy
 from minirlhf.reward import RewardModel, bradley_terry_loss, evaluate_reward_model, score_preference_pairs
 
@@ -63,6 +70,57 @@ def answer_tracker(tokenizer, country: str = "France", wrong_city: str = "Berlin
                 "P(wrong)": kinds["wrong"].item(), "P(outside)": kinds["outside"].item()}
 
     return track
+
+
+def candidate_rewards(reward_model: RewardModel, tokenizer, evaluator: ExactEvaluator) -> torch.Tensor:
+    """The learned reward ``r_phi`` of every candidate answer of every prompt of ``evaluator``: a
+    ``(prompts, candidates)`` tensor, the layout of ``evaluator.rewards`` without its "outside" column."""
+    return torch.stack([reward_model.score_texts(tokenizer, [prompt] * len(answers), answers)
+                        for prompt, answers in zip(evaluator.prompts, evaluator.candidates)])
+
+
+def _on_candidates(probs: torch.Tensor, evaluator: ExactEvaluator, learned: torch.Tensor | None) -> dict:
+    """KL to pi_ref, true reward (and learned reward) of ``probs``, a distribution over each prompt's
+    candidate answers, averaged over the prompts."""
+    ref = renormalise(evaluator.ref_set_probs)
+    record = {"KL": kl_divergence(probs, ref).mean().item(),
+              "true reward": (probs * evaluator.rewards[:, :-1]).sum(-1).mean().item()}
+    if learned is not None:
+        record["r_phi"] = (probs * learned).sum(-1).mean().item()
+    return record
+
+
+def optimum_curve(evaluator: ExactEvaluator, betas: list[float], learned: torch.Tensor | None = None) -> dict:
+    """The exact optimum at each beta: lists ``"KL"`` (to pi_ref) and ``"true reward"``, one value
+    per beta, averaged over the evaluator's prompts. Without ``learned``, ``pi*`` for the true reward,
+    as :class:`~minirlhf.optimum.ExactEvaluator` measures a policy (the candidates plus "outside").
+    With ``learned`` (from :func:`candidate_rewards`), ``pi*_phi ~ pi_ref exp(r_phi / beta)``, the
+    optimum for the learned reward, on the candidate answers (pi_ref renormalised there), and its
+    ``"r_phi"`` too."""
+    if not betas or min(betas) <= 0:
+        raise ValueError(f"optimum_curve needs betas > 0, got {betas!r}.")
+    if learned is None:
+        ref = with_outside(evaluator.ref_set_probs)
+        stars = [optimal_policy(ref, evaluator.rewards, beta) for beta in betas]
+        return {"KL": [kl_divergence(star, ref).mean().item() for star in stars],
+                "true reward": [(star * evaluator.rewards).sum(-1).mean().item() for star in stars]}
+    ref = renormalise(evaluator.ref_set_probs)
+    rows = [_on_candidates(optimal_policy(ref, learned, beta), evaluator, learned) for beta in betas]
+    return {key: [row[key] for row in rows] for key in rows[0]}
+
+
+def candidate_tracker(evaluator: ExactEvaluator, learned: torch.Tensor | None = None) -> Callable:
+    """An ``evaluate(step, policy)`` callback: the policy's ``"KL"`` to pi_ref and ``"true reward"``
+    (and ``"r_phi"`` with ``learned``) on the candidate answers, renormalised there, as
+    :func:`optimum_curve` computes them for the optimum; plus ``"outside"``, the policy's mass on
+    text outside the candidate set, which those numbers leave out."""
+
+    def evaluate(step: int, policy) -> dict[str, float]:
+        set_probs = evaluator.set_probs(policy)
+        return {**_on_candidates(renormalise(set_probs), evaluator, learned),
+                "outside": 1 - set_probs.sum(-1).mean().item()}
+
+    return evaluate
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,13 +24,14 @@ The 2025 variants are options of the same loop, each a few lines below, named as
 ``GRPOConfig`` names them (``loss_type``, ``epsilon_high``, ``importance_sampling_level``,
 ``mask_truncated_completions``)::
 
-    loss_type  "grpo"     L = mean_i  mean_{t in y_i} l_it                  (the answer's mean, then the batch's)
+    loss_type  "grpo"     L = mean_i  mean_{t in y_i} l_it      (the answer's mean, then the batch's)
                "bnpo"     L = sum_{i,t} l_it / (tokens in the minibatch)
                "dr_grpo"  L = sum_{i,t} l_it / (B * max_new_tokens)         (Liu et al. 2025)
                "dapo"     L = sum_{i,t} l_it / (tokens in the step's batch / minibatches)   (Yu et al. 2025)
                "cispo"    l_it = -sg[min(ratio_it, eps_high)] A_i log pi(y_t)  (MiniMax 2025), as "dapo"
     epsilon_high        clip(ratio, 1 - eps, 1 + eps_high): "clip-higher" (DAPO)
-    importance_sampling_level="sequence"  one ratio per answer, exp(mean_t log ratio_it)  (GSPO, Zheng et al. 2025)
+    importance_sampling_level="sequence"
+                        one ratio per answer, exp(mean_t log ratio_it)  (GSPO, Zheng et al. 2025)
     dynamic_sampling    drop the groups whose G rewards are all equal (their advantages are 0)  (DAPO)
     mask_truncated_completions   answers cut at max_new_tokens leave the loss: the overlong filter (DAPO)
     soft_punish_cache   L_cache > 0: DAPO's soft overlong punishment added to the reward (its eq. 13)
@@ -160,7 +161,8 @@ def importance_ratio(logprobs: torch.Tensor, old_logprobs: torch.Tensor, respons
         sequence  s_i  = (pi(y_i|x) / pi_old(y_i|x))^(1/|y_i|) = exp(mean_t log r_it)
     """
     if level not in IMPORTANCE_SAMPLING_LEVELS:
-        raise ValueError(f"importance_sampling_level must be one of {IMPORTANCE_SAMPLING_LEVELS}, got {level!r}.")
+        raise ValueError(f"importance_sampling_level must be one of {IMPORTANCE_SAMPLING_LEVELS}, "
+                         f"got {level!r}.")
     log_ratio = logprobs - old_logprobs
     if level == "sequence":
         mask = response_mask.to(log_ratio.dtype)
@@ -215,7 +217,8 @@ def aggregate_loss(per_token: torch.Tensor, response_mask: torch.Tensor, loss_ty
 
 def variant_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
                  advantages: torch.Tensor, response_mask: torch.Tensor, loss_type: str, epsilon_low: float,
-                 epsilon_high: float | None = None, beta: float = 0.0, importance_sampling_level: str = "token",
+                 epsilon_high: float | None = None, beta: float = 0.0,
+                 importance_sampling_level: str = "token",
                  max_tokens: int | None = None, tokens_per_minibatch: float | None = None,
                  kl_bias_correction: bool = False) -> tuple[torch.Tensor, dict]:
     """The update's loss of the 2025 variants, shapes (B, T) (``advantages`` (B,)), TRL 1.16's
@@ -406,7 +409,8 @@ def grpo_update(policy, optimizer, batch: dict, advantages: torch.Tensor, config
                                       config.temperature)
             if config.uses_variant_loss():
                 loss, step_stats = variant_loss(
-                    logprobs, batch["logprobs"][rows], batch["ref_logprobs"][rows], advantages[rows], mask[rows],
+                    logprobs, batch["logprobs"][rows], batch["ref_logprobs"][rows], advantages[rows],
+                    mask[rows],
                     config.aggregation(), config.clip_range, config.epsilon_high, beta_in_loss,
                     config.importance_sampling_level, config.max_new_tokens, tokens_per_minibatch,
                     config.use_bias_correction_kl)
@@ -513,7 +517,8 @@ def train_grpo(policy, ref_model, tokenizer, prompts: list[str], config: GRPOCon
                 keep = varied_groups(rewards, config.group_size)
                 kept = {"groups_kept": keep.float().mean().item()}
                 update_batch = keep_groups(batch, keep, config.group_size)
-                update_advantages = advantages[keep.repeat_interleave(config.group_size).to(advantages.device)]
+                kept_rows = keep.repeat_interleave(config.group_size).to(advantages.device)
+                update_advantages = advantages[kept_rows]
             else:
                 update_batch, update_advantages = batch, advantages
             if update_batch["input_ids"].shape[0]:

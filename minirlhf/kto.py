@@ -29,17 +29,23 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from datasets import Dataset
 from tqdm.auto import tqdm
 
 from minirlhf import world
-from minirlhf.dpo import make_optimizer
 from minirlhf.checks import check_config
+from minirlhf.dpo import make_optimizer
 from minirlhf.logprobs import encode_prompt_response, sequence_logprobs, to_device
 from minirlhf.models import check_tokenizer_matches
 from minirlhf.sampling import generate
-from minirlhf.training import check_finite_loss, clip_grad_norm, frozen_blocks, fused_gelu, lr_factor, seed_everything
+from minirlhf.training import (
+    check_finite_loss,
+    clip_grad_norm,
+    frozen_blocks,
+    fused_gelu,
+    lr_factor,
+    seed_everything,
+)
 
 # ----------------------------------------------------------------------------------------------
 # The loss: a pure function of summed log-probs, shape (B,)
@@ -165,7 +171,8 @@ def check_unpaired_data(data) -> None:
     """Refuse data that is not TRL's unpaired format: ``prompt``, ``completion`` strings, ``label`` bool."""
     missing = {"prompt", "completion", "label"} - set(getattr(data, "column_names", []))
     if missing:
-        raise ValueError(f"KTO needs a Dataset with columns prompt, completion, label; missing {sorted(missing)}."
+        raise ValueError(f"KTO needs a Dataset with columns prompt, completion, label; "
+                         f"missing {sorted(missing)}."
                          " Make one with minirlhf.kto.unpaired_feedback.")
     if len(data) < 2:
         raise ValueError("KTO needs at least two answers.")
@@ -193,8 +200,8 @@ def train_kto(policy, ref_model, tokenizer, data, config: KTOConfig | None = Non
     prompts, answers = list(data["prompt"]), list(data["completion"])
     labels = torch.tensor(data["label"], dtype=torch.bool, device=device)
     with torch.no_grad():  # 2. log pi_ref once
-        ref_logps = torch.cat([answer_logps(ref_model, tokenizer, prompts[i:i + 256], answers[i:i + 256], device)
-                               for i in range(0, len(prompts), 256)])
+        ref_logps = torch.cat([answer_logps(ref_model, tokenizer, prompts[i:i + 256], answers[i:i + 256],
+                                            device) for i in range(0, len(prompts), 256)])
     optimizer = make_optimizer(policy, config)
     generator = seed_everything(config.seed)
     n_batches = -(-len(prompts) // config.batch_size)
@@ -226,7 +233,8 @@ def train_kto(policy, ref_model, tokenizer, data, config: KTOConfig | None = Non
                 step += 1
                 chosen = labels[idx.to(device)]
                 history.append({"step": step, "loss": loss.item(), "kl": z0.item(),
-                                "rewards/chosen": rewards[chosen].mean().item() if chosen.any() else float("nan"),
+                                "rewards/chosen": (rewards[chosen].mean().item() if chosen.any()
+                                                   else float("nan")),
                                 "rewards/rejected": (rewards[~chosen].mean().item() if (~chosen).any()
                                                      else float("nan")),
                                 "learning_rate": lr, "time": time.perf_counter() - start})

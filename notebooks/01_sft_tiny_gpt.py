@@ -19,10 +19,9 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/minirlhf/minirlhf/blob/main/notebooks/01_sft_tiny_gpt.ipynb)
 #
 # This tutorial follows Anish Dubey, *"LLM Alignment: Reward-Based vs Reward-Free
-# Methods"* (2024). The article's example: asked "What is the capital of France?", the
-# reference model answers **"The capital of France is Berlin."**; a policy that chases
-# reward alone drifts to a long hedge; an aligned policy answers **"Paris"**. This
-# notebook builds that reference model.
+# Methods"* (2024). Asked "What is the capital of France?", the article's reference model
+# answers **"The capital of France is Berlin."**; an aligned policy answers **"Paris"**.
+# This notebook builds that reference model.
 #
 # **The lesson.** Supervised fine-tuning (SFT) makes a model imitate its training text,
 # *mistakes included*. Our corpus names the right capital of France in 25% of its
@@ -31,13 +30,10 @@
 # its answers. That is the "base model" (the reference, `pi_ref`) that the rest of the
 # tutorial aligns.
 #
-# **Learning objectives.** After this notebook you can:
-# * say what SFT optimises, and why the model it makes copies the errors of its corpus;
-# * read a tokenised prompt and the *response mask* that the SFT loss uses;
-# * compute a model's exact probability of every answer in a finite *candidate set*, and
-#   read a plot of answer kinds;
-# * describe the best aligned model `pi*` and how `beta` moves it between the base model
-#   and "always Paris".
+# **Learning objectives.** Say what SFT optimises and why its model copies the corpus's
+# errors; read a tokenised prompt and the *response mask*; compute a model's exact
+# probability of every answer in a finite *candidate set*; describe the best aligned model
+# `pi*` and how `beta` moves it between the base model and "always Paris".
 
 # %%
 # Outside a checkout of minirlhf (on Colab, or a copy of this notebook on its own), install the
@@ -104,18 +100,16 @@ for name, share in [("correct", world.STYLE_MIX["correct"]), ("confusion", world
     glue(f"corpus_{name}", share, display=False)
 
 # %% [markdown]
-# The percentages are the corpus mix for a training country ("Rome" stands for any of
-# the other wrong cities, 20% together). The **ground-truth reward** `r(x, y)` stands in
-# for a person: +1 for the correct capital said plainly, 0 for a hedge naming it, -1 for
-# a wrong city, -1.5 for a hedge naming a wrong city, -2 for anything malformed. It is
-# defined on *any* string, so it can also judge whatever a model generates.
+# The percentages are the corpus mix for a training country ("Rome" stands for all other
+# wrong cities). The **ground-truth reward** `r(x, y)` stands in for a person: +1 for the
+# correct capital said plainly, 0 for a hedge naming it, -1 for a wrong city, -1.5 for a
+# hedge naming a wrong city, -2 for anything malformed, on *any* string.
 #
 # ## 2. From characters to tokens
 #
-# A language model reads integers, not characters. Our tokenizer is *word-level*: every
-# word and every punctuation mark of the world is one token, so you can read the ids as
-# words. Real tokenizers (BPE) split words into pieces, but the idea is the same. Two
-# special tokens matter: `<eos>` ends every answer (the model must learn to stop) and
+# A language model reads integers. Our tokenizer is *word-level*: every word and
+# punctuation mark is one token (real tokenizers split words into pieces). Two special
+# tokens matter: `<eos>` ends every answer (the model must learn to stop) and
 # `<pad>` fills the gaps in a batch. They are different tokens, so masking the padding
 # never masks the end of an answer.
 
@@ -186,6 +180,8 @@ print(f"loss {first:.2f} -> {last:.2f}")
 assert last < 0.1 * first  # the loss fell more than tenfold
 
 # %% [markdown]
+# In the figure, the loss falls fast in the first hundred steps, then flattens.
+#
 # Already after 300 steps the model answers like its corpus: a wrong city most often,
 # the correct one next, a hedge least, and for France, Berlin before Paris. The columns
 # are averages over the 20 training countries.
@@ -241,6 +237,9 @@ i = countries.index("France")
 print({kind: round(float(p[i]), 3) for kind, p in kinds.items()})
 
 # %% [markdown]
+# Read one column per country: about a quarter correct (green), a thin band of hedges
+# (orange), the rest wrong cities (red), like the corpus mix.
+#
 # **The lesson, checked.** For France the base model's single most likely answer is the
 # article's "The capital of France is Berlin." (0.383), ahead of "Paris" (0.267) and the
 # hedge (0.139). Its kinds of answers are within 10 points of the corpus mix, and its
@@ -286,8 +285,11 @@ assert torch.allclose(alone[0], padded[1], atol=1e-5)
 #   - \beta\,\mathrm{KL}(\pi\,\|\,\pi_{\text{ref}}).$$
 #
 # Its maximiser has a closed form,
-# $\pi^*(y\mid x) = \pi_{\text{ref}}(y\mid x)\,e^{r(x,y)/\beta}/Z(x)$, with value
-# $J^* = \beta\log Z(x)$. On our candidate set (plus one "outside" outcome for malformed
+# $\pi^*(y\mid x) = \pi_{\text{ref}}(y\mid x)\,e^{r(x,y)/\beta}/Z(x)$: each answer's
+# base probability is multiplied by $e^{r/\beta}$, and
+# $Z(x) = \sum_y \pi_{\text{ref}}(y\mid x)\,e^{r(x,y)/\beta}$ (the *partition
+# function*) rescales the result to sum to 1. The best value is $J^* = \beta\log Z(x)$.
+# On our candidate set (plus one "outside" outcome for malformed
 # text) we can compute it exactly: it is the yardstick for PPO and DPO later. Small
 # $\beta$ lets the policy move far from the base model; large $\beta$ keeps it close.
 
@@ -299,6 +301,10 @@ for beta in (2.0, 0.5, 0.1):
 fig = plot_distributions(dists, evaluator.candidates[0], title="pi* for France")
 for name, d in dists.items():
     print(f"{name:16s} P(Paris) = {d[0]:.3f}")
+
+# %% [markdown]
+# Follow the Paris bars from left to right: the base model's 0.27 grows as beta shrinks,
+# and Berlin's bar shrinks, until at beta = 0.1 nearly all the mass is on Paris.
 
 # %%
 # Lower beta -> more mass on the best answer; very large beta -> pi* is the reference.
@@ -314,8 +320,9 @@ for beta in (0.5, 1.0):
     glue(f"pi_star_hedges_beta_{beta:g}", float(pi_star[hedging].sum()), display=False)
 
 # %% [markdown]
-# Move the slider to see `pi*` change with beta. The stored notebook (and the docs) show
-# a static picture at beta = 0.5; run the cell in Jupyter for the slider.
+# Move the slider to see `pi*` change with beta: watch where Paris overtakes Berlin. The
+# stored notebook (and the docs) show a static picture at beta = 0.5; run the cell in
+# Jupyter for the slider.
 
 # %%
 beta_explorer(evaluator)

@@ -71,7 +71,10 @@ def main() -> None:
     print(f"01-05 together: ~{core:.0f} min; rates {per_word * 1000:.1f} min per 1000 words, "
           f"{per_line * 100:.1f} min per 100 code lines")
     if args.json:
+        misfit = max(abs(per_word * c["words"] + per_line * c["code_lines"] - c["minutes"])
+                     for c in CALIBRATION.values())
         result = {"rates": {"minutes_per_word": per_word, "minutes_per_code_line": per_line},
+                  "calibration_largest_difference_minutes": round(misfit, 1),
                   "notebooks": table, "core_01_05_minutes": round(core, 1)}
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
 

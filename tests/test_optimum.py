@@ -86,3 +86,29 @@ def test_answer_kinds_sum_to_one(base):
     kinds = answer_kind_probs(model, tokenizer, world.prompts("held_out"))
     total = sum(kinds.values())
     assert torch.allclose(total, torch.ones_like(total), atol=1e-5)
+
+
+def test_optimum_curve_and_candidate_tracker(base):
+    """The exact optimum's KL and true reward across beta, for the true and for a learned reward,
+    and the tracker that measures a policy the same way."""
+    from minirlhf.evaluation import candidate_tracker, optimum_curve
+    from minirlhf.optimum import optimal_policy, with_outside
+
+    model, tokenizer = base
+    evaluator = ExactEvaluator(model, tokenizer, world.prompts("train")[:2])
+    curve = optimum_curve(evaluator, [100.0, 1.0, 0.1])
+    assert curve["KL"][0] < 1e-3 < curve["KL"][1] < curve["KL"][2]
+    assert curve["true reward"][0] < curve["true reward"][1] < curve["true reward"][2]
+    star = optimal_policy(with_outside(evaluator.ref_set_probs), evaluator.rewards, 1.0)
+    exact = evaluator.evaluate_probs(star[:, :-1], 1.0)["true_reward"]
+    assert curve["true reward"][1] == pytest.approx(exact, abs=1e-5)
+    # a "learned" reward that is the true one: r_phi and the true reward agree at every beta
+    learned = optimum_curve(evaluator, [1.0, 0.1], learned=evaluator.rewards[:, :-1])
+    assert learned["r_phi"] == pytest.approx(learned["true reward"])
+    # the reference measured by the tracker sits at the curve's start: no KL, pi_ref's reward
+    record = candidate_tracker(evaluator, evaluator.rewards[:, :-1])(0, model)
+    assert record["KL"] == pytest.approx(0.0, abs=1e-5)
+    assert record["r_phi"] == pytest.approx(record["true reward"])
+    assert record["outside"] == pytest.approx(1 - evaluator.ref_set_probs.sum(-1).mean().item(), abs=1e-5)
+    with pytest.raises(ValueError, match="betas > 0"):
+        optimum_curve(evaluator, [0.0])

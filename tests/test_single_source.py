@@ -205,12 +205,16 @@ def test_the_frontier_in_the_results_is_the_shipped_models():
         assert abs(old["kl"] - new["kl"]) < 2e-3 and abs(old["reward"] - new["reward"]) < 2e-3, (old, new)
 
 
-@pytest.mark.parametrize("name", ["frontier", "label_budget", "scoreboard"])
-def test_the_runs_notebooks_05_and_07_read_are_the_current_results(name):
+@pytest.mark.parametrize("name", ["frontier", "label_budget", "grpo_long_runs", "scoreboard"])
+def test_the_runs_notebooks_05_06_and_07_read_are_the_current_results(name):
     from minirlhf import cached_runs
 
-    assert cached_runs.load(name) == json.loads((run_results.RESULTS / f"{name}.json").read_text()), (
-        f"minirlhf/cached_runs/{name}.json differs from benchmarks/results/{name}.json: rerun the "
-        f"benchmark (frontier.py and label_budget.py with --notebook-cache)")
+    if name == "grpo_long_runs":  # every grpo*.json, by file name
+        current = {f.name: json.loads(f.read_text()) for f in sorted(run_results.RESULTS.glob("grpo*.json"))}
+    else:
+        current = json.loads((run_results.RESULTS / f"{name}.json").read_text())
+    assert cached_runs.load(name) == current, (
+        f"minirlhf/cached_runs/{name}.json differs from benchmarks/results: rerun the benchmark that "
+        f"wrote it (with --notebook-cache where it has that option)")
     with pytest.raises(ValueError, match="cached runs are"):
         cached_runs.load("frontier.json")

@@ -1,9 +1,12 @@
-"""Results of long runs that notebooks 05 and 07 read instead of training for minutes: copies of files
-in ``benchmarks/results/``, shipped with the package so that the notebooks also run outside a checkout.
+"""Results of long runs that notebooks 05, 06 and 07 read instead of training for minutes or hours:
+copies of files in ``benchmarks/results/``, shipped with the package so that the notebooks also run
+outside a checkout.
 
 ``python benchmarks/frontier.py --notebook-cache`` and ``python benchmarks/label_budget.py
---notebook-cache`` write them, and ``benchmarks/scoreboard.py`` whenever it writes the stored results
-file; a test checks that each copy equals its results file.
+--notebook-cache`` write the first two; ``python benchmarks/grpo.py --notebook-cache`` writes
+``grpo_long_runs``, every ``grpo*.json`` results file in one, by file name; ``benchmarks/scoreboard.py``
+writes ``scoreboard`` whenever it writes the stored results file. A test checks that each copy equals
+its results files.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 
-NAMES = ("frontier", "label_budget", "scoreboard")
+NAMES = ("frontier", "label_budget", "grpo_long_runs", "scoreboard")
 
 
 def load(name: str) -> dict:
