@@ -276,8 +276,13 @@ def soft_overlong_punishment(lengths: torch.Tensor, max_tokens: int, cache: int)
 
 def varied_groups(rewards: torch.Tensor, group_size: int, tol: float = 1e-6) -> torch.Tensor:
     """DAPO's dynamic sampling (Yu et al. 2025, eq. 11, ``0 < |{correct}| < G``): which groups of
-    ``group_size`` consecutive rewards (B,) are *not* all equal, (B / G,) bool. A group whose answers all
-    score the same has advantages 0: it adds nothing but noise (its KL term) and dilutes the batch."""
+    ``group_size`` consecutive rewards (B,) are *not* all equal, (B / G,) bool. A group whose rewards are
+    all equal has advantages 0: it adds nothing but noise (its KL term) and dilutes the batch.
+
+    DAPO has no KL penalty, so its rewards are the scores. Here the rewards are the ones the advantages
+    are computed from: with ``kl="reward"`` they include each answer's KL penalty, so a group whose
+    answers score the same but differ in KL is kept (the KL still pulls it towards the reference); with
+    ``kl="loss"`` they are the scores, as in DAPO."""
     groups = rewards.view(-1, group_size)
     return (groups.max(-1).values - groups.min(-1).values) > tol
 

@@ -104,7 +104,8 @@ for name, share in [("correct", world.STYLE_MIX["correct"]), ("confusion", world
 # wrong cities). The **ground-truth reward** `r(x, y)` stands in for a person: +1 for the
 # correct capital said plainly, 0 for a hedge naming it, -1 for a wrong city, -1.5 for a
 # hedge naming a wrong city, -2 for anything malformed, on *any* string.
-#
+
+# %% [markdown]
 # ## 2. From characters to tokens
 #
 # A language model reads integers. Our tokenizer is *word-level*: every word and

@@ -107,7 +107,8 @@ fig = plots.plot_preference_pairs(train)
 # that is what the SFT model says. The cells below the diagonal are the rater's mistakes. No
 # model can predict them, so the **Bayes-optimal accuracy** (the mean of $\max(p, 1-p)$ over
 # the pairs, $p$ the rater's probability) is the ceiling for any reward model.
-#
+
+# %% [markdown]
 # ## 2. Be the rater yourself
 #
 # In Jupyter, click through a few pairs; the next cell turns your labels into a `Dataset`.
@@ -160,7 +161,8 @@ fig = plots.plot_history(history, keys,
 # 0.5, the mean margin $r_w - r_l$ grows. Bottom row: the held-out accuracy, the number to
 # watch, flattens just under the ceiling above. `reward/mean`, the mean score of a batch's
 # answers, drifts down, which means nothing: only differences enter the loss.
-#
+
+# %% [markdown]
 # ## 5. Does it prefer what the rater prefers?
 
 # %%
@@ -272,7 +274,8 @@ glue("rm_score_moscow", float(france["learned"][moscow]), display=False)
 # model is right where the policy starts, and guesses where it has never looked. A policy
 # optimised against it (notebook 03) is rewarded for drifting into such holes, one face of
 # *reward hacking*; the KL penalty keeps the policy where the reward model can be trusted.
-#
+
+# %% [markdown]
 # ## 7. What if the backbone stays frozen?
 #
 # The article notes that the reward model's backbone often stays *mostly frozen* while the
@@ -306,7 +309,8 @@ assert abs(gap[head_only]) < 0.25 < gap[default]
 # attention layers can learn to *match* the city against the country. The default trains them
 # and not the whole backbone, because that ranks unseen combinations right more often
 # ([defaults](https://github.com/minirlhf/minirlhf/blob/main/docs/defaults.md#reward-model)).
-#
+
+# %% [markdown]
 # ## Summary
 #
 # * Preference data are (prompt, chosen, rejected) triplets, from a simulated rater, from you,

@@ -80,7 +80,8 @@ fig = plots.plot_ppo_loop()
 # Why sample, rather than backpropagate the reward into the policy? Not because the reward is
 # not differentiable, as the article says: a reward model is a differentiable network. What
 # stops backpropagation is *sampling* discrete tokens: no gradient flows through a random draw.
-#
+
+# %% [markdown]
 # ## 2. Rollout
 #
 # We sample one answer per prompt and record, on one `(B, T)` grid, the log-probs of its tokens
@@ -239,7 +240,8 @@ assert logp[3].exp() > max(logp[:3].exp()) + 0.5
 # Before PPO the objective is the reward alone, yet the reference says Berlin, the lowest, most
 # often. After PPO, Paris has the highest objective even after paying for being said more
 # often, and Berlin's *rose*: saying it less often than the reference earns a KL bonus.
-#
+
+# %% [markdown]
 # ## 8. A beta sweep
 #
 # Three short runs (25 steps of 16 answers) at beta = 0.1, 1 and 10, and the exact `pi*` at
@@ -341,7 +343,8 @@ assert progress > 0.1 and points[-1]["true reward"] > ref_true
 # %% [markdown]
 # Without a penalty, PPO heads for the curve's right end; a KL penalty stops earlier. The cure is to ask the rater again about the policy's
 # current answers (iterated RLHF, notebook 05).
-#
+
+# %% [markdown]
 # ## What we saw
 #
 # * PPO: rollout, per-token reward, advantages, clipped update; it samples because no

@@ -268,7 +268,8 @@ assert no_nll["exact/attainment"] < short["exact/attainment"] - 0.3    # ... and
 # %% [markdown]
 # Guarded, offline DPO is safe but gets only part of the way: pairs from the SFT model show little of what
 # $\pi^*$ wants.
-#
+
+# %% [markdown]
 # ## 5. Online DPO: fresh pairs, rated as it trains
 #
 # Each round, `train_online_dpo` samples 16 pairs per prompt from the *current* policy (at temperature 1.3,

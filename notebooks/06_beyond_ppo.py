@@ -196,7 +196,8 @@ assert 0.9 < ceilings[0.1]["attainment"] < 0.97 and 0.9 < ceilings[0.5]["attainm
 
 # %% [markdown]
 # Even trained perfectly, GRPO with k3 in the loss would stop at about 0.96 of the way to `pi*` at beta = 0.1.
-#
+
+# %% [markdown]
 # ## 3. GRPO and RLOO, briefly
 #
 # 50 steps (16 prompts x G = 4 answers each; a default run is 1000) with the true reward at beta = 0.1:
@@ -251,7 +252,8 @@ for beta in ("0.1", "0.5"):   # trained to the end, k3 in the loss stops short o
 # GRPO with k3 in the loss stops short, as its reverse-KL ceiling predicts. Held out, the variants differ
 # more, and from seed to seed; GRPO's division of each answer's loss by its length is much of why it falls
 # there (the runs and the ablation: `docs/defaults.md`, GRPO).
-#
+
+# %% [markdown]
 # ## 4. Best-of-n, exactly
 #
 # Best-of-n draws n answers from `pi_ref` and keeps the one with the highest reward. Its answer distribution

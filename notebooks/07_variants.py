@@ -65,7 +65,8 @@ print(f"{len(scores)} answers, {int(lengths.min())} to {int(lengths.max())} toke
 # %% [markdown]
 # One step's batch, as the scoreboard's runs see it; each answer's **advantage** A is its reward minus
 # its group's mean, over the group's standard deviation (GRPO, notebook 06).
-#
+
+# %% [markdown]
 # ## 1. Adding up the token losses: `loss_type`
 #
 # The loss sums per-token terms $\ell_{it}$ (answer $i$, token $t$); the variants differ in what they
@@ -92,7 +93,8 @@ assert torch.allclose(answer_weight["dapo"] / answer_weight["dapo"][short], leng
 # Under `grpo` both answers weigh 1/B, so each token of the long one counts less: a long wrong answer
 # is punished less per token, the **length bias** Dr. GRPO and DAPO were designed against. Under the
 # others an answer weighs in proportion to its length.
-#
+
+# %% [markdown]
 # ## 2. The clip region: PPO, clip-higher, CISPO
 #
 # PPO's loss per token is $\max(-A\,r,\ -A\,\mathrm{clip}(r, 1-\epsilon, 1+\epsilon))$, with the **ratio**
@@ -134,7 +136,8 @@ assert torch.equal(grads["PPO", -1.0], grads["clip-higher", -1.0])  # the lower 
 # %% [markdown]
 # Left (a good token, A = +1): PPO stops pushing at r = 1.2, clip-higher at 1.28, CISPO never. Right
 # (A = -1): PPO and clip-higher are one curve, since only the upper side changed.
-#
+
+# %% [markdown]
 # ## 3. Dynamic sampling
 #
 # A group whose answers all get the same reward has advantages 0: no policy gradient. DAPO's **dynamic
@@ -151,7 +154,8 @@ glue("zero_std_fraction", (~keep).float().mean().item(), display=False)
 # %% [markdown]
 # Such a group (all four answers right, or all wrong, for one country) carries no signal; dropping it
 # changes no gradient direction, it only makes the other groups weigh more in the step.
-#
+
+# %% [markdown]
 # ## 4. GSPO: one ratio per answer
 #
 # The reward is given to a whole answer, but PPO's ratio is per token. **GSPO** uses one ratio per
@@ -188,7 +192,8 @@ glue("gspo_outside", outside_gspo, display=False)
 # GSPO ratio (red) stays near 0, as near-certain words ("The capital of") barely move and average out
 # the few that decide the answer. Yet after one update nearly every answer is outside GSPO's tiny clip
 # range, with no more gradient that way this step: GSPO moves slowly.
-#
+
+# %% [markdown]
 # ## 5. KTO and SimPO: the DPO family
 #
 # **KTO** learns from one **thumbs label** (up or down) per answer. With DPO's implicit reward
@@ -234,7 +239,8 @@ assert logps[0] > logps[1] and simpo_margin < 0  # the sum and the mean disagree
 # per-token preference (beta 2, gamma 0.5: SimPO's usual values), and nothing ties it to $\pi_{ref}$. By
 # the sum the SFT model prefers the short correct answer, by the mean the long hedge, whose
 # near-certain words lift the mean: SimPO starts on the wrong side of this pair.
-#
+
+# %% [markdown]
 # ## 6. The scoreboard
 #
 # Every variant was trained from the SFT model at beta 0.1 for the same short budget, three seeds each

@@ -30,8 +30,8 @@ NOTEBOOKS = ROOT / "notebooks"
 # The class, part by part: (notebook, the numbered sections shown, what the students do meanwhile).
 CLASS_PLAN = [
     ("01_sft_tiny_gpt", [1, 5, 6], "0-15 min: Run All in notebook 01"),
-    ("02_reward_model", [1, 4, 6, 7], "15-30 min: Run All in notebook 02 first"),
-    ("03_ppo_with_kl", [3, 7, 8, 10], "30-50 min: Run All in notebook 03 first"),
+    ("02_reward_model", [1, 3, 5, 6], "15-30 min: Run All in notebook 02 first"),
+    ("03_ppo_with_kl", [3, 6, 7, 9], "30-50 min: Run All in notebook 03 first"),
     ("exercises/05_dpo_loss", ["Part 2: the DPO loss"], "50-75 min: exercise 5, the DPO loss"),
     ("04_dpo", [2], "75-85 min: read the stored outputs"),
     ("05_ppo_vs_dpo", [1, 5], "75-85 min: read the stored outputs"),
