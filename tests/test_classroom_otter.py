@@ -36,6 +36,8 @@ WRONG = {
                     "- (policy_rejected_logps - ref_rejected_logps))", "beta outside the log-sigmoid"),
     "06_group_advantages": ("token_advantages", "return advantages[:, None] * torch.ones_like(response_mask)",
                             "prompt and padding tokens get the advantage too"),
+    "07_loss_aggregation": ("aggregate_loss", "return (per_token_loss * response_mask).sum()",
+                            "summed, not normalised"),
 }
 GAE_WITHOUT_LAMBDA = '''
 

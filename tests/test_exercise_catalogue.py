@@ -276,6 +276,27 @@ def advantages_verl(rewards, group_size, advantage):
     return advantages_std_mean_unflatten(rewards, group_size, advantage)
 
 
+def aggregate_float64_where(per_token_loss, response_mask, loss_type, max_tokens, tokens_per_minibatch):
+    losses = torch.where(response_mask.bool(), per_token_loss.double(), 0.0)
+    if loss_type == "grpo":
+        return (losses.sum(1) / response_mask.sum(1)).mean()
+    if loss_type == "bnpo":
+        return losses.sum() / response_mask.sum()
+    if loss_type == "dr_grpo":
+        return losses.sum() / (len(per_token_loss) * max_tokens)
+    return losses.sum() / tokens_per_minibatch
+
+
+def aggregate_boolean_index_and_loop(per_token_loss, response_mask, loss_type, max_tokens, tokens_per_minibatch):
+    mask = response_mask.bool()
+    if loss_type == "grpo":
+        return torch.stack([row[keep].mean() for row, keep in zip(per_token_loss, mask)]).mean()
+    if loss_type == "bnpo":
+        return per_token_loss[mask].mean()
+    divisor = per_token_loss.shape[0] * max_tokens if loss_type == "dr_grpo" else tokens_per_minibatch
+    return per_token_loss[mask].sum() / divisor
+
+
 CORRECT = [
     ("sft_loss", sft_boolean_index), ("sft_loss", sft_float64), ("sft_loss", sft_where),
     ("sft_loss", sft_loop),
@@ -296,6 +317,7 @@ CORRECT = [
     ("group_advantages", advantages_std_mean_unflatten),
     ("token_advantages", token_advantages_where), ("token_advantages", token_advantages_float64),
     ("token_advantages", token_advantages_einsum), ("token_advantages", token_advantages_loop),
+    ("aggregate_loss", aggregate_float64_where), ("aggregate_loss", aggregate_boolean_index_and_loop),
 ]
 
 
@@ -309,7 +331,7 @@ def test_every_exercise_has_correct_alternatives_including_float64():
     assert {exercise for exercise, _ in CORRECT} == set(EXERCISES)
     assert {exercise for exercise, answer in CORRECT if "float64" in answer.__name__} >= {
         "sft_loss", "sequence_logps", "dpo_loss", "ppo_policy_loss", "whiten", "gae", "group_advantages",
-        "token_advantages"}
+        "token_advantages", "aggregate_loss"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -564,6 +586,56 @@ def test_a_correct_answer_in_another_convention_passes_with_a_note(exercise, ans
     assert f"Note: {result.convention.note}" in report
 
 
+def aggregate_plain_mean(per_token_loss, response_mask, loss_type, max_tokens, tokens_per_minibatch):
+    if loss_type == "grpo":
+        return per_token_loss.mean(-1).mean()
+    if loss_type == "bnpo":
+        return per_token_loss.mean()
+    divisor = per_token_loss.shape[0] * max_tokens if loss_type == "dr_grpo" else tokens_per_minibatch
+    return per_token_loss.sum() / divisor
+
+
+def aggregate_grpo_by_boolean_index(per_token_loss, response_mask, loss_type, max_tokens, tokens_per_minibatch):
+    masked = per_token_loss[response_mask.bool()]
+    if loss_type in ("grpo", "bnpo"):
+        return masked.mean()
+    divisor = per_token_loss.shape[0] * max_tokens if loss_type == "dr_grpo" else tokens_per_minibatch
+    return masked.sum() / divisor
+
+
+def aggregate_dr_grpo_over_answers(per_token_loss, response_mask, loss_type, max_tokens, tokens_per_minibatch):
+    total = (per_token_loss * response_mask).sum()
+    if loss_type == "grpo":
+        return ((per_token_loss * response_mask).sum(-1) / response_mask.sum(-1)).mean()
+    if loss_type == "bnpo":
+        return total / response_mask.sum()
+    return total / (len(per_token_loss) if loss_type == "dr_grpo" else tokens_per_minibatch)
+
+
+def aggregate_dr_grpo_longest(per_token_loss, response_mask, loss_type, max_tokens, tokens_per_minibatch):
+    total = (per_token_loss * response_mask).sum()
+    if loss_type == "grpo":
+        return ((per_token_loss * response_mask).sum(-1) / response_mask.sum(-1)).mean()
+    if loss_type == "bnpo":
+        return total / response_mask.sum()
+    if loss_type == "dr_grpo":
+        return total / (len(per_token_loss) * response_mask.sum(-1).max())
+    return total / tokens_per_minibatch
+
+
+def aggregate_dapo_ignored(per_token_loss, response_mask, loss_type, max_tokens, tokens_per_minibatch):
+    total = (per_token_loss * response_mask).sum()
+    if loss_type == "grpo":
+        return ((per_token_loss * response_mask).sum(-1) / response_mask.sum(-1)).mean()
+    if loss_type == "dr_grpo":
+        return total / (len(per_token_loss) * max_tokens)
+    return total / response_mask.sum()
+
+
+def aggregate_never_divided(per_token_loss, response_mask, loss_type, max_tokens, tokens_per_minibatch):
+    return (per_token_loss * response_mask).sum()
+
+
 WRONG = [
     ("sft_loss", sft_sliced_shift, "log-probs shifted by one position (the token before scored)"),
     ("sft_loss", sft_shift_the_other_way, "log-probs shifted by one position (the token after scored)"),
@@ -600,6 +672,13 @@ WRONG = [
     ("token_advantages", token_advantages_repeated, "prompt and padding tokens get the advantage too"),
     ("token_advantages", token_advantages_per_token_share, "advantage divided among the tokens"),
     ("token_advantages", token_advantages_on_eos, "advantage only on the last response token"),
+    ("aggregate_loss", aggregate_plain_mean, "padding tokens counted"),
+    ("aggregate_loss", aggregate_grpo_by_boolean_index,
+     "grpo: token mean over the batch instead of each answer's mean"),
+    ("aggregate_loss", aggregate_dr_grpo_over_answers, "Dr. GRPO divided by the number of answers"),
+    ("aggregate_loss", aggregate_dr_grpo_longest, "Dr. GRPO's constant taken from the batch, not from max_tokens"),
+    ("aggregate_loss", aggregate_dapo_ignored, "dapo: divided by this minibatch's tokens"),
+    ("aggregate_loss", aggregate_never_divided, "summed, not normalised"),
 ]
 
 

@@ -95,6 +95,18 @@ def test_the_token_advantages_reference_is_how_grpo_loss_weighs_the_tokens():
     torch.testing.assert_close(-logprobs.grad * mask.sum(), broadcast_advantages(advantages, mask))
 
 
+def test_the_aggregation_cases_hold_the_numbers_they_state():
+    """Exercise 7's hand-made cases: the numbers their descriptions give are the library's."""
+    from minirlhf.exercises.aggregation import EXERCISE
+    from minirlhf.grpo import aggregate_loss
+
+    cases = {case.name: case.args for case in EXERCISE.make_cases()}
+    for name, expected in [("GRPO, a long and a short answer", 3.0), ("BNPO, the same answers", 2.5),
+                           ("Dr. GRPO, the same answers", 10 / 16), ("DAPO, the same answers", 10 / 6),
+                           ("answers of equal length", 2.5)]:
+        torch.testing.assert_close(aggregate_loss(*cases[name].values()), torch.tensor(expected))
+
+
 def test_the_group_advantage_cases_hold_the_numbers_they_state():
     """The hand-made cases of exercise 6a say their numbers in words; the library gives them."""
     from minirlhf.exercises.grpo import ADVANTAGE_EXERCISE

@@ -29,7 +29,8 @@ student's PPO training loop by the exact attainment it reaches, and
 (``minirlhf exercises export --format otter DIR``).
 """
 
-from minirlhf.exercises import dpo, grpo, ppo, reward, sft
+from minirlhf.exercises import aggregation, dpo, grpo, ppo, reward, sft
+from minirlhf.exercises.aggregation import check_aggregate_loss
 from minirlhf.exercises.checking import CheckResult, ExerciseCheckFailed
 from minirlhf.exercises.dpo import check_dpo_loss, check_sequence_logps
 from minirlhf.exercises.grpo import check_group_advantages, check_token_advantages
@@ -41,10 +42,10 @@ from minirlhf.exercises.sft import check_sft_loss
 EXERCISES = {exercise.function_name: exercise for exercise in (
     sft.EXERCISE, reward.EXERCISE, ppo.REWARD_EXERCISE, ppo.GAE_EXERCISE, ppo.WHITEN_EXERCISE,
     ppo.LOSS_EXERCISE, dpo.SEQUENCE_EXERCISE, dpo.DPO_EXERCISE, grpo.ADVANTAGE_EXERCISE,
-    grpo.TOKEN_EXERCISE)}
+    grpo.TOKEN_EXERCISE, aggregation.EXERCISE)}
 
 __all__ = [
-    "EXERCISES", "CheckResult", "ExerciseCheckFailed", "check_bradley_terry_loss", "check_dpo_loss",
+    "EXERCISES", "CheckResult", "ExerciseCheckFailed", "check_aggregate_loss", "check_bradley_terry_loss", "check_dpo_loss",
     "check_gae", "check_group_advantages", "check_per_token_rewards", "check_ppo_policy_loss",
     "check_sequence_logps", "check_sft_loss", "check_token_advantages", "check_whiten",
 ]
