@@ -148,7 +148,7 @@ def test_otter_grades_a_correct_and_a_wrong_submission_without_docker(export, na
     function's, with the slip named. Exercise 3 always; the others with MINIRLHF_FULL_CLASSROOM=1
     (each grading starts a kernel that imports torch: about 10 s)."""
     if name != "03_kl_reward_and_gae" and not FULL:
-        pytest.skip("one exercise by default; MINIRLHF_FULL_CLASSROOM=1 grades all six")
+        pytest.skip("one exercise by default; MINIRLHF_FULL_CLASSROOM=1 grades them all")
     from otter.api import grade_submission
 
     bodies = _solution_bodies(name)

@@ -276,7 +276,8 @@ def advantages_verl(rewards, group_size, advantage):
     return advantages_std_mean_unflatten(rewards, group_size, advantage)
 
 
-def aggregate_float64_where(per_token_loss, response_mask, loss_type, max_tokens, tokens_per_minibatch):
+def aggregate_float64_where(per_token_loss, response_mask, loss_type, max_tokens,
+        tokens_per_minibatch):
     losses = torch.where(response_mask.bool(), per_token_loss.double(), 0.0)
     if loss_type == "grpo":
         return (losses.sum(1) / response_mask.sum(1)).mean()
@@ -287,7 +288,8 @@ def aggregate_float64_where(per_token_loss, response_mask, loss_type, max_tokens
     return losses.sum() / tokens_per_minibatch
 
 
-def aggregate_boolean_index_and_loop(per_token_loss, response_mask, loss_type, max_tokens, tokens_per_minibatch):
+def aggregate_boolean_index_and_loop(per_token_loss, response_mask, loss_type, max_tokens,
+        tokens_per_minibatch):
     mask = response_mask.bool()
     if loss_type == "grpo":
         return torch.stack([row[keep].mean() for row, keep in zip(per_token_loss, mask)]).mean()
@@ -586,7 +588,8 @@ def test_a_correct_answer_in_another_convention_passes_with_a_note(exercise, ans
     assert f"Note: {result.convention.note}" in report
 
 
-def aggregate_plain_mean(per_token_loss, response_mask, loss_type, max_tokens, tokens_per_minibatch):
+def aggregate_plain_mean(per_token_loss, response_mask, loss_type, max_tokens,
+        tokens_per_minibatch):
     if loss_type == "grpo":
         return per_token_loss.mean(-1).mean()
     if loss_type == "bnpo":
@@ -595,7 +598,8 @@ def aggregate_plain_mean(per_token_loss, response_mask, loss_type, max_tokens, t
     return per_token_loss.sum() / divisor
 
 
-def aggregate_grpo_by_boolean_index(per_token_loss, response_mask, loss_type, max_tokens, tokens_per_minibatch):
+def aggregate_grpo_by_boolean_index(per_token_loss, response_mask, loss_type, max_tokens,
+        tokens_per_minibatch):
     masked = per_token_loss[response_mask.bool()]
     if loss_type in ("grpo", "bnpo"):
         return masked.mean()
@@ -603,7 +607,8 @@ def aggregate_grpo_by_boolean_index(per_token_loss, response_mask, loss_type, ma
     return masked.sum() / divisor
 
 
-def aggregate_dr_grpo_over_answers(per_token_loss, response_mask, loss_type, max_tokens, tokens_per_minibatch):
+def aggregate_dr_grpo_over_answers(per_token_loss, response_mask, loss_type, max_tokens,
+        tokens_per_minibatch):
     total = (per_token_loss * response_mask).sum()
     if loss_type == "grpo":
         return ((per_token_loss * response_mask).sum(-1) / response_mask.sum(-1)).mean()
@@ -612,7 +617,8 @@ def aggregate_dr_grpo_over_answers(per_token_loss, response_mask, loss_type, max
     return total / (len(per_token_loss) if loss_type == "dr_grpo" else tokens_per_minibatch)
 
 
-def aggregate_dr_grpo_longest(per_token_loss, response_mask, loss_type, max_tokens, tokens_per_minibatch):
+def aggregate_dr_grpo_longest(per_token_loss, response_mask, loss_type, max_tokens,
+        tokens_per_minibatch):
     total = (per_token_loss * response_mask).sum()
     if loss_type == "grpo":
         return ((per_token_loss * response_mask).sum(-1) / response_mask.sum(-1)).mean()
@@ -623,7 +629,8 @@ def aggregate_dr_grpo_longest(per_token_loss, response_mask, loss_type, max_toke
     return total / tokens_per_minibatch
 
 
-def aggregate_dapo_ignored(per_token_loss, response_mask, loss_type, max_tokens, tokens_per_minibatch):
+def aggregate_dapo_ignored(per_token_loss, response_mask, loss_type, max_tokens,
+        tokens_per_minibatch):
     total = (per_token_loss * response_mask).sum()
     if loss_type == "grpo":
         return ((per_token_loss * response_mask).sum(-1) / response_mask.sum(-1)).mean()
@@ -632,7 +639,8 @@ def aggregate_dapo_ignored(per_token_loss, response_mask, loss_type, max_tokens,
     return total / response_mask.sum()
 
 
-def aggregate_never_divided(per_token_loss, response_mask, loss_type, max_tokens, tokens_per_minibatch):
+def aggregate_never_divided(per_token_loss, response_mask, loss_type, max_tokens,
+        tokens_per_minibatch):
     return (per_token_loss * response_mask).sum()
 
 
@@ -676,7 +684,8 @@ WRONG = [
     ("aggregate_loss", aggregate_grpo_by_boolean_index,
      "grpo: token mean over the batch instead of each answer's mean"),
     ("aggregate_loss", aggregate_dr_grpo_over_answers, "Dr. GRPO divided by the number of answers"),
-    ("aggregate_loss", aggregate_dr_grpo_longest, "Dr. GRPO's constant taken from the batch, not from max_tokens"),
+    ("aggregate_loss", aggregate_dr_grpo_longest,
+     "Dr. GRPO's constant taken from the batch, not from max_tokens"),
     ("aggregate_loss", aggregate_dapo_ignored, "dapo: divided by this minibatch's tokens"),
     ("aggregate_loss", aggregate_never_divided, "summed, not normalised"),
 ]

@@ -45,7 +45,8 @@ EXERCISES = {exercise.function_name: exercise for exercise in (
     grpo.TOKEN_EXERCISE, aggregation.EXERCISE)}
 
 __all__ = [
-    "EXERCISES", "CheckResult", "ExerciseCheckFailed", "check_aggregate_loss", "check_bradley_terry_loss", "check_dpo_loss",
+    "EXERCISES", "CheckResult", "ExerciseCheckFailed", "check_aggregate_loss", "check_bradley_terry_loss",
+    "check_dpo_loss",
     "check_gae", "check_group_advantages", "check_per_token_rewards", "check_ppo_policy_loss",
     "check_sequence_logps", "check_sft_loss", "check_token_advantages", "check_whiten",
 ]

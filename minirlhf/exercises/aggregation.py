@@ -67,10 +67,10 @@ def _cases() -> list[Case]:
     return cases
 
 
-def _with(l, m, k, n, t, **slips):
+def _with(losses, m, k, n, t, **slips):
     """The library's aggregation with switches for the usual slips (none given: the right answer)."""
-    m = m.to(l.dtype)
-    total = l * m if not slips.get("unmasked") else l
+    m = m.to(losses.dtype)
+    total = losses * m if not slips.get("unmasked") else losses
     count = m if not (slips.get("unmasked") or slips.get("count_all")) else torch.ones_like(m)
     if slips.get("unnormalised"):
         return total.sum()
@@ -82,12 +82,12 @@ def _with(l, m, k, n, t, **slips):
         return total.sum() / count.sum()
     if k == "dr_grpo":
         divisor = slips.get("dr_grpo_divisor")
-        return total.sum() / (divisor(m) if divisor else l.shape[0] * n)
+        return total.sum() / (divisor(m) if divisor else losses.shape[0] * n)
     return total.sum() / t
 
 
 def _slip(**slips):
-    return lambda l, m, k, n, t: _with(l, m, k, n, t, **slips)
+    return lambda losses, m, k, n, t: _with(losses, m, k, n, t, **slips)
 
 
 MISTAKES = [
