@@ -20,8 +20,6 @@ import torch
 from minirlhf import grpo
 from minirlhf.exercises.checking import Case, Exercise, Mistake, random_layout, run_check
 
-LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
-
 
 def _case(name, probes, per_token, mask, loss_type, max_tokens, tokens_per_minibatch) -> Case:
     return Case(name, probes, {"per_token": torch.tensor(per_token), "response_mask": torch.tensor(mask),
