@@ -69,15 +69,17 @@ def main() -> None:
     out = Path(args.json)
     result = json.loads(out.read_text()) if out.exists() and args.only else {"notebooks": {}}
     result.update({"command": "python benchmarks/notebook_times.py", "cpu_count": os.cpu_count(),
-                   "machine": platform.processor() or platform.machine(),
-                   "load_average_before": os.getloadavg()})
+                   "machine": platform.processor() or platform.machine()})
+    if not args.only:  # the whole set's load; a partial rerun records its own load on its rows
+        result["load_average_before"] = os.getloadavg()
     for path in TUTORIALS + SOLUTIONS:
         if args.only and path.stem not in args.only:
             continue
-        row = run_notebook(path)
+        row = {**run_notebook(path), "load_average_after": os.getloadavg()[0]}
         result["notebooks"][path.stem] = row
         print(f"{path.stem:40s} {row['seconds']:7.1f} s   longest: {row['longest_cells'][0]}", flush=True)
-    result["load_average_after"] = os.getloadavg()
+    if not args.only:
+        result["load_average_after"] = os.getloadavg()
     if all(name in result["notebooks"] for name in CLASS_90MIN):
         seconds = [result["notebooks"][name]["seconds"] for name in CLASS_90MIN]
         result["class_90min"] = {"notebooks": list(CLASS_90MIN), "seconds": round(sum(seconds), 1),
