@@ -3,7 +3,7 @@ measured exactly against the KL-regularised optimum of the true reward.
 
     nice -n 5 python benchmarks/scoreboard.py --threads 1                    # every variant, 3 seeds
     python benchmarks/scoreboard.py --variants grpo dapo --seeds 0           # a few
-    python benchmarks/scoreboard.py --trl --seeds 0 --keep-others            # TRL's GRPOTrainer per loss_type
+    python benchmarks/scoreboard.py --trl --seeds 0 --keep-others            # TRL's trainers (below)
 
 Each run starts from the shipped SFT model. The critic-free variants (:mod:`minirlhf.grpo`) differ from
 GRPO's defaults only in the fields :data:`VARIANTS` lists, and train for ``--steps`` batches of answers
@@ -18,10 +18,18 @@ training and the held-out countries (:class:`minirlhf.optimum.ExactEvaluator`); 
 length and the entropy of the answer distribution on the candidate set (exact); the rater labels paid;
 the wall time; and for the critic-free methods the share of groups whose rewards were all equal.
 
-``--trl`` runs TRL 1.16's ``GRPOTrainer`` once per ``loss_type`` with the settings of
-:func:`minirlhf.integrations.trl.grpo_args` (k3 in the loss, TRL's default KL bias correction, fixed
-embeddings) and minirlhf's ``train_grpo`` with the very same config beside it (``impl`` ``trl`` and
-``minirlhf-pair``), so that the two can be compared run for run.
+``--trl`` runs TRL 1.16's own trainers (:data:`TRL_METHODS`): ``GRPOTrainer`` once per ``loss_type``,
+``RLOOTrainer``, ``DPOTrainer`` (its ``loss_type`` with minirlhf's NLL term as TRL's ``"sft"`` loss),
+``CPOTrainer`` for SimPO and ``KTOTrainer``, each at the settings that :mod:`minirlhf.integrations.trl`
+maps from minirlhf's config (GRPO: k3 in the loss, TRL's default KL bias correction, fixed embeddings),
+and, for every method minirlhf also has, minirlhf's trainer with the very same config beside it
+(``impl`` ``trl`` and ``minirlhf-pair``), so that the two can be compared run for run (``agreement``:
+the difference of their medians against the larger of their seed ranges). TRL's other loss types
+(``sapo``, ``luspo``, ``vespo``; DPO's ``hinge``, ``robust``, ...) run in TRL alone when named in
+``--trl-methods``.
+
+    nice -n 5 python benchmarks/scoreboard.py --trl --threads 1 --keep-others     # TRL beside minirlhf
+    python benchmarks/scoreboard.py --trl --trl-methods sapo vespo hinge --seeds 0 --keep-others
 
 Writes ``benchmarks/results/scoreboard.json`` and the figure ``scoreboard.png`` (every variant on the
 exact reward-KL frontier of the training countries).
@@ -82,10 +90,36 @@ VARIANTS: dict[str, tuple[str, dict, str]] = {
               "the reference model's cost and DPO's length bias (reference-free, per-token reward)"),
     "kto": ("kto", {}, "the cost of paired labels (one thumbs label per answer)"),
 }
-TRL_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo")
 TRL_RECIPE = {"kl": "loss", "embedding_lr_scale": 0.0, "use_bias_correction_kl": True}
 """minirlhf's GRPOConfig fields that make it train as TRL's GRPOTrainer does (TRL's KL is k3 in the loss,
 with its default ``use_bias_correction_kl``; TRL trains the embeddings at the full rate, so both fix them)."""
+# name -> (TRL's trainer, minirlhf's config fields of the pair, TRL's fields where minirlhf has no pair or
+# names it differently). A method whose minirlhf fields are None runs in TRL only.
+TRL_METHODS: dict[str, tuple[str, dict | None, dict]] = {
+    **{lt: ("grpo", {**TRL_RECIPE, "loss_type": lt}, {}) for lt in ("grpo", "bnpo", "dapo")},
+    "dr_grpo": ("grpo", {**TRL_RECIPE, "loss_type": "dr_grpo", "advantage": "dr_grpo"}, {}),
+    "cispo": ("grpo", {**TRL_RECIPE, "loss_type": "cispo", "epsilon_high": 5.0}, {}),
+    "sapo": ("grpo", None, {"loss_type": "sapo"}),
+    "luspo": ("grpo", None, {"loss_type": "luspo", "importance_sampling_level": "sequence",
+                             "epsilon": 3e-4, "epsilon_high": 4e-4}),
+    "vespo": ("grpo", None, {"loss_type": "vespo"}),
+    "rloo": ("rloo", {"advantage": "rloo", "embedding_lr_scale": 0.0}, {}),
+    "dpo": ("dpo", {}, {}),
+    "ipo": ("dpo", {"loss_type": "ipo"}, {}),
+    **{lt: ("dpo", None, {"loss_type": lt}) for lt in ("hinge", "robust", "bco_pair", "sppo_hard", "nca_pair",
+                                                         "apo_zero", "apo_down", "discopop", "sigmoid_norm")},
+    "simpo": ("cpo", {"loss_type": "simpo"}, {}),
+    "kto": ("kto", {}, {}),
+    "kto_prompt_order": ("kto", None, {}),
+}
+KTO_PROMPT_ORDER = "kto_prompt_order"
+"""TRL's KTO on rows grouped by prompt, each prompt's answers together as
+:func:`~minirlhf.kto.unpaired_feedback` lists them, not shuffled (:func:`~minirlhf.integrations.trl.kto_dataset`
+says why that matters)."""
+TRL_DEFAULT = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "rloo", "dpo", "simpo", "kto",
+               KTO_PROMPT_ORDER)
+"""The methods ``--trl`` runs unless told: every one that minirlhf also has, with the same settings (and
+KTO on rows in prompt order)."""
 SUMMARY_KEYS = ("train_attainment", "held_out_attainment", "train_kl", "train_true_reward", "train_leak",
                 "held_out_leak", "answer_length", "entropy", "rater_labels", "seconds",
                 "frac_reward_zero_std", "frontier_efficiency")
@@ -143,30 +177,93 @@ def run_minirlhf(name: str, seed: int, steps: int, ref, tokenizer, data: dict) -
     return policy, {"rater_labels": labels, "seconds": time.perf_counter() - start, **extra}
 
 
-def run_trl(loss_type: str, seed: int, steps: int, ref, tokenizer, threads: int) -> tuple:
-    """TRL's GRPOTrainer with ``loss_type``, at the settings of :func:`grpo_args` for minirlhf's
-    ``GRPOConfig(**TRL_RECIPE, loss_type=...)``; returns (policy, figures)."""
-    from trl import GRPOConfig as TRLGRPOConfig
-    from trl import GRPOTrainer
+def trl_config(name: str, seed: int, steps: int):
+    """minirlhf's config of TRL method ``name`` (its pair's; GRPO's or DPO's defaults for a TRL-only
+    method) and TRL's keyword arguments for it (:mod:`minirlhf.integrations.trl`)."""
+    from minirlhf.integrations.trl import dpo_args, grpo_args, kto_args, rloo_args, simpo_args
 
-    from minirlhf.export import prompt_data
-    from minirlhf.integrations.trl import freeze_like, grpo_args, run_args, true_reward_func
+    trainer, fields, trl_fields = TRL_METHODS[name]
+    fields = fields if fields is not None else dict(TRL_RECIPE) if trainer == "grpo" else {}
+    if trainer in ("grpo", "rloo"):
+        config = grpo_config("", seed, steps, fields)
+        args = (grpo_args if trainer == "grpo" else rloo_args)(config)
+    elif trainer == "kto":
+        config = KTOConfig(beta=BETA, seed=seed, progress=False, **fields)
+        args = kto_args(config)
+    else:
+        config = DPOConfig(beta=BETA, seed=seed, progress=False, **fields)
+        args = simpo_args(config) if trainer == "cpo" else dpo_args(config)
+    if "loss_type" in trl_fields and trainer == "dpo":  # TRL-only: its loss, minirlhf's NLL term beside it
+        args["loss_type"] = [trl_fields["loss_type"], *args["loss_type"][1:]]
+        trl_fields = {k: v for k, v in trl_fields.items() if k != "loss_type"}
+    return config, {**args, **trl_fields}
 
-    extra = {**TRL_RECIPE, "loss_type": loss_type, **({"epsilon_high": 5.0} if loss_type == "cispo" else {}),
-             **({"advantage": "dr_grpo"} if loss_type == "dr_grpo" else {})}
-    config = grpo_config("", seed, steps, extra)
-    policy = copy.deepcopy(ref)
+
+def run_trl(name: str, seed: int, steps: int, ref, tokenizer, threads: int, data: dict) -> tuple:
+    """TRL's trainer for method ``name`` (:data:`TRL_METHODS`) from the SFT model, at the settings of
+    :func:`trl_config`; returns (policy, figures)."""
+    import trl
+    from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+    from minirlhf.export import preference_data, prompt_data
+    from minirlhf.integrations.trl import freeze_like, kto_dataset, run_args, true_reward_func
+
+    kind = TRL_METHODS[name][0]
+    config, args = trl_config(name, seed, steps)
+    policy = copy.deepcopy(ref).train()
     freeze_like(policy, config.frozen_blocks, config.embedding_lr_scale)
+    reference = copy.deepcopy(ref).eval().requires_grad_(False)
+    common = {"output_dir": tempfile.mkdtemp(prefix="scoreboard-trl-"), "logging_steps": 10 ** 6,
+              **run_args(threads)}
     start = time.perf_counter()
-    trainer = GRPOTrainer(model=policy, reward_funcs=true_reward_func, processing_class=tokenizer,
-                          train_dataset=prompt_data("train"),
-                          args=TRLGRPOConfig(output_dir=tempfile.mkdtemp(prefix="scoreboard-trl-"), logging_steps=10 ** 6,
-                                             **grpo_args(config), **run_args(threads)))
+    if kind in ("grpo", "rloo"):
+        Config, Trainer = ((trl.GRPOConfig, trl.GRPOTrainer) if kind == "grpo"
+                           else (trl.RLOOConfig, trl.RLOOTrainer))
+        trainer = Trainer(model=policy, reward_funcs=true_reward_func, processing_class=tokenizer,
+                          train_dataset=prompt_data("train"), args=Config(**common, **args))
+        labels = 0
+    elif kind == "kto":
+        feedback = kto_dataset(data["thumbs"][seed], seed)
+        if name == KTO_PROMPT_ORDER:
+            feedback = feedback.sort("prompt")
+        trainer = trl.KTOTrainer(model=policy, ref_model=reference, processing_class=tokenizer,
+                                 train_dataset=feedback, args=trl.KTOConfig(**common, **args))
+        labels = len(feedback)
+    else:
+        pairs = preference_data()["train"]
+        if kind == "cpo":
+            trainer = CPOTrainer(model=policy, processing_class=tokenizer, train_dataset=pairs,
+                                 args=CPOConfig(**common, **args))
+        else:
+            trainer = trl.DPOTrainer(model=policy, ref_model=reference, processing_class=tokenizer,
+                                     train_dataset=pairs,
+                                     args=trl.DPOConfig(**common, precompute_ref_log_probs=True, **args))
+        labels = len(pairs)
     trainer.train()
     policy = trainer.model.eval()
     for parameter in policy.parameters():
         parameter.requires_grad_(True)
-    return policy, {"rater_labels": 0, "seconds": time.perf_counter() - start}, config
+    return policy, {"rater_labels": labels, "seconds": time.perf_counter() - start}
+
+
+def run_pair(name: str, seed: int, steps: int, ref, tokenizer, data: dict) -> tuple:
+    """minirlhf's own trainer with the config of TRL method ``name`` (:func:`trl_config`)."""
+    kind = TRL_METHODS[name][0]
+    config, _ = trl_config(name, seed, steps)
+    policy = copy.deepcopy(ref)
+    start = time.perf_counter()
+    figures = {}
+    if kind in ("grpo", "rloo"):
+        _, history = train_grpo(policy, ref, tokenizer, world.prompts("train"), config)
+        labels = 0
+        figures["frac_reward_zero_std"] = statistics.mean(h["frac_reward_zero_std"] for h in history)
+    elif kind == "kto":
+        train_kto(policy, ref, tokenizer, data["thumbs"][seed], config)
+        labels = len(data["thumbs"][seed])
+    else:
+        train_dpo(policy, ref, tokenizer, data["pairs"], config)
+        labels = len(data["pairs"])
+    return policy, {"rater_labels": labels, "seconds": time.perf_counter() - start, **figures}
 
 
 def summarise(runs: list[dict]) -> list[dict]:
@@ -180,6 +277,27 @@ def summarise(runs: list[dict]) -> list[dict]:
             if values:
                 row[f"{field}_median"] = statistics.median(values)
                 row[f"{field}_min"], row[f"{field}_max"] = min(values), max(values)
+        rows.append(row)
+    return rows
+
+
+def agreement(runs: list[dict]) -> list[dict]:
+    """For each method run by TRL and by minirlhf with the same config: the difference of the two
+    implementations' medians over seeds, and the tolerance it is held to, the larger of the two seed
+    ranges (max - min) of that method. ``within`` says whether |difference| <= tolerance."""
+    rows = []
+    for name in dict.fromkeys(r["variant"] for r in runs if r["impl"] == "trl"):
+        theirs = [r for r in runs if r["variant"] == name and r["impl"] == "trl"]
+        ours = [r for r in runs if r["variant"] == name and r["impl"] == "minirlhf-pair"]
+        if not ours:
+            continue
+        row = {"variant": name, "seeds": min(len(theirs), len(ours))}
+        for split in ("train", "held_out"):
+            a, b = ([r[f"{split}_attainment"] for r in rs] for rs in (theirs, ours))
+            diff = statistics.median(a) - statistics.median(b)
+            tolerance = max(max(a) - min(a), max(b) - min(b))
+            row.update({f"{split}_difference": diff, f"{split}_tolerance": tolerance,
+                        f"{split}_within": abs(diff) <= tolerance})
         rows.append(row)
     return rows
 
@@ -231,6 +349,7 @@ def merge(files: list[Path], out: Path) -> int:
     result["budget"] = {k: next((p["budget"][k] for p in parts if p["budget"].get(k) is not None), None)
                         for k in parts[0]["budget"]}
     result["summary"] = summarise(result["runs"])
+    result["agreement"] = agreement(result["runs"])
     write_result(result, out)
     print(f"wrote {out} and {out.with_suffix('.png')} from {len(files)} files")
     return 0
@@ -251,9 +370,10 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=40, help="steps of the critic-free variants (a short budget)")
-    parser.add_argument("--trl", action="store_true", help="run TRL's GRPOTrainer per loss_type (and the "
-                        "same config in minirlhf) instead of the minirlhf variants")
-    parser.add_argument("--trl-loss-types", nargs="+", default=list(TRL_LOSS_TYPES), choices=TRL_LOSS_TYPES)
+    parser.add_argument("--trl", action="store_true", help="run TRL's trainers (and, where minirlhf has "
+                        "the method, the same config in minirlhf) instead of the minirlhf variants")
+    parser.add_argument("--trl-methods", nargs="+", default=list(TRL_DEFAULT), choices=list(TRL_METHODS),
+                        help="TRL's methods to run with --trl (default: those minirlhf also has)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--keep-others", action="store_true",
                         help="keep the stored runs of every (variant, impl, seed) not run now")
@@ -270,30 +390,26 @@ def main(argv=None) -> int:
                   "held_out": ExactEvaluator(ref, tokenizer, world.prompts("held_out"))}
     curve = frontier_curve(evaluators["train"])
     star = evaluators["train"].evaluate_probs(evaluators["train"].optimum(BETA)[:, :-1], BETA)
+    kinds = ({TRL_METHODS[m][0] for m in args.trl_methods} if args.trl
+             else {VARIANTS[v][0] for v in args.variants} | ({"kto"} if "kto" in args.variants else set()))
     data = {}
-    if not args.trl and any(VARIANTS[v][0] == "dpo" for v in args.variants):
+    if kinds & {"dpo", "cpo"}:
         data["pairs"] = default_preferences(progress=False)["train"]
-    if not args.trl and "kto" in args.variants:  # as many labels as DPO's pairs, one per answer
+    if "kto" in kinds:  # as many labels as DPO's pairs, one per answer
         data["thumbs"] = {s: unpaired_feedback(ref, tokenizer, world.prompts("train"), PAIRS_PER_PROMPT,
                                                world.SimulatedRater(seed=s), seed=s) for s in args.seeds}
     runs = []
-    jobs = ([("trl", lt, s) for lt in args.trl_loss_types for s in args.seeds]
-            + [("minirlhf-pair", lt, s) for lt in args.trl_loss_types for s in args.seeds] if args.trl
+    jobs = ([("trl", m, s) for m in args.trl_methods for s in args.seeds]
+            + [("minirlhf-pair", m, s) for m in args.trl_methods if TRL_METHODS[m][1] is not None
+               for s in args.seeds] if args.trl
             else [("minirlhf", v, s) for v in args.variants for s in args.seeds])
     for impl, name, seed in jobs:
         if impl == "minirlhf":
             policy, figures = run_minirlhf(name, seed, args.steps, ref, tokenizer, data)
         elif impl == "trl":
-            policy, figures, _ = run_trl(name, seed, args.steps, ref, tokenizer, args.threads)
+            policy, figures = run_trl(name, seed, args.steps, ref, tokenizer, args.threads, data)
         else:  # the same config in minirlhf's own loop
-            extra = {**TRL_RECIPE, "loss_type": name, **({"epsilon_high": 5.0} if name == "cispo" else {}),
-                     **({"advantage": "dr_grpo"} if name == "dr_grpo" else {})}
-            policy = copy.deepcopy(ref)
-            start = time.perf_counter()
-            _, history = train_grpo(policy, ref, tokenizer, world.prompts("train"),
-                                    grpo_config("", seed, args.steps, extra))
-            figures = {"rater_labels": 0, "seconds": time.perf_counter() - start,
-                       "frac_reward_zero_std": statistics.mean(h["frac_reward_zero_std"] for h in history)}
+            policy, figures = run_pair(name, seed, args.steps, ref, tokenizer, data)
         row = {"variant": name, "impl": impl, "seed": seed, **figures,
                **measure(policy, evaluators, tokenizer, curve)}
         runs.append(row)
@@ -319,7 +435,7 @@ def main(argv=None) -> int:
                     "load_average_at_end": list(os.getloadavg()),
                     "python": sys.version.split()[0], "torch": torch.__version__},
         "optimum_at_beta": {"kl": star["kl"], "reward": star["true_reward"]},
-        "curve": curve, "runs": runs, "summary": summarise(runs)}
+        "curve": curve, "runs": runs, "summary": summarise(runs), "agreement": agreement(runs)}
     write_result(result, args.out)
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
     return 0

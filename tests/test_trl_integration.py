@@ -10,8 +10,9 @@ import pytest
 from minirlhf import world
 from minirlhf.dpo import DPOConfig
 from minirlhf.grpo import GRPOConfig
-from minirlhf.integrations.trl import (ExactEvaluationCallback, dpo_args, freeze_like, grpo_args,
-                                       true_reward_func)
+from minirlhf.integrations.trl import (ExactEvaluationCallback, dpo_args, freeze_like, grpo_args, kto_args,
+                                       kto_dataset, rloo_args, simpo_args, true_reward_func)
+from minirlhf.kto import KTOConfig
 from minirlhf.optimum import ExactEvaluator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +38,8 @@ def test_the_config_translations_use_the_names_the_docs_map():
     """dpo_args / grpo_args and docs/_ext/trl_mapping.py name the same TRL fields."""
     mapping = _trl_mapping()
     for config, args, key in ((DPOConfig(), dpo_args(), "minirlhf.dpo.DPOConfig"),
-                              (GRPOConfig(kl="loss"), grpo_args(), "minirlhf.grpo.GRPOConfig")):
+                              (GRPOConfig(kl="loss"), grpo_args(), "minirlhf.grpo.GRPOConfig"),
+                              (KTOConfig(), kto_args(), "minirlhf.kto.KTOConfig")):
         for field, (trl_name, _) in mapping[key]["fields"].items():
             converted = ("learning_rate", "warmup_steps", "steps", "prompts_per_step", "advantage",
                          "length_normalise")  # values translated, not copied
@@ -49,6 +51,59 @@ def test_the_config_translations_use_the_names_the_docs_map():
         grpo_args(GRPOConfig())
     with pytest.raises(ValueError, match="RLOOTrainer"):
         grpo_args(GRPOConfig(kl="loss", advantage="rloo"))
+
+
+def test_rloo_kto_and_simpo_args_carry_minirlhfs_settings():
+    config = GRPOConfig(advantage="rloo", beta=0.05, clip_range=0.1, steps=10)
+    args, grpo = rloo_args(config), grpo_args(GRPOConfig(kl="loss", advantage="dr_grpo", beta=0.05,
+                                                         clip_range=0.1, steps=10))
+    assert args["normalize_advantages"] is False and args["beta"] == 0.05 and args["epsilon"] == 0.1
+    assert all(args[key] == grpo[key] for key in args if key != "normalize_advantages")
+    assert "loss_type" not in args and "scale_rewards" not in args  # RLOOConfig has neither
+    for wrong in (GRPOConfig(), GRPOConfig(advantage="rloo", kl="loss")):
+        with pytest.raises(ValueError, match='advantage="rloo", kl="reward"'):
+            rloo_args(wrong)
+    assert kto_args(KTOConfig(batch_size=64), processes=2)["per_device_train_batch_size"] == 32
+    assert kto_args()["loss_type"] == "kto"
+    simpo = simpo_args(DPOConfig(loss_type="simpo", simpo_gamma=0.3, rpo_alpha=0.5))
+    assert (simpo["loss_type"], simpo["simpo_gamma"], simpo["cpo_alpha"]) == ("simpo", 0.3, 0.5)
+    assert "loss_weights" not in simpo and simpo["learning_rate"] == DPOConfig().learning_rate
+    with pytest.raises(ValueError, match="use dpo_args"):
+        simpo_args(DPOConfig())
+
+
+def test_kto_dataset_keeps_trls_mismatched_pairs_mismatched(tmp_path):
+    """TRL's KTOTrainer pairs each row with the previous row's answer (within runs of the batch size):
+    on rows grouped by prompt, as unpaired_feedback lists them, nearly every such pair shares its prompt;
+    kto_dataset's shuffled rows do not."""
+    trl = pytest.importorskip("trl")
+    from datasets import Dataset
+
+    from minirlhf.integrations.trl import load_policy, run_args
+
+    countries = [world.country_of_prompt(p) for p in world.prompts("train")[:4]]
+    grouped = Dataset.from_dict({
+        "prompt": [world.make_prompt(c) for c in countries for _ in range(16)],
+        "completion": [world.make_response(c, "correct") for c in countries for _ in range(16)],
+        "label": [True, False] * 32})
+    policy, ref_model, tokenizer = load_policy()
+
+    def same_prompt_share(rows: Dataset) -> float:
+        args = trl.KTOConfig(output_dir=str(tmp_path), **kto_args(KTOConfig(batch_size=8)), **run_args())
+        trainer = trl.KTOTrainer(model=policy, ref_model=ref_model, processing_class=tokenizer,
+                                 train_dataset=rows, args=args)
+        data = trainer.train_dataset
+        same = 0
+        for i in range(len(data)):
+            previous = i - 1 if i % 8 else i + 7  # the row whose answer TRL gives row i as its mismatched one
+            assert data[i]["KL_completion_ids"] == data[previous]["completion_ids"]
+            same += data[i]["prompt_ids"] == data[previous]["prompt_ids"]
+        return same / len(data)
+
+    assert same_prompt_share(grouped) == 1.0
+    spelled = kto_dataset(grouped, seed=0)
+    assert sorted(spelled["completion"]) == sorted(" " + y for y in grouped["completion"])
+    assert same_prompt_share(kto_dataset(grouped, seed=0)) < 0.5
 
 
 def test_freeze_like_keeps_what_minirlhf_keeps(tiny):

@@ -265,6 +265,40 @@ def test_kto_loss_equals_trls():
         torch.testing.assert_close(losses.mean(), theirs)
 
 
+def trl_rloo_loss(trl, logp, old, adv, mask, eps):
+    """``trl.RLOOTrainer._compute_loss`` on a stand-in whose forward pass returns ``logp``."""
+    B, T = logp.shape
+    trainer = types.SimpleNamespace(
+        _get_per_token_logps_and_entropies=lambda *a, **k: (logp, torch.zeros_like(logp), None),
+        epsilon_low=eps, epsilon_high=eps, model=types.SimpleNamespace(training=True),
+        accelerator=_Accelerator(), aux_loss_enabled=False, _metrics=_metrics())
+    inputs = {"prompt_ids": torch.ones(B, 1, dtype=torch.long), "prompt_mask": torch.ones(B, 1),
+              "completion_ids": torch.ones(B, T, dtype=torch.long), "completion_mask": mask,
+              "advantages": adv, "old_logps": (old * mask).sum(-1)}
+    return trl.RLOOTrainer._compute_loss(trainer, None, inputs)
+
+
+def test_rloo_gradient_is_trls_times_a_constant_on_fresh_samples():
+    """TRL's RLOO clips one ratio per answer and averages answers; minirlhf's clips per token and sums
+    the tokens over B x max_tokens (Dr. GRPO's aggregation). On fresh samples (every ratio 1) the
+    gradients differ by the factor max_tokens, which Adam's normalisation absorbs; once the ratios
+    move, they differ otherwise (integrations.trl.rloo_args says so)."""
+    trl = pytest.importorskip("trl")
+    torch.manual_seed(4)
+    B, T, max_tokens, eps = 6, 7, 9, 0.2
+    old = -torch.rand(B, T) * 3
+    mask = (torch.arange(T)[None] < torch.tensor([7, 3, 5, 1, 6, 4])[:, None]).float()
+    adv = torch.randn(B)
+    config = GRPOConfig(advantage="rloo", max_new_tokens=max_tokens)
+    for moved, same in ((0.0, True), (0.3, False)):
+        logp = (old + moved * torch.randn(B, T)).requires_grad_()
+        theirs = trl_rloo_loss(trl, logp, old, adv, mask, eps)
+        ours, _ = variant_loss(logp, old, old, adv, mask, config.aggregation(), eps, max_tokens=max_tokens)
+        (grad_ours,) = torch.autograd.grad(ours, logp)
+        (grad_theirs,) = torch.autograd.grad(theirs, logp)
+        assert torch.allclose(grad_ours * max_tokens, grad_theirs * mask, atol=1e-6) is same
+
+
 # ----------------------------------------------------------------------------------------------
 # The trainers run with the options (a few steps on the shipped model)
 # ----------------------------------------------------------------------------------------------

@@ -157,7 +157,9 @@ MAPPING = {
     "minirlhf.kto.KTOConfig": {
         "trl": "trl.KTOConfig",
         "intro": ("TRL's `KTOTrainer` learns from TRL's unpaired format (`prompt`, `completion`, `label`) with "
-                  "the same loss (`loss_type=\"kto\"`) and the same reference point from mismatched pairs."),
+                  "the same loss (`loss_type=\"kto\"`) and the same reference point from mismatched pairs "
+                  "(`minirlhf.integrations.trl.kto_args`). TRL builds those pairs from consecutive rows, once: "
+                  "shuffle the rows first (`kto_dataset`), or answers to one prompt pair with each other."),
         "fields": {
             "beta": ("beta", ""),
             "desirable_weight": ("desirable_weight", ""),
@@ -181,7 +183,8 @@ MAPPING = {
         "intro": ("TRL's `GRPOTrainer` samples `num_generations` answers per prompt, computes group-relative "
                   "advantages and minimises the same clipped surrogate, with a k3 KL estimate in the loss "
                   "when `beta > 0` (minirlhf's `kl=\"loss\"`). TRL's `RLOOTrainer` (`trl.RLOOConfig`) is the "
-                  "leave-one-out counterpart. TRL counts its batch in answers, not prompts."),
+                  "leave-one-out counterpart, with the KL in the reward (`advantage=\"rloo\"`, `kl=\"reward\"`: "
+                  "`rloo_args`). TRL counts its batch in answers, not prompts."),
         "fields": {
             "beta": ("beta", "TRL's recent default is 0 (no KL term)."),
             "kl": (None, ("TRL's GRPO puts k3 in the loss; k1 in the reward (minirlhf's default, PPO's "

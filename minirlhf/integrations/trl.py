@@ -1,13 +1,16 @@
 """TRL's own trainers on the toy world, scored exactly. Install the extra: ``pip install -e ".[trl]"``.
 
 minirlhf's world knows its optimum ``pi*`` exactly, which no industrial trainer's task does. This
-module makes it a test bench for TRL's ``DPOTrainer`` and ``GRPOTrainer``:
+module makes it a test bench for TRL's ``DPOTrainer``, ``GRPOTrainer``, ``RLOOTrainer``, ``KTOTrainer``
+and ``CPOTrainer`` (SimPO):
 
 * :func:`load_policy` gives the shipped tiny GPT (or any checkpoint) and its tokenizer, and a frozen
   copy as the reference, in the form TRL's trainers take (``model``, ``ref_model``, ``processing_class``);
-* :func:`dpo_args` and :func:`grpo_args` turn minirlhf's ``DPOConfig`` / ``GRPOConfig`` into the
-  keyword arguments of TRL's ``DPOConfig`` / ``GRPOConfig``, and :func:`freeze_like` keeps the blocks
-  and embeddings fixed that minirlhf's config keeps fixed, so that both libraries train alike;
+* :func:`dpo_args`, :func:`grpo_args`, :func:`rloo_args`, :func:`kto_args` and :func:`simpo_args` turn
+  minirlhf's ``DPOConfig`` / ``GRPOConfig`` / ``KTOConfig`` into the keyword arguments of TRL's
+  ``DPOConfig`` / ``GRPOConfig`` / ``RLOOConfig`` / ``KTOConfig`` / ``CPOConfig``, and :func:`freeze_like`
+  keeps the blocks and embeddings fixed that minirlhf's config keeps fixed, so that both libraries
+  train alike;
 * :func:`true_reward_func` is the world's true reward in the form ``GRPOTrainer(reward_funcs=...)``
   takes (a verifiable reward: no reward model);
 * :class:`ExactEvaluationCallback` evaluates the policy on the candidate sets every few steps and
@@ -31,6 +34,7 @@ a byte-level BPE tokenizer (a real checkpoint's) the scored tokens are those of 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from collections.abc import Callable
 
@@ -43,6 +47,7 @@ from minirlhf.dpo import DPOConfig
 from minirlhf.evaluation import exact_metrics
 from minirlhf.export import answer_text
 from minirlhf.grpo import GRPOConfig
+from minirlhf.kto import KTOConfig
 from minirlhf.logprobs import response_logprobs
 from minirlhf.optimum import ExactEvaluator
 from minirlhf.saved_models import load_base_model
@@ -211,6 +216,74 @@ def grpo_args(config: GRPOConfig | None = None, processes: int = 1, accumulation
             "importance_sampling_level": config.importance_sampling_level,
             "mask_truncated_completions": config.mask_truncated_completions,
             "use_bias_correction_kl": config.use_bias_correction_kl}
+
+
+def rloo_args(config: GRPOConfig | None = None, processes: int = 1, accumulation: int = 1) -> dict:
+    """Keyword arguments of ``trl.RLOOConfig`` for minirlhf's ``GRPOConfig(advantage="rloo")``: the same
+    groups, batch, epochs, clip range, rates and schedule as :func:`grpo_args`. Both put the KL in the
+    reward, ``R - beta * sum_t (log pi_old - log pi_ref)`` (minirlhf's ``kl="reward"``, k1), and both take
+    the leave-one-out baseline without scaling it (TRL's ``normalize_advantages=False``).
+
+    One difference has no switch: TRL's RLOO clips one ratio per answer, ``exp(sum_t log r_t)``, and
+    averages over answers; minirlhf's clips each token's ratio and sums the tokens over a constant (Dr.
+    GRPO's aggregation). On fresh samples (ratio 1) the gradients differ by that constant only, which
+    Adam's normalisation absorbs; they part once later minibatches move the ratios."""
+    config = config or GRPOConfig(advantage="rloo")
+    if config.advantage != "rloo" or config.kl != "reward":
+        raise ValueError('TRL\'s RLOOTrainer is GRPOConfig(advantage="rloo", kl="reward"): the leave-one-out '
+                         'baseline, with the KL in the reward.')
+    if config.dynamic_sampling or config.importance_sampling_level != "token" or config.loss_type is not None:
+        raise ValueError("TRL 1.16's RLOOTrainer has no dynamic sampling, sequence-level ratio or "
+                         "loss_type.")
+    shared = ("seed", "max_grad_norm", "warmup_steps", "beta", "num_generations", "steps_per_generation",
+              "gradient_accumulation_steps", "per_device_train_batch_size", "num_iterations", "epsilon",
+              "epsilon_high", "temperature", "max_completion_length", "max_steps", "learning_rate",
+              "lr_scheduler_type", "adam_epsilon", "mask_truncated_completions")
+    # grpo_args refuses RLOO and a KL in the reward: ask it for GRPO's, keep the keys the two share
+    args = grpo_args(dataclasses.replace(config, advantage="dr_grpo", kl="loss"), processes, accumulation)
+    return {**{key: args[key] for key in shared}, "normalize_advantages": False}
+
+
+def kto_args(config: KTOConfig | None = None, processes: int = 1, accumulation: int = 1) -> dict:
+    """Keyword arguments of ``trl.KTOConfig`` that train as minirlhf's :class:`~minirlhf.kto.KTOConfig`
+    does: the same loss (``loss_type="kto"``), weights, rates, batch, epochs and cosine schedule. Apply
+    :func:`freeze_like` for ``frozen_blocks`` and ``embedding_lr_scale``. Both estimate the reference
+    point z0 on each batch's mismatched pairs; ``config.batch_size`` is the global batch (answers per
+    optimizer step), split as :func:`dpo_args` splits pairs."""
+    config = config or KTOConfig()
+    batch = per_device_batch(config.batch_size, processes, accumulation, "answers",
+                             "or change the batch or the gradient accumulation steps")
+    return {**_common_args(config), "beta": config.beta, "loss_type": "kto",
+            "desirable_weight": config.desirable_weight, "undesirable_weight": config.undesirable_weight,
+            "learning_rate": config.learning_rate, "num_train_epochs": config.epochs,
+            "per_device_train_batch_size": batch, "gradient_accumulation_steps": accumulation,
+            "lr_scheduler_type": "cosine", "weight_decay": config.weight_decay,
+            "adam_beta2": config.adam_beta2, "adam_epsilon": config.adam_epsilon}
+
+
+def kto_dataset(feedback: Dataset, seed: int = 0) -> Dataset:
+    """TRL's unpaired rows for ``KTOTrainer`` from :func:`minirlhf.kto.unpaired_feedback`'s (``prompt``,
+    ``completion``, ``label``): each answer spelled as TRL's data spell it
+    (:func:`~minirlhf.export.answer_text`), the rows shuffled with ``seed``.
+
+    The shuffle matters. TRL's ``KTOTrainer`` builds the mismatched pairs of its reference point once,
+    before training, by rotating each run of ``per_device_train_batch_size`` consecutive rows by one.
+    ``unpaired_feedback`` lists each prompt's answers together, so unshuffled, almost every "mismatched"
+    pair is an answer to its own prompt, and z0 becomes the policy's KL on its own prompts."""
+    return feedback.map(lambda row: {"completion": answer_text(row["completion"])}).shuffle(seed=seed)
+
+
+def simpo_args(config: DPOConfig, processes: int = 1, accumulation: int = 1) -> dict:
+    """Keyword arguments of ``trl.experimental.cpo.CPOConfig`` for minirlhf's
+    ``DPOConfig(loss_type="simpo")``: TRL 1.16's SimPO is its CPO trainer with ``loss_type="simpo"``,
+    whose NLL term on the chosen answers, weighted ``cpo_alpha``, is minirlhf's ``rpo_alpha`` ("CPO-SimPO";
+    ``cpo_alpha=0`` is plain SimPO). The rest as :func:`dpo_args`."""
+    if config.loss_type != "simpo":
+        raise ValueError(f'simpo_args maps DPOConfig(loss_type="simpo"), got loss_type={config.loss_type!r}: '
+                         "use dpo_args.")
+    args = dpo_args(dataclasses.replace(config, loss_type="sigmoid", rpo_alpha=0.0), processes, accumulation)
+    del args["loss_weights"]
+    return {**args, "loss_type": "simpo", "simpo_gamma": config.simpo_gamma, "cpo_alpha": config.rpo_alpha}
 
 
 def run_args(threads: int | None = None) -> dict:
