@@ -10,7 +10,8 @@ One subject per module, each stated in the first line of its docstring:
   log-probs of responses), :mod:`~minirlhf.sampling` (generating answers), :mod:`~minirlhf.pairs`
   (DPO's packed pairs);
 * one algorithm per file: :mod:`~minirlhf.sft`, :mod:`~minirlhf.reward`, :mod:`~minirlhf.ppo`,
-  :mod:`~minirlhf.grpo` (with :mod:`~minirlhf.rl`, what PPO and GRPO share), :mod:`~minirlhf.dpo`,
+  :mod:`~minirlhf.grpo` (with :mod:`~minirlhf.grpo_variants`, the 2025 variants of its update, and
+  :mod:`~minirlhf.rl`, what PPO and GRPO share), :mod:`~minirlhf.dpo`,
   :mod:`~minirlhf.online_dpo`, :mod:`~minirlhf.kto`; :mod:`~minirlhf.training` holds what every
   training loop shares (seeding, threads, the learning-rate schedule, gradients);
 * the yardstick: :mod:`~minirlhf.optimum` (exact pi*, J*, attainment), :mod:`~minirlhf.evaluation`

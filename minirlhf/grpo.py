@@ -1,9 +1,9 @@
 """Critic-free RL: GRPO (Shao et al. 2024), Dr. GRPO (Liu et al. 2025) and RLOO (Ahmadian et al. 2024).
 
 Read this file top to bottom, with :mod:`minirlhf.rl` (what PPO and GRPO share: the config, sampling,
-scoring, the refreshes); it is the whole algorithm. PPO learns a critic to say what an answer
-was worth *on average*; these methods sample a *group* of G answers to the same prompt and let the
-group be the baseline. One step is::
+scoring, the KL estimators, the refreshes); it is the whole algorithm. PPO learns a critic to say what
+an answer was worth *on average*; these methods sample a *group* of G answers to the same prompt and
+let the group be the baseline. One step is::
 
     1. rollout     each of ``prompts_per_step`` prompts G times; sample y ~ pi(.|x); record
                    log pi(y_t|..) and log pi_ref(y_t|..) on one (B, T) grid, B = prompts x G
@@ -20,23 +20,11 @@ group be the baseline. One step is::
     5. log         the step's metrics, named as in TRL
     6. refresh     (optional, with a learned reward model and a rater) as in PPO
 
-The 2025 variants are options of the same loop, each a few lines below, named as TRL 1.16's
-``GRPOConfig`` names them (``loss_type``, ``epsilon_high``, ``importance_sampling_level``,
-``mask_truncated_completions``)::
+The 2025 variants (TRL 1.16's ``loss_type``, DAPO, GSPO, CISPO) are options of the same loop, fields
+of :class:`GRPOConfig`; their losses and steps, each beside its equation: :mod:`minirlhf.grpo_variants`.
 
-    loss_type  "grpo"     L = mean_i  mean_{t in y_i} l_it      (the answer's mean, then the batch's)
-               "bnpo"     L = sum_{i,t} l_it / (tokens in the minibatch)
-               "dr_grpo"  L = sum_{i,t} l_it / (B * max_new_tokens)         (Liu et al. 2025)
-               "dapo"     L = sum_{i,t} l_it / (tokens in the step's batch / minibatches)   (Yu et al. 2025)
-               "cispo"    l_it = -sg[min(ratio_it, eps_high)] A_i log pi(y_t)  (MiniMax 2025), as "dapo"
-    epsilon_high        clip(ratio, 1 - eps, 1 + eps_high): "clip-higher" (DAPO)
-    importance_sampling_level="sequence"
-                        one ratio per answer, exp(mean_t log ratio_it)  (GSPO, Zheng et al. 2025)
-    dynamic_sampling    drop the groups whose G rewards are all equal (their advantages are 0)  (DAPO)
-    mask_truncated_completions   answers cut at max_new_tokens leave the loss: the overlong filter (DAPO)
-    soft_punish_cache   L_cache > 0: DAPO's soft overlong punishment added to the reward (its eq. 13)
-
-The three KL estimators, per token, with d = log pi_ref(y_t|..) - log pi(y_t|..) and y ~ pi::
+The three KL estimators (:func:`~minirlhf.rl.kl_estimators`), per token, with
+d = log pi_ref(y_t|..) - log pi(y_t|..) and y ~ pi::
 
     k1 = -d                    unbiased value;  in the *reward* its score-function gradient is exact
     k2 = d^2 / 2               biased value;    in the *loss* its gradient is the exact one
@@ -61,10 +49,26 @@ from tqdm.auto import tqdm
 
 from minirlhf import world
 from minirlhf.checks import check_config, check_positive
+from minirlhf.grpo_variants import (
+    IMPORTANCE_SAMPLING_LEVELS,
+    LOSS_TYPES,
+    keep_groups,
+    soft_overlong_punishment,
+    variant_loss,
+    varied_groups,
+)
 from minirlhf.logprobs import last_token_index, token_logprobs
 from minirlhf.models import check_tokenizer_matches
 from minirlhf.ppo import ppo_policy_loss  # PPO's clipped surrogate, the one piece GRPO keeps
-from minirlhf.rl import RaterRefreshes, RLConfig, check_world_prompts, rollout, score_rollouts, weighted_mean
+from minirlhf.rl import (
+    RaterRefreshes,
+    RLConfig,
+    check_world_prompts,
+    kl_estimators,
+    rollout,
+    score_rollouts,
+    weighted_mean,
+)
 from minirlhf.training import (
     check_finite_loss,
     clip_grad_norm,
@@ -77,23 +81,10 @@ from minirlhf.training import (
 
 ADVANTAGES = ("grpo", "dr_grpo", "rloo")
 KL_PLACES = ("reward", "loss")
-LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo")
-IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 
 # ----------------------------------------------------------------------------------------------
 # Pure functions of tensors (unit-tested against hand-computed numbers)
 # ----------------------------------------------------------------------------------------------
-
-def kl_estimators(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The per-sample estimates k1, k2, k3 of KL(pi || pi_ref) from ``log pi`` and ``log pi_ref`` of
-    samples drawn from pi (any shape, kept)::
-
-        d  = log pi_ref - log pi
-        k1 = -d,    k2 = d^2 / 2,    k3 = exp(d) - 1 - d   (computed as expm1(d) - d: exact near 0)
-    """
-    d = ref_logprobs - logprobs
-    return {"k1": -d, "k2": 0.5 * d ** 2, "k3": torch.expm1(d) - d}
-
 
 def group_advantages(rewards: torch.Tensor, group_size: int, advantage: str = "grpo",
                      eps: float = 1e-4) -> torch.Tensor:
@@ -135,7 +126,7 @@ def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: 
 
         L = sum_{i,t} w_it [ clipped surrogate_it + beta * k3_it ] / N
 
-    with PPO's surrogate (:func:`~minirlhf.ppo.ppo_policy_loss`), k3 from :func:`kl_estimators`
+    with PPO's surrogate (:func:`~minirlhf.ppo.ppo_policy_loss`), k3 from :func:`~minirlhf.rl.kl_estimators`
     (``beta=0`` when the KL is in the reward). GRPO (``length_normalise``): w = 1/len(y_i), N = B. Dr. GRPO:
     w = 1, N = B * ``max_tokens`` (a constant; without it, the tokens in the batch). Returns ``(loss,
     stats)``: ppo's ``policy/*`` and ``loss/policy``, and ``kl`` (mean k3 per token, TRL's name)."""
@@ -150,141 +141,6 @@ def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: 
         loss = loss * weights.sum() / (weights.shape[0] * max_tokens)
     stats["kl"] = weighted_mean(k3.detach(), response_mask)
     return loss, stats
-
-
-def importance_ratio(logprobs: torch.Tensor, old_logprobs: torch.Tensor, response_mask: torch.Tensor,
-                     level: str = "token") -> torch.Tensor:
-    """pi / pi_old, per token (B, T), or with ``level="sequence"`` one per answer (B, 1), GSPO's
-    length-normalised sequence ratio (Zheng et al. 2025, "Group Sequence Policy Optimization", eq. 7)::
-
-        token     r_it = pi(y_t|..) / pi_old(y_t|..)
-        sequence  s_i  = (pi(y_i|x) / pi_old(y_i|x))^(1/|y_i|) = exp(mean_t log r_it)
-    """
-    if level not in IMPORTANCE_SAMPLING_LEVELS:
-        raise ValueError(f"importance_sampling_level must be one of {IMPORTANCE_SAMPLING_LEVELS}, "
-                         f"got {level!r}.")
-    log_ratio = logprobs - old_logprobs
-    if level == "sequence":
-        mask = response_mask.to(log_ratio.dtype)
-        log_ratio = ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1))[:, None]
-    return torch.exp(log_ratio)
-
-
-def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, epsilon_low: float,
-                      epsilon_high: float) -> torch.Tensor:
-    """PPO's clipped surrogate per token with an asymmetric range, DAPO's "clip-higher" (Yu et al. 2025,
-    eq. 10): ``max(-A r, -A clip(r, 1 - eps_low, 1 + eps_high))``. A wider upper range lets an unlikely
-    token with A > 0 grow further in one step, against the collapse of the policy's entropy."""
-    return torch.maximum(-advantages * ratio,
-                         -advantages * torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high))
-
-
-def cispo_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, logprobs: torch.Tensor,
-                    epsilon_high: float) -> torch.Tensor:
-    """CISPO (MiniMax 2025, "MiniMax-M1", eq. 4): clip the importance weight, not the update, and stop
-    its gradient: ``-sg[min(r, eps_high)] * A * log pi(y_t)``. Every token keeps a gradient (PPO's clip
-    zeroes those outside the range); the weight only bounds how much."""
-    return -torch.clamp(ratio, max=epsilon_high).detach() * advantages * logprobs
-
-
-def aggregate_loss(per_token: torch.Tensor, response_mask: torch.Tensor, loss_type: str,
-                   max_tokens: int | None = None, tokens_per_minibatch: float | None = None) -> torch.Tensor:
-    """The per-token losses ``l`` (B, T), or (B, 1) broadcast, to one number, as TRL 1.16's
-    ``loss_type`` does (``m`` the response mask)::
-
-        grpo     mean_i [ sum_t m_it l_it / |y_i| ]           every answer weighs the same (length bias)
-        bnpo     sum_it m_it l_it / sum_it m_it               every token of the minibatch the same
-        dr_grpo  sum_it m_it l_it / (B * max_tokens)          a constant (Liu et al. 2025)
-        dapo, cispo  sum_it m_it l_it / tokens_per_minibatch  the step's tokens / minibatches (Yu et al. 2025)
-    """
-    mask = response_mask.to(per_token.dtype)
-    total = per_token * mask
-    if loss_type == "grpo":
-        return (total.sum(-1) / mask.sum(-1).clamp(min=1)).mean()
-    if loss_type == "bnpo":
-        return total.sum() / mask.sum().clamp(min=1)
-    if loss_type == "dr_grpo":
-        if max_tokens is None:
-            raise ValueError('loss_type="dr_grpo" divides by B * max_tokens: give max_tokens.')
-        return total.sum() / (per_token.shape[0] * max_tokens)
-    if loss_type in ("dapo", "cispo"):
-        if tokens_per_minibatch is None:
-            raise ValueError(f'loss_type="{loss_type}" divides by the tokens of the step\'s batch per '
-                             'minibatch: give tokens_per_minibatch.')
-        return total.sum() / max(tokens_per_minibatch, 1.0)
-    raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}.")
-
-
-def variant_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
-                 advantages: torch.Tensor, response_mask: torch.Tensor, loss_type: str, epsilon_low: float,
-                 epsilon_high: float | None = None, beta: float = 0.0,
-                 importance_sampling_level: str = "token",
-                 max_tokens: int | None = None, tokens_per_minibatch: float | None = None,
-                 kl_bias_correction: bool = False) -> tuple[torch.Tensor, dict]:
-    """The update's loss of the 2025 variants, shapes (B, T) (``advantages`` (B,)), TRL 1.16's
-    ``GRPOTrainer._compute_loss`` term by term::
-
-        r_it   = importance_ratio(level)                       token or sequence (GSPO)
-        l_it   = clipped_surrogate(r, A, eps, eps_high)        grpo, bnpo, dr_grpo, dapo
-               = cispo_surrogate(r, A, log pi, eps_high)       cispo
-        l_it  += beta * k3_it  (* r_it with kl_bias_correction: the unbiased KL(pi || pi_ref) gradient)
-        L      = aggregate_loss(l, loss_type)
-
-    ``epsilon_high`` None: ``epsilon_low`` (symmetric). Returns ``(loss, stats)`` as :func:`grpo_loss`."""
-    check_positive("beta", beta, allow_zero=True)
-    check_positive("epsilon_low", epsilon_low)
-    epsilon_high = epsilon_low if epsilon_high is None else check_positive("epsilon_high", epsilon_high)
-    mask = response_mask.to(logprobs.dtype)
-    ratio = importance_ratio(logprobs, old_logprobs, mask, importance_sampling_level)
-    adv = advantages[:, None].to(logprobs.dtype)
-    if loss_type == "cispo":
-        per_token = cispo_surrogate(ratio, adv, logprobs, epsilon_high)
-    else:
-        per_token = clipped_surrogate(ratio, adv, epsilon_low, epsilon_high)
-    k3 = kl_estimators(logprobs, ref_logprobs)["k3"]
-    if beta > 0:
-        per_token = per_token + beta * (k3 * ratio if kl_bias_correction else k3)
-    loss = aggregate_loss(per_token, mask, loss_type, max_tokens, tokens_per_minibatch)
-    with torch.no_grad():
-        log_ratio = logprobs - old_logprobs
-        if loss_type == "cispo":
-            clipped = (ratio > epsilon_high) & (adv > 0)
-        else:
-            clipped = ((ratio < 1 - epsilon_low) & (adv < 0)) | ((ratio > 1 + epsilon_high) & (adv > 0))
-        stats = {"loss/policy": loss.detach(), "policy/approxkl": 0.5 * weighted_mean(log_ratio ** 2, mask),
-                 "policy/clipfrac": weighted_mean(clipped.expand_as(mask).float(), mask),
-                 "kl": weighted_mean(k3.detach(), mask)}
-    return loss, stats
-
-
-def soft_overlong_punishment(lengths: torch.Tensor, max_tokens: int, cache: int) -> torch.Tensor:
-    """DAPO's soft overlong punishment (Yu et al. 2025, eq. 13), added to the reward, from the answers'
-    token counts (B,)::
-
-        R_length = 0                                  |y| <= L_max - L_cache
-                 = ((L_max - L_cache) - |y|) / L_cache   L_max - L_cache < |y| <= L_max
-                 = -1                                 L_max < |y|
-    """
-    if not 0 < cache <= max_tokens:
-        raise ValueError(f"The cache must be in (0, max_tokens={max_tokens}], got {cache}.")
-    lengths = lengths.float()
-    start = max_tokens - cache
-    ramp = (start - lengths) / cache
-    return torch.where(lengths <= start, torch.zeros_like(lengths), torch.where(lengths <= max_tokens, ramp,
-                                                                                -torch.ones_like(lengths)))
-
-
-def varied_groups(rewards: torch.Tensor, group_size: int, tol: float = 1e-6) -> torch.Tensor:
-    """DAPO's dynamic sampling (Yu et al. 2025, eq. 11, ``0 < |{correct}| < G``): which groups of
-    ``group_size`` consecutive rewards (B,) are *not* all equal, (B / G,) bool. A group whose rewards are
-    all equal has advantages 0: it adds nothing but noise (its KL term) and dilutes the batch.
-
-    DAPO has no KL penalty, so its rewards are the scores. Here the rewards are the ones the advantages
-    are computed from: with ``kl="reward"`` they include each answer's KL penalty, so a group whose
-    answers score the same but differ in KL is kept (the KL still pulls it towards the reference); with
-    ``kl="loss"`` they are the scores, as in DAPO."""
-    groups = rewards.view(-1, group_size)
-    return (groups.max(-1).values - groups.min(-1).values) > tol
 
 
 # ----------------------------------------------------------------------------------------------
@@ -312,8 +168,8 @@ class GRPOConfig(RLConfig):
     of the prompts (as TRL's ``RepeatSampler`` does when the prompts are fewer than twice a step's)."""
     loss_type: str | None = None
     """TRL 1.16's ``loss_type``: ``"grpo"``, ``"bnpo"``, ``"dr_grpo"``, ``"dapo"`` or ``"cispo"``
-    (:func:`aggregate_loss`, :func:`cispo_surrogate`). None: ``"grpo"`` if :meth:`normalises_length`, else
-    ``"dr_grpo"``."""
+    (:func:`~minirlhf.grpo_variants.aggregate_loss`, :func:`~minirlhf.grpo_variants.cispo_surrogate`).
+    None: ``"grpo"`` if :meth:`normalises_length`, else ``"dr_grpo"``."""
     epsilon_high: float | None = None
     """Upper clip range, ``1 + epsilon_high`` (DAPO's clip-higher; None: ``clip_range``); CISPO's cap on
     the importance weight (needed with ``loss_type="cispo"``)."""
@@ -324,7 +180,8 @@ class GRPOConfig(RLConfig):
     mask_truncated_completions: bool = False
     """Leave answers cut at ``max_new_tokens`` out of the loss (DAPO's overlong filter; TRL's name)."""
     soft_punish_cache: int = 0
-    """L_cache > 0 adds DAPO's soft overlong punishment to each reward (:func:`soft_overlong_punishment`)."""
+    """L_cache > 0 adds DAPO's soft overlong punishment to each reward
+    (:func:`~minirlhf.grpo_variants.soft_overlong_punishment`)."""
     use_bias_correction_kl: bool = False
     """With kl="loss": multiply k3 by the ratio pi/pi_old (TRL's name; its default is True): the
     gradient becomes that of KL(pi || pi_ref) (unbiased), not of KL(pi_ref || pi)."""
@@ -359,7 +216,8 @@ class GRPOConfig(RLConfig):
         return self.loss_type or ("grpo" if self.normalises_length() else "dr_grpo")
 
     def uses_variant_loss(self) -> bool:
-        """Whether an option of :func:`variant_loss` is set (otherwise :func:`grpo_loss`, as always)."""
+        """Whether an option of :func:`~minirlhf.grpo_variants.variant_loss` is set (otherwise
+        :func:`grpo_loss`, as always)."""
         return (self.loss_type is not None or self.epsilon_high is not None or self.use_bias_correction_kl
                 or self.importance_sampling_level != "token" or self.mask_truncated_completions)
 
@@ -395,9 +253,10 @@ def sequence_rewards(batch: dict, scores: torch.Tensor, config: GRPOConfig, beta
 def grpo_update(policy, optimizer, batch: dict, advantages: torch.Tensor, config: GRPOConfig,
                 generator: torch.Generator | None = None) -> dict[str, float]:
     """4. ``epochs`` passes over shuffled minibatches of whole groups (a group's advantages sum to 0, so
-    the gradients of the tokens its answers share cancel) of :func:`grpo_loss` (or :func:`variant_loss`
-    when an option of it is set); returns mean statistics. ``batch`` may hold fewer groups than
-    ``prompts_per_step`` (dynamic sampling): then at most ``minibatches`` minibatches."""
+    the gradients of the tokens its answers share cancel) of :func:`grpo_loss` (or
+    :func:`~minirlhf.grpo_variants.variant_loss` when an option of it is set); returns mean statistics.
+    ``batch`` may hold fewer groups than ``prompts_per_step`` (dynamic sampling): then at most
+    ``minibatches`` minibatches."""
     B, G = batch["input_ids"].shape[0], config.group_size
     n_minibatches = min(config.minibatches, B // G)
     beta_in_loss = config.beta if config.kl == "loss" else 0.0
@@ -430,22 +289,6 @@ def grpo_update(policy, optimizer, batch: dict, advantages: torch.Tensor, config
             optimizer.step()
             stats.append(step_stats)
     return {key: torch.stack([s[key] for s in stats]).mean().item() for key in stats[0]}
-
-
-def keep_groups(batch: dict, keep: torch.Tensor, group_size: int) -> dict:
-    """The rollout ``batch`` restricted to the groups where ``keep`` (B / G,) is True (dynamic
-    sampling): every per-answer tensor and list, in order."""
-    rows = keep.repeat_interleave(group_size)
-    index = rows.nonzero().view(-1)
-    out = {}
-    for key, value in batch.items():
-        if torch.is_tensor(value) and value.shape[:1] == rows.shape:
-            out[key] = value[rows.to(value.device)]
-        elif isinstance(value, list) and len(value) == len(rows):
-            out[key] = [value[i] for i in index.tolist()]
-        else:
-            out[key] = value
-    return out
 
 
 @torch.no_grad()

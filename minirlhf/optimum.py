@@ -172,7 +172,7 @@ def kl_estimator_values(probs: torch.Tensor, ref_probs: torch.Tensor) -> dict[st
 
         d = log pi_ref(y) - log pi(y);   k1 = -d,   k2 = d^2 / 2,   k3 = exp(d) - 1 - d
 
-    (the same formulas as :func:`minirlhf.grpo.kl_estimators`). Outcomes with pi(y) = 0 are never
+    (the same formulas as :func:`minirlhf.rl.kl_estimators`). Outcomes with pi(y) = 0 are never
     sampled: their value is 0. Returns ``{"k1", "k2", "k3"}``, each of shape (K,)."""
     d = torch.where(probs > 0, _log(ref_probs) - _log(probs), torch.zeros_like(probs))
     return {"k1": -d, "k2": 0.5 * d ** 2, "k3": torch.expm1(d) - d}

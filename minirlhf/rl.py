@@ -8,6 +8,9 @@ holds only its own algorithm:
 * :func:`score_rollouts`, the score of each sampled answer: the true reward, or a learned reward
   model's (an answer cut at the length limit is scored closed with EOS, as the rater sees it);
 * :func:`weighted_mean`, the mean over the answers' tokens that both losses take;
+* :func:`kl_estimators`, k1, k2 and k3 of the KL to pi_ref whose weight is ``beta``: PPO's reward
+  penalty is k1 (written out in :func:`~minirlhf.ppo.per_token_rewards`), GRPO's loss term is k3, in
+  :func:`~minirlhf.grpo.grpo_loss` and :func:`~minirlhf.grpo_variants.variant_loss`;
 * :class:`RaterRefreshes`, iterated RLHF: with a learned reward model and a rater, every few steps the
   rater compares the policy's answers with pi_ref's and a copy of the reward model learns from them.
   A reward model trained once is right only near the answers its pairs showed; this keeps it right
@@ -164,6 +167,17 @@ def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     ``weights``, the mean over the real tokens (an all-zero mask gives 0: the sum counts as 1)."""
     weights = weights.to(values.dtype)
     return (values * weights).sum() / weights.sum().clamp(min=1)
+
+
+def kl_estimators(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The per-sample estimates k1, k2, k3 of KL(pi || pi_ref) from ``log pi`` and ``log pi_ref`` of
+    samples drawn from pi (any shape, kept)::
+
+        d  = log pi_ref - log pi
+        k1 = -d,    k2 = d^2 / 2,    k3 = exp(d) - 1 - d   (computed as expm1(d) - d: exact near 0)
+    """
+    d = ref_logprobs - logprobs
+    return {"k1": -d, "k2": 0.5 * d ** 2, "k3": torch.expm1(d) - d}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -42,8 +42,8 @@ import matplotlib.pyplot as plt
 import torch
 from minirlhf import cached_runs, world
 from minirlhf.dpo import preference_loss
-from minirlhf.grpo import (GRPOConfig, aggregate_loss, clipped_surrogate, cispo_surrogate, group_advantages,
-                           grpo_update, importance_ratio, rollout_groups, varied_groups)
+from minirlhf.grpo import GRPOConfig, group_advantages, grpo_update, rollout_groups
+from minirlhf.grpo_variants import aggregate_loss, cispo_surrogate, clipped_surrogate, importance_ratio, varied_groups
 from minirlhf.kto import kto_loss, thumbs_up
 from minirlhf.logprobs import response_logprobs, token_logprobs
 from minirlhf.rl import score_rollouts

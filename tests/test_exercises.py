@@ -98,7 +98,7 @@ def test_the_token_advantages_reference_is_how_grpo_loss_weighs_the_tokens():
 def test_the_aggregation_cases_hold_the_numbers_they_state():
     """Exercise 7's hand-made cases: the numbers their descriptions give are the library's."""
     from minirlhf.exercises.aggregation import EXERCISE
-    from minirlhf.grpo import aggregate_loss
+    from minirlhf.grpo_variants import aggregate_loss
 
     cases = {case.name: case.args for case in EXERCISE.make_cases()}
     for name, expected in [("GRPO, a long and a short answer", 3.0), ("BNPO, the same answers", 2.5),

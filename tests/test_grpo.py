@@ -8,9 +8,10 @@ import torch
 from minirlhf import world
 from minirlhf.evaluation import exact_metrics
 from minirlhf import grpo
-from minirlhf.grpo import (GRPOConfig, group_advantages, grpo_loss, grpo_update, kl_estimators,
-                           rollout_groups, sequence_rewards, token_weights, train_grpo)
+from minirlhf.grpo import (GRPOConfig, group_advantages, grpo_loss, grpo_update, rollout_groups,
+                           sequence_rewards, token_weights, train_grpo)
 from minirlhf.optimum import ExactEvaluator
+from minirlhf.rl import kl_estimators
 from minirlhf.training import seed_everything
 
 # ------------------------------------------------------------------------------------------------

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from minirlhf import world
-from minirlhf.grpo import kl_estimators
 from minirlhf.optimum import (ExactEvaluator, best_of_n_kl_formula, best_of_n_probs, kl_divergence,
                               kl_estimator_gradients, kl_estimator_moments, kl_estimator_values,
                               optimal_policy, with_outside)
+from minirlhf.rl import kl_estimators
 
 REF = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
 PI = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)

@@ -10,8 +10,9 @@ import torch
 
 from minirlhf import world
 from minirlhf.dpo import DPOConfig, preference_loss
-from minirlhf.grpo import (GRPOConfig, aggregate_loss, grpo_loss, importance_ratio, keep_groups,
-                           soft_overlong_punishment, variant_loss, varied_groups)
+from minirlhf.grpo import GRPOConfig, grpo_loss
+from minirlhf.grpo_variants import (aggregate_loss, importance_ratio, keep_groups, soft_overlong_punishment,
+                                    variant_loss, varied_groups)
 from minirlhf.kto import KTOConfig, check_unpaired_data, kl_reference_point, kto_loss, mismatched, thumbs_up
 
 # ----------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Exercise 7: how the critic-free trainer averages its per-token losses (``loss_type``).
 
 The student writes ``aggregate_loss(per_token_loss, response_mask, loss_type, max_tokens,
-tokens_per_minibatch)`` -> a scalar, as :func:`minirlhf.grpo.aggregate_loss` (TRL 1.16's
+tokens_per_minibatch)`` -> a scalar, as :func:`minirlhf.grpo_variants.aggregate_loss` (TRL 1.16's
 ``loss_type``); ``l`` the per-token losses (B, T), ``m`` the response mask (B, T)::
 
     grpo     mean_i [ sum_t m_it l_it / sum_t m_it ]     each answer's token mean, then the batch mean
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from minirlhf import grpo
+from minirlhf import grpo_variants
 from minirlhf.exercises.checking import Case, Exercise, Mistake, random_layout, run_check
 
 
@@ -148,8 +148,8 @@ MISTAKES = [
 
 EXERCISE = Exercise(
     function_name="aggregate_loss",
-    reference=grpo.aggregate_loss,
-    reference_name="minirlhf.grpo.aggregate_loss",
+    reference=grpo_variants.aggregate_loss,
+    reference_name="minirlhf.grpo_variants.aggregate_loss",
     formula="grpo: mean_i(sum_t m l / sum_t m); bnpo: sum m l / sum m; dr_grpo: sum m l / (B * max_tokens); "
             "dapo: sum m l / tokens_per_minibatch",
     make_cases=_cases,
@@ -161,7 +161,7 @@ EXERCISE = Exercise(
 
 def check_aggregate_loss(student_fn, verbose: bool = True, raise_on_failure: bool = True):
     """Check ``aggregate_loss(per_token_loss, response_mask, loss_type, max_tokens,
-    tokens_per_minibatch) -> scalar`` against :func:`minirlhf.grpo.aggregate_loss`, and explain any
+    tokens_per_minibatch) -> scalar`` against :func:`minirlhf.grpo_variants.aggregate_loss`, and explain any
     difference."""
     __tracebackhide__ = True
     return run_check(EXERCISE, student_fn, verbose=verbose, raise_on_failure=raise_on_failure)
