@@ -90,9 +90,12 @@ VARIANTS: dict[str, tuple[str, dict, str]] = {
               "the reference model's cost and DPO's length bias (reference-free, per-token reward)"),
     "kto": ("kto", {}, "the cost of paired labels (one thumbs label per answer)"),
 }
-TRL_RECIPE = {"kl": "loss", "embedding_lr_scale": 0.0, "use_bias_correction_kl": True}
+TRL_DRAWING = {"embedding_lr_scale": 0.0, "distinct_prompts": True}
+"""What minirlhf's GRPOConfig takes from TRL's trainers: TRL trains the embeddings at the full rate, so both
+fix them; TRL's sampler gives each step distinct prompts (minirlhf's default draws with replacement)."""
+TRL_RECIPE = {"kl": "loss", "use_bias_correction_kl": True, **TRL_DRAWING}
 """minirlhf's GRPOConfig fields that make it train as TRL's GRPOTrainer does (TRL's KL is k3 in the loss,
-with its default ``use_bias_correction_kl``; TRL trains the embeddings at the full rate, so both fix them)."""
+with its default ``use_bias_correction_kl``), with :data:`TRL_DRAWING`."""
 # name -> (TRL's trainer, minirlhf's config fields of the pair, TRL's fields where minirlhf has no pair or
 # names it differently). A method whose minirlhf fields are None runs in TRL only.
 TRL_METHODS: dict[str, tuple[str, dict | None, dict]] = {
@@ -103,7 +106,9 @@ TRL_METHODS: dict[str, tuple[str, dict | None, dict]] = {
     "luspo": ("grpo", None, {"loss_type": "luspo", "importance_sampling_level": "sequence",
                              "epsilon": 3e-4, "epsilon_high": 4e-4}),
     "vespo": ("grpo", None, {"loss_type": "vespo"}),
-    "rloo": ("rloo", {"advantage": "rloo", "embedding_lr_scale": 0.0}, {}),
+    "rloo": ("rloo", {"advantage": "rloo", **TRL_DRAWING}, {}),
+    # one pass of one minibatch: every ratio is 1, where the two RLOO losses differ by a constant only
+    "rloo_one_pass": ("rloo", {"advantage": "rloo", "epochs": 1, "minibatches": 1, **TRL_DRAWING}, {}),
     "dpo": ("dpo", {}, {}),
     "ipo": ("dpo", {"loss_type": "ipo"}, {}),
     **{lt: ("dpo", None, {"loss_type": lt}) for lt in ("hinge", "robust", "bco_pair", "sppo_hard", "nca_pair",
@@ -116,7 +121,7 @@ KTO_PROMPT_ORDER = "kto_prompt_order"
 """TRL's KTO on rows grouped by prompt, each prompt's answers together as
 :func:`~minirlhf.kto.unpaired_feedback` lists them, not shuffled (:func:`~minirlhf.integrations.trl.kto_dataset`
 says why that matters)."""
-TRL_DEFAULT = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "rloo", "dpo", "simpo", "kto",
+TRL_DEFAULT = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "rloo", "rloo_one_pass", "dpo", "simpo", "kto",
                KTO_PROMPT_ORDER)
 """The methods ``--trl`` runs unless told: every one that minirlhf also has, with the same settings (and
 KTO on rows in prompt order)."""
@@ -374,6 +379,8 @@ def main(argv=None) -> int:
                         "the method, the same config in minirlhf) instead of the minirlhf variants")
     parser.add_argument("--trl-methods", nargs="+", default=list(TRL_DEFAULT), choices=list(TRL_METHODS),
                         help="TRL's methods to run with --trl (default: those minirlhf also has)")
+    parser.add_argument("--pairs-only", action="store_true",
+                        help="with --trl, run only minirlhf's side (keep TRL's stored runs: --keep-others)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--keep-others", action="store_true",
                         help="keep the stored runs of every (variant, impl, seed) not run now")
@@ -399,7 +406,7 @@ def main(argv=None) -> int:
         data["thumbs"] = {s: unpaired_feedback(ref, tokenizer, world.prompts("train"), PAIRS_PER_PROMPT,
                                                world.SimulatedRater(seed=s), seed=s) for s in args.seeds}
     runs = []
-    jobs = ([("trl", m, s) for m in args.trl_methods for s in args.seeds]
+    jobs = ([("trl", m, s) for m in args.trl_methods for s in args.seeds if not args.pairs_only]
             + [("minirlhf-pair", m, s) for m in args.trl_methods if TRL_METHODS[m][1] is not None
                for s in args.seeds] if args.trl
             else [("minirlhf", v, s) for v in args.variants for s in args.seeds])
