@@ -102,6 +102,19 @@ TRL_METHODS: dict[str, tuple[str, dict | None, dict]] = {
     **{lt: ("grpo", {**TRL_RECIPE, "loss_type": lt}, {}) for lt in ("grpo", "bnpo", "dapo")},
     "dr_grpo": ("grpo", {**TRL_RECIPE, "loss_type": "dr_grpo", "advantage": "dr_grpo"}, {}),
     "cispo": ("grpo", {**TRL_RECIPE, "loss_type": "cispo", "epsilon_high": 5.0}, {}),
+    "clip_higher": ("grpo", {**TRL_RECIPE, "epsilon_high": 0.28}, {}),
+    "overlong_filter": ("grpo", {**TRL_RECIPE, "mask_truncated_completions": True}, {}),
+    "overlong_penalty": ("grpo", {**TRL_RECIPE, "soft_punish_cache": 4}, {}),  # TRL: a reward function
+    "gspo": ("grpo", {**TRL_RECIPE, "importance_sampling_level": "sequence", "clip_range": 3e-4,
+                      "epsilon_high": 4e-4}, {}),
+    # one minibatch per batch of answers: TRL splits the shuffled answers, minirlhf whole groups, into minibatches
+    **{f"{name}_one_minibatch": ("grpo", {**TRL_RECIPE, **fields, "minibatches": 1}, {})
+       for name, fields in (("gspo", {"importance_sampling_level": "sequence", "clip_range": 3e-4,
+                                      "epsilon_high": 4e-4}),
+                            ("overlong_filter", {"mask_truncated_completions": True}))},
+    # no warm-up: TRL's warms up per optimizer step from rate 0, minirlhf's per batch of answers from 1/warmup
+    "gspo_no_warmup": ("grpo", {**TRL_RECIPE, "importance_sampling_level": "sequence", "clip_range": 3e-4,
+                                "epsilon_high": 4e-4, "warmup_steps": 0}, {}),
     "sapo": ("grpo", None, {"loss_type": "sapo"}),
     "luspo": ("grpo", None, {"loss_type": "luspo", "importance_sampling_level": "sequence",
                              "epsilon": 3e-4, "epsilon_high": 4e-4}),
@@ -121,8 +134,11 @@ KTO_PROMPT_ORDER = "kto_prompt_order"
 """TRL's KTO on rows grouped by prompt, each prompt's answers together as
 :func:`~minirlhf.kto.unpaired_feedback` lists them, not shuffled (:func:`~minirlhf.integrations.trl.kto_dataset`
 says why that matters)."""
-TRL_DEFAULT = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "rloo", "rloo_one_pass", "dpo", "simpo", "kto",
-               KTO_PROMPT_ORDER)
+DIAGNOSTIC = ("rloo_one_pass", "gspo_one_minibatch", "overlong_filter_one_minibatch", "gspo_no_warmup",
+              KTO_PROMPT_ORDER)
+"""Methods run to find why a pair differs, not methods of their own."""
+TRL_DEFAULT = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "clip_higher", "overlong_filter", "overlong_penalty",
+               "gspo", "rloo", "rloo_one_pass", "dpo", "simpo", "kto", KTO_PROMPT_ORDER)
 """The methods ``--trl`` runs unless told: every one that minirlhf also has, with the same settings (and
 KTO on rows in prompt order)."""
 SUMMARY_KEYS = ("train_attainment", "held_out_attainment", "train_kl", "train_true_reward", "train_leak",
@@ -209,6 +225,7 @@ def run_trl(name: str, seed: int, steps: int, ref, tokenizer, threads: int, data
     :func:`trl_config`; returns (policy, figures)."""
     import trl
     from trl.experimental.cpo import CPOConfig, CPOTrainer
+    from trl.rewards import get_soft_overlong_punishment
 
     from minirlhf.export import preference_data, prompt_data
     from minirlhf.integrations.trl import freeze_like, kto_dataset, run_args, true_reward_func
@@ -224,7 +241,10 @@ def run_trl(name: str, seed: int, steps: int, ref, tokenizer, threads: int, data
     if kind in ("grpo", "rloo"):
         Config, Trainer = ((trl.GRPOConfig, trl.GRPOTrainer) if kind == "grpo"
                            else (trl.RLOOConfig, trl.RLOOTrainer))
-        trainer = Trainer(model=policy, reward_funcs=true_reward_func, processing_class=tokenizer,
+        reward_funcs = [true_reward_func]
+        if config.soft_punish_cache:  # DAPO's soft overlong punishment is a reward function in TRL
+            reward_funcs.append(get_soft_overlong_punishment(config.max_new_tokens, config.soft_punish_cache))
+        trainer = Trainer(model=policy, reward_funcs=reward_funcs, processing_class=tokenizer,
                           train_dataset=prompt_data("train"), args=Config(**common, **args))
         labels = 0
     elif kind == "kto":
@@ -296,7 +316,7 @@ def agreement(runs: list[dict]) -> list[dict]:
         ours = [r for r in runs if r["variant"] == name and r["impl"] == "minirlhf-pair"]
         if not ours:
             continue
-        row = {"variant": name, "seeds": min(len(theirs), len(ours))}
+        row = {"variant": name, "seeds": min(len(theirs), len(ours)), "diagnostic": name in DIAGNOSTIC}
         for split in ("train", "held_out"):
             a, b = ([r[f"{split}_attainment"] for r in rs] for rs in (theirs, ours))
             diff = statistics.median(a) - statistics.median(b)
@@ -308,37 +328,41 @@ def agreement(runs: list[dict]) -> list[dict]:
 
 
 def save_figure(result: dict, path: Path) -> None:
-    """Every variant's median (KL, true reward) on the training countries, on the exact frontier."""
+    """Two panels on the exact frontier of the training countries: minirlhf's variants (left), and TRL's
+    trainers beside minirlhf with the same config (right); each point a median (KL, true reward)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curve = result["curve"]
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    ax.plot([p["kl"] for p in curve], [p["reward"] for p in curve], color="black", lw=1.5,
-            label="exact optimum pi*_beta (all beta)")
+    curve, star = result["curve"], result["optimum_at_beta"]
+    panels = [("minirlhf's variants", [r for r in result["summary"] if r["impl"] == "minirlhf"]),
+              ("TRL's trainers (squares), minirlhf with the same config (triangles)",
+               [r for r in result["summary"] if r["impl"] != "minirlhf"])]
+    panels = [(title, rows) for title, rows in panels if rows]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 6.4), sharey=True, squeeze=False)
     markers = {"minirlhf": "o", "trl": "s", "minirlhf-pair": "^"}
-    rows = sorted(result["summary"], key=lambda r: (r["impl"], r["variant"]))
-    cmap = plt.get_cmap("tab20")
-    names = list(dict.fromkeys(r["variant"] for r in rows))
-    for row in rows:
-        colour = cmap(names.index(row["variant"]) % 20)
-        label = row["variant"] if row["impl"] == "minirlhf" else f"{row['variant']} ({row['impl']})"
-        ax.scatter(row["train_kl_median"], row["train_true_reward_median"], marker=markers.get(row["impl"], "x"),
-                   color=colour, s=45, edgecolor="black", linewidth=0.5, label=label, zorder=3)
-    star = result["optimum_at_beta"]
-    ax.scatter(star["kl"], star["reward"], marker="*", s=160, color="gold", edgecolor="black", zorder=4,
-               label=f"pi* at beta {result['beta']}")
-    ax.set_xlim(0, max(max(r["train_kl_median"] for r in rows), star["kl"]) * 1.15)
-    ax.set_xlabel("KL(pi || pi_ref), exact (training countries)")
-    ax.set_ylabel("E_pi[true reward], exact")
-    trl_seeds = sorted({r["seed"] for r in result["runs"] if r["impl"] != "minirlhf"})
-    ax.set_title(f"Every variant at beta {result['beta']}: medians of {result['seeds_per_variant']} seeds"
-                 + (f" (TRL and its minirlhf pair: seed {', '.join(map(str, trl_seeds))})" if trl_seeds else "")
-                 + f", {result['budget']['grpo_steps']} steps", fontsize=9)
-    ax.legend(fontsize=6.5, ncol=2, loc="lower right")
-    ax.grid(alpha=0.3)
+    colours = [*plt.get_cmap("tab20").colors, *plt.get_cmap("tab20b").colors]
+    right = max(max(r["train_kl_median"] for _, rows in panels for r in rows), star["kl"]) * 1.08
+    for ax, (title, rows) in zip(axes[0], panels):
+        ax.plot([q["kl"] for q in curve], [q["reward"] for q in curve], color="black", lw=1.5,
+                label="exact optimum pi*_beta (all beta)")
+        names = list(dict.fromkeys(r["variant"] for r in rows))
+        for row in sorted(rows, key=lambda r: (names.index(r["variant"]), r["impl"])):
+            label = row["variant"] if row["impl"] == "minirlhf" else f"{row['variant']} ({row['impl']})"
+            ax.scatter(row["train_kl_median"], row["train_true_reward_median"], marker=markers[row["impl"]],
+                       color=colours[names.index(row["variant"]) % len(colours)], s=45, edgecolor="black",
+                       linewidth=0.5, label=label, zorder=3)
+        ax.scatter(star["kl"], star["reward"], marker="*", s=160, color="gold", edgecolor="black", zorder=4,
+                   label=f"pi* at beta {result['beta']}")
+        ax.set_xlim(0, right)
+        ax.set_xlabel("KL(pi || pi_ref), exact (training countries)")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=6, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("E_pi[true reward], exact")
+    fig.suptitle(f"Every variant at beta {result['beta']}: medians of {result['seeds_per_variant']} seeds, "
+                 f"{result['budget']['grpo_steps']} steps for the critic-free ones", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -349,8 +373,9 @@ def merge(files: list[Path], out: Path) -> int:
     runs of all, the settings of the first, the machine's load of each."""
     parts = [json.loads(f.read_text()) for f in files]
     result = {**parts[0], "runs": [r for part in parts for r in part["runs"]]}
-    result["machine"] = {**parts[0]["machine"], "processes_side_by_side": len(parts),
-                         "load_average_at_end": [part["machine"]["load_average_at_end"] for part in parts]}
+    if len(parts) > 1:
+        result["machine"] = {**parts[0]["machine"], "processes_side_by_side": len(parts),
+                             "load_average_at_end": [part["machine"]["load_average_at_end"] for part in parts]}
     result["budget"] = {k: next((p["budget"][k] for p in parts if p["budget"].get(k) is not None), None)
                         for k in parts[0]["budget"]}
     result["summary"] = summarise(result["runs"])
