@@ -8,7 +8,10 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(2)
+# Two threads in a serial run; under pytest-xdist (``-n N``, see pyproject.toml) the N workers share the
+# cores: one thread each, else 2N threads fight over the cores and every test crawls.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(2 if WORKERS <= 1 else 1)
 
 
 @pytest.fixture(scope="session")

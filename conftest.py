@@ -1,0 +1,71 @@
+"""The suite on several processes (pytest-xdist; ``-n auto --dist loadgroup`` in pyproject.toml).
+
+* ``-n auto`` starts one worker per CPU this process may use; none on a 1-CPU machine or for a single
+  file (then the tests run in this process, as with ``-n 0``).
+* Each file runs on one worker (``pytest_collection_modifyitems`` groups it): a notebook's cells share
+  one kernel, and a test file's module fixtures (the docs build, the wheel, the exercise kernel) are
+  made once.
+* The tutorial notebooks (``notebooks/0*.ipynb``) compute with two threads (their settings cell), so
+  they run one after another on one worker: two of them at once would be four threads on two cores.
+  Everything else on a worker computes with one thread (``OMP_NUM_THREADS=1`` for the kernels and
+  subprocesses it starts, and ``tests/conftest.py``): two threads per worker wait on each other and
+  run about three times slower.
+* The groups that take longest start first (``SLOW_FIRST``); one of them starting last would leave
+  the other workers idle at the end. The list orders, never selects: a stale entry costs time only.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+TUTORIALS = "tutorial-notebooks"
+"""The group of notebooks/0*.ipynb, which set two threads: one worker runs them in turn."""
+
+# The groups that take longest, longest first (the tutorial notebooks together take about as long as
+# the rest of the suite on one of two workers). Any group not listed starts after them, in
+# collection order.
+SLOW_FIRST = [
+    TUTORIALS,
+]
+
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if WORKER is not None and int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # the kernels and subprocesses this worker starts
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: unknown to pytest without it
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: the CPUs this process may use (xdist's own count, psutil's physical cores, ignores
+    CPU affinity). No worker at all on one CPU, nor for a single file (``python -m pytest
+    tests/test_sft.py``, or tests in it): one file runs on one worker anyway, which would only add
+    the workers' start-up."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    files = {arg.split("::", 1)[0] for arg in config.args}
+    if cpus < 2 or (len(files) == 1 and os.path.isfile(files.pop())):
+        return 0
+    return cpus
+
+
+def _group(item) -> str:
+    """The xdist group of ``item``: its file, or :data:`TUTORIALS`."""
+    path = item.nodeid.split("::", 1)[0]
+    if Path(path).parent == Path("notebooks") and path.endswith(".ipynb") and Path(path).name[0].isdigit():
+        return TUTORIALS
+    return path
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the marks
+def pytest_collection_modifyitems(config, items):
+    """Mark each item with its group (``xdist_group``); on xdist's workers, put the groups of
+    ``SLOW_FIRST`` first (keeping each file's items together and in order). A serial run keeps
+    pytest's order, and the marks do nothing there."""
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
+    if WORKER is None:
+        return
+    rank = {group: i for i, group in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(_group(item), len(rank)))
