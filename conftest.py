@@ -5,28 +5,30 @@
 * Each file runs on one worker (``pytest_collection_modifyitems`` groups it): a notebook's cells share
   one kernel, and a test file's module fixtures (the docs build, the wheel, the exercise kernel) are
   made once.
-* The tutorial notebooks (``notebooks/0*.ipynb``) compute with two threads (their settings cell), so
-  they run one after another on one worker: two of them at once would be four threads on two cores.
-  Everything else on a worker computes with one thread (``OMP_NUM_THREADS=1`` for the kernels and
-  subprocesses it starts, and ``tests/conftest.py``): two threads per worker wait on each other and
-  run about three times slower.
-* The groups that take longest start first (``SLOW_FIRST``); one of them starting last would leave
+* Everything on a worker computes with one thread: the notebooks set one in their settings cell, as
+  every minirlhf command does; ``tests/conftest.py`` sets one per worker, and ``OMP_NUM_THREADS=1``
+  holds for the kernels and subprocesses a worker starts. Two threads per worker would wait on each
+  other and run about three times slower.
+* The files that take longest start first (``SLOW_FIRST``); one of them starting last would leave
   the other workers idle at the end. The list orders, never selects: a stale entry costs time only.
 """
 
 import os
-from pathlib import Path
 
 import pytest
 
-TUTORIALS = "tutorial-notebooks"
-"""The group of notebooks/0*.ipynb, which set two threads: one worker runs them in turn."""
-
-# The groups that take longest, longest first (the tutorial notebooks together take about as long as
-# the rest of the suite on one of two workers). Any group not listed starts after them, in
-# collection order.
+# The files that take longest, longest first (benchmarks/results/notebook_times.json and `--durations`).
+# Any file not listed starts after them, in collection order.
 SLOW_FIRST = [
-    TUTORIALS,
+    "notebooks/04_dpo.ipynb",
+    "notebooks/03_ppo_with_kl.ipynb",
+    "notebooks/06_beyond_ppo.ipynb",
+    "tests/test_open_anywhere.py",
+    "tests/test_docs.py",
+    "notebooks/02_reward_model.ipynb",
+    "notebooks/05_ppo_vs_dpo.ipynb",
+    "tests/test_trl_multiprocess.py",
+    "notebooks/01_sft_tiny_gpt.ipynb",
 ]
 
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")
@@ -51,11 +53,8 @@ def pytest_xdist_auto_num_workers(config):
 
 
 def _group(item) -> str:
-    """The xdist group of ``item``: its file, or :data:`TUTORIALS`."""
-    path = item.nodeid.split("::", 1)[0]
-    if Path(path).parent == Path("notebooks") and path.endswith(".ipynb") and Path(path).name[0].isdigit():
-        return TUTORIALS
-    return path
+    """The xdist group of ``item``: its file."""
+    return item.nodeid.split("::", 1)[0]
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the marks

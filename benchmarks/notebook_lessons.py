@@ -6,7 +6,7 @@ report the margin of every assertion.
     python benchmarks/notebook_lessons.py --json benchmarks/results/notebook_lessons.json
 
 A variant ``SEED:THREADS`` sets the notebook's ``SEED`` (its settings cell: ``SEED = 0`` or ``SEED,
-THREADS = 0, 2``) and its thread count (``torch.set_num_threads``) before running it. Each
+THREADS = 0, 1``) and its thread count (``torch.set_num_threads``) before running it. Each
 ``assert`` in the notebooks is rewritten to record, instead of stopping the notebook:
 
 * for a comparison ``a > b`` (or ``<``, ``>=``, ``<=``, chained), the margin ``a - b`` (or ``b - a``):
@@ -132,7 +132,7 @@ def run(path: Path, seed: int, threads: int, timeout: int) -> list[dict]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--notebooks", nargs="+", default=None, help="numbers, e.g. 03 04 (default: all)")
-    parser.add_argument("--variants", nargs="+", default=["1:2", "2:2", "0:1"], help="SEED:THREADS")
+    parser.add_argument("--variants", nargs="+", default=["1:1", "2:1", "0:2"], help="SEED:THREADS")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
     parser.add_argument("--json", help="write every margin to this file")
     args = parser.parse_args(argv)

@@ -64,7 +64,7 @@ from myst_nb import glue  # stores a number for the docs pages that quote it
 # %%
 # Settings: the seed of every random step, and the number of CPU threads.
 SEED = 0
-torch.set_num_threads(2)
+torch.set_num_threads(1)
 
 sft_model, tokenizer = load_base_model()
 FRANCE = world.make_prompt("France")

@@ -59,7 +59,7 @@ from myst_nb import glue  # stores a number for the docs pages that quote it
 
 # %%
 # Settings: the seed of every sampled run, and the number of CPU threads.
-SEED, THREADS = 0, 2
+SEED, THREADS = 0, 1
 torch.set_num_threads(THREADS)
 
 ref_model, tokenizer = load_base_model()  # the start of the policy AND the frozen reference

@@ -55,7 +55,7 @@ from minirlhf.plots import plot_distributions, plot_history, plot_runs
 from minirlhf.preferences import default_preferences
 from myst_nb import glue  # stores a number for the docs pages that quote it
 
-SEED, THREADS = 0, 2      # change them to see another run; the lessons hold for any
+SEED, THREADS = 0, 1      # change them to see another run; the lessons hold for any
 torch.set_num_threads(THREADS)
 ref_model, tokenizer = load_base_model()  # the SFT model: the start AND the frozen reference
 train_prompts, held_out_prompts = world.prompts("train"), world.prompts("held_out")

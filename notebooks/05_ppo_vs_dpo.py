@@ -64,7 +64,7 @@ from minirlhf.plots import plot_distributions, plot_frontier, plot_labels_paid
 from minirlhf.preferences import default_preferences
 from myst_nb import glue  # stores a number for the docs pages that quote it
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)
 ref, tokenizer = load_base_model()       # the SFT model: every method's start and frozen reference
 train_prompts = world.prompts("train")
 evaluator = ExactEvaluator(ref, tokenizer, train_prompts)

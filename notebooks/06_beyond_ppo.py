@@ -54,7 +54,7 @@ from minirlhf.rl import score_rollouts
 from minirlhf.training import seed_everything
 from myst_nb import glue  # stores a number for the docs pages that quote it
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)
 ref_model, tokenizer = load_base_model()   # the SFT model: start of every policy and the frozen reference
 train_prompts, held_out_prompts = world.prompts("train"), world.prompts("held_out")
 evaluator = ExactEvaluator(ref_model, tokenizer, train_prompts)

@@ -51,7 +51,7 @@ from minirlhf.saved_models import load_base_model
 from minirlhf.training import seed_everything
 from myst_nb import glue  # stores a number for the docs pages that quote it
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)
 ref_model, tokenizer = load_base_model()   # the SFT model: the policy before training, and pi_ref
 config = GRPOConfig(beta=0.1)              # GRPO's defaults: 16 prompts x G = 4 answers per step
 generator = seed_everything(0)
