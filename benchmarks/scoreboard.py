@@ -336,15 +336,17 @@ def save_figure(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     curve, star = result["curve"], result["optimum_at_beta"]
-    panels = [("minirlhf's variants", [r for r in result["summary"] if r["impl"] == "minirlhf"]),
+    panels = [(f"minirlhf's variants at beta {result['beta']}: medians of {result['seeds_per_variant']} seeds, "
+               f"{result['budget']['grpo_steps']} steps for the critic-free ones",
+               [r for r in result["summary"] if r["impl"] == "minirlhf"]),
               ("TRL's trainers (squares), minirlhf with the same config (triangles)",
                [r for r in result["summary"] if r["impl"] != "minirlhf"])]
     panels = [(title, rows) for title, rows in panels if rows]
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 6.4), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7.5, 7.2 * len(panels)), sharex=True, squeeze=False)
     markers = {"minirlhf": "o", "trl": "s", "minirlhf-pair": "^"}
     colours = [*plt.get_cmap("tab20").colors, *plt.get_cmap("tab20b").colors]
     right = max(max(r["train_kl_median"] for _, rows in panels for r in rows), star["kl"]) * 1.08
-    for ax, (title, rows) in zip(axes[0], panels):
+    for ax, (title, rows) in zip(axes[:, 0], panels):
         ax.plot([q["kl"] for q in curve], [q["reward"] for q in curve], color="black", lw=1.5,
                 label="exact optimum pi*_beta (all beta)")
         names = list(dict.fromkeys(r["variant"] for r in rows))
@@ -357,12 +359,11 @@ def save_figure(result: dict, path: Path) -> None:
                    label=f"pi* at beta {result['beta']}")
         ax.set_xlim(0, right)
         ax.set_xlabel("KL(pi || pi_ref), exact (training countries)")
-        ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=6, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
+        ax.set_ylabel("E_pi[true reward], exact")
+        ax.xaxis.set_tick_params(labelbottom=True)
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("E_pi[true reward], exact")
-    fig.suptitle(f"Every variant at beta {result['beta']}: medians of {result['seeds_per_variant']} seeds, "
-                 f"{result['budget']['grpo_steps']} steps for the critic-free ones", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
