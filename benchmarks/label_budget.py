@@ -8,7 +8,9 @@ the shipped SFT model, at one beta:
   against pi_ref's), spread evenly over the run;
 * **offline DPO**: B pairs sampled from pi_ref, rated once (80% to learn from, 20% for its guard);
 * **online DPO**: B / 149 rounds of fresh pairs from the policy (149: its average labels per round
-  over the default 100 rounds; early rounds, with more distinct answers, cost more).
+  over the default 100 rounds; early rounds, with more distinct answers, cost more);
+* **KTO** (only when asked, ``--methods KTO``): B answers sampled from pi_ref, one thumbs label each
+  (:func:`minirlhf.kto.unpaired_feedback`), learned with KTO's defaults.
 
 Every method counts the labels it actually asked for (pairs of identical answers are not rated):
 the table and the figure show those, not B. Each is measured exactly on the training and the
@@ -17,6 +19,7 @@ held-out prompts.
     python benchmarks/label_budget.py                       # budgets 500 ... 16000, seed 0
     python benchmarks/label_budget.py --budgets 1000 4000 --methods "Online DPO"
     python benchmarks/label_budget.py --notebook-cache      # also minirlhf/cached_runs/label_budget.json
+    python benchmarks/label_budget.py --methods KTO DPO --name label_budget_kto   # docs/variants.md
 
 PPO runs ``--ppo-steps`` (300 by default, not PPOConfig's 1000) to keep the sweep near half an
 hour on 2 cores; every other setting is the method's default. Writes
@@ -41,6 +44,7 @@ import torch  # noqa: E402
 
 from minirlhf import world  # noqa: E402
 from minirlhf.dpo import DPOConfig, train_dpo  # noqa: E402
+from minirlhf.kto import KTOConfig, train_kto, unpaired_feedback  # noqa: E402
 from minirlhf.saved_models import load_base_model  # noqa: E402
 from minirlhf.online_dpo import OnlineDPOConfig, train_online_dpo  # noqa: E402
 from minirlhf.optimum import ExactEvaluator  # noqa: E402
@@ -50,6 +54,8 @@ from minirlhf.preferences import default_preferences  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("PPO-RM", "DPO", "Online DPO")
+"""The methods of the default sweep (notebook 05's figure); ``KTO`` runs when named."""
+ALL_METHODS = (*METHODS, "KTO")
 N_PROMPTS = len(world.prompts("train"))
 REFRESH_PAIRS = PPOConfig.refresh_pairs_per_prompt * N_PROMPTS  # labels per refresh, at most
 ONLINE_LABELS_PER_ROUND = 149  # measured with the defaults: 16 pairs per prompt, about half distinct
@@ -86,8 +92,13 @@ def run(method: str, budget: int, beta: float, seed: int, ppo_steps: int, ref, t
         _, history = train_online_dpo(policy, ref, tokenizer, world.prompts("train"),
                                       world.SimulatedRater(seed=seed), config)
         labels = history[-1]["rater_labels"]
+    elif method == "KTO":
+        feedback = unpaired_feedback(ref, tokenizer, world.prompts("train"), max(1, round(budget / N_PROMPTS)),
+                                     world.SimulatedRater(seed=seed), seed=seed)
+        train_kto(policy, ref, tokenizer, feedback, KTOConfig(beta=beta, seed=seed, progress=False))
+        labels = len(feedback)
     else:
-        raise ValueError(f"Unknown method {method!r}: choose from {', '.join(METHODS)}.")
+        raise ValueError(f"Unknown method {method!r}: choose from {', '.join(ALL_METHODS)}.")
     return {"labels": labels, "seconds": time.perf_counter() - start, "policy": policy}
 
 
@@ -124,7 +135,7 @@ def save(runs: list[dict], args, argv) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budgets", type=int, nargs="+", default=[500, 1000, 2000, 4000, 8000, 16000])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=ALL_METHODS)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ppo-steps", type=int, default=300)
@@ -142,9 +153,10 @@ def main(argv=None) -> int:
         for method in args.methods:
             result = run(method, budget, args.beta, args.seed, args.ppo_steps, ref, tokenizer)
             policy = result.pop("policy")
-            runs.append({"method": method, "budget": budget, **result,
-                         "attainment": train.evaluate(policy, args.beta)["attainment"],
-                         "attainment_held_out": held_out.evaluate(policy, args.beta)["attainment"]})
+            report = train.evaluate(policy, args.beta)
+            runs.append({"method": method, "budget": budget, **result, "attainment": report["attainment"],
+                         "attainment_held_out": held_out.evaluate(policy, args.beta)["attainment"],
+                         "coverage": report["coverage"]})
             save(runs, args, argv)  # after every run: a crash later keeps what was measured
             r = runs[-1]
             print(f"{method:10s} budget {budget:6d}: {r['labels']:6d} labels, "

@@ -445,3 +445,18 @@ def test_the_variants_page_says_which_pairs_agree_as_the_results_show():
     attainment = {way: sorted(r["train_attainment"] for r in drawing if r["drawing"] == way) for way in kl}
     assert abs(attainment["distinct"][1] - attainment["with_replacement"][1]) < max(
         a[-1] - a[0] for a in attainment.values())
+
+
+def test_the_variants_page_prices_ktos_labels_as_the_label_budget_run_shows():
+    """docs/variants.md: at equal label budgets KTO stays below DPO up to 4,000 labels, and from 8,000
+    labels on its policy collapses (almost no mass left on the candidate answers)."""
+    import json
+    from pathlib import Path
+
+    runs = json.loads((Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+                       / "label_budget_kto.json").read_text())["runs"]
+    by = {(r["method"], r["budget"]): r for r in runs}
+    budgets = sorted({r["budget"] for r in runs})
+    assert all(by[("KTO", b)]["attainment"] < by[("DPO", b)]["attainment"] for b in budgets if b <= 4000)
+    assert all(by[("KTO", b)]["coverage"] < 0.01 < by[("DPO", b)]["coverage"] for b in budgets if b >= 8000)
+    assert all(by[("KTO", b)]["coverage"] > 0.9 for b in budgets if b <= 4000)
