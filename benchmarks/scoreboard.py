@@ -123,7 +123,7 @@ TRL_METHODS: dict[str, tuple[str, dict | None, dict]] = {
     # one pass of one minibatch: every ratio is 1, where the two RLOO losses differ by a constant only
     "rloo_one_pass": ("rloo", {"advantage": "rloo", "epochs": 1, "minibatches": 1, **TRL_DRAWING}, {}),
     "dpo": ("dpo", {}, {}),
-    "ipo": ("dpo", {"loss_type": "ipo"}, {}),
+    "ipo": ("dpo", None, {"loss_type": "ipo"}),  # TRL's divides by the answer's length; minirlhf's does not
     **{lt: ("dpo", None, {"loss_type": lt}) for lt in ("hinge", "robust", "bco_pair", "sppo_hard", "nca_pair",
                                                          "apo_zero", "apo_down", "discopop", "sigmoid_norm")},
     "simpo": ("cpo", {"loss_type": "simpo"}, {}),
@@ -138,9 +138,9 @@ DIAGNOSTIC = ("rloo_one_pass", "gspo_one_minibatch", "overlong_filter_one_miniba
               KTO_PROMPT_ORDER)
 """Methods run to find why a pair differs, not methods of their own."""
 TRL_DEFAULT = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "clip_higher", "overlong_filter", "overlong_penalty",
-               "gspo", "rloo", "rloo_one_pass", "dpo", "simpo", "kto", KTO_PROMPT_ORDER)
-"""The methods ``--trl`` runs unless told: every one that minirlhf also has, with the same settings (and
-KTO on rows in prompt order)."""
+               "gspo", "rloo", "dpo", "simpo", "kto", *DIAGNOSTIC)
+"""The methods ``--trl`` runs unless told: every one that minirlhf also has, with the same settings, and
+the diagnostic runs."""
 SUMMARY_KEYS = ("train_attainment", "held_out_attainment", "train_kl", "train_true_reward", "train_leak",
                 "held_out_leak", "answer_length", "entropy", "rater_labels", "seconds",
                 "frac_reward_zero_std", "frontier_efficiency")

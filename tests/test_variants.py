@@ -415,6 +415,10 @@ def test_the_variants_page_says_which_pairs_agree_as_the_results_show():
     summary = {(row["variant"], row["impl"]): row for row in result["summary"]}
     leak = {impl: summary[("overlong_filter", impl)]["train_leak_median"] for impl in ("trl", "minirlhf-pair")}
     assert leak["trl"] > leak["minirlhf-pair"]
+    one = agreement["overlong_filter_one_minibatch"]
+    assert one["train_within"] and one["held_out_within"]
+    assert max(summary[("overlong_filter_one_minibatch", impl)]["train_leak_median"]
+               for impl in ("trl", "minirlhf-pair")) < leak["trl"]
 
     # TRL's loss types that minirlhf lacks, as the page sums them up
     def median(name, field="train_attainment"):
