@@ -456,7 +456,8 @@ def main(argv=None) -> int:
         runs = [r for r in old["runs"] if (r["variant"], r["impl"], r["seed"]) not in done] + runs
         data.setdefault("pairs", None)
     result = {
-        "beta": BETA, "seeds_per_variant": len(args.seeds),
+        "beta": BETA,  # the seeds of minirlhf's own variants (a --trl run keeps the stored count)
+        "seeds_per_variant": old["seeds_per_variant"] if old is not None and args.trl else len(args.seeds),
         "budget": {"grpo_steps": args.steps, "grpo_answers_per_step": GRPOConfig().prompts_per_step
                    * GRPOConfig().group_size, "dpo_pairs": (len(data["pairs"]) if data.get("pairs") is not None
                                  else old["budget"]["dpo_pairs"] if old else None),
