@@ -415,6 +415,11 @@ def test_the_variants_page_says_which_pairs_agree_as_the_results_show():
     summary = {(row["variant"], row["impl"]): row for row in result["summary"]}
     leak = {impl: summary[("overlong_filter", impl)]["train_leak_median"] for impl in ("trl", "minirlhf-pair")}
     assert leak["trl"] > leak["minirlhf-pair"]
+    lockstep = json.loads((root / "benchmarks" / "results" / "lockstep_update.json").read_text())["rows"]
+    assert {row["method"] for row in lockstep} >= {"gspo"}
+    for row in lockstep:  # "the same weights" on one batch: differences far below the moves
+        assert row["max_parameter_difference"] < 0.01 * row["max_parameter_move"], row["method"]
+        assert abs(row["minirlhf_clipfrac_mean"] - row["trl_clipfrac_mean"]) < 0.01
     one = agreement["overlong_filter_one_minibatch"]
     assert one["train_within"] and one["held_out_within"]
     assert max(summary[("overlong_filter_one_minibatch", impl)]["train_leak_median"]
