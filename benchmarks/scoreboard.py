@@ -309,7 +309,11 @@ def summarise(runs: list[dict]) -> list[dict]:
 def agreement(runs: list[dict]) -> list[dict]:
     """For each method run by TRL and by minirlhf with the same config: the difference of the two
     implementations' medians over seeds, and the tolerance it is held to, the larger of the two seed
-    ranges (max - min) of that method. ``within`` says whether |difference| <= tolerance."""
+    ranges (max - min) of that method. ``within`` says whether |difference| <= tolerance. A range grows
+    with the number of seeds, so each row also has the two-sided Mann-Whitney U test's p-value of the
+    two sets of seeds (small: the two libraries' runs differ more than their seeds do)."""
+    from scipy.stats import mannwhitneyu
+
     rows = []
     for name in dict.fromkeys(r["variant"] for r in runs if r["impl"] == "trl"):
         theirs = [r for r in runs if r["variant"] == name and r["impl"] == "trl"]
@@ -322,7 +326,9 @@ def agreement(runs: list[dict]) -> list[dict]:
             diff = statistics.median(a) - statistics.median(b)
             tolerance = max(max(a) - min(a), max(b) - min(b))
             row.update({f"{split}_difference": diff, f"{split}_tolerance": tolerance,
-                        f"{split}_within": abs(diff) <= tolerance})
+                        f"{split}_within": abs(diff) <= tolerance,
+                        # how likely seeds this far apart are if both libraries' runs come from one distribution
+                        f"{split}_mann_whitney_p": float(mannwhitneyu(a, b).pvalue)})
         rows.append(row)
     return rows
 
