@@ -96,6 +96,8 @@ fix them; TRL's sampler gives each step distinct prompts (minirlhf's default dra
 TRL_RECIPE = {"kl": "loss", "use_bias_correction_kl": True, **TRL_DRAWING}
 """minirlhf's GRPOConfig fields that make it train as TRL's GRPOTrainer does (TRL's KL is k3 in the loss,
 with its default ``use_bias_correction_kl``), with :data:`TRL_DRAWING`."""
+MINIRLHF_SCHEDULE = "minirlhf_schedule"
+"""A TRL field of :data:`TRL_METHODS` that is not TRL's: give TRL's trainer minirlhf's learning-rate schedule."""
 # name -> (TRL's trainer, minirlhf's config fields of the pair, TRL's fields where minirlhf has no pair or
 # names it differently). A method whose minirlhf fields are None runs in TRL only.
 TRL_METHODS: dict[str, tuple[str, dict | None, dict]] = {
@@ -115,6 +117,9 @@ TRL_METHODS: dict[str, tuple[str, dict | None, dict]] = {
     # no warm-up: TRL's warms up per optimizer step from rate 0, minirlhf's per batch of answers from 1/warmup
     "gspo_no_warmup": ("grpo", {**TRL_RECIPE, "importance_sampling_level": "sequence", "clip_range": 3e-4,
                                 "epsilon_high": 4e-4, "warmup_steps": 0}, {}),
+    # minirlhf's schedule in TRL: the rate set once per batch of answers, not at every optimizer step
+    "gspo_batch_schedule": ("grpo", {**TRL_RECIPE, "importance_sampling_level": "sequence", "clip_range": 3e-4,
+                                     "epsilon_high": 4e-4}, {MINIRLHF_SCHEDULE: True}),
     "sapo": ("grpo", None, {"loss_type": "sapo"}),
     "luspo": ("grpo", None, {"loss_type": "luspo", "importance_sampling_level": "sequence",
                              "epsilon": 3e-4, "epsilon_high": 4e-4}),
@@ -135,7 +140,7 @@ KTO_PROMPT_ORDER = "kto_prompt_order"
 :func:`~minirlhf.kto.unpaired_feedback` lists them, not shuffled (:func:`~minirlhf.integrations.trl.kto_dataset`
 says why that matters)."""
 DIAGNOSTIC = ("rloo_one_pass", "gspo_one_minibatch", "overlong_filter_one_minibatch", "gspo_no_warmup",
-              KTO_PROMPT_ORDER)
+              "gspo_batch_schedule", KTO_PROMPT_ORDER)
 """Methods run to find why a pair differs, not methods of their own."""
 TRL_DEFAULT = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "clip_higher", "overlong_filter", "overlong_penalty",
                "gspo", "rloo", "dpo", "simpo", "kto", *DIAGNOSTIC)
@@ -232,6 +237,7 @@ def run_trl(name: str, seed: int, steps: int, ref, tokenizer, threads: int, data
 
     kind = TRL_METHODS[name][0]
     config, args = trl_config(name, seed, steps)
+    minirlhf_schedule = args.pop(MINIRLHF_SCHEDULE, False)
     policy = copy.deepcopy(ref).train()
     freeze_like(policy, config.frozen_blocks, config.embedding_lr_scale)
     reference = copy.deepcopy(ref).eval().requires_grad_(False)
@@ -244,8 +250,18 @@ def run_trl(name: str, seed: int, steps: int, ref, tokenizer, threads: int, data
         reward_funcs = [true_reward_func]
         if config.soft_punish_cache:  # DAPO's soft overlong punishment is a reward function in TRL
             reward_funcs.append(get_soft_overlong_punishment(config.max_new_tokens, config.soft_punish_cache))
+        optimizers = (None, None)
+        if minirlhf_schedule:  # the rate of train_grpo: linear, set once per batch of answers
+            from minirlhf.training import lr_factor
+
+            per_batch = config.epochs * config.minibatches
+            optimizer = torch.optim.AdamW([q for q in policy.parameters() if q.requires_grad],
+                                          lr=args["learning_rate"], eps=config.adam_eps, weight_decay=0.0)
+            optimizers = (optimizer, torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda s: lr_factor(s // per_batch, config.steps, config.warmup_steps, "linear")))
         trainer = Trainer(model=policy, reward_funcs=reward_funcs, processing_class=tokenizer,
-                          train_dataset=prompt_data("train"), args=Config(**common, **args))
+                          train_dataset=prompt_data("train"), args=Config(**common, **args),
+                          optimizers=optimizers)
         labels = 0
     elif kind == "kto":
         feedback = kto_dataset(data["thumbs"][seed], seed)

@@ -412,6 +412,9 @@ def test_the_variants_page_says_which_pairs_agree_as_the_results_show():
     apart = {name for name, row in agreement.items() if not row["diagnostic"] and row["train_mann_whitney_p"] < 0.05}
     assert apart == {"gspo", "overlong_filter"}
     assert agreement["gspo"]["train_within"] and agreement["gspo"]["seeds"] >= 9
+    schedule = agreement["gspo_batch_schedule"]  # minirlhf's schedule in TRL: the gap narrows, still apart
+    assert abs(schedule["train_difference"]) < abs(agreement["gspo"]["train_difference"])
+    assert schedule["train_mann_whitney_p"] < 0.05
     critic_free = [name for name, row in agreement.items() if name not in ("dpo", "simpo", "kto")]
     assert min(critic_free, key=lambda name: agreement[name]["train_tolerance"]) == "dr_grpo"
     assert agreement["rloo_one_pass"]["train_within"] and agreement["rloo_one_pass"]["held_out_within"]
