@@ -120,6 +120,8 @@ TRL_METHODS: dict[str, tuple[str, dict | None, dict]] = {
     # minirlhf's schedule in TRL: the rate set once per batch of answers, not at every optimizer step
     "gspo_batch_schedule": ("grpo", {**TRL_RECIPE, "importance_sampling_level": "sequence", "clip_range": 3e-4,
                                      "epsilon_high": 4e-4}, {MINIRLHF_SCHEDULE: True}),
+    "overlong_filter_batch_schedule": ("grpo", {**TRL_RECIPE, "mask_truncated_completions": True},
+                                       {MINIRLHF_SCHEDULE: True}),
     "sapo": ("grpo", None, {"loss_type": "sapo"}),
     "luspo": ("grpo", None, {"loss_type": "luspo", "importance_sampling_level": "sequence",
                              "epsilon": 3e-4, "epsilon_high": 4e-4}),
@@ -140,7 +142,7 @@ KTO_PROMPT_ORDER = "kto_prompt_order"
 :func:`~minirlhf.kto.unpaired_feedback` lists them, not shuffled (:func:`~minirlhf.integrations.trl.kto_dataset`
 says why that matters)."""
 DIAGNOSTIC = ("rloo_one_pass", "gspo_one_minibatch", "overlong_filter_one_minibatch", "gspo_no_warmup",
-              "gspo_batch_schedule", KTO_PROMPT_ORDER)
+              "gspo_batch_schedule", "overlong_filter_batch_schedule", KTO_PROMPT_ORDER)
 """Methods run to find why a pair differs, not methods of their own."""
 TRL_DEFAULT = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "clip_higher", "overlong_filter", "overlong_penalty",
                "gspo", "rloo", "dpo", "simpo", "kto", *DIAGNOSTIC)

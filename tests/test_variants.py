@@ -427,6 +427,8 @@ def test_the_variants_page_says_which_pairs_agree_as_the_results_show():
     for row in lockstep:  # "the same weights" on one batch: differences far below the moves
         assert row["max_parameter_difference"] < 0.01 * row["max_parameter_move"], row["method"]
         assert abs(row["minirlhf_clipfrac_mean"] - row["trl_clipfrac_mean"]) < 0.01
+    drift = summary[("overlong_filter_batch_schedule", "trl")]["train_leak_median"]  # minirlhf's schedule in TRL
+    assert drift > leak["minirlhf-pair"] and abs(drift - leak["trl"]) < abs(drift - leak["minirlhf-pair"])
     one = agreement["overlong_filter_one_minibatch"]
     assert one["train_within"] and one["held_out_within"]
     assert max(summary[("overlong_filter_one_minibatch", impl)]["train_leak_median"]

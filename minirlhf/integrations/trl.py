@@ -187,7 +187,12 @@ def grpo_args(config: GRPOConfig | None = None, processes: int = 1, accumulation
 
     The answers of one optimizer step (``prompts_per_step x group_size / minibatches``) are the global
     batch, split over ``processes`` and ``accumulation`` gradient accumulation steps by
-    :func:`per_device_batch`; the answers sampled at once stay ``prompts_per_step x group_size``."""
+    :func:`per_device_batch`; the answers sampled at once stay ``prompts_per_step x group_size``.
+
+    One difference has no switch in TRL's config: its linear schedule lowers the rate at every optimizer
+    step (from 0, during the warm-up), minirlhf's once per batch of answers. It is small, but GSPO's tiny
+    clip range shows it (``docs/variants.md``); to remove it, pass TRL's trainer an optimizer and a
+    ``LambdaLR`` (``optimizers=...``) as ``benchmarks/scoreboard.py`` does."""
     config = config or GRPOConfig(kl="loss")
     if config.kl != "loss":
         raise ValueError('TRL\'s GRPOTrainer puts the KL in the loss (k3): use GRPOConfig(kl="loss").')
