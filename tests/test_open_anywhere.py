@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TUTORIALS = sorted(ROOT.glob("notebooks/0[0-9]_*.ipynb"))
-COPIED = "01_sft_tiny_gpt"  # a notebook that needs no file beside it
+COPIED = "07_variants"  # needs no file beside it, and reads the scoreboard from the wheel's cached runs
 
 
 def _env() -> dict:
@@ -68,6 +68,7 @@ def test_a_tutorial_notebook_copied_out_of_the_repository_runs(installed, tmp_pa
     assert not errors, errors
     first = next(c for c in cells if c["cell_type"] == "code")
     assert "find_spec" in "".join(first["source"]) and first["outputs"] == []  # installed nothing
+    assert any('cached_runs.load("scoreboard")' in "".join(c["source"]) for c in cells if c["cell_type"] == "code")
 
 
 # owner/name on GitHub, from pyproject.toml's [project.urls]: the badges and the first cells name it
