@@ -24,12 +24,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scoreboard import BETA, RESULTS, TRL_RECIPE, grpo_config, measure  # noqa: E402
+from scoreboard import BETA, RESULTS, TRL_RECIPE, exact_evaluators, grpo_config, measure  # noqa: E402
 
 from minirlhf import world  # noqa: E402
 from minirlhf.compare import frontier_curve  # noqa: E402
 from minirlhf.grpo import train_grpo  # noqa: E402
-from minirlhf.optimum import ExactEvaluator  # noqa: E402
 from minirlhf.saved_models import load_base_model  # noqa: E402
 
 
@@ -44,8 +43,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     load_at_start = list(os.getloadavg())
     ref, tokenizer = load_base_model()
-    evaluators = {"train": ExactEvaluator(ref, tokenizer, world.prompts("train")),
-                  "held_out": ExactEvaluator(ref, tokenizer, world.prompts("held_out"))}
+    evaluators = exact_evaluators(ref, tokenizer)
     curve = frontier_curve(evaluators["train"])
     runs = []
     for drawing in ("with_replacement", "distinct"):

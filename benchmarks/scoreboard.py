@@ -163,6 +163,11 @@ def answer_stats(evaluator: ExactEvaluator, set_probs: torch.Tensor, tokenizer) 
     return {"answer_length": (probs * lengths).sum(-1).mean().item(), "entropy": entropy.mean().item()}
 
 
+def exact_evaluators(ref, tokenizer) -> dict[str, ExactEvaluator]:
+    """The exact yardsticks of every run: the training and the held-out countries, against ``ref``."""
+    return {split: ExactEvaluator(ref, tokenizer, world.prompts(split)) for split in ("train", "held_out")}
+
+
 def measure(policy, evaluators: dict, tokenizer, curve) -> dict[str, float]:
     """The exact figures of one trained policy."""
     out = {}
@@ -443,8 +448,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     load_at_start = list(os.getloadavg())
     ref, tokenizer = load_base_model()
-    evaluators = {"train": ExactEvaluator(ref, tokenizer, world.prompts("train")),
-                  "held_out": ExactEvaluator(ref, tokenizer, world.prompts("held_out"))}
+    evaluators = exact_evaluators(ref, tokenizer)
     curve = frontier_curve(evaluators["train"])
     star = evaluators["train"].evaluate_probs(evaluators["train"].optimum(BETA)[:, :-1], BETA)
     kinds = ({TRL_METHODS[m][0] for m in args.trl_methods} if args.trl

@@ -21,9 +21,8 @@ Why this reward? The objective is ``J(pi) = E_{y~pi}[r(x,y)] - beta * KL(pi || p
 a sampled answer, ``-beta * k1`` plus the score is an unbiased estimate of J, whose maximiser is
 ``pi*(y|x) ~ pi_ref(y|x) exp(r(x,y) / beta)`` (computed exactly in :mod:`minirlhf.optimum`).
 
-The critic has its own trunk (a copy of the reward model, or of the SFT model with a zero head):
-on a model this small a value head on the policy's trunk would bend the features it answers with.
-How each default was chosen: the docs page "How the defaults were found" (docs/defaults.md).
+The critic has its own trunk (a copy of the reward model, or of the SFT model with a zero head). Why,
+and how each default was chosen: the docs page "How the defaults were found" (docs/defaults.md).
 
 Conventions: prompts left-padded with ``position_ids`` from the attention mask; every per-token
 tensor is (B, T), column ``t`` about token ``t`` given ``< t`` (as
@@ -272,8 +271,8 @@ class PPOConfig(RLConfig):
     clip_range_value: float = 0.2
     """How far a value may move from its rollout-time value before the value loss is clipped."""
     whiten_advantages: bool = False
-    """Normalise each batch's advantages to mean 0, variance 1 (TRL always does). Off: once nearly
-    every answer is right, whitening blows the remaining noise up to full-size steps."""
+    """Normalise each batch's advantages to mean 0, variance 1 (TRL always does; why off here:
+    docs/defaults.md)."""
     vf_coef: float = 0.1
     """Weight of the value loss in ``L = L_policy + vf_coef * L_value``."""
     rollouts_per_step: int = 64
